@@ -1,0 +1,76 @@
+package event
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"strconv"
+)
+
+// ID derives a message id from parts: the first 128 bits of a SHA-256 over the length-prefixed parts, in hex.
+// Equal parts give equal ids, so a retried or duplicated event is stored once (JetStream Nats-Msg-Id); the
+// length prefix keeps ("ab","c") and ("a","bc") apart.
+func ID(parts ...string) string {
+	h := sha256.New()
+	var n [8]byte
+	for _, p := range parts {
+		binary.BigEndian.PutUint64(n[:], uint64(len(p)))
+		h.Write(n[:])
+		h.Write([]byte(p))
+	}
+	sum := h.Sum(nil)
+	return hex.EncodeToString(sum[:16])
+}
+
+// ArtifactID is the id of an artifact, scan or quota event: (source, the registry's event type — Harbor's
+// PUSH_ARTIFACT, QUOTA_EXCEED, ..., not the coarser kind —, repository, digest, tag, occurred-at in unix
+// seconds). tag is the real tag: a digest Harbor put in `tag` must be blanked by the caller, so the Default and
+// CloudEvents copies of one event (DESIGN.md principle 3) get one id.
+func ArtifactID(source, eventType, repository, digest, tag string, occurredAt int64) string {
+	return ID("artifact", source, eventType, repository, digest, tag, strconv.FormatInt(occurredAt, 10))
+}
+
+// ReplicationID is the id of a replication task status change: (source, execution id, task id, job status,
+// occurred-at). Harbor before 2.13 sends no execution or task id; then the whole replication object, in
+// canonical JSON, stands in for them.
+func ReplicationID(source string, executionID, taskID int64, jobStatus string, replication json.RawMessage, occurredAt int64) string {
+	at := strconv.FormatInt(occurredAt, 10)
+	if executionID == 0 && taskID == 0 {
+		return ID("replication-object", source, Canonical(replication), at)
+	}
+	return ID("replication", source, strconv.FormatInt(executionID, 10), strconv.FormatInt(taskID, 10), jobStatus, at)
+}
+
+// RetentionID is the id of a tag retention report: (source, the whole retention object in canonical JSON,
+// occurred-at).
+func RetentionID(source string, retention json.RawMessage, occurredAt int64) string {
+	return ID("retention", source, Canonical(retention), strconv.FormatInt(occurredAt, 10))
+}
+
+// DistributionID is the id of one event of a distribution notification envelope: (source, the registry's event
+// id, action, repository, digest, tag). A distribution registry re-sends an undelivered envelope unchanged, so
+// its event id is stable across retries; the content keeps two registries' ids apart.
+func DistributionID(source, registryEventID, action, repository, digest, tag string) string {
+	return ID("distribution", source, registryEventID, action, repository, digest, tag)
+}
+
+// Canonical returns raw JSON with object keys sorted and insignificant space removed, so that two encodings of
+// the same object compare equal. Numbers keep their text. Invalid JSON is returned as it is.
+func Canonical(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return string(raw)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return string(raw)
+	}
+	return string(b)
+}

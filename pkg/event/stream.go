@@ -1,0 +1,63 @@
+package event
+
+import (
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names.
+const (
+	StreamRegistry = "REGISTRY"
+	StreamImage    = "IMAGE"
+	StreamDLQ      = "DLQ"
+)
+
+// Durable consumer names, one per stage.
+const (
+	StageInspector = "inspector"
+	StageRebuilder = "rebuilder"
+	StagePromoter  = "promoter"
+	StageRetention = "retention"
+	// StageReceiver has no consumer; it names the receiver's DLQ subject for events it cannot use.
+	StageReceiver = "receiver"
+)
+
+// StreamOptions are the operator's choices that shape every stream.
+type StreamOptions struct {
+	// Replicas per stream: 1 on one server, 3 on a cluster.
+	Replicas int
+	// DuplicateWindow is how long a Nats-Msg-Id is remembered.
+	DuplicateWindow time.Duration
+	// MaxAge and MaxBytes bound what a stream keeps; zero means unlimited.
+	MaxAge   time.Duration
+	MaxBytes int64
+}
+
+// Streams returns the definitions of REGISTRY, IMAGE and DLQ: file storage, limits retention (every stage
+// reads every message through its own durable consumer), the operator's replicas, duplicate window and limits.
+func Streams(o StreamOptions) []jetstream.StreamConfig {
+	def := func(name, desc string, subjects ...string) jetstream.StreamConfig {
+		maxBytes := o.MaxBytes
+		if maxBytes == 0 {
+			maxBytes = -1
+		}
+		return jetstream.StreamConfig{
+			Name:        name,
+			Description: desc,
+			Subjects:    subjects,
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			Replicas:    max(o.Replicas, 1),
+			Duplicates:  o.DuplicateWindow,
+			MaxAge:      o.MaxAge,
+			MaxBytes:    maxBytes,
+		}
+	}
+	return []jetstream.StreamConfig{
+		def(StreamRegistry, "registry events: registry.<source>.<kind>", "registry.>"),
+		def(StreamImage, "pipeline events: image.<what>", "image.>"),
+		def(StreamDLQ, "messages a stage gave up on: dlq.<stage>", "dlq.>"),
+	}
+}
