@@ -1,0 +1,226 @@
+// Package config reads harborflow.yaml: one strict YAML file (an unknown key is an error), `${NAME}`
+// expansion of string values from the environment, a safe default for every value, and errors that name the
+// file, the key and the problem.
+package config
+
+import (
+	"fmt"
+	"time"
+)
+
+// DefaultFile is the file every harborflow command reads when neither --config nor $HARBORFLOW_CONFIG is set.
+const DefaultFile = "harborflow.yaml"
+
+// EnvFile is the environment variable naming the config file.
+const EnvFile = "HARBORFLOW_CONFIG"
+
+// Source kinds.
+const (
+	SourceHarbor       = "harbor"
+	SourceDistribution = "distribution"
+	SourcePoll         = "poll"
+)
+
+// Config is the whole file. Each stage reads its own section.
+type Config struct {
+	NATS       NATS        `yaml:"nats"`
+	HTTP       HTTP        `yaml:"http"`
+	Log        Log         `yaml:"log"`
+	Sources    []Source    `yaml:"sources"`
+	Registries []Registry  `yaml:"registries"`
+	Inspector  Inspector   `yaml:"inspector"`
+	Rebuilds   []Rebuild   `yaml:"rebuilds"`
+	Promotions []Promotion `yaml:"promotions"`
+	Retention  []Retention `yaml:"retention"`
+}
+
+// NATS is where messages are stored: an external server (URL) or the embedded one.
+type NATS struct {
+	// URL of the NATS servers (comma-separated). Empty: start an embedded JetStream server.
+	URL string `yaml:"url"`
+	// Listen is the embedded server's client address, so the CLI and other processes can connect.
+	Listen string `yaml:"listen"`
+	// StoreDir is the embedded server's JetStream store.
+	StoreDir string `yaml:"store_dir"`
+	// Replicas per stream: 1 on one server, 3 on a cluster.
+	Replicas int `yaml:"replicas"`
+	// DuplicateWindow is how long JetStream remembers message ids for de-duplication.
+	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+	// MaxAge and MaxBytes bound each stream; 0 means unlimited.
+	MaxAge   time.Duration `yaml:"max_age"`
+	MaxBytes int64         `yaml:"max_bytes"`
+	// SyncAlways makes the embedded server fsync every write before acknowledging it (default true).
+	SyncAlways bool `yaml:"sync_always"`
+}
+
+// HTTP is the receiver's listener.
+type HTTP struct {
+	Listen       string `yaml:"listen"`
+	MaxBodyBytes int64  `yaml:"max_body_bytes"`
+	// ShutdownTimeout bounds the whole graceful shutdown: HTTP intake, consumers, NATS.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// PublishTimeout bounds the wait for JetStream's ack of one webhook before answering 503.
+	PublishTimeout time.Duration `yaml:"publish_timeout"`
+}
+
+// Log configures the process logger.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Development switches to human-readable console output.
+	Development bool `yaml:"development"`
+}
+
+// Source is something that tells harborflow about registry events.
+type Source struct {
+	// Name is the middle token of registry.<name>.<kind> ([a-z0-9-]+).
+	Name string `yaml:"name"`
+	// Kind is harbor, distribution or poll.
+	Kind string `yaml:"kind"`
+	// Host is the registry host the events are about, as in registries[].host.
+	Host string `yaml:"host"`
+	// Secrets are whole Authorization header values; any one of them is accepted (rotation).
+	Secrets []Secret `yaml:"secrets"`
+	// IgnoreOperators are operators (our own robot account) whose events are counted and dropped.
+	IgnoreOperators []string `yaml:"ignore_operators"`
+
+	// Poll sources only.
+	Interval     time.Duration    `yaml:"interval"`
+	Initial      string           `yaml:"initial"`
+	Repositories []PollRepository `yaml:"repositories"`
+}
+
+// PollRepository is a repository a poll source watches.
+type PollRepository struct {
+	Repository string   `yaml:"repository"`
+	Tags       []string `yaml:"tags"`
+	Platforms  []string `yaml:"platforms"`
+}
+
+// Registry holds the credentials and TLS settings of one registry host.
+type Registry struct {
+	Host           string `yaml:"host"`
+	Harbor         bool   `yaml:"harbor"`
+	Username       string `yaml:"username"`
+	Password       Secret `yaml:"password"`
+	CAFile         string `yaml:"ca_file"`
+	Insecure       bool   `yaml:"insecure"`
+	PlainHTTP      bool   `yaml:"plain_http"`
+	MaxConcurrency int    `yaml:"max_concurrency"`
+}
+
+// Inspector configures the inspector stage.
+type Inspector struct {
+	UpdateLevelLabel   string   `yaml:"update_level_label"`
+	RequireUpdateLevel []string `yaml:"require_update_level"`
+}
+
+// Rebuild is a recipe: rebuild target whenever base gets a new update level.
+type Rebuild struct {
+	Name    string `yaml:"name"`
+	Base    string `yaml:"base"`
+	Builder string `yaml:"builder"`
+	Context string `yaml:"context"`
+	Owner   string `yaml:"owner"`
+	Target  string `yaml:"target"`
+	Tag     string `yaml:"tag"`
+}
+
+// Promotion is a chain of stages an image is copied along when its gates pass.
+type Promotion struct {
+	Name        string   `yaml:"name"`
+	Stages      []string `yaml:"stages"`
+	Gates       Gates    `yaml:"gates"`
+	RollingTags []string `yaml:"rolling_tags"`
+}
+
+// Gates are the checks an image must pass before promotion.
+type Gates struct {
+	MaxSeverity  string        `yaml:"max_severity"`
+	Signed       bool          `yaml:"signed"`
+	Labels       []string      `yaml:"labels"`
+	MinAge       time.Duration `yaml:"min_age"`
+	Approval     bool          `yaml:"approval"`
+	NonRoot      bool          `yaml:"non_root"`
+	AllowedPorts []string      `yaml:"allowed_ports"`
+}
+
+// Retention is a keep-N policy over repositories.
+type Retention struct {
+	Repositories   []string      `yaml:"repositories"`
+	KeepPerVersion int           `yaml:"keep_per_version"`
+	Protect        []string      `yaml:"protect"`
+	DryRun         bool          `yaml:"dry_run"`
+	Schedule       time.Duration `yaml:"schedule"`
+}
+
+// Secret is a value that must never be printed: fmt, JSON and YAML encoders show it as [redacted].
+type Secret string
+
+// String redacts the secret.
+func (Secret) String() string { return "[redacted]" }
+
+// GoString redacts the secret for %#v.
+func (Secret) GoString() string { return "[redacted]" }
+
+// MarshalText redacts the secret in JSON and text encoders.
+func (Secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
+
+// Value is the secret itself, for comparing and sending.
+func (s Secret) Value() string { return string(s) }
+
+// Default returns the configuration used for every value the file does not set.
+func Default() Config {
+	return Config{
+		NATS: NATS{
+			Listen:          "127.0.0.1:4222",
+			StoreDir:        "./var/nats",
+			Replicas:        1,
+			DuplicateWindow: 10 * time.Minute,
+			MaxAge:          30 * 24 * time.Hour,
+			MaxBytes:        1 << 30,
+			SyncAlways:      true,
+		},
+		HTTP: HTTP{
+			Listen:          "127.0.0.1:8080",
+			MaxBodyBytes:    1 << 20,
+			ShutdownTimeout: 20 * time.Second,
+			PublishTimeout:  2 * time.Second,
+		},
+		Log:       Log{Level: "info"},
+		Inspector: Inspector{UpdateLevelLabel: "update_level"},
+	}
+}
+
+func (s *Source) setDefaults() {
+	if s.Kind == SourcePoll {
+		if s.Interval == 0 {
+			s.Interval = 5 * time.Minute
+		}
+		if s.Initial == "" {
+			s.Initial = "publish"
+		}
+	}
+}
+
+// Source returns the source called name.
+func (c *Config) Source(name string) (Source, bool) {
+	for _, s := range c.Sources {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Source{}, false
+}
+
+// String describes the configuration without secrets, for a log line.
+func (c *Config) String() string {
+	return fmt.Sprintf("%d sources, %d registries, nats %s", len(c.Sources), len(c.Registries), c.natsWhere())
+}
+
+func (c *Config) natsWhere() string {
+	if c.NATS.URL == "" {
+		return "embedded at " + c.NATS.Listen
+	}
+	return "external"
+}

@@ -1,0 +1,144 @@
+package config_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/harborflow/harborflow/pkg/config"
+)
+
+func env(vars map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
+}
+
+const sample = `
+nats:
+  listen: 127.0.0.1:4333
+  duplicate_window: 5m
+sources:
+  - name: harbor
+    kind: harbor
+    host: harbor.acme.example
+    secrets: ["${HARBOR_WEBHOOK_AUTH}", "Bearer old"]
+    ignore_operators: ["robot$harborflow"]
+  - name: wso2
+    kind: poll
+    repositories:
+      - repository: registry.wso2.com/wso2-apim/am
+        tags: ['^4\.2\.0(\.\d+)?(-rocky)?$']
+registries:
+  - host: harbor.acme.example
+    username: robot$harborflow
+    password: ${HARBOR_ROBOT_SECRET}
+`
+
+func TestParseSampleAppliesDefaultsAndExpandsSecrets(t *testing.T) {
+	cfg, err := config.Parse("h.yaml", []byte(sample), env(map[string]string{
+		"HARBOR_WEBHOOK_AUTH": "Bearer s3cr3t", "HARBOR_ROBOT_SECRET": "p$w",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.NATS.Listen; got != "127.0.0.1:4333" {
+		t.Errorf("nats.listen = %q", got)
+	}
+	if !cfg.NATS.SyncAlways {
+		t.Error("nats.sync_always must default to true")
+	}
+	if cfg.NATS.DuplicateWindow != 5*time.Minute || cfg.NATS.Replicas != 1 || cfg.HTTP.MaxBodyBytes != 1<<20 {
+		t.Errorf("defaults not applied: %+v %+v", cfg.NATS, cfg.HTTP)
+	}
+	h, _ := cfg.Source("harbor")
+	if h.Secrets[0].Value() != "Bearer s3cr3t" || h.Secrets[1].Value() != "Bearer old" {
+		t.Errorf("secrets not expanded: %q", []string{h.Secrets[0].Value(), h.Secrets[1].Value()})
+	}
+	// `$` outside ${NAME} stays as written.
+	if h.IgnoreOperators[0] != "robot$harborflow" || cfg.Registries[0].Username != "robot$harborflow" {
+		t.Errorf("a plain $ was expanded: %q %q", h.IgnoreOperators[0], cfg.Registries[0].Username)
+	}
+	if cfg.Registries[0].Password.Value() != "p$w" {
+		t.Errorf("password = %q", cfg.Registries[0].Password.Value())
+	}
+	w, _ := cfg.Source("wso2")
+	if w.Interval != 5*time.Minute || w.Initial != "publish" {
+		t.Errorf("poll defaults not applied: %+v", w)
+	}
+}
+
+func TestSecretsNeverPrinted(t *testing.T) {
+	cfg, err := config.Parse("h.yaml", []byte(sample), env(map[string]string{
+		"HARBOR_WEBHOOK_AUTH": "Bearer s3cr3t", "HARBOR_ROBOT_SECRET": "hunter2",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, _ := json.Marshal(cfg)
+	for _, out := range []string{fmt.Sprintf("%v %+v %#v %s", cfg, *cfg, *cfg, cfg), string(j)} {
+		if strings.Contains(out, "s3cr3t") || strings.Contains(out, "hunter2") {
+			t.Errorf("secret printed: %s", out)
+		}
+	}
+}
+
+func TestParseErrorsNameFileKeyAndLine(t *testing.T) {
+	base := "sources:\n  - name: h\n    kind: harbor\n    host: h.example\n    secrets: [x]\n"
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"unknown top-level key", "natz:\n  url: x\n", []string{"bad.yaml:1: natz: unknown key", `did you mean "nats"?`}},
+		{"unknown nested key", "nats:\n  listen: 127.0.0.1:1\n  sync_allways: false\n", []string{"bad.yaml:3: nats.sync_allways: unknown key", `"sync_always"`}},
+		{"unknown key in a list item", base + "    secret: y\n", []string{"bad.yaml:6: sources[0].secret: unknown key"}},
+		{"bad duration", "nats:\n  duplicate_window: ten minutes\n", []string{"bad.yaml:2: nats.duplicate_window:", "time.Duration"}},
+		{"bad int", "http:\n  max_body_bytes: lots\n", []string{"bad.yaml:2: http.max_body_bytes:"}},
+		{"bad replicas", "nats:\n  replicas: 0\n", []string{"bad.yaml:2: nats.replicas: must be between 1 and 5, not 0"}},
+		{"bad source name", "sources:\n  - name: Harbor_1\n    kind: harbor\n    host: h\n    secrets: [x]\n", []string{"bad.yaml:2: sources[0].name: must match [a-z0-9-]+"}},
+		{"bad source kind", "sources:\n  - name: h\n    kind: quay\n", []string{"bad.yaml:3: sources[0].kind: must be harbor, distribution or poll"}},
+		{"no secrets", "sources:\n  - name: h\n    kind: harbor\n    host: h\n", []string{"sources[0].secrets: must list at least one"}},
+		{"duplicate source", base + "  - name: h\n    kind: harbor\n    host: h\n    secrets: [y]\n", []string{"bad.yaml:6: sources[1].name: \"h\" is already the name of sources[0]"}},
+		{"unset env", "sources:\n  - name: h\n    kind: harbor\n    host: h\n    secrets: [\"${NOPE}\"]\n", []string{"bad.yaml:5: sources[0].secrets[0]: environment variable NOPE is not set"}},
+		{"bad listen", "http:\n  listen: 8080\n", []string{"bad.yaml:2: http.listen: must be host:port"}},
+		{"bad regexp", "sources:\n  - name: w\n    kind: poll\n    repositories:\n      - repository: r\n        tags: ['(']\n", []string{"bad.yaml:6: sources[0].repositories[0].tags[0]: is not a valid regular expression"}},
+		{"mapping expected", "nats: 5\n", []string{"bad.yaml:1: nats: must be a mapping"}},
+		{"not yaml", "nats: [\n", []string{"bad.yaml"}},
+		{"bad log level", "log:\n  level: loud\n", []string{"bad.yaml:2: log.level: must be debug, info, warn or error"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := config.Parse("bad.yaml", []byte(tc.yaml), env(nil))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			var ce *config.Error
+			if !errors.As(err, &ce) || ce.File != "bad.yaml" {
+				t.Errorf("error %v is not a *config.Error naming the file", err)
+			}
+		})
+	}
+}
+
+func TestSecretsNeverInErrors(t *testing.T) {
+	y := "sources:\n  - name: h\n    kind: harbor\n    host: h\n    secrets: [\"${S}\"]\n    bogus: 1\n"
+	_, err := config.Parse("bad.yaml", []byte(y), env(map[string]string{"S": "Bearer s3cr3t"}))
+	if err == nil || strings.Contains(err.Error(), "s3cr3t") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestEmptyFileIsAllDefaults(t *testing.T) {
+	cfg, err := config.Parse("empty.yaml", nil, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NATS.Listen != "127.0.0.1:4222" || cfg.HTTP.Listen != "127.0.0.1:8080" || !cfg.NATS.SyncAlways {
+		t.Errorf("defaults: %+v", cfg)
+	}
+}

@@ -1,0 +1,129 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+
+	"go.uber.org/zap/zapcore"
+)
+
+var sourceName = regexp.MustCompile(`^[a-z0-9-]+$`)
+
+// validate checks every value that decoding cannot, and reports each problem with its key and line.
+func (l *loader) validate(c *Config) error {
+	l.errs = nil
+	n := c.NATS
+	if n.URL == "" {
+		l.checkHostPort("nats.listen", n.Listen)
+		if n.StoreDir == "" {
+			l.fail("nats.store_dir", "must be set when nats.url is empty (the embedded server stores its streams there)")
+		}
+	}
+	if n.Replicas < 1 || n.Replicas > 5 {
+		l.fail("nats.replicas", fmt.Sprintf("must be between 1 and 5, not %d", n.Replicas))
+	}
+	if n.DuplicateWindow <= 0 {
+		l.fail("nats.duplicate_window", "must be a positive duration such as 10m")
+	}
+	if n.MaxAge < 0 {
+		l.fail("nats.max_age", "must not be negative (0 keeps messages for ever)")
+	}
+	if n.MaxAge > 0 && n.DuplicateWindow > n.MaxAge {
+		l.fail("nats.duplicate_window", fmt.Sprintf("must not be longer than nats.max_age (%s)", n.MaxAge))
+	}
+	if n.MaxBytes < 0 {
+		l.fail("nats.max_bytes", "must not be negative (0 is unlimited)")
+	}
+
+	l.checkHostPort("http.listen", c.HTTP.Listen)
+	if c.HTTP.MaxBodyBytes < 1024 {
+		l.fail("http.max_body_bytes", fmt.Sprintf("must be at least 1024, not %d", c.HTTP.MaxBodyBytes))
+	}
+	if c.HTTP.ShutdownTimeout <= 0 {
+		l.fail("http.shutdown_timeout", "must be a positive duration")
+	}
+	if c.HTTP.PublishTimeout <= 0 {
+		l.fail("http.publish_timeout", "must be a positive duration")
+	}
+	if _, err := zapcore.ParseLevel(c.Log.Level); err != nil {
+		l.fail("log.level", fmt.Sprintf("must be debug, info, warn or error, not %q", c.Log.Level))
+	}
+
+	seen := map[string]int{}
+	for i, s := range c.Sources {
+		key := fmt.Sprintf("sources[%d]", i)
+		if !sourceName.MatchString(s.Name) {
+			l.fail(key+".name", fmt.Sprintf("must match [a-z0-9-]+, not %q", s.Name))
+		} else if j, dup := seen[s.Name]; dup {
+			l.fail(key+".name", fmt.Sprintf("%q is already the name of sources[%d]", s.Name, j))
+		}
+		seen[s.Name] = i
+		switch s.Kind {
+		case SourceHarbor, SourceDistribution:
+			if s.Host == "" {
+				l.fail(key+".host", "must name the registry host the events are about, e.g. harbor.acme.example")
+			}
+			if len(s.Secrets) == 0 {
+				l.fail(key+".secrets", "must list at least one Authorization header value (webhooks are not signed; this is their only authentication)")
+			}
+			for j, sec := range s.Secrets {
+				if sec.Value() == "" {
+					l.fail(fmt.Sprintf("%s.secrets[%d]", key, j), "must not be empty")
+				}
+			}
+		case SourcePoll:
+			if s.Interval <= 0 {
+				l.fail(key+".interval", "must be a positive duration")
+			}
+			if s.Initial != "publish" && s.Initial != "baseline" {
+				l.fail(key+".initial", fmt.Sprintf("must be publish or baseline, not %q", s.Initial))
+			}
+			if len(s.Repositories) == 0 {
+				l.fail(key+".repositories", "must list at least one repository to poll")
+			}
+			for j, r := range s.Repositories {
+				rk := fmt.Sprintf("%s.repositories[%d]", key, j)
+				if r.Repository == "" {
+					l.fail(rk+".repository", "must be set, e.g. registry.wso2.com/wso2-apim/am")
+				}
+				for k, p := range r.Tags {
+					if _, err := regexp.Compile(p); err != nil {
+						l.fail(fmt.Sprintf("%s.tags[%d]", rk, k), fmt.Sprintf("is not a valid regular expression: %v", err))
+					}
+				}
+			}
+		default:
+			l.fail(key+".kind", fmt.Sprintf("must be harbor, distribution or poll, not %q", s.Kind))
+		}
+	}
+
+	hosts := map[string]int{}
+	for i, r := range c.Registries {
+		key := fmt.Sprintf("registries[%d]", i)
+		if r.Host == "" {
+			l.fail(key+".host", "must be set")
+		} else if j, dup := hosts[r.Host]; dup {
+			l.fail(key+".host", fmt.Sprintf("%q is already configured in registries[%d]", r.Host, j))
+		}
+		hosts[r.Host] = i
+		if r.MaxConcurrency < 0 {
+			l.fail(key+".max_concurrency", "must not be negative")
+		}
+	}
+	return errors.Join(l.errs...)
+}
+
+func (l *loader) checkHostPort(key, v string) {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		l.fail(key, fmt.Sprintf("must be host:port, not %q", v))
+		return
+	}
+	_ = host
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		l.fail(key, fmt.Sprintf("port must be a number from 0 to 65535, not %q", port))
+	}
+}
