@@ -1,0 +1,156 @@
+package harborflow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/harborflow/harborflow/pkg/broker"
+	"github.com/harborflow/harborflow/pkg/bus"
+	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/logging"
+	"github.com/harborflow/harborflow/services/receiver"
+)
+
+func newRunCommand(cfgPath func() string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "run",
+		Short: "Run every stage in one process, with an embedded NATS JetStream server unless nats.url is set",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path := cfgPath()
+			cfg, err := config.Load(path)
+			if err != nil {
+				return err
+			}
+			log, err := logging.New(cfg.Log.Level, cfg.Log.Development)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = log.Sync() }()
+			log.Info("starting harborflow", zap.String("version", Version), zap.String(logging.FieldConfigFile, path), zap.Stringer("config", cfg))
+			p, err := Start(cmd.Context(), cfg, log)
+			if err != nil {
+				log.Error("start failed", zap.Error(err))
+				return err
+			}
+			<-cmd.Context().Done()
+			log.Info("shutting down", zap.Duration("timeout", cfg.HTTP.ShutdownTimeout))
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
+			defer cancel()
+			if err := p.Shutdown(ctx); err != nil {
+				log.Error("shutdown incomplete", zap.Error(err))
+				return err
+			}
+			log.Info("stopped")
+			return nil
+		},
+	}
+}
+
+// Process is every harborflow stage running in this process.
+type Process struct {
+	log       *zap.Logger
+	server    *broker.Server // nil with an external NATS
+	nc        *nats.Conn
+	receiver  *receiver.Server
+	consumers []*bus.Consumer
+	// NATSURL is where the stages' NATS is.
+	NATSURL string
+}
+
+// Start starts the embedded NATS server (when cfg.NATS.URL is empty), ensures the streams, and starts every
+// stage. On error, whatever was started is stopped again.
+func Start(ctx context.Context, cfg *config.Config, log *zap.Logger) (p *Process, err error) {
+	p = &Process{log: log}
+	defer func() {
+		if err != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
+			defer cancel()
+			_ = p.Shutdown(sctx)
+			p = nil
+		}
+	}()
+	p.NATSURL = cfg.NATS.URL
+	if p.NATSURL == "" {
+		p.server, err = broker.Start(broker.Config{Listen: cfg.NATS.Listen, StoreDir: cfg.NATS.StoreDir, SyncAlways: cfg.NATS.SyncAlways}, log)
+		if err != nil {
+			return p, err
+		}
+		p.NATSURL = p.server.ClientURL()
+		log.Info("embedded NATS JetStream started", zap.String(logging.FieldAddress, p.NATSURL),
+			zap.String("store_dir", cfg.NATS.StoreDir), zap.Bool("sync_always", cfg.NATS.SyncAlways))
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	p.nc, err = bus.Connect(cctx, p.NATSURL, "harborflow", log)
+	if err != nil {
+		return p, err
+	}
+	b, err := bus.New(p.nc, bus.WithLogger(log))
+	if err != nil {
+		return p, err
+	}
+	if err := b.EnsureStreams(cctx, event.StreamOptions{
+		Replicas: cfg.NATS.Replicas, DuplicateWindow: cfg.NATS.DuplicateWindow, MaxAge: cfg.NATS.MaxAge, MaxBytes: cfg.NATS.MaxBytes,
+	}); err != nil {
+		return p, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	p.receiver, err = receiver.New(receiver.ConfigFrom(cfg), receiver.Deps{Bus: b, Log: log, Metrics: reg})
+	if err != nil {
+		return p, err
+	}
+	if err := p.receiver.Start(); err != nil {
+		p.receiver = nil
+		return p, err
+	}
+	return p, nil
+}
+
+// ReceiverAddr is the address the receiver listens on.
+func (p *Process) ReceiverAddr() string { return p.receiver.Addr() }
+
+// Shutdown stops the process in the one order that loses nothing, within ctx: stop HTTP intake (requests in
+// flight finish and are answered after their events are stored), drain the consumers (handlers in flight
+// finish and ack), drain the NATS connection (pending publishes and acks flush), then stop the embedded server.
+func (p *Process) Shutdown(ctx context.Context) error {
+	var errs []error
+	if p.receiver != nil {
+		if err := p.receiver.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, c := range p.consumers {
+		if err := c.Drain(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if p.nc != nil {
+		closed := make(chan struct{})
+		p.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+		if err := p.nc.Drain(); err != nil {
+			p.nc.Close()
+		} else {
+			select {
+			case <-closed:
+			case <-ctx.Done():
+				p.nc.Close()
+				errs = append(errs, fmt.Errorf("draining NATS connection: %w", ctx.Err()))
+			}
+		}
+	}
+	if p.server != nil {
+		p.server.Shutdown()
+	}
+	return errors.Join(errs...)
+}

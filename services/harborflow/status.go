@@ -1,0 +1,110 @@
+package harborflow
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/harborflow/harborflow/pkg/event"
+)
+
+func newStatusCommand(cfgPath func() string) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Print streams, consumers and pending counts",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			nc, b, err := connect(cmd.Context(), cfgPath())
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			st, err := readStatus(cmd.Context(), b.JetStream())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(st)
+			}
+			return st.print(cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	return cmd
+}
+
+type streamStatus struct {
+	Name      string           `json:"name"`
+	Messages  uint64           `json:"messages"`
+	Bytes     uint64           `json:"bytes"`
+	FirstSeq  uint64           `json:"firstSeq"`
+	LastSeq   uint64           `json:"lastSeq"`
+	LastTime  time.Time        `json:"lastTime"`
+	Replicas  int              `json:"replicas"`
+	Consumers []consumerStatus `json:"consumers"`
+}
+
+type consumerStatus struct {
+	Name        string `json:"name"`
+	Pending     uint64 `json:"pending"`
+	AckPending  int    `json:"ackPending"`
+	Redelivered int    `json:"redelivered"`
+	Delivered   uint64 `json:"delivered"`
+}
+
+type status struct {
+	Streams []streamStatus `json:"streams"`
+}
+
+func readStatus(ctx context.Context, js jetstream.JetStream) (*status, error) {
+	st := &status{}
+	for _, name := range []string{event.StreamRegistry, event.StreamImage, event.StreamDLQ} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("reading stream %s: %w", name, err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("reading stream %s: %w", name, err)
+		}
+		ss := streamStatus{Name: name, Messages: info.State.Msgs, Bytes: info.State.Bytes, FirstSeq: info.State.FirstSeq,
+			LastSeq: info.State.LastSeq, LastTime: info.State.LastTime, Replicas: info.Config.Replicas, Consumers: []consumerStatus{}}
+		lister := s.ListConsumers(ctx)
+		for ci := range lister.Info() {
+			ss.Consumers = append(ss.Consumers, consumerStatus{Name: ci.Name, Pending: ci.NumPending, AckPending: ci.NumAckPending,
+				Redelivered: ci.NumRedelivered, Delivered: ci.Delivered.Stream})
+		}
+		if err := lister.Err(); err != nil {
+			return nil, fmt.Errorf("listing consumers of %s: %w", name, err)
+		}
+		st.Streams = append(st.Streams, ss)
+	}
+	return st, nil
+}
+
+func (st *status) print(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STREAM\tMESSAGES\tBYTES\tFIRST\tLAST\tLAST AT\tREPLICAS")
+	for _, s := range st.Streams {
+		last := "-"
+		if !s.LastTime.IsZero() {
+			last = s.LastTime.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%d\n", s.Name, s.Messages, s.Bytes, s.FirstSeq, s.LastSeq, last, s.Replicas)
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "STREAM\tCONSUMER\tPENDING\tACK PENDING\tREDELIVERED\tDELIVERED")
+	for _, s := range st.Streams {
+		for _, c := range s.Consumers {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\n", s.Name, c.Name, c.Pending, c.AckPending, c.Redelivered, c.Delivered)
+		}
+	}
+	return tw.Flush()
+}
