@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -140,5 +141,22 @@ func TestEmptyFileIsAllDefaults(t *testing.T) {
 	}
 	if cfg.NATS.Listen != "127.0.0.1:4222" || cfg.HTTP.Listen != "127.0.0.1:8080" || !cfg.NATS.SyncAlways {
 		t.Errorf("defaults: %+v", cfg)
+	}
+}
+
+func TestLoadKeepingUnsetLeavesUnsetVariablesAsWritten(t *testing.T) {
+	path := t.TempDir() + "/h.yaml"
+	if err := os.WriteFile(path, []byte("nats:\n  url: nats://n:4222\nsources:\n  - name: h\n    kind: harbor\n    host: h\n    secrets: [\"${HARBORFLOW_TEST_UNSET_SECRET}\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.Load(path); err == nil {
+		t.Fatal("Load accepted an unset variable")
+	}
+	cfg, err := config.LoadKeepingUnset(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NATS.URL != "nats://n:4222" {
+		t.Errorf("nats.url = %q", cfg.NATS.URL)
 	}
 }

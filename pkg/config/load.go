@@ -55,6 +55,22 @@ func Load(path string) (*Config, error) {
 	return Parse(path, data, os.LookupEnv)
 }
 
+// LoadKeepingUnset is Load for the operational commands (events, status, ...), which need only the nats
+// section: a ${NAME} whose variable is not set stays as written instead of being an error, so an operator
+// does not need the stages' secrets to look at the streams.
+func LoadKeepingUnset(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config file: %w", err)
+	}
+	return Parse(path, data, func(name string) (string, bool) {
+		if v, ok := os.LookupEnv(name); ok {
+			return v, true
+		}
+		return "${" + name + "}", true
+	})
+}
+
 // Parse is Load for data already read; file names it in errors and lookup resolves ${NAME}.
 func Parse(file string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	l := &loader{file: file, lookup: lookup, lines: map[string]int{}, valueLines: map[int]string{}}
@@ -216,7 +232,7 @@ func yamlFields(t reflect.Type) map[string]reflect.StructField {
 	return fields
 }
 
-// suggest names the known key closest to an unknown one, for typos.
+// suggest names the known key an unknown one most likely meant: one it starts, or one within two edits.
 func suggest(key string, fields map[string]reflect.StructField) string {
 	best, bestDist := "", 3
 	names := make([]string, 0, len(fields))
@@ -225,6 +241,9 @@ func suggest(key string, fields map[string]reflect.StructField) string {
 	}
 	sort.Strings(names)
 	for _, name := range names {
+		if strings.HasPrefix(name, key) || strings.HasPrefix(key, name) {
+			return fmt.Sprintf(" (did you mean %q?)", name)
+		}
 		if d := distance(key, name); d < bestDist {
 			best, bestDist = name, d
 		}

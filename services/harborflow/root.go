@@ -39,7 +39,7 @@ func NewCommand() *cobra.Command {
 // connect loads the config at path and connects to the NATS it names: nats.url, or the client port of a
 // running single process (nats.listen).
 func connect(ctx context.Context, path string) (*nats.Conn, *bus.Bus, error) {
-	cfg, err := config.Load(path)
+	cfg, err := config.LoadKeepingUnset(path)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -78,6 +78,9 @@ func readStatus(ctx context.Context, js jetstream.JetStream) (*status, error) {
 			LastSeq: info.State.LastSeq, LastTime: info.State.LastTime, Replicas: info.Config.Replicas, Consumers: []consumerStatus{}}
 		lister := s.ListConsumers(ctx)
 		for ci := range lister.Info() {
+			if ci.Config.Durable == "" {
+				continue // an ephemeral reader such as `harborflow events`, not a stage
+			}
 			ss.Consumers = append(ss.Consumers, consumerStatus{Name: ci.Name, Pending: ci.NumPending, AckPending: ci.NumAckPending,
 				Redelivered: ci.NumRedelivered, Delivered: ci.Delivered.Stream})
 		}
