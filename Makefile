@@ -17,9 +17,9 @@ export PATH := $(TOOLS):$(PATH)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/harborflow/harborflow/services/harborflow.Version=$(VERSION)
 CONFIG ?= deploy/harborflow.yaml
-# `make run` needs a webhook secret; this one is for a local machine only.
-export HARBOR_WEBHOOK_AUTH ?= Bearer dev-secret
-export REGISTRY_WEBHOOK_AUTH ?= Bearer dev-secret
+# `make run` needs webhook secrets; these are for a local machine only.
+run: export HARBOR_WEBHOOK_AUTH ?= Bearer dev-secret
+run: export REGISTRY_WEBHOOK_AUTH ?= Bearer dev-secret
 
 ##@ Everyday
 .PHONY: help

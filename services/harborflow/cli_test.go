@@ -33,6 +33,8 @@ func runCLI(t *testing.T, args ...string) (string, error) {
 func TestConfigCheck(t *testing.T) {
 	dir := t.TempDir()
 	good := writeConfig(t, dir, "127.0.0.1:8089", "127.0.0.1:4299")
+	t.Setenv("REGISTRY_WEBHOOK_AUTH", "")
+	os.Unsetenv("REGISTRY_WEBHOOK_AUTH")
 	t.Setenv("HARBOR_WEBHOOK_AUTH", "Bearer x")
 	out, err := runCLI(t, "config", "check", good)
 	if err != nil || !strings.Contains(out, good+": ok (1 sources") {

@@ -1,0 +1,90 @@
+package event_test
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/harborflow/harborflow/pkg/event"
+)
+
+func TestIDIsStableAndSeparatesParts(t *testing.T) {
+	if event.ID("a", "b") != event.ID("a", "b") {
+		t.Fatal("same parts, different ids")
+	}
+	if event.ID("ab", "c") == event.ID("a", "bc") {
+		t.Fatal("length prefix missing: (ab,c) == (a,bc)")
+	}
+	if got := len(event.ID("x")); got != 32 {
+		t.Fatalf("id length %d, want 32 hex characters", got)
+	}
+}
+
+func TestArtifactIDUsesTheEventTypeNotTheKind(t *testing.T) {
+	warn := event.ArtifactID("harbor", "QUOTA_WARNING", "p/r", "sha256:1", "t", 100)
+	exceed := event.ArtifactID("harbor", "QUOTA_EXCEED", "p/r", "sha256:1", "t", 100)
+	if warn == exceed {
+		t.Fatal("a QUOTA_EXCEED folds into the QUOTA_WARNING of the same second")
+	}
+	if warn != event.ArtifactID("harbor", "QUOTA_WARNING", "p/r", "sha256:1", "t", 100) {
+		t.Fatal("identical warnings of one second must fold")
+	}
+	if warn == event.ArtifactID("harbor", "QUOTA_WARNING", "p/r", "sha256:1", "t", 101) {
+		t.Fatal("occurred-at ignored")
+	}
+	if warn == event.ArtifactID("other", "QUOTA_WARNING", "p/r", "sha256:1", "t", 100) {
+		t.Fatal("source ignored")
+	}
+}
+
+func TestReplicationAndRetentionIDs(t *testing.T) {
+	a := json.RawMessage(`{"job_status":"Running","src_resource":{"namespace":"x","endpoint":"e"}}`)
+	b := json.RawMessage(`{ "src_resource": {"endpoint":"e", "namespace":"x"}, "job_status":"Running" }`)
+	if event.ReplicationID("h", 0, 0, "Running", a, 1) != event.ReplicationID("h", 0, 0, "Running", b, 1) {
+		t.Error("key order or spacing changes a pre-2.13 replication id")
+	}
+	if event.ReplicationID("h", 1, 2, "Running", a, 1) == event.ReplicationID("h", 1, 2, "Success", a, 1) {
+		t.Error("job status ignored")
+	}
+	if event.ReplicationID("h", 1, 2, "Running", a, 1) != event.ReplicationID("h", 1, 2, "Running", b, 1) {
+		t.Error("with ids, the object must not matter")
+	}
+	if event.RetentionID("h", a, 1) != event.RetentionID("h", b, 1) || event.RetentionID("h", a, 1) == event.RetentionID("h", a, 2) {
+		t.Error("retention id")
+	}
+}
+
+func TestCanonical(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"b":1,"a":{"d":2.50,"c":[3,"x"]}}`: `{"a":{"c":[3,"x"],"d":2.50},"b":1}`,
+		` null `:                            `null`,
+		`not json`:                          `not json`,
+		``:                                  ``,
+	} {
+		if got := event.Canonical(json.RawMessage(in)); got != want {
+			t.Errorf("Canonical(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestSubjects(t *testing.T) {
+	if event.RegistrySubject("harbor", event.KindPush) != "registry.harbor.push" || event.DLQSubject("inspector") != "dlq.inspector" {
+		t.Error("subject names changed")
+	}
+	for name, ok := range map[string]bool{"harbor": true, "wso2-2": true, "Harbor": false, "a.b": false, "": false, "a>": false} {
+		if event.ValidSource(name) != ok {
+			t.Errorf("ValidSource(%q) = %v", name, !ok)
+		}
+	}
+}
+
+func TestStreamsFollowTheOptions(t *testing.T) {
+	streams := event.Streams(event.StreamOptions{Replicas: 3, DuplicateWindow: 600e9})
+	if len(streams) != 3 {
+		t.Fatalf("%d streams", len(streams))
+	}
+	for _, s := range streams {
+		if s.Replicas != 3 || s.Duplicates != 600e9 || s.MaxBytes != -1 {
+			t.Errorf("%s: %+v", s.Name, s)
+		}
+	}
+}
