@@ -8,9 +8,9 @@ import (
 	"strconv"
 
 	"go.uber.org/zap/zapcore"
-)
 
-var sourceName = regexp.MustCompile(`^[a-z0-9-]+$`)
+	"github.com/harborflow/harborflow/pkg/event"
+)
 
 // validate checks every value that decoding cannot, and reports each problem with its key and line.
 func (l *loader) validate(c *Config) error {
@@ -55,7 +55,7 @@ func (l *loader) validate(c *Config) error {
 	seen := map[string]int{}
 	for i, s := range c.Sources {
 		key := fmt.Sprintf("sources[%d]", i)
-		if !sourceName.MatchString(s.Name) {
+		if !event.ValidSource(s.Name) {
 			l.fail(key+".name", fmt.Sprintf("must match [a-z0-9-]+, not %q", s.Name))
 		} else if j, dup := seen[s.Name]; dup {
 			l.fail(key+".name", fmt.Sprintf("%q is already the name of sources[%d]", s.Name, j))

@@ -56,9 +56,9 @@ func TestReplicationAndRetentionIDs(t *testing.T) {
 func TestCanonical(t *testing.T) {
 	for in, want := range map[string]string{
 		`{"b":1,"a":{"d":2.50,"c":[3,"x"]}}`: `{"a":{"c":[3,"x"],"d":2.50},"b":1}`,
-		` null `:                            `null`,
-		`not json`:                          `not json`,
-		``:                                  ``,
+		` null `:                             `null`,
+		`not json`:                           `not json`,
+		``:                                   ``,
 	} {
 		if got := event.Canonical(json.RawMessage(in)); got != want {
 			t.Errorf("Canonical(%s) = %s, want %s", in, got, want)

@@ -1,9 +1,6 @@
 package event
 
-import (
-	"fmt"
-	"regexp"
-)
+import "regexp"
 
 // Kinds of registry events: the last token of registry.<source>.<kind>.
 const (
@@ -50,12 +47,4 @@ func ValidKind(kind string) bool {
 		}
 	}
 	return false
-}
-
-// CheckSource returns an error when name cannot be a source name.
-func CheckSource(name string) error {
-	if !ValidSource(name) {
-		return fmt.Errorf("source name %q must match [a-z0-9-]+", name)
-	}
-	return nil
 }
