@@ -37,7 +37,7 @@ func (m *Message) CorrelationID() string {
 
 // NewMessage encodes pb as protojson into a message for subject with id, carrying correlationID.
 func NewMessage(subject, id, correlationID string, pb proto.Message) (*Message, error) {
-	data, err := protojson.Marshal(pb)
+	data, err := marshalJSON(pb)
 	if err != nil {
 		return nil, fmt.Errorf("encoding %s for %s: %w", pb.ProtoReflect().Descriptor().FullName(), subject, err)
 	}

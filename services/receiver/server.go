@@ -250,13 +250,43 @@ func (s *Server) ready(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }
 
-// accepted is the 202 body.
+// accepted is the 202 body: {"accepted":N,"ids":[...]} and, when not zero, duplicates, ignored, deadLettered.
 type accepted struct {
-	Accepted   int      `json:"accepted"`
-	IDs        []string `json:"ids"`
-	Duplicates int      `json:"duplicates,omitempty"`
-	Ignored    int      `json:"ignored,omitempty"`
-	DeadLetter int      `json:"deadLettered,omitempty"`
+	Accepted   int
+	IDs        []string // hex ids (event.ID): nothing to escape
+	Duplicates int
+	Ignored    int
+	DeadLetter int
+}
+
+// send writes the 202 body. It is appended by hand: encoding/json through echo cost 3 µs a webhook.
+func (a *accepted) send(c echo.Context) error {
+	b := make([]byte, 0, 64+36*len(a.IDs))
+	b = append(b, `{"accepted":`...)
+	b = strconv.AppendInt(b, int64(a.Accepted), 10)
+	b = append(b, `,"ids":[`...)
+	for i, id := range a.IDs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = append(b, id...)
+		b = append(b, '"')
+	}
+	b = append(b, ']')
+	for _, f := range []struct {
+		name string
+		n    int
+	}{{"duplicates", a.Duplicates}, {"ignored", a.Ignored}, {"deadLettered", a.DeadLetter}} {
+		if f.n != 0 {
+			b = append(b, `,"`...)
+			b = append(b, f.name...)
+			b = append(b, `":`...)
+			b = strconv.AppendInt(b, int64(f.n), 10)
+		}
+	}
+	b = append(b, '}')
+	return c.Blob(http.StatusAccepted, echo.MIMEApplicationJSON, b)
 }
 
 // intake runs the checks both endpoints share: a known source of the endpoint's kind, the Authorization
@@ -352,13 +382,13 @@ func (s *Server) harbor(c echo.Context) (err error) {
 	if src.ignore[ev.GetOperator()] {
 		s.m.dropped.WithLabelValues(srcLabel, "ignored_operator").Inc()
 		s.log.Debug("event of an ignored operator dropped", zap.String(logging.FieldSource, srcLabel), zap.String(logging.FieldEventID, ev.GetId()))
-		return c.JSON(http.StatusAccepted, accepted{IDs: []string{}, Ignored: 1})
+		return (&accepted{Ignored: 1}).send(c)
 	}
-	res := accepted{IDs: make([]string, 0, 1)}
+	var res accepted
 	if err := s.store(c.Request().Context(), ev, &res); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusAccepted, res)
+	return res.send(c)
 }
 
 // distribution serves POST /webhooks/distribution/{source}: an envelope of registry events. Past auth, source
@@ -376,7 +406,7 @@ func (s *Server) distribution(c echo.Context) (err error) {
 		return err
 	}
 	ctx := c.Request().Context()
-	res := accepted{IDs: []string{}}
+	var res accepted
 	var result DistributionResult
 	switch mt := mediaType(c); mt {
 	case mediaDistributionEvents1, mediaDistributionEvents2, mediaJSON:
@@ -411,7 +441,7 @@ func (s *Server) distribution(c echo.Context) (err error) {
 		s.log.Warn("distribution event dead-lettered", zap.String(logging.FieldSource, srcLabel), zap.String(logging.FieldReason, u.Reason))
 		res.DeadLetter++
 	}
-	return c.JSON(http.StatusAccepted, res)
+	return res.send(c)
 }
 
 // store publishes one event and waits for JetStream's ack, within the publish timeout.
@@ -443,11 +473,11 @@ func (s *Server) publish(ctx context.Context, m *bus.Message) (bus.Ack, error) {
 	defer cancel()
 	start := time.Now()
 	ack, err := s.bus.Publish(ctx, m)
-	result := "ok"
 	if err != nil {
-		result = "error"
+		s.m.publishFailed.Observe(time.Since(start).Seconds())
+	} else {
+		s.m.publishOK.Observe(time.Since(start).Seconds())
 	}
-	s.m.publish.WithLabelValues(result).Observe(time.Since(start).Seconds())
 	return ack, err
 }
 
