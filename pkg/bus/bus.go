@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/logging"
 )
 
 // ErrNotReady is returned by Ready when the connection is down or a stream is missing.
@@ -66,6 +67,14 @@ func Connect(ctx context.Context, url, name string, log *zap.Logger) (*nats.Conn
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", zap.String("url", nc.ConnectedUrlRedacted())) }),
+		// Asynchronous errors (slow consumers, I/O timeouts) would otherwise go to stderr, past the logger.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			fields := []zap.Field{zap.Error(err)}
+			if sub != nil {
+				fields = append(fields, zap.String(logging.FieldSubject, sub.Subject))
+			}
+			log.Warn("NATS asynchronous error", fields...)
+		}),
 	}
 	var lastErr error
 	for {
