@@ -8,7 +8,8 @@ import (
 )
 
 func TestIDIsStableAndSeparatesParts(t *testing.T) {
-	if event.ID("a", "b") != event.ID("a", "b") {
+	first := event.ID("a", "b")
+	if again := event.ID("a", "b"); again != first {
 		t.Fatal("same parts, different ids")
 	}
 	if event.ID("ab", "c") == event.ID("a", "bc") {
