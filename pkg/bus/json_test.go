@@ -37,7 +37,7 @@ func fullEvent(t *testing.T, r *rand.Rand) *harborflowv1.RegistryEvent {
 		Scan: &harborflowv1.ScanSummary{Status: s(), Severity: "High", Total: 3, Counts: map[string]int64{"High": 1, "Low": 2},
 			Scanner: &harborflowv1.Scanner{Name: s()}, StartTime: randomTime(r)},
 		Replication: &harborflowv1.Replication{JobStatus: "Running", OverrideMode: true, ExecutionId: 12, TaskId: 1 << 60,
-			SrcResource: &harborflowv1.ReplicationResource{Namespace: s()},
+			SrcResource:         &harborflowv1.ReplicationResource{Namespace: s()},
 			SuccessfulArtifacts: []*harborflowv1.ArtifactInfo{{NameTag: s(), References: []string{s(), s()}}}},
 		Retention: &harborflowv1.Retention{Total: 2, Rules: []*harborflowv1.RetentionRule{{Template: "latestPushedK", Params: params,
 			ScopeSelectors: map[string]*harborflowv1.SelectorList{"repository": {Selectors: []*harborflowv1.Selector{{Pattern: "**"}}}}}}},
