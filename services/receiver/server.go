@@ -468,8 +468,10 @@ func (s *Server) store(ctx context.Context, ev *harborflowv1.RegistryEvent, res 
 	return nil
 }
 
+// publish stores m within the publish timeout. The store is not cut short when the sender hangs up (Harbor does
+// after 3 s): an event that reached us is stored if it can be, and the sender's retry folds into it.
 func (s *Server) publish(ctx context.Context, m *bus.Message) (bus.Ack, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.PublishTimeout)
 	defer cancel()
 	start := time.Now()
 	ack, err := s.bus.Publish(ctx, m)
