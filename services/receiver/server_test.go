@@ -503,3 +503,48 @@ func TestShutdownFinishesRequestsInFlight(t *testing.T) {
 		t.Errorf("stored %d of %d", info.State.Msgs, n)
 	}
 }
+
+func TestEventIsStoredWhenTheSenderHangsUp(t *testing.T) {
+	js := bustest.Start(t)
+	g := &gate{next: js.Bus, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	srv, err := receiver.New(receiver.Config{PublishTimeout: 10 * time.Second, Sources: []config.Source{
+		{Name: "harbor", Kind: config.SourceHarbor, Host: "h", Secrets: []config.Secret{secret}},
+	}}, receiver.Deps{Bus: g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := httptest.NewServer(srv.Handler())
+	defer h.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.URL+"/webhooks/harbor/harbor", strings.NewReader(pushDefault("4.2.0.19", 1763855600)))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", secret)
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	<-g.entered
+	cancel() // Harbor's 3 s timeout: the sender is gone while the event is being stored
+	if err := <-done; err == nil {
+		t.Fatal("the request was not cut off")
+	}
+	close(g.release)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		sctx, scancel := context.WithTimeout(context.Background(), time.Second)
+		s, _ := js.Bus.JetStream().Stream(sctx, event.StreamRegistry)
+		info, err := s.Info(sctx)
+		scancel()
+		if err == nil && info.State.Msgs == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the event of a sender that hung up was not stored: %v %+v", err, info)
+		}
+		<-time.After(20 * time.Millisecond)
+	}
+}
