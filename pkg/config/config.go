@@ -6,6 +6,8 @@ package config
 import (
 	"fmt"
 	"time"
+
+	"github.com/harborflow/harborflow/pkg/event"
 )
 
 // DefaultFile is the file every harborflow command reads when neither --config nor $HARBORFLOW_CONFIG is set.
@@ -201,6 +203,11 @@ func (s *Source) setDefaults() {
 			s.Initial = "publish"
 		}
 	}
+}
+
+// StreamOptions are the stream settings of the nats section.
+func (n NATS) StreamOptions() event.StreamOptions {
+	return event.StreamOptions{Replicas: n.Replicas, DuplicateWindow: n.DuplicateWindow, MaxAge: n.MaxAge, MaxBytes: n.MaxBytes}
 }
 
 // Source returns the source called name.

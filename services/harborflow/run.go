@@ -15,7 +15,6 @@ import (
 	"github.com/harborflow/harborflow/pkg/broker"
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/config"
-	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/logging"
 	"github.com/harborflow/harborflow/services/receiver"
 )
@@ -99,9 +98,7 @@ func Start(ctx context.Context, cfg *config.Config, log *zap.Logger) (p *Process
 	if err != nil {
 		return p, err
 	}
-	if err := b.EnsureStreams(cctx, event.StreamOptions{
-		Replicas: cfg.NATS.Replicas, DuplicateWindow: cfg.NATS.DuplicateWindow, MaxAge: cfg.NATS.MaxAge, MaxBytes: cfg.NATS.MaxBytes,
-	}); err != nil {
+	if err := b.EnsureStreams(cctx, cfg.NATS.StreamOptions()); err != nil {
 		return p, err
 	}
 	reg := prometheus.NewRegistry()

@@ -15,7 +15,6 @@ import (
 
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/config"
-	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/logging"
 	"github.com/harborflow/harborflow/services/receiver"
 )
@@ -54,9 +53,7 @@ func run(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
-	if err := b.EnsureStreams(ctx, event.StreamOptions{
-		Replicas: cfg.NATS.Replicas, DuplicateWindow: cfg.NATS.DuplicateWindow, MaxAge: cfg.NATS.MaxAge, MaxBytes: cfg.NATS.MaxBytes,
-	}); err != nil {
+	if err := b.EnsureStreams(ctx, cfg.NATS.StreamOptions()); err != nil {
 		return err
 	}
 	log.Info("receiver starting", zap.String(logging.FieldConfigFile, path))
