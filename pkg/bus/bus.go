@@ -101,6 +101,25 @@ func (b *Bus) EnsureStreams(ctx context.Context, o event.StreamOptions) error {
 	return nil
 }
 
+// EnsureKeyValues creates the KV buckets of event.KeyValues, or updates them to o.
+func (b *Bus) EnsureKeyValues(ctx context.Context, o event.StreamOptions) error {
+	for _, cfg := range event.KeyValues(o) {
+		if _, err := b.js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+			return fmt.Errorf("ensuring KV bucket %s: %w", cfg.Bucket, err)
+		}
+	}
+	return nil
+}
+
+// KeyValue opens the KV bucket called name (see EnsureKeyValues).
+func (b *Bus) KeyValue(ctx context.Context, name string) (jetstream.KeyValue, error) {
+	kv, err := b.js.KeyValue(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("opening KV bucket %s: %w", name, err)
+	}
+	return kv, nil
+}
+
 // Ack is JetStream's answer to a publish.
 type Ack struct {
 	Stream    string

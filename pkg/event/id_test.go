@@ -89,3 +89,18 @@ func TestStreamsFollowTheOptions(t *testing.T) {
 		}
 	}
 }
+
+func TestKeyEscapesWhatKVKeysCannotHold(t *testing.T) {
+	for parts, want := range map[[3]string]string{
+		{"registry.wso2.com", "wso2-apim/am", "sha256:abc"}: "registry=2Ewso2=2Ecom.wso2-apim/am.sha256=3Aabc",
+		{"localhost:5000", "a/b", ""}:                       "localhost=3A5000.a/b.=",
+		{"x=y", "ü", "a b"}:                                 "x=3Dy.=C3=BC.a=20b",
+	} {
+		if got := event.Key(parts[0], parts[1], parts[2]); got != want {
+			t.Errorf("Key(%q) = %q, want %q", parts, got, want)
+		}
+	}
+	if event.Key("a.b", "c") == event.Key("a", "b.c") {
+		t.Error("a dot inside a part splits it")
+	}
+}

@@ -101,6 +101,9 @@ func Start(ctx context.Context, cfg *config.Config, log *zap.Logger) (p *Process
 	if err := b.EnsureStreams(cctx, cfg.NATS.StreamOptions()); err != nil {
 		return p, err
 	}
+	if err := b.EnsureKeyValues(cctx, cfg.NATS.StreamOptions()); err != nil {
+		return p, err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	p.receiver, err = receiver.New(receiver.ConfigFrom(cfg), receiver.Deps{Bus: b, Log: log, Metrics: reg})

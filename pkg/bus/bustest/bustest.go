@@ -1,5 +1,5 @@
 // Package bustest starts an embedded JetStream server for tests: 127.0.0.1, a random port, a store in the
-// test's temporary directory, the harborflow streams created. Everything stops when the test ends.
+// test's temporary directory, the harborflow streams and KV buckets created. Everything stops when the test ends.
 package bustest
 
 import (
@@ -72,6 +72,9 @@ func (s *Server) start() {
 	}
 	if err := b.EnsureStreams(ctx, s.Streams); err != nil {
 		s.t.Fatalf("creating streams: %v", err)
+	}
+	if err := b.EnsureKeyValues(ctx, s.Streams); err != nil {
+		s.t.Fatalf("creating KV buckets: %v", err)
 	}
 	s.Conn, s.Bus = nc, b
 }

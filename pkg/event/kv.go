@@ -1,0 +1,70 @@
+package event
+
+import (
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// KV buckets: state that must survive restarts.
+const (
+	// BucketImageHistory holds an ImageRecord per digest: which update level went into which digest.
+	BucketImageHistory = "image-history"
+	// BucketIndexChildren holds an IndexChild per platform manifest of an inspected index.
+	BucketIndexChildren = "index-children"
+	// BucketWatcher holds a WatchBaseline per tracked tag of a poll source.
+	BucketWatcher = "watcher-baselines"
+)
+
+// indexChildTTL is how long a child → index record is kept: long enough for every webhook of a push (they
+// arrive within seconds) and its redeliveries.
+const indexChildTTL = 7 * 24 * time.Hour
+
+// KeyValues returns the definitions of the KV buckets, with the streams' replicas.
+func KeyValues(o StreamOptions) []jetstream.KeyValueConfig {
+	def := func(name, desc string, ttl time.Duration) jetstream.KeyValueConfig {
+		return jetstream.KeyValueConfig{
+			Bucket:      name,
+			Description: desc,
+			Storage:     jetstream.FileStorage,
+			Replicas:    max(o.Replicas, 1),
+			TTL:         ttl,
+			History:     1,
+		}
+	}
+	return []jetstream.KeyValueConfig{
+		def(BucketImageHistory, "inspector: digest → ImageRecord", 0),
+		def(BucketIndexChildren, "inspector: platform manifest → its index", indexChildTTL),
+		def(BucketWatcher, "watcher: tracked tag → WatchBaseline", 0),
+	}
+}
+
+// Key joins parts into a KV key, one token each. Characters a key may not hold (':' of a digest or a port, '.'
+// that would split a token, anything outside [-/_a-zA-Z0-9]) are escaped as =XX, so every distinct part list
+// gives a distinct key and a part can be matched with a * wildcard.
+func Key(parts ...string) string {
+	tokens := make([]string, len(parts))
+	for i, p := range parts {
+		tokens[i] = keyToken(p)
+	}
+	return strings.Join(tokens, ".")
+}
+
+func keyToken(s string) string {
+	if s == "" {
+		return "="
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '-' || c == '/' || c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('=')
+		b.WriteByte("0123456789ABCDEF"[c>>4])
+		b.WriteByte("0123456789ABCDEF"[c&0xf])
+	}
+	return b.String()
+}
