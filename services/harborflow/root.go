@@ -31,6 +31,7 @@ func NewCommand() *cobra.Command {
 		newRunCommand(cfgPath),
 		newEventsCommand(cfgPath),
 		newStatusCommand(cfgPath),
+		newHistoryCommand(cfgPath),
 		newConfigCommand(cfgPath),
 	)
 	return root

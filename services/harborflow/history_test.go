@@ -1,0 +1,96 @@
+package harborflow_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/event"
+	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
+	"github.com/harborflow/harborflow/services/harborflow"
+)
+
+func TestHistoryPrintsOneRepositoryOldestFirst(t *testing.T) {
+	dir := t.TempDir()
+	httpAddr, natsAddr := freeAddr(t), freeAddr(t)
+	path := writeConfig(t, dir, httpAddr, natsAddr)
+	t.Setenv("HARBOR_WEBHOOK_AUTH", "Bearer h")
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := harborflow.Start(context.Background(), cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = p.Shutdown(ctx)
+	}()
+	nc, err := nats.Connect(p.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, event.BucketImageHistory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	level := func(n int64) *int64 { return &n }
+	put := func(r *harborflowv1.ImageRecord) {
+		b, _ := protojson.Marshal(r)
+		if _, err := kv.Put(ctx, event.Key(r.Registry, r.Repository, r.Digest), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(&harborflowv1.ImageRecord{Registry: "registry.wso2.com", Repository: "wso2-apim/am", Digest: "sha256:" + strings.Repeat("b", 64),
+		Tags: []string{"4.2.0.16"}, UpdateLevel: level(16), ArtifactKind: "index", FirstSeen: timestamppb.New(time.Unix(2000, 0)),
+		Platforms: []*harborflowv1.Platform{{Os: "linux", Architecture: "amd64"}, {Os: "linux", Architecture: "arm64", Variant: "v8"}}})
+	put(&harborflowv1.ImageRecord{Registry: "registry.wso2.com", Repository: "wso2-apim/am", Digest: "sha256:" + strings.Repeat("a", 64),
+		Tags: []string{"4.2.0.15", "4.2.0.0"}, UpdateLevel: level(15), ArtifactKind: "image", FirstSeen: timestamppb.New(time.Unix(1000, 0))})
+	// Another repository whose name starts the same is not listed.
+	put(&harborflowv1.ImageRecord{Registry: "registry.wso2.com", Repository: "wso2-apim/am-tm", Digest: "sha256:" + strings.Repeat("c", 64), FirstSeen: timestamppb.Now()})
+
+	out, err := runCLI(t, "--config", path, "history", "registry.wso2.com/wso2-apim/am")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[1], "15") || !strings.Contains(lines[1], "4.2.0.15,4.2.0.0") ||
+		!strings.Contains(lines[2], "linux/amd64,linux/arm64/v8") || !strings.Contains(lines[2], "sha256:bbbbbbbbbbbb ") {
+		t.Fatalf("history table:\n%s", out)
+	}
+	out, err = runCLI(t, "--config", path, "history", "registry.wso2.com/wso2-apim/am", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first struct {
+		Tags        []string
+		Digest      string
+		UpdateLevel string
+		FirstSeen   string
+	}
+	lines = strings.Split(strings.TrimSpace(out), "\n")
+	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil || len(lines) != 2 {
+		t.Fatalf("history --json: %v\n%s", err, out)
+	}
+	if first.UpdateLevel != "15" || first.Tags[0] != "4.2.0.15" || first.FirstSeen != "1970-01-01T00:16:40Z" {
+		t.Errorf("first record %+v", first)
+	}
+	if _, err := runCLI(t, "--config", path, "history", "no-slash"); err == nil {
+		t.Error("a reference without a repository was accepted")
+	}
+}
