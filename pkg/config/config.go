@@ -113,8 +113,16 @@ type Registry struct {
 
 // Inspector configures the inspector stage.
 type Inspector struct {
-	UpdateLevelLabel   string   `yaml:"update_level_label"`
+	// UpdateLevelLabel is the config label (or, failing that, manifest annotation) holding the update level.
+	UpdateLevelLabel string `yaml:"update_level_label"`
+	// RequireUpdateLevel are globs of registry/repository whose images must carry an update level; one without
+	// is published as image.rejected.
 	RequireUpdateLevel []string `yaml:"require_update_level"`
+	// IndexWait is how long an untagged single-platform manifest waits for an index that covers it before it
+	// is inspected as an image of its own (a multi-arch push sends its children first).
+	IndexWait time.Duration `yaml:"index_wait"`
+	// Concurrency is how many inspections run at once.
+	Concurrency int `yaml:"concurrency"`
 }
 
 // Rebuild is a recipe: rebuild target whenever base gets a new update level.
@@ -190,7 +198,7 @@ func Default() Config {
 			PublishTimeout:  2 * time.Second,
 		},
 		Log:       Log{Level: "info"},
-		Inspector: Inspector{UpdateLevelLabel: "update_level"},
+		Inspector: Inspector{UpdateLevelLabel: "update_level", IndexWait: 10 * time.Second, Concurrency: 8},
 	}
 }
 

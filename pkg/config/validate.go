@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/glob"
 )
 
 // validate checks every value that decoding cannot, and reports each problem with its key and line.
@@ -98,6 +99,21 @@ func (l *loader) validate(c *Config) error {
 		default:
 			l.fail(key+".kind", fmt.Sprintf("must be harbor, distribution or poll, not %q", s.Kind))
 		}
+	}
+
+	if c.Inspector.UpdateLevelLabel == "" {
+		l.fail("inspector.update_level_label", "must name the label that holds the update level")
+	}
+	for i, g := range c.Inspector.RequireUpdateLevel {
+		if _, err := glob.Compile(g); err != nil {
+			l.fail(fmt.Sprintf("inspector.require_update_level[%d]", i), err.Error())
+		}
+	}
+	if c.Inspector.IndexWait < 0 {
+		l.fail("inspector.index_wait", "must not be negative")
+	}
+	if c.Inspector.Concurrency < 1 || c.Inspector.Concurrency > 256 {
+		l.fail("inspector.concurrency", fmt.Sprintf("must be between 1 and 256, not %d", c.Inspector.Concurrency))
 	}
 
 	hosts := map[string]int{}
