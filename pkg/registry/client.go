@@ -1,0 +1,631 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/regclient/regclient"
+	rcconfig "github.com/regclient/regclient/config"
+	"github.com/regclient/regclient/scheme/reg"
+	"github.com/regclient/regclient/types/descriptor"
+	"github.com/regclient/regclient/types/ref"
+	"go.uber.org/zap"
+
+	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/logging"
+)
+
+// Defaults of a Client.
+const (
+	// DefaultMaxConcurrency is how many requests run at once against a host whose max_concurrency is 0
+	// (regclient's own default is 3, which costs throughput).
+	DefaultMaxConcurrency = 8
+	// DefaultMaxRetryWait is the longest Retry-After the client waits for inside a call.
+	DefaultMaxRetryWait = 10 * time.Second
+	// DefaultCacheSize is how many manifests, and how many image configs, the client keeps.
+	DefaultCacheSize = 4096
+	// DefaultVersion is the version in the User-Agent when WithVersion is not given.
+	DefaultVersion = "dev"
+
+	// regclient's retries of failed connections and 5xx answers: a few, quickly, since a stage's messages
+	// are redelivered with the bus's own back-off.
+	retryLimit = 3
+	delayInit  = 100 * time.Millisecond
+	delayMax   = 5 * time.Second
+	// maxConfigSize bounds an image config the client reads.
+	maxConfigSize = 8 << 20
+)
+
+// Client reads registries. It is safe for concurrent use. Every call is bounded by its context only (the
+// client sets no timeouts of its own): give it a deadline.
+type Client struct {
+	rc        *regclient.RegClient
+	log       *zap.Logger
+	version   string
+	maxWait   time.Duration
+	cacheSize int
+	wraps     []func(http.RoundTripper) http.RoundTripper
+	hosts     *hostTransport
+
+	manifests *lru[string, *cachedManifest] // registry/repository@digest
+	configs   *lru[string, *imageConfig]    // config digest
+}
+
+// Opt configures a Client.
+type Opt func(*Client)
+
+// WithLogger sets the logger (default: none).
+func WithLogger(log *zap.Logger) Opt {
+	return func(c *Client) {
+		if log != nil {
+			c.log = log
+		}
+	}
+}
+
+// WithVersion sets the version in the User-Agent harborflow/<version> (default "dev").
+func WithVersion(v string) Opt {
+	return func(c *Client) {
+		if v != "" {
+			c.version = v
+		}
+	}
+}
+
+// WithTransport wraps the transport that sends each request to the wire, below the client's retries and
+// above TLS, for example with (*Counter).Wrap. Several wrappers nest, the first outermost.
+func WithTransport(wrap func(http.RoundTripper) http.RoundTripper) Opt {
+	return func(c *Client) {
+		if wrap != nil {
+			c.wraps = append(c.wraps, wrap)
+		}
+	}
+}
+
+// WithMaxRetryWait sets the longest Retry-After the client waits for inside a call (default 10s). A registry
+// asking for more gets a *RateLimitError at once, for the caller to retry later.
+func WithMaxRetryWait(d time.Duration) Opt {
+	return func(c *Client) {
+		if d >= 0 {
+			c.maxWait = d
+		}
+	}
+}
+
+// WithCacheSize sets how many manifests and how many image configs the client keeps (default 4096 each);
+// 0 keeps none.
+func WithCacheSize(n int) Opt {
+	return func(c *Client) {
+		if n >= 0 {
+			c.cacheSize = n
+		}
+	}
+}
+
+// New returns a Client for the registries of the configuration. Hosts not listed are reached anonymously,
+// over verified TLS, with DefaultMaxConcurrency. No credentials are read from anywhere else.
+func New(regs []config.Registry, opts ...Opt) (*Client, error) {
+	c := &Client{
+		log:       zap.NewNop(),
+		version:   DefaultVersion,
+		maxWait:   DefaultMaxRetryWait,
+		cacheSize: DefaultCacheSize,
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	seen := map[string]bool{}
+	hosts := make([]rcconfig.Host, 0, len(regs))
+	for _, r := range regs {
+		switch {
+		case r.Host == "" || strings.Contains(r.Host, "/"):
+			return nil, fmt.Errorf("registry host %q: want host or host:port", r.Host)
+		case seen[r.Host]:
+			return nil, fmt.Errorf("registry %s: listed twice", r.Host)
+		case r.MaxConcurrency < 0:
+			return nil, fmt.Errorf("registry %s: max_concurrency %d is negative", r.Host, r.MaxConcurrency)
+		}
+		seen[r.Host] = true
+		h := rcconfig.Host{
+			Name:          r.Host,
+			User:          r.Username,
+			Pass:          r.Password.Value(),
+			TLS:           rcconfig.TLSEnabled,
+			ReqConcurrent: int64(concurrency(r, DefaultMaxConcurrency)),
+			RepoAuth:      true,
+		}
+		switch {
+		case r.PlainHTTP:
+			h.TLS = rcconfig.TLSDisabled
+		case r.Insecure:
+			h.TLS = rcconfig.TLSInsecure
+		}
+		hosts = append(hosts, h)
+	}
+	if !seen["docker.io"] && !seen["index.docker.io"] && !seen["registry-1.docker.io"] {
+		// regclient sets Docker Hub up itself, with its defaults; give it ours.
+		hosts = append(hosts, rcconfig.Host{Name: "docker.io", TLS: rcconfig.TLSEnabled, ReqConcurrent: DefaultMaxConcurrency, RepoAuth: true})
+	}
+	ht, err := newHostTransport(regs, DefaultMaxConcurrency, c.log)
+	if err != nil {
+		return nil, err
+	}
+	c.hosts = ht
+	var rt http.RoundTripper = ht
+	for i := len(c.wraps) - 1; i >= 0; i-- {
+		rt = c.wraps[i](rt)
+	}
+	ua := "harborflow/" + c.version
+	rt = &retryTransport{next: rt, userAgent: ua, maxWait: c.maxWait, log: c.log, gates: map[string]time.Time{}}
+
+	c.rc = regclient.New(
+		// RepoAuth: a token per repository. Without it regclient asks for one token holding the scope of
+		// every repository the process has read, a list (and a token request URL) that only grows.
+		regclient.WithConfigHostDefault(rcconfig.Host{TLS: rcconfig.TLSEnabled, ReqConcurrent: DefaultMaxConcurrency, RepoAuth: true}),
+		regclient.WithConfigHost(hosts...),
+		regclient.WithUserAgent(ua),
+		regclient.WithSlog(newSlog(c.log)),
+		regclient.WithRegOpts(
+			reg.WithHTTPClient(&http.Client{Transport: rt}),
+			reg.WithRetryLimit(retryLimit),
+			reg.WithDelay(delayInit, delayMax),
+		),
+	)
+	c.manifests = newLRU[string, *cachedManifest](c.cacheSize)
+	c.configs = newLRU[string, *imageConfig](c.cacheSize)
+	return c, nil
+}
+
+func concurrency(r config.Registry, def int) int {
+	if r.MaxConcurrency > 0 {
+		return r.MaxConcurrency
+	}
+	return def
+}
+
+// Close releases idle connections. The Client stays usable.
+func (c *Client) Close() { c.hosts.closeIdle() }
+
+// parseRef parses registry/repository[:tag][@digest]. Only registry references are accepted: regclient
+// would read an ocidir:// reference from the local disk.
+func parseRef(s string) (ref.Ref, error) {
+	if r, ok := fastRef(s); ok {
+		return r, nil
+	}
+	if strings.Contains(s, "://") {
+		return ref.Ref{}, fmt.Errorf("%w %q: want registry/repository[:tag][@digest]", ErrInvalidReference, s)
+	}
+	r, err := ref.New(s)
+	if err != nil || r.Scheme != "reg" {
+		return ref.Ref{}, fmt.Errorf("%w %q: want registry/repository[:tag][@digest]", ErrInvalidReference, s)
+	}
+	if r.Digest != "" {
+		if _, err := digest.Parse(r.Digest); err != nil {
+			return ref.Ref{}, fmt.Errorf("%w %q: %v", ErrInvalidReference, s, err)
+		}
+	}
+	return r, nil
+}
+
+// fastRef parses the references harborflow makes, host/repository[:tag][@sha256:<hex>] with a host that
+// is not Docker Hub, without regclient's regular expressions (a sixth of an inspection's CPU). Anything
+// else is left to ref.New.
+func fastRef(s string) (ref.Ref, bool) {
+	name, dig, hasDig := strings.Cut(s, "@")
+	if hasDig && !validDigest(dig) {
+		return ref.Ref{}, false
+	}
+	host, rest, ok := strings.Cut(name, "/")
+	if !ok || !validHost(host) {
+		return ref.Ref{}, false
+	}
+	repo, tag := rest, ""
+	if i := strings.LastIndexByte(rest, ':'); i >= 0 {
+		repo, tag = rest[:i], rest[i+1:]
+		if !validTag(tag) {
+			return ref.Ref{}, false
+		}
+	}
+	if !validRepository(repo) {
+		return ref.Ref{}, false
+	}
+	if tag == "" && dig == "" {
+		tag = "latest"
+	}
+	return ref.Ref{Scheme: "reg", Reference: s, Registry: host, Repository: repo, Tag: tag, Digest: dig}, true
+}
+
+func validDigest(d string) bool {
+	alg, hex, ok := strings.Cut(d, ":")
+	if !ok || (alg != "sha256" || len(hex) != 64) && (alg != "sha512" || len(hex) != 128) {
+		return false
+	}
+	for i := 0; i < len(hex); i++ {
+		if c := hex[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// validHost accepts a host name or IPv4 address with an optional port that names a registry (it has a dot
+// or a port, or is localhost) other than Docker Hub, whose names ref.New rewrites.
+func validHost(h string) bool {
+	switch h {
+	case "", "docker.io", "index.docker.io", "registry-1.docker.io":
+		return false
+	case "localhost":
+		return true
+	}
+	if !strings.ContainsAny(h, ".:") {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !isAlnum(c) && c != '.' && c != '-' && c != ':' && (c < 'A' || c > 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+
+// validTag is [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}.
+func validTag(t string) bool {
+	if t == "" || len(t) > 128 || t[0] == '.' || t[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if !isAlnum(c) && (c < 'A' || c > 'Z') && c != '_' && c != '.' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// validRepository checks the distribution spec's path components: [a-z0-9]+ joined by ".", "_", "__" or
+// runs of "-", separated by "/".
+func validRepository(repo string) bool {
+	if repo == "" || len(repo) > 255 {
+		return false
+	}
+	for comp := range strings.SplitSeq(repo, "/") {
+		if comp == "" || !isAlnum(comp[0]) || !isAlnum(comp[len(comp)-1]) {
+			return false
+		}
+		for i := 1; i < len(comp)-1; i++ {
+			c := comp[i]
+			switch {
+			case isAlnum(c), c == '-':
+			case c == '.' || c == '_':
+				next := comp[i+1]
+				if c == '_' && next == '_' && i+2 < len(comp) && isAlnum(comp[i+2]) {
+					i++ // "__"
+					continue
+				}
+				if !isAlnum(next) {
+					return false
+				}
+			default:
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Resolve asks the registry what ref points to now, with one HEAD (a GET only when the registry's HEAD
+// answer has no digest). For an index it is the index's digest. It never answers from the cache: it is how a
+// stage learns the truth about a tag.
+func (c *Client) Resolve(ctx context.Context, ref string) (Descriptor, error) {
+	r, err := parseRef(ref)
+	if err != nil {
+		return Descriptor{}, fmt.Errorf("resolving %s: %w", ref, err)
+	}
+	m, err := c.rc.ManifestHead(ctx, r, regclient.WithManifestRequireDigest())
+	if err != nil {
+		return Descriptor{}, fmt.Errorf("resolving %s: %w", ref, mapErr(err))
+	}
+	d := m.GetDescriptor()
+	return Descriptor{Digest: d.Digest.String(), MediaType: d.MediaType, Size: d.Size}, nil
+}
+
+// Manifest reads the manifest ref points to and classifies it, without reading image configs or an
+// index's children: one GET, none when ref has a digest the client has already read. For an index,
+// Platforms lists each platform's digest as the index gives it; for an image it is empty.
+func (c *Client) Manifest(ctx context.Context, ref string) (*Artifact, error) {
+	r, err := parseRef(ref)
+	if err != nil {
+		return nil, fmt.Errorf("reading manifest %s: %w", ref, err)
+	}
+	a, _, err := c.manifestArtifact(ctx, r)
+	if err != nil {
+		return nil, fmt.Errorf("reading manifest %s: %w", ref, err)
+	}
+	return a, nil
+}
+
+// Inspect reads and classifies the manifest ref points to, and for an image its config, for an index each
+// platform's manifest and config. Give ref a digest when it is known (registry/repository[:tag]@digest):
+// the manifest is then fetched by digest, and manifests and configs already read are not fetched again, so
+// inspecting a known digest costs no request. A tag in ref is used for cosign's tag scheme.
+func (c *Client) Inspect(ctx context.Context, ref string) (*Artifact, error) {
+	r, err := parseRef(ref)
+	if err != nil {
+		return nil, fmt.Errorf("inspecting %s: %w", ref, err)
+	}
+	a, cm, err := c.manifestArtifact(ctx, r)
+	if err != nil {
+		return nil, fmt.Errorf("inspecting %s: %w", ref, err)
+	}
+	switch a.Kind {
+	case KindImage:
+		p := Platform{Digest: a.Digest, Annotations: maps.Clone(cm.m.Annotations)}
+		if cm.m.Config != nil { // Docker schema 1 manifests have none
+			cfg, err := c.config(ctx, r, *cm.m.Config)
+			if err != nil {
+				return nil, fmt.Errorf("inspecting %s: %w", ref, err)
+			}
+			cfg.fill(&p)
+		}
+		a.Platforms = []Platform{p}
+		a.Labels = maps.Clone(p.Labels)
+	case KindIndex:
+		if a.Platforms, err = c.platforms(ctx, r, cm.m.Manifests); err != nil {
+			return nil, fmt.Errorf("inspecting %s: %w", ref, err)
+		}
+		a.Labels = commonLabels(a.Platforms)
+	}
+	return a, nil
+}
+
+// Tags lists every tag of repository (registry/repository), following the registry's pages.
+func (c *Client) Tags(ctx context.Context, repository string) ([]string, error) {
+	r, err := parseRef(repository)
+	if err != nil {
+		return nil, fmt.Errorf("listing tags of %s: %w", repository, err)
+	}
+	tl, err := c.rc.TagList(ctx, r)
+	if err != nil {
+		return nil, fmt.Errorf("listing tags of %s: %w", repository, mapErr(err))
+	}
+	tags, err := tl.GetTags()
+	if err != nil {
+		return nil, fmt.Errorf("listing tags of %s: %w", repository, err)
+	}
+	return tags, nil
+}
+
+// cachedManifest is a manifest as read from a registry: its descriptor and the fields classification uses.
+type cachedManifest struct {
+	desc Descriptor
+	m    manifestJSON
+}
+
+// manifestArtifact fetches (or recalls) r's manifest and classifies it.
+func (c *Client) manifestArtifact(ctx context.Context, r ref.Ref) (*Artifact, *cachedManifest, error) {
+	cm, err := c.fetchManifest(ctx, r)
+	if err != nil {
+		return nil, nil, err
+	}
+	a := &Artifact{
+		Registry:     r.Registry,
+		Repository:   r.Repository,
+		Tag:          r.Tag,
+		Digest:       cm.desc.Digest,
+		MediaType:    cm.desc.MediaType,
+		Size:         cm.desc.Size,
+		ArtifactType: cm.m.ArtifactType,
+		Annotations:  maps.Clone(cm.m.Annotations),
+	}
+	a.Kind, a.Accessory, a.Subject = classify(cm.desc.MediaType, &cm.m, r.Tag)
+	if a.Kind == KindIndex {
+		for _, d := range cm.m.Manifests {
+			if skipChild(d) {
+				continue
+			}
+			p := Platform{Digest: d.Digest, Annotations: maps.Clone(d.Annotations)}
+			if d.Platform != nil {
+				p.OS, p.Architecture, p.Variant = d.Platform.OS, d.Platform.Architecture, d.Platform.Variant
+			}
+			a.Platforms = append(a.Platforms, p)
+		}
+	}
+	return a, cm, nil
+}
+
+func manifestKey(r ref.Ref, dig string) string { return r.Registry + "/" + r.Repository + "@" + dig }
+
+// fetchManifest GETs r's manifest, by digest when r has one, unless it is cached.
+func (c *Client) fetchManifest(ctx context.Context, r ref.Ref) (*cachedManifest, error) {
+	if r.Digest != "" {
+		if cm, ok := c.manifests.get(manifestKey(r, r.Digest)); ok {
+			return cm, nil
+		}
+	}
+	m, err := c.rc.ManifestGet(ctx, r)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	cm := &cachedManifest{}
+	if cm.m, err = manifestFields(m); err != nil {
+		return nil, err
+	}
+	d := m.GetDescriptor()
+	cm.desc = Descriptor{Digest: d.Digest.String(), MediaType: d.MediaType, Size: d.Size}
+	if cm.desc.MediaType == "" {
+		cm.desc.MediaType = cm.m.MediaType
+	}
+	c.manifests.put(manifestKey(r, cm.desc.Digest), cm)
+	if ce := c.log.Check(zap.DebugLevel, "read manifest"); ce != nil {
+		ce.Write(zap.String(logging.FieldRepository, r.Registry+"/"+r.Repository), zap.String(logging.FieldDigest, cm.desc.Digest))
+	}
+	return cm, nil
+}
+
+// configJSON is the part of an image config the client reads.
+type configJSON struct {
+	Created      string `json:"created"`
+	OS           string `json:"os"`
+	Architecture string `json:"architecture"`
+	Variant      string `json:"variant"`
+	Config       struct {
+		User         string              `json:"User"`
+		ExposedPorts map[string]struct{} `json:"ExposedPorts"`
+		Labels       map[string]string   `json:"Labels"`
+	} `json:"config"`
+}
+
+// imageConfig is what the client keeps of an image config.
+type imageConfig struct {
+	os, arch, variant string
+	created           time.Time
+	user              string
+	ports             []string
+	labels            map[string]string
+}
+
+// fill copies the config into p; the index's platform, when p has one, wins over the config's.
+func (ic *imageConfig) fill(p *Platform) {
+	if p.OS == "" && p.Architecture == "" {
+		p.OS, p.Architecture, p.Variant = ic.os, ic.arch, ic.variant
+	}
+	p.Created = ic.created
+	p.User = ic.user
+	p.ExposedPorts = slices.Clone(ic.ports)
+	p.Labels = maps.Clone(ic.labels)
+}
+
+// config GETs an image config blob unless it is cached.
+func (c *Client) config(ctx context.Context, r ref.Ref, d descJSON) (*imageConfig, error) {
+	if ic, ok := c.configs.get(d.Digest); ok {
+		return ic, nil
+	}
+	if d.Size > maxConfigSize {
+		return nil, fmt.Errorf("image config %s is %d bytes, over the limit of %d", d.Digest, d.Size, maxConfigSize)
+	}
+	if !validDigest(d.Digest) {
+		if _, err := digest.Parse(d.Digest); err != nil {
+			return nil, fmt.Errorf("image config digest %q: %w", d.Digest, err)
+		}
+	}
+	rd, err := c.rc.BlobGet(ctx, r, descriptor.Descriptor{MediaType: d.MediaType, Digest: digest.Digest(d.Digest), Size: d.Size})
+	if err != nil {
+		return nil, fmt.Errorf("reading image config %s: %w", d.Digest, mapErr(err))
+	}
+	defer rd.Close()
+	// Reading to the end verifies the size and the digest.
+	body := bytes.NewBuffer(make([]byte, 0, d.Size+bytes.MinRead))
+	if _, err := body.ReadFrom(io.LimitReader(rd, maxConfigSize+1)); err != nil {
+		return nil, fmt.Errorf("reading image config %s: %w", d.Digest, mapErr(err))
+	}
+	var img configJSON
+	if err := json.Unmarshal(body.Bytes(), &img); err != nil {
+		return nil, fmt.Errorf("decoding image config %s: %w", d.Digest, err)
+	}
+	ic := &imageConfig{
+		os: img.OS, arch: img.Architecture, variant: img.Variant,
+		user:   img.Config.User,
+		labels: img.Config.Labels,
+	}
+	if t, err := time.Parse(time.RFC3339Nano, img.Created); err == nil {
+		ic.created = t
+	}
+	for p := range img.Config.ExposedPorts {
+		ic.ports = append(ic.ports, p)
+	}
+	slices.Sort(ic.ports)
+	c.configs.put(d.Digest, ic)
+	return ic, nil
+}
+
+// platforms reads each platform of an index: its manifest and its config, concurrently (regclient bounds
+// the requests per host). Entries that turn out not to be images (an unannotated attestation, an artifact)
+// are left out.
+func (c *Client) platforms(ctx context.Context, r ref.Ref, children []descJSON) ([]Platform, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	out := make([]*Platform, len(children))
+	errs := make([]error, len(children))
+	var wg sync.WaitGroup
+	for i, d := range children {
+		if skipChild(d) {
+			continue
+		}
+		wg.Go(func() {
+			p, err := c.platform(ctx, r, d)
+			if err != nil {
+				errs[i] = err
+				cancel()
+				return
+			}
+			out[i] = p
+		})
+	}
+	wg.Wait()
+	if err := firstErr(errs); err != nil {
+		return nil, err
+	}
+	ps := make([]Platform, 0, len(children))
+	for _, p := range out {
+		if p != nil {
+			ps = append(ps, *p)
+		}
+	}
+	return ps, nil
+}
+
+// firstErr returns the first error that is not a cancellation caused by another, or the first error.
+func firstErr(errs []error) error {
+	var first error
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, context.Canceled) {
+			return err
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func (c *Client) platform(ctx context.Context, r ref.Ref, d descJSON) (*Platform, error) {
+	cr := r.SetDigest(d.Digest)
+	cm, err := c.fetchManifest(ctx, cr)
+	if err != nil {
+		return nil, fmt.Errorf("platform %s: %w", d.Digest, err)
+	}
+	if kind, _, _ := classify(cm.desc.MediaType, &cm.m, ""); kind != KindImage || cm.m.Config == nil {
+		return nil, nil
+	}
+	p := &Platform{Digest: d.Digest, Annotations: maps.Clone(d.Annotations)}
+	if p.Annotations == nil && len(cm.m.Annotations) > 0 {
+		p.Annotations = map[string]string{}
+	}
+	maps.Copy(p.Annotations, cm.m.Annotations)
+	if d.Platform != nil {
+		p.OS, p.Architecture, p.Variant = d.Platform.OS, d.Platform.Architecture, d.Platform.Variant
+	}
+	cfg, err := c.config(ctx, cr, *cm.m.Config)
+	if err != nil {
+		return nil, fmt.Errorf("platform %s: %w", d.Digest, err)
+	}
+	cfg.fill(p)
+	return p, nil
+}

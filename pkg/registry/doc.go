@@ -1,0 +1,33 @@
+// Package registry is harborflow's client for OCI registries, built on regclient. It resolves references to
+// digests with HEAD, reads manifests and image configs, classifies every artifact as an image, an index or an
+// accessory (signature, attestation, SBOM, other referrer or non-image artifact), and lists tags.
+//
+// One Client serves every stage. It takes credentials, an extra CA, TLS and a concurrency limit per host from
+// the registries: section of harborflow.yaml, verifies TLS unless a host says insecure: true, never reads
+// ambient credentials (~/.docker/config.json, credential helpers), and sends User-Agent harborflow/<version>
+// on every request so that registries and the receiver can tell harborflow's own reads apart.
+//
+// Request budget. Manifests are cached by registry, repository and digest, image configs by digest (both are
+// immutable), so:
+//   - Inspect of a single-platform image by digest costs 2 requests (manifest GET, config GET);
+//   - Inspect by tag costs 2 as well (manifest GET by tag, config GET); Resolve (one HEAD) and then Inspect by
+//     digest costs 3 the first time and 1 (the HEAD) once the digest is cached;
+//   - Inspect of an index with P platforms costs at most 1 + 2P, and nothing for configs already cached;
+//   - Resolve is one HEAD, and a HEAD of an index names the index digest, so a watcher compares digests
+//     without GETs; Manifest reads an index's per-platform digests with one GET.
+//
+// Authentication. Each repository gets its own bearer token (regclient's RepoAuth), so the first read of a
+// repository costs a 401 and a token request on top of the budget above, and later reads none.
+//
+// Rate limits. A 429 answer is retried inside the client after its Retry-After (seconds or an HTTP date;
+// exponential from one second without one) when the wait fits the client's bound (WithMaxRetryWait, default
+// 10s) and the caller's context; otherwise the call fails at once with a *RateLimitError carrying the delay,
+// which is ErrRateLimited, so a stage can hand the delay to the bus. Until that delay has passed, further
+// requests to the host fail the same way without being sent. A 503 with Retry-After is waited for in the same
+// way, then reported as ErrUnavailable. regclient never sees Retry-After: it would otherwise wait for any
+// announced delay, however long, and make every other request to the host wait too.
+//
+// Errors match ErrNotFound, ErrUnauthorized, ErrRateLimited, ErrUnavailable, ErrInvalidReference or
+// ErrTLS with errors.Is; Retryable says which are worth retrying later. Passwords never appear in errors or
+// logs.
+package registry

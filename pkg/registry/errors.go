@@ -1,0 +1,148 @@
+package registry
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/regclient/regclient/types/errs"
+)
+
+// Errors every call returns, matched with errors.Is. The error's message keeps what regclient and the
+// registry said.
+var (
+	// ErrNotFound: the manifest, blob or repository does not exist (404).
+	ErrNotFound = errors.New("not found")
+	// ErrUnauthorized: the registry refused the credentials, or they are missing (401, 403).
+	ErrUnauthorized = errors.New("unauthorized")
+	// ErrRateLimited: the registry answered 429 and asked for more patience than the client has. The error
+	// is a *RateLimitError with the delay the registry asked for.
+	ErrRateLimited = errors.New("rate limited")
+	// ErrUnavailable: the registry could not answer: 5xx, 408, connection refused or reset, timeouts.
+	ErrUnavailable = errors.New("registry unavailable")
+	// ErrInvalidReference: the reference cannot name an artifact in a registry.
+	ErrInvalidReference = errors.New("invalid reference")
+	// ErrTLS: the registry's certificate did not verify. Set ca_file (or insecure: true) for the host.
+	ErrTLS = errors.New("TLS verification failed")
+)
+
+// RateLimitError is returned when a registry rate-limits harborflow for longer than the client waits, or
+// when the caller's context ends before the wait would. It is ErrRateLimited.
+type RateLimitError struct {
+	// Host is the host that asked for the delay.
+	Host string
+	// RetryAfter is how long the registry asked to wait from now; zero when it did not say.
+	RetryAfter time.Duration
+}
+
+func (e *RateLimitError) Error() string {
+	if e.RetryAfter <= 0 {
+		return fmt.Sprintf("registry %s: rate limited (429)", e.Host)
+	}
+	return fmt.Sprintf("registry %s: rate limited (429), retry after %s", e.Host, e.RetryAfter.Round(time.Second))
+}
+
+// Is makes a RateLimitError ErrRateLimited, and tells regclient not to retry it itself.
+func (e *RateLimitError) Is(target error) bool {
+	return target == ErrRateLimited || target == errs.ErrNotRetryable
+}
+
+// Retryable reports whether trying the same call again later may succeed: yes for ErrRateLimited,
+// ErrUnavailable and a context that ended; no for ErrNotFound, ErrUnauthorized, ErrInvalidReference, ErrTLS
+// and content the client cannot use.
+func Retryable(err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, ErrRateLimited), errors.Is(err, ErrUnavailable),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return true
+	}
+	return false
+}
+
+// RetryAfter returns the delay a rate-limiting registry asked for, if err carries one.
+func RetryAfter(err error) (time.Duration, bool) {
+	var rl *RateLimitError
+	if errors.As(err, &rl) && rl.RetryAfter > 0 {
+		return rl.RetryAfter, true
+	}
+	return 0, false
+}
+
+// kindError gives a regclient error one of the package's sentinels without changing its message.
+type kindError struct {
+	kind error
+	err  error
+}
+
+func (e *kindError) Error() string { return e.err.Error() }
+func (e *kindError) Unwrap() error { return e.err }
+
+func (e *kindError) Is(target error) bool { return target == e.kind }
+
+// httpStatus finds regclient's "[http NNN]" in an error's message: regclient reports unexpected statuses as
+// text around errs.ErrHTTPStatus.
+var httpStatus = regexp.MustCompile(`\[http (\d{3})\]`)
+
+// mapErr adds the package's sentinel to an error from regclient or the transport.
+func mapErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	kind := errKind(err)
+	if kind == nil || errors.Is(err, kind) {
+		return err
+	}
+	return &kindError{kind: kind, err: err}
+}
+
+func errKind(err error) error {
+	var (
+		certErr    *tls.CertificateVerificationError
+		unknownCA  x509.UnknownAuthorityError
+		hostErr    x509.HostnameError
+		invalidErr x509.CertificateInvalidError
+		recordErr  tls.RecordHeaderError
+		urlErr     *url.Error
+		netErr     net.Error
+	)
+	switch {
+	case errors.Is(err, ErrRateLimited):
+		return ErrRateLimited
+	case errors.Is(err, context.Canceled), errors.Is(err, errs.ErrCanceled):
+		return context.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return ErrUnavailable
+	case errors.As(err, &certErr), errors.As(err, &unknownCA), errors.As(err, &hostErr), errors.As(err, &invalidErr),
+		errors.As(err, &recordErr):
+		return ErrTLS
+	case errors.Is(err, errs.ErrHTTPUnauthorized):
+		return ErrUnauthorized
+	case errors.Is(err, errs.ErrHTTPRateLimit):
+		return ErrRateLimited
+	case errors.Is(err, errs.ErrNotFound):
+		return ErrNotFound
+	case errors.Is(err, errs.ErrInvalidReference), errors.Is(err, errs.ErrMissingTagOrDigest):
+		return ErrInvalidReference
+	case errors.Is(err, errs.ErrRetryLimitExceeded), errors.Is(err, errs.ErrBackoffLimit),
+		errors.Is(err, errs.ErrAllRequestsFailed):
+		return ErrUnavailable
+	case errors.As(err, &urlErr), errors.As(err, &netErr):
+		return ErrUnavailable
+	}
+	if m := httpStatus.FindStringSubmatch(err.Error()); m != nil {
+		code, _ := strconv.Atoi(m[1])
+		if code >= 500 || code == 408 {
+			return ErrUnavailable
+		}
+	}
+	return nil
+}

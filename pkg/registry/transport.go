@@ -1,0 +1,285 @@
+package registry
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/logging"
+)
+
+// The transports under regclient, from regclient down to the wire:
+//
+//	regclient → retryTransport (User-Agent, 429 / Retry-After) → WithTransport wrappers (a Counter) →
+//	hostTransport (TLS per host) → net/http
+//
+// regclient only configures TLS on an *http.Transport it is given, so the TLS settings of each host live in
+// hostTransport, where the wrappers above cannot undo them.
+
+const (
+	// retryAttempts bounds how often one request is sent when the registry answers 429 or 503 with
+	// Retry-After.
+	retryAttempts = 3
+	// retryBase is the first wait after a 429 without Retry-After; it doubles with each attempt.
+	retryBase = time.Second
+	// drainLimit bounds how much of an error body is read so that the connection can be reused.
+	drainLimit = 64 << 10
+)
+
+// retryTransport sets harborflow's User-Agent on every request and owns Retry-After: it waits for a 429 or
+// a 503 with Retry-After when the wait is short enough, and otherwise turns a 429 into a *RateLimitError. It
+// keeps, per host, the time before which a rate-limiting registry wants no requests, and holds or fails new
+// requests until then. Retry-After is removed from what regclient sees, so that regclient's own back-off
+// (bounded by reg.WithDelay) is the only other wait.
+type retryTransport struct {
+	next      http.RoundTripper
+	userAgent string
+	maxWait   time.Duration
+	log       *zap.Logger
+
+	mu    sync.Mutex
+	gates map[string]time.Time // host → no requests before
+}
+
+func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Header.Get("User-Agent") != t.userAgent {
+		req = req.Clone(req.Context())
+		req.Header.Set("User-Agent", t.userAgent)
+	}
+	ctx := req.Context()
+	host := req.URL.Host
+	for attempt := 1; ; attempt++ {
+		if err := t.waitGate(ctx, host); err != nil {
+			return nil, err
+		}
+		resp, err := t.next.RoundTrip(req)
+		if err != nil {
+			return nil, err
+		}
+		limited := resp.StatusCode == http.StatusTooManyRequests
+		busy := resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != ""
+		if !limited && !busy {
+			resp.Header.Del("Retry-After")
+			return resp, nil
+		}
+		wait, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		if !ok {
+			wait = retryBase << (attempt - 1)
+		}
+		if limited {
+			t.closeGate(host, wait)
+		}
+		again := attempt < retryAttempts && wait <= t.maxWait && fits(ctx, wait) && replayable(req)
+		fields := []zap.Field{zap.String(logging.FieldAddress, host), zap.Int(logging.FieldStatus, resp.StatusCode),
+			zap.Duration(logging.FieldDuration, wait)}
+		if again {
+			t.log.Info("registry asked to wait; retrying after the delay", fields...)
+		} else {
+			t.log.Warn("registry asked to wait longer than the client waits", fields...)
+		}
+		if again {
+			drain(resp)
+			if req, err = rewind(req); err != nil {
+				return nil, err
+			}
+			if !limited { // a 503 holds this request only; a 429 holds the host (the gate above)
+				if err := sleep(ctx, wait); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		}
+		if limited {
+			drain(resp)
+			return nil, &RateLimitError{Host: host, RetryAfter: wait}
+		}
+		resp.Header.Del("Retry-After")
+		return resp, nil
+	}
+}
+
+// waitGate holds a request while its host is rate limited, or fails it when the wait is too long.
+func (t *retryTransport) waitGate(ctx context.Context, host string) error {
+	t.mu.Lock()
+	until := t.gates[host]
+	t.mu.Unlock()
+	wait := time.Until(until)
+	if wait <= 0 {
+		return nil
+	}
+	if wait > t.maxWait || !fits(ctx, wait) {
+		return &RateLimitError{Host: host, RetryAfter: wait}
+	}
+	return sleep(ctx, wait)
+}
+
+func (t *retryTransport) closeGate(host string, wait time.Duration) {
+	until := time.Now().Add(wait)
+	t.mu.Lock()
+	if until.After(t.gates[host]) {
+		t.gates[host] = until
+	}
+	t.mu.Unlock()
+}
+
+// parseRetryAfter reads Retry-After as seconds or as an HTTP date.
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	if v == "" {
+		return 0, false
+	}
+	if s, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if s < 0 {
+			return 0, false
+		}
+		return time.Duration(min(s, int64(24*time.Hour/time.Second))) * time.Second, true
+	}
+	if at, err := http.ParseTime(v); err == nil {
+		return max(at.Sub(now), 0), true
+	}
+	return 0, false
+}
+
+// fits reports whether waiting d still leaves the context alive.
+func fits(ctx context.Context, d time.Duration) bool {
+	deadline, ok := ctx.Deadline()
+	return !ok || time.Until(deadline) > d
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func replayable(req *http.Request) bool {
+	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+}
+
+// rewind returns a request that can be sent again, with a fresh body.
+func rewind(req *http.Request) (*http.Request, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return req, nil
+	}
+	body, err := req.GetBody()
+	if err != nil {
+		return nil, fmt.Errorf("rewinding request body: %w", err)
+	}
+	req = req.Clone(req.Context())
+	req.Body = body
+	return req, nil
+}
+
+func drain(resp *http.Response) {
+	_, _ = io.CopyN(io.Discard, resp.Body, drainLimit)
+	_ = resp.Body.Close()
+}
+
+// hostTransport sends each request with the TLS settings of its host.
+type hostTransport struct {
+	hosts map[string]*http.Transport // by URL host
+	def   *http.Transport            // hosts without settings: token services, blob redirects, Docker Hub
+}
+
+func (t *hostTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if ht, ok := t.hosts[req.URL.Host]; ok {
+		return ht.RoundTrip(req)
+	}
+	return t.def.RoundTrip(req)
+}
+
+func (t *hostTransport) closeIdle() {
+	for _, ht := range t.hosts {
+		ht.CloseIdleConnections()
+	}
+	t.def.CloseIdleConnections()
+}
+
+// newHostTransport builds one *http.Transport per configured host.
+func newHostTransport(regs []config.Registry, defConcurrency int, log *zap.Logger) (*hostTransport, error) {
+	ht := &hostTransport{hosts: map[string]*http.Transport{}, def: newHTTPTransport(nil, defConcurrency)}
+	for _, r := range regs {
+		tlsConf, err := tlsConfig(r)
+		if err != nil {
+			return nil, err
+		}
+		if r.Insecure && !r.PlainHTTP {
+			log.Warn("TLS verification is off for a registry (insecure: true)", zap.String(logging.FieldAddress, r.Host))
+		}
+		t := newHTTPTransport(tlsConf, concurrency(r, defConcurrency))
+		for _, h := range urlHosts(r) {
+			ht.hosts[h] = t
+		}
+	}
+	return ht, nil
+}
+
+// urlHosts are the spellings of a configured host that can appear in a request URL.
+func urlHosts(r config.Registry) []string {
+	hosts := []string{r.Host}
+	if _, _, err := net.SplitHostPort(r.Host); err != nil {
+		if r.PlainHTTP {
+			hosts = append(hosts, r.Host+":80")
+		} else {
+			hosts = append(hosts, r.Host+":443")
+		}
+	}
+	if r.Host == "docker.io" || r.Host == "index.docker.io" {
+		hosts = append(hosts, "registry-1.docker.io")
+	}
+	return hosts
+}
+
+// tlsConfig is the TLS configuration of a host: system roots plus ca_file, verification off only with
+// insecure: true.
+func tlsConfig(r config.Registry) (*tls.Config, error) {
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if r.Insecure {
+		conf.InsecureSkipVerify = true //nolint:gosec // insecure: true in the configuration asks for this
+		return conf, nil
+	}
+	if r.CAFile == "" {
+		return conf, nil
+	}
+	pem, err := os.ReadFile(r.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("registry %s: reading ca_file: %w", r.Host, err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("registry %s: ca_file %s holds no PEM certificate", r.Host, r.CAFile)
+	}
+	conf.RootCAs = pool
+	return conf, nil
+}
+
+func newHTTPTransport(tlsConf *tls.Config, conc int) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	if tlsConf != nil {
+		t.TLSClientConfig = tlsConf
+	} else {
+		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	// As many idle connections as concurrent requests: the default of 2 per host would close and reopen
+	// connections under load.
+	t.MaxIdleConnsPerHost = max(conc, http.DefaultMaxIdleConnsPerHost)
+	return t
+}
