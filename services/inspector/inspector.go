@@ -1,0 +1,412 @@
+// Package inspector turns "something was pushed" into facts.
+//
+// It consumes registry.*.push (durable consumer "inspector") and publishes image.inspected — which image,
+// which platforms, which labels, which update level, version and OS flavour — or image.rejected when an image
+// under inspector.require_update_level carries no usable update level. The registry is the truth: a payload's
+// tag may be a digest and never names the media type, so every fact comes from the registry itself.
+//
+// Accessories (signatures, attestations, SBOMs) are skipped. The N+1 pushes of a multi-arch image are one
+// image: an inspected index records its children in the index-children KV bucket, and an untagged
+// single-platform manifest waits (up to inspector.index_wait) for an index that covers it, whichever order the
+// events arrive in. What was learned is kept per digest in the image-history KV bucket, so the same digest
+// twice is one image.inspected, and a new tag on a known digest is published again without reading the
+// registry.
+package inspector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/harborflow/harborflow/pkg/bus"
+	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/glob"
+	"github.com/harborflow/harborflow/pkg/imagetag"
+	"github.com/harborflow/harborflow/pkg/logging"
+	"github.com/harborflow/harborflow/pkg/registry"
+	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
+)
+
+// Registry is what the inspector asks of registries (*registry.Client).
+type Registry interface {
+	Resolve(ctx context.Context, ref string) (registry.Descriptor, error)
+	Inspect(ctx context.Context, ref string) (*registry.Artifact, error)
+}
+
+// Deps are the inspector's collaborators.
+type Deps struct {
+	Registry Registry
+	// History and Children are the image-history and index-children KV buckets.
+	History  jetstream.KeyValue
+	Children jetstream.KeyValue
+	Log      *zap.Logger
+	// DuplicateWindow is JetStream's (nats.duplicate_window): within it a message published again under the
+	// same id is stored once.
+	DuplicateWindow time.Duration
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+// Inspector is the inspector stage's handler.
+type Inspector struct {
+	cfg      config.Inspector
+	required glob.Set
+	deps     Deps
+	log      *zap.Logger
+	now      func() time.Time
+}
+
+// errWaitingForIndex is the retry of an untagged manifest that may yet be covered by an index.
+var errWaitingForIndex = errors.New("untagged single-platform manifest: waiting for an index that covers it")
+
+// New builds the inspector.
+func New(cfg config.Inspector, deps Deps) (*Inspector, error) {
+	if deps.Registry == nil || deps.History == nil || deps.Children == nil {
+		return nil, errors.New("inspector: registry and KV buckets are required")
+	}
+	required, err := glob.CompileAll(cfg.RequireUpdateLevel)
+	if err != nil {
+		return nil, fmt.Errorf("inspector.require_update_level: %w", err)
+	}
+	i := &Inspector{cfg: cfg, required: required, deps: deps, log: deps.Log, now: deps.Now}
+	if i.log == nil {
+		i.log = zap.NewNop()
+	}
+	i.log = i.log.With(zap.String(logging.FieldStage, event.StageInspector))
+	if i.now == nil {
+		i.now = time.Now
+	}
+	return i, nil
+}
+
+// ConsumerConfig is the inspector's durable consumer: every push of every source. It allows enough deliveries
+// for an untagged manifest to wait IndexWait for its index, two seconds at a time.
+func (i *Inspector) ConsumerConfig() bus.ConsumerConfig {
+	return bus.ConsumerConfig{
+		Stage:          event.StageInspector,
+		Stream:         event.StreamRegistry,
+		FilterSubjects: []string{event.RegistrySubject("*", event.KindPush)},
+		MaxDeliver:     int(i.cfg.IndexWait/indexPoll) + 5,
+		Concurrency:    i.cfg.Concurrency,
+	}
+}
+
+// indexPoll is how often an untagged manifest looks for its index again.
+const indexPoll = 2 * time.Second
+
+// Handle inspects the image of one push event.
+func (i *Inspector) Handle(ctx context.Context, m *bus.Message) ([]*bus.Message, error) {
+	ev := &harborflowv1.RegistryEvent{}
+	if err := m.Decode(ev); err != nil {
+		return nil, bus.Permanent(err)
+	}
+	if ev.GetRegistry() == "" || ev.GetRepository() == "" || (ev.GetDigest() == "" && ev.GetTag() == "") {
+		return nil, bus.Permanent(fmt.Errorf("push event %s names no registry, repository, digest or tag", ev.GetId()))
+	}
+	repo := ev.GetRegistry() + "/" + ev.GetRepository()
+	digest := ev.GetDigest()
+	if digest == "" {
+		d, err := i.deps.Registry.Resolve(ctx, repo+":"+ev.GetTag())
+		if err != nil {
+			return nil, classify(fmt.Errorf("resolving %s:%s: %w", repo, ev.GetTag(), err))
+		}
+		digest = d.Digest
+	}
+	key := event.Key(ev.GetRegistry(), ev.GetRepository(), digest)
+
+	// A known digest: nothing to read from the registry.
+	rec, rev, err := i.record(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if rec != nil {
+		return i.known(ctx, ev, key, rec, rev)
+	}
+
+	art, err := i.deps.Registry.Inspect(ctx, repo+"@"+digest)
+	if err != nil {
+		return nil, classify(fmt.Errorf("inspecting %s@%s: %w", repo, digest, err))
+	}
+	switch art.Kind {
+	case registry.KindAccessory:
+		i.log.Debug("accessory skipped", zap.String(logging.FieldRepository, repo), zap.String(logging.FieldDigest, digest),
+			zap.String("accessory", string(art.Accessory)))
+		return nil, nil
+	case registry.KindIndex:
+		if err := i.recordChildren(ctx, ev, art); err != nil {
+			return nil, err
+		}
+	case registry.KindImage:
+		if ev.GetTag() == "" {
+			covered, err := i.covered(ctx, ev, digest)
+			if err != nil || covered {
+				return nil, err
+			}
+			if wait := i.waitLeft(ev); wait > 0 {
+				return nil, bus.Retry(errWaitingForIndex, min(wait, indexPoll))
+			}
+		}
+	}
+
+	rec = i.newRecord(ev, art)
+	if err := i.create(ctx, key, rec); err != nil {
+		return nil, err
+	}
+	return i.publish(ev, rec)
+}
+
+// known handles a digest the history has. A new tag is recorded and published from the history, without a
+// registry request. A tag already seen is nothing new — but within the duplicate window its image.inspected is
+// published again under the same id: the delivery that recorded it may have failed to publish it, and
+// JetStream stores the copy only if the first never arrived.
+func (i *Inspector) known(ctx context.Context, ev *harborflowv1.RegistryEvent, key string, rec *harborflowv1.ImageRecord, rev uint64) ([]*bus.Message, error) {
+	tag := ev.GetTag()
+	if tag == "" || slices.Contains(rec.GetTags(), tag) {
+		if i.now().Sub(rec.GetLastSeen().AsTime()) < i.deps.DuplicateWindow {
+			return i.publish(ev, rec)
+		}
+		return nil, nil
+	}
+	rec.Tags = append(rec.Tags, tag)
+	rec.LastSeen = timestamppb.New(i.now())
+	if rec.GetVersion() == "" {
+		rec.Version, rec.Suffix = versionOf(tag)
+	}
+	data, err := protojson.Marshal(rec)
+	if err != nil {
+		return nil, bus.Permanent(err)
+	}
+	if _, err := i.deps.History.Update(ctx, key, data, rev); err != nil {
+		// Another replica changed the record: the redelivery reads it again.
+		return nil, fmt.Errorf("adding tag %s to the history of %s: %w", tag, rec.GetDigest(), err)
+	}
+	return i.publish(ev, rec)
+}
+
+// recordChildren notes every platform manifest of an index, so their own push events know they are covered.
+func (i *Inspector) recordChildren(ctx context.Context, ev *harborflowv1.RegistryEvent, art *registry.Artifact) error {
+	for _, p := range art.Platforms {
+		c := &harborflowv1.IndexChild{Registry: ev.GetRegistry(), Repository: ev.GetRepository(), ChildDigest: p.Digest,
+			IndexDigest: art.Digest, Seen: timestamppb.New(i.now())}
+		data, err := protojson.Marshal(c)
+		if err != nil {
+			return bus.Permanent(err)
+		}
+		if _, err := i.deps.Children.Put(ctx, event.Key(ev.GetRegistry(), ev.GetRepository(), p.Digest), data); err != nil {
+			return fmt.Errorf("recording %s as a child of %s: %w", p.Digest, art.Digest, err)
+		}
+	}
+	return nil
+}
+
+// covered reports whether an index that names digest as a platform manifest was inspected.
+func (i *Inspector) covered(ctx context.Context, ev *harborflowv1.RegistryEvent, digest string) (bool, error) {
+	e, err := i.deps.Children.Get(ctx, event.Key(ev.GetRegistry(), ev.GetRepository(), digest))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("looking up the index of %s: %w", digest, err)
+	}
+	c := &harborflowv1.IndexChild{}
+	if err := protojson.Unmarshal(e.Value(), c); err == nil {
+		i.log.Debug("platform manifest covered by its index", zap.String(logging.FieldDigest, digest), zap.String("index", c.GetIndexDigest()))
+	}
+	return true, nil
+}
+
+// waitLeft is how much longer an untagged manifest of ev waits for its index.
+func (i *Inspector) waitLeft(ev *harborflowv1.RegistryEvent) time.Duration {
+	since := ev.GetReceivedAt()
+	if since == nil {
+		since = ev.GetOccurredAt()
+	}
+	if since == nil {
+		return 0
+	}
+	return i.cfg.IndexWait - i.now().Sub(since.AsTime())
+}
+
+// newRecord builds the history record of a freshly inspected artifact.
+func (i *Inspector) newRecord(ev *harborflowv1.RegistryEvent, art *registry.Artifact) *harborflowv1.ImageRecord {
+	now := timestamppb.New(i.now())
+	rec := &harborflowv1.ImageRecord{
+		Registry:     ev.GetRegistry(),
+		Repository:   ev.GetRepository(),
+		Digest:       art.Digest,
+		MediaType:    art.MediaType,
+		ArtifactKind: string(art.Kind),
+		FirstSeen:    now,
+		LastSeen:     now,
+	}
+	if ev.GetTag() != "" {
+		rec.Tags = []string{ev.GetTag()}
+		rec.Version, rec.Suffix = versionOf(ev.GetTag())
+	}
+	for _, p := range art.Platforms {
+		rec.Platforms = append(rec.Platforms, &harborflowv1.Platform{Os: p.OS, Architecture: p.Architecture, Variant: p.Variant,
+			Digest: p.Digest, Labels: p.Labels})
+	}
+	rec.Labels = art.Labels
+	if len(rec.Labels) == 0 && len(art.Platforms) > 0 {
+		rec.Labels = art.Platforms[0].Labels
+	}
+	if level, ok := updateLevel(i.cfg.UpdateLevelLabel, art); ok {
+		rec.UpdateLevel = &level
+	}
+	return rec
+}
+
+// updateLevel reads the update level: the configured config label of the image (of every platform of an
+// index, which must agree), or else the manifest annotation of the same name. An empty or non-numeric value is
+// no update level.
+func updateLevel(label string, art *registry.Artifact) (int64, bool) {
+	var values []string
+	if v, ok := art.Labels[label]; ok {
+		values = append(values, v)
+	}
+	for _, p := range art.Platforms {
+		if v, ok := p.Labels[label]; ok {
+			values = append(values, v)
+		}
+	}
+	if len(values) == 0 {
+		if v, ok := art.Annotations[label]; ok {
+			values = append(values, v)
+		}
+	}
+	if len(values) == 0 {
+		return 0, false
+	}
+	for _, v := range values[1:] {
+		if v != values[0] {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(values[0]), 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
+}
+
+// versionOf takes the version and suffix from a tag; a tag that is not a version tag gives neither.
+func versionOf(tag string) (version, suffix string) {
+	t, err := imagetag.Parse(tag)
+	if err != nil {
+		return "", ""
+	}
+	return t.Version, t.Suffix
+}
+
+// publish turns a record into image.inspected, or image.rejected when an update level is required and missing.
+func (i *Inspector) publish(ev *harborflowv1.RegistryEvent, rec *harborflowv1.ImageRecord) ([]*bus.Message, error) {
+	name := rec.GetRegistry() + "/" + rec.GetRepository()
+	if rec.UpdateLevel == nil && i.required.Match(name) {
+		reason := i.rejection(name, rec)
+		out := &harborflowv1.ImageRejected{Registry: rec.GetRegistry(), Repository: rec.GetRepository(), Digest: rec.GetDigest(),
+			Tags: rec.GetTags(), Reason: reason, EventId: ev.GetId(), CorrelationId: ev.GetCorrelationId()}
+		m, err := bus.NewMessage(event.SubjectImageRejected, event.ID("rejected", name, rec.GetDigest(), ev.GetTag()), ev.GetCorrelationId(), out)
+		if err != nil {
+			return nil, bus.Permanent(err)
+		}
+		i.log.Info("image rejected", zap.String(logging.FieldRepository, name), zap.String(logging.FieldDigest, rec.GetDigest()), zap.String(logging.FieldReason, reason))
+		return []*bus.Message{m}, nil
+	}
+	out := &harborflowv1.ImageInspected{
+		Registry: rec.GetRegistry(), Repository: rec.GetRepository(), Digest: rec.GetDigest(), Tags: rec.GetTags(),
+		MediaType: rec.GetMediaType(), Platforms: rec.GetPlatforms(), Labels: rec.GetLabels(), UpdateLevel: rec.UpdateLevel,
+		Version: rec.GetVersion(), Suffix: rec.GetSuffix(), ArtifactKind: rec.GetArtifactKind(), EventId: ev.GetId(),
+		CorrelationId: ev.GetCorrelationId(), InspectedAt: timestamppb.New(i.now()),
+	}
+	if ev.GetTag() != "" {
+		// The event's own tag decides version and flavour: a digest tagged 4.2.0.15 and 4.2.0.15-rocky is one of each.
+		out.Version, out.Suffix = versionOf(ev.GetTag())
+	}
+	m, err := bus.NewMessage(event.SubjectImageInspected, event.ID("inspected", name, rec.GetDigest(), ev.GetTag()), ev.GetCorrelationId(), out)
+	if err != nil {
+		return nil, bus.Permanent(err)
+	}
+	return []*bus.Message{m}, nil
+}
+
+func (i *Inspector) rejection(name string, rec *harborflowv1.ImageRecord) string {
+	label := i.cfg.UpdateLevelLabel
+	where := name + "@" + rec.GetDigest()
+	values := map[string]bool{}
+	for k, v := range rec.GetLabels() {
+		if k == label {
+			values[v] = true
+		}
+	}
+	for _, p := range rec.GetPlatforms() {
+		if v, ok := p.GetLabels()[label]; ok {
+			values[v] = true
+		}
+	}
+	switch {
+	case len(values) == 0:
+		return fmt.Sprintf("%s label not found on %s", label, where)
+	case len(values) > 1:
+		return fmt.Sprintf("%s label differs between the platforms of %s", label, where)
+	case values[""]:
+		return fmt.Sprintf("%s label is empty on %s (WSO2's pipeline writes an empty label when the update level is unknown)", label, where)
+	default:
+		for v := range values {
+			return fmt.Sprintf("%s label %q on %s is not a whole number", label, v, where)
+		}
+	}
+	return ""
+}
+
+// record reads the history of a digest; nil when there is none.
+func (i *Inspector) record(ctx context.Context, key string) (*harborflowv1.ImageRecord, uint64, error) {
+	e, err := i.deps.History.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading image history %s: %w", key, err)
+	}
+	rec := &harborflowv1.ImageRecord{}
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(e.Value(), rec); err != nil {
+		return nil, 0, bus.Permanent(fmt.Errorf("decoding image history %s: %w", key, err))
+	}
+	return rec, e.Revision(), nil
+}
+
+// create writes a new history record; when another replica wrote it first, theirs stands and this delivery is
+// retried to publish from it.
+func (i *Inspector) create(ctx context.Context, key string, rec *harborflowv1.ImageRecord) error {
+	data, err := protojson.Marshal(rec)
+	if err != nil {
+		return bus.Permanent(err)
+	}
+	if _, err := i.deps.History.Create(ctx, key, data); err != nil {
+		return fmt.Errorf("recording the history of %s: %w", rec.GetDigest(), err)
+	}
+	return nil
+}
+
+// classify maps a registry error to the bus: what will not change (not found, a bad reference) is
+// permanent; a rate limit is retried after the registry's Retry-After; anything else with the back-off
+// (bad credentials included: they may be fixed before the deliveries run out).
+func classify(err error) error {
+	if errors.Is(err, registry.ErrNotFound) || errors.Is(err, registry.ErrInvalidReference) {
+		return bus.Permanent(err)
+	}
+	if after, ok := registry.RetryAfter(err); ok {
+		return bus.Retry(err, after)
+	}
+	return err
+}

@@ -1,0 +1,321 @@
+package inspector_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/harborflow/harborflow/pkg/bus"
+	"github.com/harborflow/harborflow/pkg/bus/bustest"
+	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/registry"
+	"github.com/harborflow/harborflow/pkg/registry/registrytest"
+	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
+	"github.com/harborflow/harborflow/services/inspector"
+)
+
+type fixture struct {
+	t       *testing.T
+	js      *bustest.Server
+	reg     *registrytest.Registry
+	counter *registry.Counter
+	cons    *bus.Consumer
+	seq     int
+}
+
+func newFixture(t *testing.T, indexWait time.Duration) *fixture {
+	t.Helper()
+	js := bustest.Start(t)
+	reg := registrytest.New(t)
+	var counter registry.Counter
+	client, err := registry.New([]config.Registry{reg.Config()}, registry.WithTransport(counter.Wrap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	history, err := js.Bus.KeyValue(ctx, event.BucketImageHistory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	children, err := js.Bus.KeyValue(ctx, event.BucketIndexChildren)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default().Inspector
+	cfg.IndexWait = indexWait
+	cfg.RequireUpdateLevel = []string{reg.Host + "/wso2/**"}
+	insp, err := inspector.New(cfg, inspector.Deps{Registry: client, History: history, Children: children, DuplicateWindow: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := insp.ConsumerConfig()
+	cons, err := js.Bus.Consume(ctx, cc, insp.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cons.Stop)
+	return &fixture{t: t, js: js, reg: reg, counter: &counter, cons: cons}
+}
+
+// push publishes the push event a webhook would give for repository (without host), digest and tag.
+func (f *fixture) push(repository, digest, tag string) {
+	f.t.Helper()
+	f.seq++
+	ev := &harborflowv1.RegistryEvent{
+		Id: event.ID("test", repository, digest, tag, time.Now().String()), Source: "test", Kind: event.KindPush, Type: "PUSH_ARTIFACT",
+		Registry: f.reg.Host, Repository: repository, Digest: digest, Tag: tag, OccurredAt: timestamppb.Now(), ReceivedAt: timestamppb.Now(),
+	}
+	ev.CorrelationId = ev.Id
+	m, err := bus.NewMessage(event.RegistrySubject("test", event.KindPush), ev.Id, ev.CorrelationId, ev)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if _, err := f.js.Bus.Publish(context.Background(), m); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// settle waits until the inspector has handled every event published so far (nothing pending or unacked).
+func (f *fixture) settle() {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := f.js.Bus.JetStream().Stream(ctx, event.StreamRegistry)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	c, err := s.Consumer(ctx, event.StageInspector)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for {
+		info, err := c.Info(ctx)
+		if err != nil {
+			f.t.Fatalf("waiting for the inspector: %v", err)
+		}
+		if info.NumPending == 0 && info.NumAckPending == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			f.t.Fatalf("inspector did not settle: %d pending, %d unacked", info.NumPending, info.NumAckPending)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// outputs returns the messages of the IMAGE stream on subject, decoded into new(T) by decode.
+func (f *fixture) outputs(subject string) []*bus.Message {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := f.js.Bus.JetStream().Stream(ctx, event.StreamImage)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var out []*bus.Message
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			continue
+		}
+		if m.Subject == subject {
+			out = append(out, &bus.Message{Subject: m.Subject, Header: m.Header, Data: m.Data})
+		}
+	}
+	return out
+}
+
+func (f *fixture) inspected() []*harborflowv1.ImageInspected {
+	var out []*harborflowv1.ImageInspected
+	for _, m := range f.outputs(event.SubjectImageInspected) {
+		ii := &harborflowv1.ImageInspected{}
+		if err := m.Decode(ii); err != nil {
+			f.t.Fatal(err)
+		}
+		out = append(out, ii)
+	}
+	return out
+}
+
+func (f *fixture) dlq() []jetstream.RawStreamMsg {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, _ := f.js.Bus.JetStream().Stream(ctx, event.StreamDLQ)
+	info, _ := s.Info(ctx)
+	var out []jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		if m, err := s.GetMsg(ctx, seq); err == nil {
+			out = append(out, *m)
+		}
+	}
+	return out
+}
+
+func TestLabelledImageIsInspectedOnceAndANewTagWithoutRegistryRequests(t *testing.T) {
+	f := newFixture(t, time.Second)
+	img := f.reg.PushImage(t, "wso2/am:4.2.0.15-rocky", registrytest.Image{Labels: map[string]string{"update_level": "15", "maintainer": "WSO2"}})
+	f.counter.Reset()
+	f.push("wso2/am", img.Digest, "4.2.0.15-rocky")
+	f.settle()
+	if got := f.counter.Snapshot(); got.Total() > 2 {
+		t.Errorf("inspection by digest made %d requests (%+v), want at most 2", got.Total(), got)
+	}
+	out := f.inspected()
+	if len(out) != 1 {
+		t.Fatalf("%d image.inspected, want 1", len(out))
+	}
+	ii := out[0]
+	if ii.GetUpdateLevel() != 15 || ii.GetVersion() != "4.2.0" || ii.GetSuffix() != "-rocky" || ii.GetDigest() != img.Digest ||
+		ii.GetArtifactKind() != "image" || len(ii.GetPlatforms()) != 1 || ii.GetPlatforms()[0].GetArchitecture() != "amd64" ||
+		ii.GetLabels()["maintainer"] != "WSO2" || ii.GetRepository() != "wso2/am" || ii.GetRegistry() != f.reg.Host {
+		t.Errorf("image.inspected %v", ii)
+	}
+
+	// The same push again (a duplicate webhook, the CloudEvents twin): nothing new.
+	f.push("wso2/am", img.Digest, "4.2.0.15-rocky")
+	f.settle()
+	if n := len(f.inspected()); n != 1 {
+		t.Errorf("same digest and tag gave %d image.inspected", n)
+	}
+
+	// A second tag on the digest: published again, from the history, with no registry request.
+	f.counter.Reset()
+	f.push("wso2/am", img.Digest, "4.2.0.0-rocky")
+	f.settle()
+	if got := f.counter.Snapshot(); got.Total() != 0 {
+		t.Errorf("a new tag on a known digest made %d requests (%+v)", got.Total(), got)
+	}
+	out = f.inspected()
+	if len(out) != 2 || strings.Join(out[1].GetTags(), ",") != "4.2.0.15-rocky,4.2.0.0-rocky" || out[1].GetUpdateLevel() != 15 {
+		t.Fatalf("after a new tag: %v", out)
+	}
+}
+
+func TestPushByTagOnlyResolvesTheDigest(t *testing.T) {
+	f := newFixture(t, time.Second)
+	img := f.reg.PushImage(t, "wso2/is:7.1.0.3", registrytest.Image{Labels: map[string]string{"update_level": "3"}})
+	f.counter.Reset()
+	f.push("wso2/is", "", "7.1.0.3")
+	f.settle()
+	if got := f.counter.Snapshot(); got.Total() > 3 {
+		t.Errorf("inspection by tag made %d requests (%+v), want at most 3", got.Total(), got)
+	}
+	if out := f.inspected(); len(out) != 1 || out[0].GetDigest() != img.Digest || out[0].GetUpdateLevel() != 3 {
+		t.Fatalf("%v", out)
+	}
+}
+
+func TestMultiArchPushIsOneImageInEitherOrder(t *testing.T) {
+	for _, order := range []string{"children first", "index first"} {
+		t.Run(order, func(t *testing.T) {
+			f := newFixture(t, 5*time.Second)
+			idx := f.reg.PushIndex(t, "wso2/mi:4.4.0.7", registrytest.Index{Images: []registrytest.Image{
+				{Platform: "linux/amd64", Labels: map[string]string{"update_level": "7"}},
+				{Platform: "linux/arm64/v8", Labels: map[string]string{"update_level": "7"}},
+			}, Attestations: true})
+			children := func() {
+				for _, c := range idx.Children {
+					f.push("wso2/mi", c.Digest, "") // Harbor's digest-in-tag, moved to digest by the receiver
+				}
+			}
+			if order == "children first" {
+				children()
+				f.push("wso2/mi", idx.Digest, "4.4.0.7")
+			} else {
+				f.push("wso2/mi", idx.Digest, "4.4.0.7")
+				children()
+			}
+			f.settle()
+			out := f.inspected()
+			if len(out) != 1 {
+				t.Fatalf("%d image.inspected, want 1: %v", len(out), out)
+			}
+			ii := out[0]
+			if ii.GetDigest() != idx.Digest || ii.GetArtifactKind() != "index" || len(ii.GetPlatforms()) != 2 || ii.GetUpdateLevel() != 7 {
+				t.Errorf("%v", ii)
+			}
+			if n := len(f.dlq()); n != 0 {
+				t.Errorf("%d messages dead-lettered", n)
+			}
+		})
+	}
+}
+
+func TestUntaggedImageWithoutIndexIsInspectedAfterTheWait(t *testing.T) {
+	f := newFixture(t, 300*time.Millisecond)
+	img := f.reg.PushImage(t, "wso2/am", registrytest.Image{Labels: map[string]string{"update_level": "20"}})
+	f.push("wso2/am", img.Digest, "")
+	f.settle()
+	out := f.inspected()
+	if len(out) != 1 || out[0].GetDigest() != img.Digest || len(out[0].GetTags()) != 0 || out[0].GetUpdateLevel() != 20 {
+		t.Fatalf("%v", out)
+	}
+}
+
+func TestMissingOrEmptyUpdateLevelIsRejectedWhereRequired(t *testing.T) {
+	f := newFixture(t, time.Second)
+	empty := f.reg.PushImage(t, "wso2/am:4.2.0.16", registrytest.Image{Labels: map[string]string{"update_level": ""}})
+	none := f.reg.PushImage(t, "wso2/am:4.2.0.17", registrytest.Image{Labels: map[string]string{"other": "x"}})
+	free := f.reg.PushImage(t, "acme/app:1.0.0", registrytest.Image{})
+	f.push("wso2/am", empty.Digest, "4.2.0.16")
+	f.push("wso2/am", none.Digest, "4.2.0.17")
+	f.push("acme/app", free.Digest, "1.0.0")
+	f.settle()
+	var reasons []string
+	for _, m := range f.outputs(event.SubjectImageRejected) {
+		r := &harborflowv1.ImageRejected{}
+		if err := m.Decode(r); err != nil {
+			t.Fatal(err)
+		}
+		reasons = append(reasons, r.GetReason())
+	}
+	slices.Sort(reasons) // handled concurrently, in any order
+	want := []string{
+		"update_level label is empty on " + f.reg.Host + "/wso2/am@" + empty.Digest,
+		"update_level label not found on " + f.reg.Host + "/wso2/am@" + none.Digest,
+	}
+	if len(reasons) != 2 || !strings.HasPrefix(reasons[0], want[0]) || reasons[1] != want[1] {
+		t.Errorf("rejections %q, want %q", reasons, want)
+	}
+	out := f.inspected()
+	if len(out) != 1 || out[0].GetRepository() != "acme/app" || out[0].UpdateLevel != nil {
+		t.Errorf("an image outside require_update_level: %v", out)
+	}
+}
+
+func TestAccessoriesAreSkipped(t *testing.T) {
+	f := newFixture(t, time.Second)
+	img := f.reg.PushImage(t, "wso2/am:4.2.0.18", registrytest.Image{Labels: map[string]string{"update_level": "18"}})
+	sig := f.reg.PushSignature(t, "wso2/am", img)
+	sbom := f.reg.PushSBOM(t, "wso2/am", img)
+	f.push("wso2/am", sig.Digest, sig.Tag)
+	f.push("wso2/am", sbom.Digest, sbom.Tag)
+	f.settle()
+	if out := f.inspected(); len(out) != 0 {
+		t.Errorf("accessories inspected: %v", out)
+	}
+	if n := len(f.outputs(event.SubjectImageRejected)); n != 0 {
+		t.Errorf("accessories rejected: %d", n)
+	}
+}
+
+func TestAnImageThatIsGoneIsDeadLettered(t *testing.T) {
+	f := newFixture(t, time.Second)
+	f.push("wso2/am", "sha256:"+strings.Repeat("0", 64), "4.2.0.99")
+	f.settle()
+	dlq := f.dlq()
+	if len(dlq) != 1 || !strings.Contains(dlq[0].Header.Get(event.HeaderDLQReason), "not found") {
+		t.Fatalf("DLQ %v", dlq)
+	}
+}
