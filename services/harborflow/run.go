@@ -15,8 +15,12 @@ import (
 	"github.com/harborflow/harborflow/pkg/broker"
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/logging"
+	"github.com/harborflow/harborflow/pkg/registry"
+	"github.com/harborflow/harborflow/services/inspector"
 	"github.com/harborflow/harborflow/services/receiver"
+	"github.com/harborflow/harborflow/services/watcher"
 )
 
 func newRunCommand(cfgPath func() string) *cobra.Command {
@@ -60,7 +64,9 @@ type Process struct {
 	log       *zap.Logger
 	server    *broker.Server // nil with an external NATS
 	nc        *nats.Conn
+	registry  *registry.Client
 	receiver  *receiver.Server
+	watcher   func() // stops the watcher and waits for it
 	consumers []*bus.Consumer
 	// NATSURL is where the stages' NATS is.
 	NATSURL string
@@ -106,6 +112,16 @@ func Start(ctx context.Context, cfg *config.Config, log *zap.Logger) (p *Process
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	p.registry, err = registry.New(cfg.Registries, registry.WithLogger(log), registry.WithVersion(Version))
+	if err != nil {
+		return p, err
+	}
+	if err := p.startInspector(cctx, cfg, b, log); err != nil {
+		return p, err
+	}
+	if err := p.startWatcher(cctx, cfg, b, log, reg); err != nil {
+		return p, err
+	}
 	p.receiver, err = receiver.New(receiver.ConfigFrom(cfg), receiver.Deps{Bus: b, Log: log, Metrics: reg})
 	if err != nil {
 		return p, err
@@ -117,18 +133,66 @@ func Start(ctx context.Context, cfg *config.Config, log *zap.Logger) (p *Process
 	return p, nil
 }
 
+// startInspector runs the inspector on its durable consumer.
+func (p *Process) startInspector(ctx context.Context, cfg *config.Config, b *bus.Bus, log *zap.Logger) error {
+	history, err := b.KeyValue(ctx, event.BucketImageHistory)
+	if err != nil {
+		return err
+	}
+	children, err := b.KeyValue(ctx, event.BucketIndexChildren)
+	if err != nil {
+		return err
+	}
+	insp, err := inspector.New(cfg.Inspector, inspector.Deps{Registry: p.registry, History: history, Children: children, Log: log,
+		DuplicateWindow: cfg.NATS.DuplicateWindow})
+	if err != nil {
+		return err
+	}
+	c, err := b.Consume(ctx, insp.ConsumerConfig(), insp.Handle)
+	if err != nil {
+		return err
+	}
+	p.consumers = append(p.consumers, c)
+	return nil
+}
+
+// startWatcher polls the poll sources in the background, when there are any.
+func (p *Process) startWatcher(ctx context.Context, cfg *config.Config, b *bus.Bus, log *zap.Logger, reg prometheus.Registerer) error {
+	baselines, err := b.KeyValue(ctx, event.BucketWatcher)
+	if err != nil {
+		return err
+	}
+	w, err := watcher.New(cfg.Sources, watcher.Deps{Registry: p.registry, Bus: b, Baselines: baselines, Log: log, Metrics: reg})
+	if err != nil {
+		return err
+	}
+	// The watcher's context is its own: it ends when the process shuts down, not when start-up does.
+	wctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = w.Run(wctx)
+	}()
+	p.watcher = func() { cancel(); <-done }
+	return nil
+}
+
 // ReceiverAddr is the address the receiver listens on.
 func (p *Process) ReceiverAddr() string { return p.receiver.Addr() }
 
-// Shutdown stops the process in the one order that loses nothing, within ctx: stop HTTP intake (requests in
-// flight finish and are answered after their events are stored), drain the consumers (handlers in flight
-// finish and ack), drain the NATS connection (pending publishes and acks flush), then stop the embedded server.
+// Shutdown stops the process in the one order that loses nothing, within ctx: stop intake (HTTP requests in
+// flight finish and are answered after their events are stored; the watcher finishes its tag), drain the
+// consumers (handlers in flight finish and ack), drain the NATS connection (pending publishes and acks flush),
+// then stop the embedded server.
 func (p *Process) Shutdown(ctx context.Context) error {
 	var errs []error
 	if p.receiver != nil {
 		if err := p.receiver.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if p.watcher != nil {
+		p.watcher()
 	}
 	for _, c := range p.consumers {
 		if err := c.Drain(ctx); err != nil {
@@ -151,6 +215,9 @@ func (p *Process) Shutdown(ctx context.Context) error {
 	}
 	if p.server != nil {
 		p.server.Shutdown()
+	}
+	if p.registry != nil {
+		p.registry.Close()
 	}
 	return errors.Join(errs...)
 }

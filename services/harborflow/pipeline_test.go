@@ -1,0 +1,95 @@
+package harborflow_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/harborflow/harborflow/pkg/bus"
+	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/registry/registrytest"
+	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
+	"github.com/harborflow/harborflow/services/harborflow"
+)
+
+// TestWebhookAndPollBecomeInspectedImages runs every stage in one process against a real registry: a Harbor
+// webhook and a poll source each end as image.inspected with the update level read from the registry.
+func TestWebhookAndPollBecomeInspectedImages(t *testing.T) {
+	reg := registrytest.New(t)
+	pushed := reg.PushImage(t, "wso2-apim/am:4.2.0.15", registrytest.Image{Labels: map[string]string{"update_level": "15"}})
+	polled := reg.PushImage(t, "wso2-is/is:7.1.0.4", registrytest.Image{Labels: map[string]string{"update_level": "4"}})
+
+	cfg := config.Default()
+	cfg.NATS.Listen = freeAddr(t)
+	cfg.NATS.StoreDir = filepath.Join(t.TempDir(), "nats")
+	cfg.NATS.SyncAlways = false
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.Registries = []config.Registry{reg.Config()}
+	cfg.Inspector.RequireUpdateLevel = []string{reg.Host + "/**"}
+	cfg.Sources = []config.Source{
+		{Name: "harbor", Kind: config.SourceHarbor, Host: reg.Host, Secrets: []config.Secret{"Bearer p"}},
+		{Name: "upstream", Kind: config.SourcePoll, Interval: time.Hour, Initial: "publish",
+			Repositories: []config.PollRepository{{Repository: reg.Ref("wso2-is/is")}}},
+	}
+	p, err := harborflow.Start(context.Background(), &cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := p.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	body := fmt.Sprintf(`{"type":"PUSH_ARTIFACT","occur_at":%d,"operator":"admin","event_data":{"resources":[{"digest":%q,"tag":"4.2.0.15"}],"repository":{"name":"am","namespace":"wso2-apim","repo_full_name":"wso2-apim/am","repo_type":"private"}}}`,
+		time.Now().Unix(), pushed.Digest)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+p.ReceiverAddr()+"/webhooks/harbor/harbor", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer p")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 202 {
+		t.Fatalf("webhook: %v %v", err, resp)
+	}
+	resp.Body.Close()
+
+	nc, err := nats.Connect(p.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, event.StreamImage, jetstream.OrderedConsumerConfig{FilterSubjects: []string{event.SubjectImageInspected}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*harborflowv1.ImageInspected{}
+	for len(got) < 2 {
+		m, err := cons.Next(jetstream.FetchMaxWait(20 * time.Second))
+		if err != nil {
+			t.Fatalf("waiting for image.inspected (have %d): %v", len(got), err)
+		}
+		ii := &harborflowv1.ImageInspected{}
+		if err := (&bus.Message{Subject: m.Subject(), Data: m.Data()}).Decode(ii); err != nil {
+			t.Fatal(err)
+		}
+		got[ii.GetDigest()] = ii
+	}
+	if ii := got[pushed.Digest]; ii == nil || ii.GetUpdateLevel() != 15 || ii.GetVersion() != "4.2.0" || ii.GetRepository() != "wso2-apim/am" {
+		t.Errorf("webhook image: %v", ii)
+	}
+	if ii := got[polled.Digest]; ii == nil || ii.GetUpdateLevel() != 4 || ii.GetTags()[0] != "7.1.0.4" {
+		t.Errorf("polled image: %v", ii)
+	}
+}
