@@ -274,3 +274,57 @@ func TestFailingRegistriesDoNotStopTheOthers(t *testing.T) {
 		t.Errorf("%d poll series, want one per source", polls)
 	}
 }
+
+func TestADeletedTagKeepsItsBaselineAndSendsNothing(t *testing.T) {
+	reg := registrytest.New(t)
+	f := newFixture(t, reg)
+	reg.PushImage(t, "wso2-apim/am:4.2.0.20", image(20))
+	reg.PushImage(t, "wso2-apim/am:4.2.0.21", image(21))
+	src := source("wso2", reg.Ref("wso2-apim/am"), "publish", nil)
+	w := f.watcher(src)
+	if err := w.PollOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	reg.DeleteTag(t, "wso2-apim/am:4.2.0.21")
+	if err := w.PollOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.events()); n != 2 {
+		t.Fatalf("%d events after a tag was deleted, want the 2 of the first run", n)
+	}
+	kv, _ := f.js.Bus.KeyValue(context.Background(), event.BucketWatcher)
+	if _, err := kv.Get(context.Background(), event.Key("wso2", reg.Ref("wso2-apim/am"), "4.2.0.21")); err != nil {
+		t.Errorf("the deleted tag's baseline is gone: %v", err)
+	}
+	// The tag comes back pointing where it did: no event either.
+	reg.PushImage(t, "wso2-apim/am:4.2.0.21", image(21))
+	if err := w.PollOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.events()); n != 2 {
+		t.Fatalf("a tag restored to its digest gave an event (%d in all)", n)
+	}
+}
+
+// TestAnUnchangedCycleOver100TagsIsOneListAndHEADsOnly is the request budget for a quiet cycle.
+func TestAnUnchangedCycleOver100TagsIsOneListAndHEADsOnly(t *testing.T) {
+	reg := registrytest.New(t)
+	f := newFixture(t, reg)
+	for i := range 100 {
+		reg.PushImage(t, fmt.Sprintf("wso2-apim/am:4.2.0.%d", i), image(i))
+	}
+	src := source("wso2", reg.Ref("wso2-apim/am"), "baseline", nil)
+	w := f.watcher(src)
+	if err := w.PollOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.counter.Reset()
+	if err := f.watcher(src).PollOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := f.counter.Snapshot()
+	if got.TagList != 1 || got.ManifestHead > 100 || got.Gets() != 0 {
+		t.Errorf("a quiet cycle over 100 tags made %+v, want 1 tag list, ≤ 100 HEADs, 0 GETs", got)
+	}
+	t.Logf("quiet cycle over 100 tags: %+v", got)
+}

@@ -135,7 +135,8 @@ func New(t testing.TB, opts ...Option) *Registry {
 	}
 	r.admin = httptest.NewUnstartedServer(nil)
 	r.adminHost = r.admin.Listener.Addr().String()
-	conf := oconfig.Config{Storage: oconfig.ConfigStorage{StoreType: oconfig.StoreMem}}
+	deletes := true // DeleteTag, and registries that allow deleting manifests as Harbor does
+	conf := oconfig.Config{Storage: oconfig.ConfigStorage{StoreType: oconfig.StoreMem}, API: oconfig.ConfigAPI{DeleteEnabled: &deletes}}
 	if r.opts.token {
 		conf.Auth = tokenAuth(t, "http://"+r.adminHost+"/token", r.opts.user, r.opts.pass)
 	}
@@ -621,4 +622,16 @@ func tarGz(t testing.TB, name, content string) ([]byte, string) {
 	}
 	sum := sha256.Sum256(tarBuf.Bytes())
 	return gzBuf.Bytes(), fmt.Sprintf("sha256:%x", sum)
+}
+
+// DeleteTag removes the tag of repoTag ("repo:tag") from the registry; the manifest it pointed to stays.
+func (r *Registry) DeleteTag(t testing.TB, repoTag string) {
+	t.Helper()
+	rf, err := ref.New(r.adminHost + "/" + repoTag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.pusher.TagDelete(context.Background(), rf); err != nil {
+		t.Fatalf("deleting tag %s: %v", repoTag, err)
+	}
 }
