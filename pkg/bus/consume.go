@@ -372,7 +372,11 @@ func (c *Consumer) retry(jm jetstream.Msg, md *jetstream.MsgMetadata, log *zap.L
 	if !ok {
 		delay = c.cfg.backOff(md.NumDelivered)
 	}
-	log.Warn("handling failed; retrying after the back-off", zap.Error(err))
+	if expectedWait(err) {
+		log.Debug("not ready yet; retrying later", zap.Duration(logging.FieldDelay, delay), zap.Error(err))
+	} else {
+		log.Warn("handling failed; retrying after the back-off", zap.Duration(logging.FieldDelay, delay), zap.Error(err))
+	}
 	c.nakWithDelay(jm, log, delay)
 }
 

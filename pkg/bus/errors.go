@@ -32,6 +32,8 @@ func IsPermanent(err error) bool {
 type retryError struct {
 	err   error
 	after time.Duration
+	// expected marks a wait that is part of normal work (Wait), logged at debug level.
+	expected bool
 }
 
 func (e *retryError) Error() string { return e.err.Error() }
@@ -46,6 +48,22 @@ func Retry(err error, after time.Duration) error {
 		return nil
 	}
 	return &retryError{err: err, after: after}
+}
+
+// Wait is Retry for a message that is not ready yet as part of normal work — an untagged platform manifest
+// waiting for its index — rather than one that failed: the same nak with delay, logged at debug level instead
+// of as a warning. It still counts as a delivery.
+func Wait(reason error, after time.Duration) error {
+	if reason == nil {
+		return nil
+	}
+	return &retryError{err: reason, after: after, expected: true}
+}
+
+// expectedWait reports whether err was marked with Wait.
+func expectedWait(err error) bool {
+	var r *retryError
+	return errors.As(err, &r) && r.expected
 }
 
 // retryAfter returns the delay requested with Retry, if any.

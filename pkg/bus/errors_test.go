@@ -51,3 +51,14 @@ func TestRetry(t *testing.T) {
 		t.Error("Retry(nil) != nil")
 	}
 }
+
+func TestWaitIsARetryWithItsDelay(t *testing.T) {
+	reason := errors.New("waiting for the index")
+	err := bus.Wait(reason, 2*time.Second)
+	if !errors.Is(err, reason) || err.Error() != reason.Error() || bus.IsPermanent(err) {
+		t.Fatalf("Wait(%v) = %v", reason, err)
+	}
+	if bus.Wait(nil, time.Second) != nil {
+		t.Fatal("Wait(nil) is not nil")
+	}
+}

@@ -29,6 +29,8 @@ const (
 	FieldRemote        = "remote"
 	FieldPath          = "path"
 	FieldDuration      = "duration"
+	FieldDelay         = "delay"
+	FieldRegistry      = "registry"
 	FieldAddress       = "address"
 	FieldConfigFile    = "config_file"
 )

@@ -81,7 +81,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			t.closeGate(host, wait)
 		}
 		again := attempt < retryAttempts && wait <= t.maxWait && fits(ctx, wait) && replayable(req)
-		fields := []zap.Field{zap.String(logging.FieldAddress, host), zap.Int(logging.FieldStatus, resp.StatusCode),
+		fields := []zap.Field{zap.String(logging.FieldRegistry, host), zap.Int(logging.FieldStatus, resp.StatusCode),
 			zap.Duration(logging.FieldDuration, wait)}
 		if again {
 			t.log.Info("registry asked to wait; retrying after the delay", fields...)
@@ -219,7 +219,7 @@ func newHostTransport(regs []config.Registry, defConcurrency int, log *zap.Logge
 			return nil, err
 		}
 		if r.Insecure && !r.PlainHTTP {
-			log.Warn("TLS verification is off for a registry (insecure: true)", zap.String(logging.FieldAddress, r.Host))
+			log.Warn("TLS verification is off for a registry (insecure: true)", zap.String(logging.FieldRegistry, r.Host))
 		}
 		t := newHTTPTransport(tlsConf, concurrency(r, defConcurrency))
 		for _, h := range urlHosts(r) {

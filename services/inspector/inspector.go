@@ -153,7 +153,7 @@ func (i *Inspector) Handle(ctx context.Context, m *bus.Message) ([]*bus.Message,
 				return nil, err
 			}
 			if wait := i.waitLeft(ev); wait > 0 {
-				return nil, bus.Retry(errWaitingForIndex, min(wait, indexPoll))
+				return nil, bus.Wait(errWaitingForIndex, min(wait, indexPoll))
 			}
 		}
 	}
