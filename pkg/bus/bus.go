@@ -52,7 +52,8 @@ func (b *Bus) JetStream() jetstream.JetStream { return b.js }
 
 // Connect connects to url as name. It retries the first connection and reconnects for ever, so that a
 // restarting NATS server makes publishes fail (and the receiver answer 503) rather than kill the process.
-func Connect(ctx context.Context, url, name string, log *zap.Logger) (*nats.Conn, error) {
+// extra adds options such as credentials (nats.UserCredentials) or a CA (nats.RootCAs).
+func Connect(ctx context.Context, url, name string, log *zap.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -76,6 +77,7 @@ func Connect(ctx context.Context, url, name string, log *zap.Logger) (*nats.Conn
 			log.Warn("NATS asynchronous error", fields...)
 		}),
 	}
+	opts = append(opts, extra...)
 	var lastErr error
 	for {
 		nc, err := nats.Connect(url, opts...)

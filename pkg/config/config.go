@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/harborflow/harborflow/pkg/event"
 )
 
@@ -53,6 +55,26 @@ type NATS struct {
 	MaxBytes int64         `yaml:"max_bytes"`
 	// SyncAlways makes the embedded server fsync every write before acknowledging it (default true).
 	SyncAlways bool `yaml:"sync_always"`
+	// CredsFile is a NATS credentials file (user JWT and NKey seed) for an external server.
+	CredsFile string `yaml:"creds_file"`
+	// CAFile is an extra CA for a tls:// external server; certificates are always verified.
+	CAFile string `yaml:"ca_file"`
+}
+
+// ConnectOptions are the nats options the nats section asks for an external server: credentials and an extra
+// CA. The embedded server (nats.url empty) needs none.
+func (n NATS) ConnectOptions() []nats.Option {
+	if n.URL == "" {
+		return nil
+	}
+	var opts []nats.Option
+	if n.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(n.CredsFile))
+	}
+	if n.CAFile != "" {
+		opts = append(opts, nats.RootCAs(n.CAFile))
+	}
+	return opts
 }
 
 // HTTP is the receiver's listener.

@@ -107,6 +107,7 @@ func TestParseErrorsNameFileKeyAndLine(t *testing.T) {
 		{"mapping expected", "nats: 5\n", []string{"bad.yaml:1: nats: must be a mapping"}},
 		{"not yaml", "nats: [\n", []string{"bad.yaml"}},
 		{"bad log level", "log:\n  level: loud\n", []string{"bad.yaml:2: log.level: must be debug, info, warn or error"}},
+		{"missing creds file", "nats:\n  url: nats://n:4222\n  creds_file: /nonexistent/harborflow.creds\n", []string{`bad.yaml:3: nats.creds_file: cannot read "/nonexistent/harborflow.creds": no such file or directory`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := config.Parse("bad.yaml", []byte(tc.yaml), env(nil))

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"regexp"
 	"strconv"
 
@@ -34,6 +35,14 @@ func (l *loader) validate(c *Config) error {
 	}
 	if n.MaxAge > 0 && n.DuplicateWindow > n.MaxAge {
 		l.fail("nats.duplicate_window", fmt.Sprintf("must not be longer than nats.max_age (%s)", n.MaxAge))
+	}
+	for _, f := range []struct{ key, file string }{{"nats.creds_file", n.CredsFile}, {"nats.ca_file", n.CAFile}} {
+		if f.file == "" {
+			continue
+		}
+		if _, err := os.Stat(f.file); err != nil {
+			l.fail(f.key, fmt.Sprintf("cannot read %q: %v", f.file, errors.Unwrap(err)))
+		}
 	}
 	if n.MaxBytes < 0 {
 		l.fail("nats.max_bytes", "must not be negative (0 is unlimited)")

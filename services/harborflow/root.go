@@ -50,7 +50,7 @@ func connect(ctx context.Context, path string) (*nats.Conn, *bus.Bus, error) {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	nc, err := bus.Connect(cctx, url, "harborflow-cli", nil)
+	nc, err := bus.Connect(cctx, url, "harborflow-cli", nil, cfg.NATS.ConnectOptions()...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (is `harborflow run` running?)", err)
 	}

@@ -96,7 +96,7 @@ func Start(ctx context.Context, cfg *config.Config, log *zap.Logger) (p *Process
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	p.nc, err = bus.Connect(cctx, p.NATSURL, "harborflow", log)
+	p.nc, err = bus.Connect(cctx, p.NATSURL, "harborflow", log, cfg.NATS.ConnectOptions()...)
 	if err != nil {
 		return p, err
 	}

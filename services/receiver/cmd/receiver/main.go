@@ -44,7 +44,7 @@ func run(ctx context.Context, path string) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	nc, err := bus.Connect(ctx, cfg.NATS.URL, "harborflow-receiver", log)
+	nc, err := bus.Connect(ctx, cfg.NATS.URL, "harborflow-receiver", log, cfg.NATS.ConnectOptions()...)
 	if err != nil {
 		return err
 	}
