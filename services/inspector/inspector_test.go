@@ -110,28 +110,12 @@ func (f *fixture) settle() {
 	}
 }
 
-// outputs returns the messages of the IMAGE stream on subject, decoded into new(T) by decode.
+// outputs returns the messages of the IMAGE stream on subject.
 func (f *fixture) outputs(subject string) []*bus.Message {
 	f.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := f.js.Bus.JetStream().Stream(ctx, event.StreamImage)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		f.t.Fatal(err)
-	}
 	var out []*bus.Message
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			continue
-		}
-		if m.Subject == subject {
-			out = append(out, &bus.Message{Subject: m.Subject, Header: m.Header, Data: m.Data})
-		}
+	for _, m := range f.js.Messages(event.StreamImage, subject) {
+		out = append(out, &bus.Message{Subject: m.Subject, Header: m.Header, Data: m.Data})
 	}
 	return out
 }
@@ -149,17 +133,8 @@ func (f *fixture) inspected() []*harborflowv1.ImageInspected {
 }
 
 func (f *fixture) dlq() []jetstream.RawStreamMsg {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, _ := f.js.Bus.JetStream().Stream(ctx, event.StreamDLQ)
-	info, _ := s.Info(ctx)
-	var out []jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		if m, err := s.GetMsg(ctx, seq); err == nil {
-			out = append(out, *m)
-		}
-	}
-	return out
+	f.t.Helper()
+	return f.js.Messages(event.StreamDLQ, "dlq.>")
 }
 
 func TestLabelledImageIsInspectedOnceAndANewTagWithoutRegistryRequests(t *testing.T) {

@@ -114,40 +114,7 @@ func (f *fixture) harbor(contentType, body string) answer {
 // stored returns the messages of stream on subjects matching filter.
 func (f *fixture) stored(stream, filter string) []jetstream.RawStreamMsg {
 	f.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s, err := f.js.Bus.JetStream().Stream(ctx, stream)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	var out []jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			continue
-		}
-		if ok, _ := subjectMatches(filter, m.Subject); ok {
-			out = append(out, *m)
-		}
-	}
-	return out
-}
-
-func subjectMatches(filter, subject string) (bool, error) {
-	ft, st := strings.Split(filter, "."), strings.Split(subject, ".")
-	for i, t := range ft {
-		if t == ">" {
-			return len(st) > i, nil
-		}
-		if i >= len(st) || (t != "*" && t != st[i]) {
-			return false, nil
-		}
-	}
-	return len(ft) == len(st), nil
+	return f.js.Messages(stream, filter)
 }
 
 func decodeEvent(t *testing.T, m jetstream.RawStreamMsg) *harborflowv1.RegistryEvent {

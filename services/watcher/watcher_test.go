@@ -68,22 +68,8 @@ func source(name, repository, initial string, tags []string, platforms ...string
 // events returns the registry events stored so far.
 func (f *fixture) events() []*harborflowv1.RegistryEvent {
 	f.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := f.js.Bus.JetStream().Stream(ctx, event.StreamRegistry)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		f.t.Fatal(err)
-	}
 	var out []*harborflowv1.RegistryEvent
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			continue
-		}
+	for _, m := range f.js.Messages(event.StreamRegistry, "registry.>") {
 		ev := &harborflowv1.RegistryEvent{}
 		if err := (&bus.Message{Subject: m.Subject, Data: m.Data}).Decode(ev); err != nil {
 			f.t.Fatal(err)
