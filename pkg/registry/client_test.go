@@ -523,8 +523,18 @@ func TestTLS(t *testing.T) {
 
 func TestMaxConcurrency(t *testing.T) {
 	t.Parallel()
-	var inFlight, peak atomic.Int64
-	slow := func(next http.Handler) http.Handler {
+	// Each request waits in the registry until `limit` requests are in flight together (proof the client lets
+	// that many through), or until a deadline (the client held back: the peak shows it).
+	type round struct {
+		limit int64
+		full  chan struct{}
+		once  sync.Once
+	}
+	var (
+		inFlight, peak atomic.Int64
+		current        atomic.Pointer[round]
+	)
+	gated := func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			n := inFlight.Add(1)
 			defer inFlight.Add(-1)
@@ -534,11 +544,19 @@ func TestMaxConcurrency(t *testing.T) {
 					break
 				}
 			}
-			time.Sleep(20 * time.Millisecond)
+			if rd := current.Load(); rd != nil {
+				if n >= rd.limit {
+					rd.once.Do(func() { close(rd.full) })
+				}
+				select {
+				case <-rd.full:
+				case <-time.After(5 * time.Second):
+				}
+			}
 			next.ServeHTTP(w, r)
 		})
 	}
-	reg := registrytest.New(t, registrytest.WithMiddleware(slow))
+	reg := registrytest.New(t, registrytest.WithMiddleware(gated))
 	var refs []string
 	for i := range 16 {
 		refs = append(refs, reg.PushImage(t, "proj/app", registrytest.Image{Labels: map[string]string{"n": fmt.Sprint(i)}}).Ref)
@@ -548,6 +566,7 @@ func TestMaxConcurrency(t *testing.T) {
 		cfg.MaxConcurrency = limit
 		c, _ := newClient(t, []config.Registry{cfg}, registry.WithCacheSize(0))
 		peak.Store(0)
+		current.Store(&round{limit: int64(limit), full: make(chan struct{})})
 		var wg sync.WaitGroup
 		for _, ref := range refs {
 			wg.Go(func() {
@@ -557,13 +576,9 @@ func TestMaxConcurrency(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		if p := peak.Load(); p > int64(limit) || p < 2 {
+		current.Store(nil)
+		if p := peak.Load(); p != int64(limit) {
 			t.Errorf("max_concurrency %d: peak of %d requests in flight", limit, p)
-		} else {
-			t.Logf("max_concurrency %d: peak of %d requests in flight", limit, p)
-		}
-		if limit > 3 && peak.Load() <= 3 {
-			t.Errorf("max_concurrency %d: peak %d, regclient's default of 3 still applies", limit, peak.Load())
 		}
 	}
 }
