@@ -17,6 +17,24 @@ import (
 	"github.com/harborflow/harborflow/services/harborflow"
 )
 
+// startInProcess runs every stage of cfg in this process and shuts it down, checking the shutdown, when the
+// test ends.
+func startInProcess(t *testing.T, cfg *config.Config) *harborflow.Process {
+	t.Helper()
+	p, err := harborflow.Start(context.Background(), cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := p.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return p
+}
+
 func runCLI(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	cmd := harborflow.NewCommand()
@@ -69,17 +87,7 @@ func TestRunEventsStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := harborflow.Start(context.Background(), cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := p.Shutdown(ctx); err != nil {
-			t.Error(err)
-		}
-	}()
+	p := startInProcess(t, cfg)
 	req, _ := http.NewRequest(http.MethodPost, "http://"+p.ReceiverAddr()+"/webhooks/harbor/harbor", strings.NewReader(push(1)))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer cli")

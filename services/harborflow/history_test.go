@@ -9,14 +9,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/zap"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
-	"github.com/harborflow/harborflow/services/harborflow"
 )
 
 func TestHistoryPrintsOneRepositoryOldestFirst(t *testing.T) {
@@ -28,15 +26,7 @@ func TestHistoryPrintsOneRepositoryOldestFirst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := harborflow.Start(context.Background(), cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = p.Shutdown(ctx)
-	}()
+	p := startInProcess(t, cfg)
 	nc, err := nats.Connect(p.NATSURL)
 	if err != nil {
 		t.Fatal(err)

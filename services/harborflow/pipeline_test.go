@@ -11,14 +11,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/zap"
 
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
-	"github.com/harborflow/harborflow/services/harborflow"
 )
 
 // TestWebhookAndPollBecomeInspectedImages runs every stage in one process against a real registry: a Harbor
@@ -40,17 +38,7 @@ func TestWebhookAndPollBecomeInspectedImages(t *testing.T) {
 		{Name: "upstream", Kind: config.SourcePoll, Interval: time.Hour, Initial: "publish",
 			Repositories: []config.PollRepository{{Repository: reg.Ref("wso2-is/is")}}},
 	}
-	p, err := harborflow.Start(context.Background(), &cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := p.Shutdown(ctx); err != nil {
-			t.Error(err)
-		}
-	}()
+	p := startInProcess(t, &cfg)
 	body := fmt.Sprintf(`{"type":"PUSH_ARTIFACT","occur_at":%d,"operator":"admin","event_data":{"resources":[{"digest":%q,"tag":"4.2.0.15"}],"repository":{"name":"am","namespace":"wso2-apim","repo_full_name":"wso2-apim/am","repo_type":"private"}}}`,
 		time.Now().Unix(), pushed.Digest)
 	req, _ := http.NewRequest(http.MethodPost, "http://"+p.ReceiverAddr()+"/webhooks/harbor/harbor", strings.NewReader(body))
