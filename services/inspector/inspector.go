@@ -211,16 +211,12 @@ func (i *Inspector) recordChildren(ctx context.Context, ev *harborflowv1.Registr
 
 // covered reports whether an index that names digest as a platform manifest was inspected.
 func (i *Inspector) covered(ctx context.Context, ev *harborflowv1.RegistryEvent, digest string) (bool, error) {
-	e, err := i.deps.Children.Get(ctx, event.Key(ev.GetRegistry(), ev.GetRepository(), digest))
+	_, err := i.deps.Children.Get(ctx, event.Key(ev.GetRegistry(), ev.GetRepository(), digest))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("looking up the index of %s: %w", digest, err)
-	}
-	c := &harborflowv1.IndexChild{}
-	if err := protojson.Unmarshal(e.Value(), c); err == nil {
-		i.log.Debug("platform manifest covered by its index", zap.String(logging.FieldDigest, digest), zap.String("index", c.GetIndexDigest()))
 	}
 	return true, nil
 }
