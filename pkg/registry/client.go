@@ -45,6 +45,8 @@ const (
 	delayMax   = 5 * time.Second
 	// maxConfigSize bounds an image config the client reads.
 	maxConfigSize = 8 << 20
+	// maxManifestSize bounds a manifest the client reads directly (regclient's own limit is 4 MiB too).
+	maxManifestSize = 4 << 20
 )
 
 // Client reads registries. It is safe for concurrent use. Every call is bounded by its context only (the
@@ -57,6 +59,7 @@ type Client struct {
 	cacheSize int
 	wraps     []func(http.RoundTripper) http.RoundTripper
 	hosts     *hostTransport
+	direct    *direct
 
 	manifests *lru[string, *cachedManifest] // registry/repository@digest
 	configs   *lru[string, *imageConfig]    // config digest
@@ -168,6 +171,8 @@ func New(regs []config.Registry, opts ...Opt) (*Client, error) {
 	}
 	ua := "harborflow/" + c.version
 	rt = &retryTransport{next: rt, userAgent: ua, maxWait: c.maxWait, log: c.log, gates: map[string]time.Time{}}
+	c.direct = newDirect(rt, regs)
+	rt = authRecorder{next: rt, direct: c.direct}
 
 	c.rc = regclient.New(
 		// RepoAuth: a token per repository. Without it regclient asks for one token holding the scope of
@@ -451,23 +456,28 @@ func manifestKey(r ref.Ref, dig string) string { return r.Registry + "/" + r.Rep
 
 // fetchManifest GETs r's manifest, by digest when r has one, unless it is cached.
 func (c *Client) fetchManifest(ctx context.Context, r ref.Ref) (*cachedManifest, error) {
+	var cm *cachedManifest
 	if r.Digest != "" {
-		if cm, ok := c.manifests.get(manifestKey(r, r.Digest)); ok {
+		var ok bool
+		if cm, ok = c.manifests.get(manifestKey(r, r.Digest)); ok {
 			return cm, nil
 		}
+		cm, _ = c.direct.manifest(ctx, r)
 	}
-	m, err := c.rc.ManifestGet(ctx, r)
-	if err != nil {
-		return nil, mapErr(err)
-	}
-	cm := &cachedManifest{}
-	if cm.m, err = manifestFields(m); err != nil {
-		return nil, err
-	}
-	d := m.GetDescriptor()
-	cm.desc = Descriptor{Digest: d.Digest.String(), MediaType: d.MediaType, Size: d.Size}
-	if cm.desc.MediaType == "" {
-		cm.desc.MediaType = cm.m.MediaType
+	if cm == nil {
+		m, err := c.rc.ManifestGet(ctx, r)
+		if err != nil {
+			return nil, mapErr(err)
+		}
+		cm = &cachedManifest{}
+		if cm.m, err = manifestFields(m); err != nil {
+			return nil, err
+		}
+		d := m.GetDescriptor()
+		cm.desc = Descriptor{Digest: d.Digest.String(), MediaType: d.MediaType, Size: d.Size}
+		if cm.desc.MediaType == "" {
+			cm.desc.MediaType = cm.m.MediaType
+		}
 	}
 	c.manifests.put(manifestKey(r, cm.desc.Digest), cm)
 	if ce := c.log.Check(zap.DebugLevel, "read manifest"); ce != nil {
@@ -522,18 +532,15 @@ func (c *Client) config(ctx context.Context, r ref.Ref, d descJSON) (*imageConfi
 			return nil, fmt.Errorf("image config digest %q: %w", d.Digest, err)
 		}
 	}
-	rd, err := c.rc.BlobGet(ctx, r, descriptor.Descriptor{MediaType: d.MediaType, Digest: digest.Digest(d.Digest), Size: d.Size})
-	if err != nil {
-		return nil, fmt.Errorf("reading image config %s: %w", d.Digest, mapErr(err))
-	}
-	defer rd.Close()
-	// Reading to the end verifies the size and the digest.
-	body := bytes.NewBuffer(make([]byte, 0, d.Size+bytes.MinRead))
-	if _, err := body.ReadFrom(io.LimitReader(rd, maxConfigSize+1)); err != nil {
-		return nil, fmt.Errorf("reading image config %s: %w", d.Digest, mapErr(err))
+	body, ok := c.direct.blob(ctx, r, d, maxConfigSize)
+	if !ok {
+		var err error
+		if body, err = c.readConfig(ctx, r, d); err != nil {
+			return nil, err
+		}
 	}
 	var img configJSON
-	if err := json.Unmarshal(body.Bytes(), &img); err != nil {
+	if err := json.Unmarshal(body, &img); err != nil {
 		return nil, fmt.Errorf("decoding image config %s: %w", d.Digest, err)
 	}
 	ic := &imageConfig{
@@ -555,6 +562,21 @@ func (c *Client) config(ctx context.Context, r ref.Ref, d descJSON) (*imageConfi
 // platforms reads each platform of an index: its manifest and its config, concurrently (regclient bounds
 // the requests per host). Entries that turn out not to be images (an unannotated attestation, an artifact)
 // are left out.
+// readConfig reads an image config with regclient.
+func (c *Client) readConfig(ctx context.Context, r ref.Ref, d descJSON) ([]byte, error) {
+	rd, err := c.rc.BlobGet(ctx, r, descriptor.Descriptor{MediaType: d.MediaType, Digest: digest.Digest(d.Digest), Size: d.Size})
+	if err != nil {
+		return nil, fmt.Errorf("reading image config %s: %w", d.Digest, mapErr(err))
+	}
+	defer rd.Close()
+	// Reading to the end verifies the size and the digest.
+	body := bytes.NewBuffer(make([]byte, 0, d.Size+bytes.MinRead))
+	if _, err := body.ReadFrom(io.LimitReader(rd, maxConfigSize+1)); err != nil {
+		return nil, fmt.Errorf("reading image config %s: %w", d.Digest, mapErr(err))
+	}
+	return body.Bytes(), nil
+}
+
 func (c *Client) platforms(ctx context.Context, r ref.Ref, children []descJSON) ([]Platform, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -19,6 +19,11 @@
 // Authentication. Each repository gets its own bearer token (regclient's RepoAuth), so the first read of a
 // repository costs a 401 and a token request on top of the budget above, and later reads none.
 //
+// Direct reads. The manifest and config GETs of an inspection by digest are sent by the client itself rather
+// than through regclient (whose per-request machinery cost a fifth of the throughput), over the same
+// transports and with the authorization regclient last used for the repository; anything but a verified 200
+// goes back to regclient. max_concurrency bounds the reads of both together (see hostTransport).
+//
 // Rate limits. A 429 answer is retried inside the client after its Retry-After (seconds or an HTTP date;
 // exponential from one second without one) when the wait fits the client's bound (WithMaxRetryWait, default
 // 10s) and the caller's context; otherwise the call fails at once with a *RateLimitError carrying the delay,

@@ -21,11 +21,12 @@ import (
 
 // The transports under regclient, from regclient down to the wire:
 //
-//	regclient → retryTransport (User-Agent, 429 / Retry-After) → WithTransport wrappers (a Counter) →
-//	hostTransport (TLS per host) → net/http
+//	regclient → authRecorder → retryTransport (User-Agent, 429 / Retry-After) → WithTransport wrappers (a
+//	Counter) → hostTransport (TLS and the read bound per host) → net/http
 //
-// regclient only configures TLS on an *http.Transport it is given, so the TLS settings of each host live in
-// hostTransport, where the wrappers above cannot undo them.
+// The client's direct reads (direct.go) enter at retryTransport. regclient only configures TLS on an
+// *http.Transport it is given, so the TLS settings of each host live in hostTransport, where the wrappers
+// above cannot undo them.
 
 const (
 	// retryAttempts bounds how often one request is sent when the registry answers 429 or 503 with
@@ -190,29 +191,68 @@ func drain(resp *http.Response) {
 	_ = resp.Body.Close()
 }
 
-// hostTransport sends each request with the TLS settings of its host.
+// hostTransport sends each request with the TLS settings of its host, and lets at most max_concurrency reads
+// (GET and HEAD) of a host wait for their answers at once. It is the one bound shared by regclient's reads and
+// the client's direct reads; regclient also bounds its own requests, writes included, by the same number.
+// A slot is held until the answer's headers arrive, not while a body streams: a blob copy holds a GET's body
+// open while it uploads, and counting the body would let copies take every slot and wait on each other.
 type hostTransport struct {
-	hosts map[string]*http.Transport // by URL host
-	def   *http.Transport            // hosts without settings: token services, blob redirects, Docker Hub
+	hosts   map[string]*hostConn // by URL host
+	def     *http.Transport      // hosts without settings: token services, blob redirects, Docker Hub
+	defConc int
+
+	mu       sync.Mutex
+	unlisted map[string]chan struct{} // read slots of hosts without settings
+}
+
+type hostConn struct {
+	t     *http.Transport
+	reads chan struct{}
 }
 
 func (t *hostTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if ht, ok := t.hosts[req.URL.Host]; ok {
-		return ht.RoundTrip(req)
+	rt, reads := t.route(req.URL.Host)
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		return rt.RoundTrip(req)
 	}
-	return t.def.RoundTrip(req)
+	select {
+	case reads <- struct{}{}:
+	case <-req.Context().Done():
+		return nil, req.Context().Err()
+	}
+	defer func() { <-reads }()
+	return rt.RoundTrip(req)
+}
+
+func (t *hostTransport) route(host string) (*http.Transport, chan struct{}) {
+	if hc, ok := t.hosts[host]; ok {
+		return hc.t, hc.reads
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	reads, ok := t.unlisted[host]
+	if !ok {
+		reads = make(chan struct{}, t.defConc)
+		t.unlisted[host] = reads
+	}
+	return t.def, reads
 }
 
 func (t *hostTransport) closeIdle() {
-	for _, ht := range t.hosts {
-		ht.CloseIdleConnections()
+	for _, hc := range t.hosts {
+		hc.t.CloseIdleConnections()
 	}
 	t.def.CloseIdleConnections()
 }
 
 // newHostTransport builds one *http.Transport per configured host.
 func newHostTransport(regs []config.Registry, defConcurrency int, log *zap.Logger) (*hostTransport, error) {
-	ht := &hostTransport{hosts: map[string]*http.Transport{}, def: newHTTPTransport(nil, defConcurrency)}
+	ht := &hostTransport{
+		hosts:    map[string]*hostConn{},
+		def:      newHTTPTransport(nil, defConcurrency),
+		defConc:  defConcurrency,
+		unlisted: map[string]chan struct{}{},
+	}
 	for _, r := range regs {
 		tlsConf, err := tlsConfig(r)
 		if err != nil {
@@ -221,9 +261,10 @@ func newHostTransport(regs []config.Registry, defConcurrency int, log *zap.Logge
 		if r.Insecure && !r.PlainHTTP {
 			log.Warn("TLS verification is off for a registry (insecure: true)", zap.String(logging.FieldRegistry, r.Host))
 		}
-		t := newHTTPTransport(tlsConf, concurrency(r, defConcurrency))
+		conc := concurrency(r, defConcurrency)
+		hc := &hostConn{t: newHTTPTransport(tlsConf, conc), reads: make(chan struct{}, conc)}
 		for _, h := range urlHosts(r) {
-			ht.hosts[h] = t
+			ht.hosts[h] = hc
 		}
 	}
 	return ht, nil
