@@ -70,6 +70,11 @@ type ConsumerConfig struct {
 	MaxAckPending int
 	// Concurrency is how many handlers run at once in this process (default 1).
 	Concurrency int
+	// HandlerTimeout lets a handler run longer than AckWait (a build, say): its context ends after
+	// HandlerTimeout, and while it runs the runner tells the server the message is in progress every third of
+	// AckWait, so that a crash is still noticed within AckWait. Zero: the handler's context ends a tenth of
+	// AckWait before AckWait.
+	HandlerTimeout time.Duration
 }
 
 func (c *ConsumerConfig) setDefaults() {
@@ -122,6 +127,9 @@ func (c ConsumerConfig) Validate() error {
 	}
 	if c.Concurrency < 0 {
 		errs = append(errs, fmt.Errorf("concurrency %d is negative", c.Concurrency))
+	}
+	if c.HandlerTimeout < 0 {
+		errs = append(errs, fmt.Errorf("handler timeout %s is negative", c.HandlerTimeout))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("consumer %q: %w", c.Stage, err)
@@ -307,7 +315,7 @@ func (c *Consumer) handle(jm jetstream.Msg) {
 	// The message may have waited in the client's buffer: restart its ack wait for the handler.
 	_ = jm.InProgress()
 	start := time.Now()
-	outs, err := c.run(in)
+	outs, err := c.run(jm, in)
 	log = log.With(zap.Duration(logging.FieldDuration, time.Since(start)))
 	switch {
 	case err == nil:
@@ -322,11 +330,29 @@ func (c *Consumer) handle(jm jetstream.Msg) {
 	}
 }
 
-// run calls the handler with a context that ends before the ack wait, and turns a panic into a permanent
-// error.
-func (c *Consumer) run(in *Message) (outs []*Message, err error) {
-	ctx, cancel := context.WithTimeout(c.base, c.cfg.AckWait-c.cfg.AckWait/10)
+// run calls the handler with a context that ends before the ack wait (or after HandlerTimeout, with the
+// message kept in progress meanwhile), and turns a panic into a permanent error.
+func (c *Consumer) run(jm jetstream.Msg, in *Message) (outs []*Message, err error) {
+	timeout := c.cfg.AckWait - c.cfg.AckWait/10
+	if c.cfg.HandlerTimeout > 0 {
+		timeout = c.cfg.HandlerTimeout
+	}
+	ctx, cancel := context.WithTimeout(c.base, timeout)
 	defer cancel()
+	if c.cfg.HandlerTimeout > 0 {
+		beat := time.NewTicker(c.cfg.AckWait / 3)
+		defer beat.Stop()
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-beat.C:
+					_ = jm.InProgress()
+				}
+			}
+		}()
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			outs, err = nil, Permanent(&panicError{value: r, stack: debug.Stack()})

@@ -663,6 +663,54 @@ func TestConsumeRedeliversAfterACrash(t *testing.T) {
 	}
 }
 
+func TestConsumeHandlerTimeoutKeepsTheMessageInProgress(t *testing.T) {
+	e := newEnv(t)
+	// The in-progress acks the runner sends are messages on the delivery's ack subject.
+	beats := make(chan *nats.Msg, 64)
+	sub, err := e.srv.Conn.ChanSubscribe("$JS.ACK."+event.StreamRegistry+".long.>", beats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := e.srv.Conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	const ackWait = 600 * time.Millisecond
+	deliveries := make(chan uint64, 4)
+	e.consume(bus.ConsumerConfig{Stage: "long", AckWait: ackWait, HandlerTimeout: time.Minute},
+		func(ctx context.Context, m *bus.Message) ([]*bus.Message, error) {
+			deliveries <- m.Deliveries
+			// Outlive the ack wait several times over: hold on until the runner has kept the message in
+			// progress eight times after the first one (the one sent when the handler starts).
+			for n := 0; n < 9; {
+				select {
+				case b := <-beats:
+					if string(b.Data) == "+WPI" {
+						n++
+					}
+				case <-ctx.Done():
+					return nil, fmt.Errorf("handler context ended early: %w", ctx.Err())
+				}
+			}
+			return []*bus.Message{output(event.SubjectImageInspected, "out-1")}, nil
+		})
+	start := time.Now()
+	seq := e.publish("in-1", "", `{}`)
+	if n := recv(t, deliveries, "the handler"); n != 1 {
+		t.Errorf("first handler call is delivery %d", n)
+	}
+	info := e.waitSettled("long", seq)
+	if took := time.Since(start); took < 2*ackWait {
+		t.Errorf("the handler ran %s, want it to outlive the ack wait of %s", took, ackWait)
+	}
+	if info.NumRedelivered != 0 || len(deliveries) != 0 {
+		t.Errorf("redelivered while the handler ran (%d redelivered, %d more calls)", info.NumRedelivered, len(deliveries))
+	}
+	if n := e.streamMsgs(event.StreamImage); n != 1 {
+		t.Errorf("IMAGE holds %d outputs, want 1", n)
+	}
+}
+
 func TestConsumeRejectsBadConfig(t *testing.T) {
 	e := newEnv(t)
 	ok := func(context.Context, *bus.Message) ([]*bus.Message, error) { return nil, nil }
