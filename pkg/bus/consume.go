@@ -21,7 +21,8 @@ import (
 
 // HandlerFunc handles one input message of a stage and returns the messages it causes, which the runner
 // publishes before it acks the input (watermill's HandlerFunc). It never acks, naks or publishes itself. Its
-// error decides what happens to the input: see Permanent and Retry.
+// error decides what happens to the input: see Permanent and Retry. Outputs returned together with an error
+// are published before the input is retried or dead-lettered: the part of the work that was done.
 //
 // A message may be delivered more than once (a redelivery after a crash, a duplicate event), so a handler must
 // be idempotent, and its outputs should carry a content-derived ID so that JetStream stores each once. ctx ends
@@ -317,6 +318,13 @@ func (c *Consumer) handle(jm jetstream.Msg) {
 	start := time.Now()
 	outs, err := c.run(jm, in)
 	log = log.With(zap.Duration(logging.FieldDuration, time.Since(start)))
+	if err != nil && len(outs) > 0 {
+		// Outputs the handler finished before it failed (one recipe of several, say) are stored first.
+		if perr := c.publish(jm, outs); perr != nil {
+			c.retry(jm, md, log, perr)
+			return
+		}
+	}
 	switch {
 	case err == nil:
 		c.succeed(jm, md, log, outs)
@@ -363,6 +371,21 @@ func (c *Consumer) run(jm jetstream.Msg, in *Message) (outs []*Message, err erro
 
 // succeed publishes the outputs, then acks.
 func (c *Consumer) succeed(jm jetstream.Msg, md *jetstream.MsgMetadata, log *zap.Logger, outs []*Message) {
+	if err := c.publish(jm, outs); err != nil {
+		c.retry(jm, md, log, err)
+		return
+	}
+	ctx, cancel := c.settleContext(jm)
+	defer cancel()
+	if err := jm.DoubleAck(ctx); err != nil {
+		log.Warn("acknowledging failed; the message is redelivered after the ack wait", zap.Error(err))
+		return
+	}
+	log.Debug("handled")
+}
+
+// publish stores the outputs of jm's handler, each with jm's correlation id unless it has its own.
+func (c *Consumer) publish(jm jetstream.Msg, outs []*Message) error {
 	ctx, cancel := c.settleContext(jm)
 	defer cancel()
 	correlationID := jm.Headers().Get(event.HeaderCorrelationID)
@@ -377,15 +400,10 @@ func (c *Consumer) succeed(jm jetstream.Msg, md *jetstream.MsgMetadata, log *zap
 			out.Header.Set(event.HeaderCorrelationID, correlationID)
 		}
 		if _, err := c.bus.Publish(ctx, out); err != nil {
-			c.retry(jm, md, log, fmt.Errorf("publishing output: %w", err))
-			return
+			return fmt.Errorf("publishing output: %w", err)
 		}
 	}
-	if err := jm.DoubleAck(ctx); err != nil {
-		log.Warn("acknowledging failed; the message is redelivered after the ack wait", zap.Error(err))
-		return
-	}
-	log.Debug("handled")
+	return nil
 }
 
 // retry naks with a delay, or dead-letters on the last allowed delivery.

@@ -432,6 +432,25 @@ func TestConsumeDeadLettersPermanentErrorsAtOnce(t *testing.T) {
 	}
 }
 
+func TestConsumePublishesFinishedOutputsBeforeDeadLettering(t *testing.T) {
+	e := newEnv(t)
+	terms := e.terminated("partial")
+	e.consume(bus.ConsumerConfig{Stage: "partial"}, func(context.Context, *bus.Message) ([]*bus.Message, error) {
+		// Two recipes follow the same base: one was built, the other cannot be.
+		return []*bus.Message{output(event.SubjectImageInspected, "built-1")},
+			bus.Permanent(errors.New("recipe b: context directory missing"))
+	})
+	seq := e.publish("in-1", "corr-1", `{"n":1}`)
+	if a := e.waitTerminated(terms); a.StreamSeq != seq {
+		t.Fatalf("terminated %+v, want sequence %d", a, seq)
+	}
+	e.checkDeadLetter("partial", seq, 1, "recipe b: context directory missing")
+	out := e.lastMsg(event.StreamImage, event.SubjectImageInspected)
+	if out.Header.Get(event.HeaderMsgID) != "built-1" || out.Header.Get(event.HeaderCorrelationID) != "corr-1" {
+		t.Errorf("output %v, want built-1 with the input's correlation id", out.Header)
+	}
+}
+
 func TestConsumeDrainWaitsForHandlers(t *testing.T) {
 	e := newEnv(t)
 	started := make(chan string, 4)

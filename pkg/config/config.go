@@ -5,11 +5,13 @@ package config
 
 import (
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/imagetag"
 )
 
 // DefaultFile is the file every harborflow command reads when neither --config nor $HARBORFLOW_CONFIG is set.
@@ -149,13 +151,71 @@ type Inspector struct {
 
 // Rebuild is a recipe: rebuild target whenever base gets a new update level.
 type Rebuild struct {
-	Name    string `yaml:"name"`
-	Base    string `yaml:"base"`
+	// Name identifies the recipe ([a-z0-9-]+): in the rebuilds KV bucket, image.rebuilt and harborflow rebuild.
+	Name string `yaml:"name"`
+	// Base is the base image the recipe follows, registry/repository:tag. Every image.inspected of that
+	// repository whose tag is of the same version and flavour (4.2.0 follows 4.2.0, 4.2.0.0 and 4.2.0.16, not
+	// 4.2.0.16-rocky) is a candidate.
+	Base string `yaml:"base"`
+	// Builder is overlay (default), dockerfile or rebase.
 	Builder string `yaml:"builder"`
+	// Context is the directory of files to add (overlay) or the Dockerfile's build context (dockerfile). A
+	// relative path is relative to the configuration file.
 	Context string `yaml:"context"`
-	Owner   string `yaml:"owner"`
-	Target  string `yaml:"target"`
-	Tag     string `yaml:"tag"`
+	// Dockerfile is the Dockerfile within Context (dockerfile builder; default Dockerfile). It gets
+	// --build-arg BASE_IMAGE=<base>@<digest>.
+	Dockerfile string `yaml:"dockerfile"`
+	// Owner is the uid:gid of the overlay's files (default 0:0; WSO2 images run as 802:802).
+	Owner string `yaml:"owner"`
+	// Target is the repository the rebuilt image is pushed to, registry/repository.
+	Target string `yaml:"target"`
+	// Tag is the tag template (default {{.Version}}.{{.UpdateLevel}}.{{.Build}}{{.Suffix}}); it executes on
+	// an imagetag.Tag.
+	Tag string `yaml:"tag"`
+	// Platforms are the os/arch[/variant] to build; empty: every platform of the base.
+	Platforms []string `yaml:"platforms"`
+	// Labels and Env are set on every platform's config.
+	Labels map[string]string `yaml:"labels"`
+	Env    map[string]string `yaml:"env"`
+	// Image is the derived image the rebase builder moves onto each new base, registry/repository:tag or
+	// @digest, until the recipe has built one of its own; later rebases move the last image built.
+	Image string `yaml:"image"`
+	// Timeout bounds one build (default 30m).
+	Timeout time.Duration `yaml:"timeout"`
+	// OnDigestChange rebuilds when the base's digest changes at the same update level (an OS patch); the
+	// build gets the next build number (default true).
+	OnDigestChange *bool `yaml:"on_digest_change"`
+}
+
+// Builders.
+const (
+	BuilderOverlay    = "overlay"
+	BuilderDockerfile = "dockerfile"
+	BuilderRebase     = "rebase"
+)
+
+// RebuildOnDigestChange reports whether the recipe rebuilds on a new base digest at the same update level.
+func (r Rebuild) RebuildOnDigestChange() bool { return r.OnDigestChange == nil || *r.OnDigestChange }
+
+func (r *Rebuild) setDefaults(dir string) {
+	if r.Builder == "" {
+		r.Builder = BuilderOverlay
+	}
+	if r.Owner == "" {
+		r.Owner = "0:0"
+	}
+	if r.Tag == "" {
+		r.Tag = imagetag.DefaultTemplate
+	}
+	if r.Dockerfile == "" {
+		r.Dockerfile = "Dockerfile"
+	}
+	if r.Timeout == 0 {
+		r.Timeout = 30 * time.Minute
+	}
+	if r.Context != "" && !filepath.IsAbs(r.Context) {
+		r.Context = filepath.Join(dir, r.Context)
+	}
 }
 
 // Promotion is a chain of stages an image is copied along when its gates pass.

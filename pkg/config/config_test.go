@@ -107,6 +107,26 @@ func TestParseErrorsNameFileKeyAndLine(t *testing.T) {
 		{"mapping expected", "nats: 5\n", []string{"bad.yaml:1: nats: must be a mapping"}},
 		{"not yaml", "nats: [\n", []string{"bad.yaml"}},
 		{"bad log level", "log:\n  level: loud\n", []string{"bad.yaml:2: log.level: must be debug, info, warn or error"}},
+		{"bad recipe name", "rebuilds:\n  - name: Acme AM\n    base: r.example/am:4.2.0\n    builder: rebase\n    image: h.example/p/am:1\n    target: h.example/p/am\n",
+			[]string{"bad.yaml:2: rebuilds[0].name: must match [a-z0-9-]+"}},
+		{"base without a tag", "rebuilds:\n  - name: am\n    base: r.example/am\n    builder: rebase\n    image: h.example/p/am:1\n    target: h.example/p/am\n",
+			[]string{"bad.yaml:3: rebuilds[0].base: must be registry/repository:tag"}},
+		{"base on latest", "rebuilds:\n  - name: am\n    base: r.example/am:latest\n    builder: rebase\n    image: h.example/p/am:1\n    target: h.example/p/am\n",
+			[]string{`bad.yaml:3: rebuilds[0].base: tag "latest" of r.example/am is not a version tag`}},
+		{"target with a tag", "rebuilds:\n  - name: am\n    base: r.example/am:4.2.0\n    builder: rebase\n    image: h.example/p/am:1\n    target: h.example/p/am:4\n",
+			[]string{"bad.yaml:6: rebuilds[0].target: must be registry/repository without a tag"}},
+		{"bad builder", "rebuilds:\n  - name: am\n    base: r.example/am:4.2.0\n    builder: kaniko\n    target: h.example/p/am\n",
+			[]string{"bad.yaml:4: rebuilds[0].builder: must be overlay, dockerfile or rebase"}},
+		{"missing context", "rebuilds:\n  - name: am\n    base: r.example/am:4.2.0\n    context: /nonexistent/acme-am\n    target: h.example/p/am\n",
+			[]string{`bad.yaml:4: rebuilds[0].context: cannot read "/nonexistent/acme-am": no such file or directory`}},
+		{"bad owner", "rebuilds:\n  - name: am\n    base: r.example/am:4.2.0\n    context: /\n    owner: wso2carbon\n    target: h.example/p/am\n",
+			[]string{"bad.yaml:5: rebuilds[0].owner: must be uid:gid in numbers"}},
+		{"bad tag template", "rebuilds:\n  - name: am\n    base: r.example/am:4.2.0\n    context: /\n    target: h.example/p/am\n    tag: '{{.Flavour}}'\n",
+			[]string{"bad.yaml:6: rebuilds[0].tag: tag template", "Flavour"}},
+		{"rebase without image", "rebuilds:\n  - name: am\n    base: r.example/am:4.2.0\n    builder: rebase\n    target: h.example/p/am\n",
+			[]string{"rebuilds[0].image: must name the derived image"}},
+		{"bad platform", "rebuilds:\n  - name: am\n    base: r.example/am:4.2.0\n    context: /\n    target: h.example/p/am\n    platforms: [amd64]\n",
+			[]string{"bad.yaml:6: rebuilds[0].platforms[0]: must be os/arch[/variant]"}},
 		{"missing creds file", "nats:\n  url: nats://n:4222\n  creds_file: /nonexistent/harborflow.creds\n", []string{`bad.yaml:3: nats.creds_file: cannot read "/nonexistent/harborflow.creds": no such file or directory`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -159,5 +179,29 @@ func TestLoadKeepingUnsetLeavesUnsetVariablesAsWritten(t *testing.T) {
 	}
 	if cfg.NATS.URL != "nats://n:4222" {
 		t.Errorf("nats.url = %q", cfg.NATS.URL)
+	}
+}
+
+func TestRebuildDefaultsAndRelativeContext(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(dir+"/images/acme-am", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/images/acme-am/Dockerfile", []byte("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	yaml := "rebuilds:\n  - name: acme-am\n    base: registry.wso2.com/wso2-apim/am:4.2.0\n    context: images/acme-am\n    target: harbor.acme.example/wso2-dev/acme-am\n" +
+		"  - name: acme-am-docker\n    base: registry.wso2.com/wso2-apim/am:4.2.0-rocky\n    builder: dockerfile\n    context: images/acme-am\n    target: harbor.acme.example/wso2-dev/acme-am\n    on_digest_change: false\n"
+	cfg, err := config.Parse(dir+"/harborflow.yaml", []byte(yaml), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.Rebuilds[0]
+	if r.Builder != config.BuilderOverlay || r.Owner != "0:0" || r.Tag != "{{.Version}}.{{.UpdateLevel}}.{{.Build}}{{.Suffix}}" ||
+		r.Timeout != 30*time.Minute || !r.RebuildOnDigestChange() || r.Context != dir+"/images/acme-am" {
+		t.Errorf("defaults: %+v", r)
+	}
+	if d := cfg.Rebuilds[1]; d.Dockerfile != "Dockerfile" || d.RebuildOnDigestChange() {
+		t.Errorf("dockerfile recipe: %+v", d)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"sort"
@@ -92,6 +93,9 @@ func Parse(file string, data []byte, lookup func(string) (string, bool)) (*Confi
 	}
 	for i := range cfg.Sources {
 		cfg.Sources[i].setDefaults()
+	}
+	for i := range cfg.Rebuilds {
+		cfg.Rebuilds[i].setDefaults(filepath.Dir(file))
 	}
 	return &cfg, l.validate(&cfg)
 }

@@ -5,13 +5,16 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"go.uber.org/zap/zapcore"
 
 	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/glob"
+	"github.com/harborflow/harborflow/pkg/imagetag"
 )
 
 // validate checks every value that decoding cannot, and reports each problem with its key and line.
@@ -125,6 +128,8 @@ func (l *loader) validate(c *Config) error {
 		l.fail("inspector.concurrency", fmt.Sprintf("must be between 1 and 256, not %d", c.Inspector.Concurrency))
 	}
 
+	l.validateRebuilds(c.Rebuilds)
+
 	hosts := map[string]int{}
 	for i, r := range c.Registries {
 		key := fmt.Sprintf("registries[%d]", i)
@@ -151,4 +156,105 @@ func (l *loader) checkHostPort(key, v string) {
 	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 		l.fail(key, fmt.Sprintf("port must be a number from 0 to 65535, not %q", port))
 	}
+}
+
+var (
+	recipeName = regexp.MustCompile(`^[a-z0-9-]+$`)
+	owner      = regexp.MustCompile(`^\d+:\d+$`)
+	platform   = regexp.MustCompile(`^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$`)
+)
+
+func (l *loader) validateRebuilds(rebuilds []Rebuild) {
+	names := map[string]int{}
+	for i, r := range rebuilds {
+		key := fmt.Sprintf("rebuilds[%d]", i)
+		if !recipeName.MatchString(r.Name) {
+			l.fail(key+".name", fmt.Sprintf("must match [a-z0-9-]+, not %q", r.Name))
+		} else if j, dup := names[r.Name]; dup {
+			l.fail(key+".name", fmt.Sprintf("%q is already the name of rebuilds[%d]", r.Name, j))
+		}
+		names[r.Name] = i
+		if repo, tag, ok := splitTagged(r.Base); !ok {
+			l.fail(key+".base", fmt.Sprintf("must be registry/repository:tag, e.g. registry.wso2.com/wso2-apim/am:4.2.0, not %q", r.Base))
+		} else if _, err := imagetag.Parse(tag); err != nil {
+			l.fail(key+".base", fmt.Sprintf("tag %q of %s is not a version tag such as 4.2.0 or 4.2.0-rocky: the recipe follows a version line", tag, repo))
+		}
+		if _, tag, _ := splitTagged(r.Target); tag != "" || !validRepository(r.Target) {
+			l.fail(key+".target", fmt.Sprintf("must be registry/repository without a tag, e.g. harbor.acme.example/wso2-dev/acme-am, not %q", r.Target))
+		}
+		if _, err := imagetag.ParseTemplate(r.Tag); err != nil {
+			l.fail(key+".tag", err.Error())
+		}
+		if !owner.MatchString(r.Owner) {
+			l.fail(key+".owner", fmt.Sprintf("must be uid:gid in numbers, e.g. 802:802, not %q", r.Owner))
+		}
+		for j, p := range r.Platforms {
+			if !platform.MatchString(p) {
+				l.fail(fmt.Sprintf("%s.platforms[%d]", key, j), fmt.Sprintf("must be os/arch[/variant], e.g. linux/amd64, not %q", p))
+			}
+		}
+		if r.Timeout < 0 {
+			l.fail(key+".timeout", "must be a positive duration")
+		}
+		switch r.Builder {
+		case BuilderOverlay, BuilderDockerfile:
+			l.checkDir(key+".context", r.Context)
+			if r.Builder == BuilderDockerfile && r.Context != "" {
+				if filepath.IsAbs(r.Dockerfile) || !filepath.IsLocal(r.Dockerfile) {
+					l.fail(key+".dockerfile", fmt.Sprintf("must be a path inside the context, not %q", r.Dockerfile))
+				} else if _, err := os.Stat(filepath.Join(r.Context, r.Dockerfile)); err != nil {
+					l.fail(key+".dockerfile", fmt.Sprintf("cannot read %q: %v", filepath.Join(r.Context, r.Dockerfile), errors.Unwrap(err)))
+				}
+			}
+		case BuilderRebase:
+			if r.Image == "" || strings.Contains(r.Image, "://") {
+				l.fail(key+".image", "must name the derived image to rebase, registry/repository:tag or @digest")
+			}
+		default:
+			l.fail(key+".builder", fmt.Sprintf("must be overlay, dockerfile or rebase, not %q", r.Builder))
+		}
+	}
+}
+
+// checkDir fails key unless dir is a directory.
+func (l *loader) checkDir(key, dir string) {
+	if dir == "" {
+		l.fail(key, "must name a directory")
+		return
+	}
+	st, err := os.Stat(dir)
+	switch {
+	case err != nil:
+		l.fail(key, fmt.Sprintf("cannot read %q: %v", dir, errors.Unwrap(err)))
+	case !st.IsDir():
+		l.fail(key, fmt.Sprintf("%q is not a directory", dir))
+	}
+}
+
+// splitTagged splits registry/repository:tag; ok is false unless both parts are there and there is no digest.
+func splitTagged(s string) (repo, tag string, ok bool) {
+	if strings.Contains(s, "@") {
+		return s, "", false
+	}
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 || strings.Contains(s[i:], "/") {
+		return s, "", false
+	}
+	repo, tag = s[:i], s[i+1:]
+	return repo, tag, validRepository(repo) && tag != ""
+}
+
+// validRepository checks registry/repository loosely: a host with a dot, a port or localhost, then a path of
+// lower-case components.
+func validRepository(s string) bool {
+	host, path, ok := strings.Cut(s, "/")
+	if !ok || path == "" || !(strings.ContainsAny(host, ".:") || host == "localhost") {
+		return false
+	}
+	for _, comp := range strings.Split(path, "/") {
+		if comp == "" || strings.ToLower(comp) != comp || strings.ContainsAny(comp, ":@ ") {
+			return false
+		}
+	}
+	return true
 }

@@ -15,6 +15,9 @@ const (
 	BucketIndexChildren = "index-children"
 	// BucketWatcher holds a WatchBaseline per tracked tag of a poll source.
 	BucketWatcher = "watcher-baselines"
+	// BucketRebuilds holds the rebuilder's state: a Build per recipe and base digest, a RecipeState per recipe,
+	// and a build-number counter per recipe and version.
+	BucketRebuilds = "rebuilds"
 )
 
 // indexChildTTL is how long a child → index record is kept: long enough for every webhook of a push (they
@@ -37,6 +40,7 @@ func KeyValues(o StreamOptions) []jetstream.KeyValueConfig {
 		def(BucketImageHistory, "inspector: digest → ImageRecord", 0),
 		def(BucketIndexChildren, "inspector: platform manifest → its index", indexChildTTL),
 		def(BucketWatcher, "watcher: tracked tag → WatchBaseline", 0),
+		def(BucketRebuilds, "rebuilder: builds, recipe state, build-number counters", 0),
 	}
 }
 

@@ -365,6 +365,17 @@ type ImageRebuilt struct {
 	Builder       string `protobuf:"bytes,8,opt,name=builder,proto3" json:"builder,omitempty"`
 	DurationMs    int64  `protobuf:"varint,9,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
 	CorrelationId string `protobuf:"bytes,10,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
+	// Blob bytes the build downloaded from registries (0 for overlay and rebase on one registry: base layers
+	// are mounted) and uploaded to the target.
+	BytesRead    int64 `protobuf:"varint,11,opt,name=bytes_read,json=bytesRead,proto3" json:"bytes_read,omitempty"`
+	BytesWritten int64 `protobuf:"varint,12,opt,name=bytes_written,json=bytesWritten,proto3" json:"bytes_written,omitempty"`
+	// os/arch[/variant] of every platform built.
+	Platforms []string `protobuf:"bytes,13,rep,name=platforms,proto3" json:"platforms,omitempty"`
+	// Id of the event that caused the build (an image.inspected id, or "manual" for harborflow rebuild).
+	EventId string `protobuf:"bytes,14,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// The base digest alone, and the tag of the base the recipe follows.
+	BaseDigest    string `protobuf:"bytes,15,opt,name=base_digest,json=baseDigest,proto3" json:"base_digest,omitempty"`
+	BaseTag       string `protobuf:"bytes,16,opt,name=base_tag,json=baseTag,proto3" json:"base_tag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -465,6 +476,48 @@ func (x *ImageRebuilt) GetDurationMs() int64 {
 func (x *ImageRebuilt) GetCorrelationId() string {
 	if x != nil {
 		return x.CorrelationId
+	}
+	return ""
+}
+
+func (x *ImageRebuilt) GetBytesRead() int64 {
+	if x != nil {
+		return x.BytesRead
+	}
+	return 0
+}
+
+func (x *ImageRebuilt) GetBytesWritten() int64 {
+	if x != nil {
+		return x.BytesWritten
+	}
+	return 0
+}
+
+func (x *ImageRebuilt) GetPlatforms() []string {
+	if x != nil {
+		return x.Platforms
+	}
+	return nil
+}
+
+func (x *ImageRebuilt) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *ImageRebuilt) GetBaseDigest() string {
+	if x != nil {
+		return x.BaseDigest
+	}
+	return ""
+}
+
+func (x *ImageRebuilt) GetBaseTag() string {
+	if x != nil {
+		return x.BaseTag
 	}
 	return ""
 }
@@ -900,7 +953,7 @@ const file_harborflow_v1_image_proto_rawDesc = "" +
 	"\x04tags\x18\x04 \x03(\tR\x04tags\x12\x16\n" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x19\n" +
 	"\bevent_id\x18\x06 \x01(\tR\aeventId\x12%\n" +
-	"\x0ecorrelation_id\x18\a \x01(\tR\rcorrelationId\"\x97\x02\n" +
+	"\x0ecorrelation_id\x18\a \x01(\tR\rcorrelationId\"\xd0\x03\n" +
 	"\fImageRebuilt\x12\x16\n" +
 	"\x06recipe\x18\x01 \x01(\tR\x06recipe\x12\x12\n" +
 	"\x04base\x18\x02 \x01(\tR\x04base\x12!\n" +
@@ -913,7 +966,15 @@ const file_harborflow_v1_image_proto_rawDesc = "" +
 	"\vduration_ms\x18\t \x01(\x03R\n" +
 	"durationMs\x12%\n" +
 	"\x0ecorrelation_id\x18\n" +
-	" \x01(\tR\rcorrelationId\"J\n" +
+	" \x01(\tR\rcorrelationId\x12\x1d\n" +
+	"\n" +
+	"bytes_read\x18\v \x01(\x03R\tbytesRead\x12#\n" +
+	"\rbytes_written\x18\f \x01(\x03R\fbytesWritten\x12\x1c\n" +
+	"\tplatforms\x18\r \x03(\tR\tplatforms\x12\x19\n" +
+	"\bevent_id\x18\x0e \x01(\tR\aeventId\x12\x1f\n" +
+	"\vbase_digest\x18\x0f \x01(\tR\n" +
+	"baseDigest\x12\x19\n" +
+	"\bbase_tag\x18\x10 \x01(\tR\abaseTag\"J\n" +
 	"\x04Gate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06passed\x18\x02 \x01(\bR\x06passed\x12\x16\n" +

@@ -332,6 +332,277 @@ func (x *WatchBaseline) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// Build is one build of a recipe from one base digest (KV bucket rebuilds, key build.<recipe>.<base digest>).
+// It is claimed before anything is built, so that a redelivered or duplicated trigger finds it and reuses its
+// build number and tag instead of taking new ones.
+type Build struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Recipe string                 `protobuf:"bytes,1,opt,name=recipe,proto3" json:"recipe,omitempty"`
+	// registry/repository@digest of the base.
+	Base        string `protobuf:"bytes,2,opt,name=base,proto3" json:"base,omitempty"`
+	BaseDigest  string `protobuf:"bytes,3,opt,name=base_digest,json=baseDigest,proto3" json:"base_digest,omitempty"`
+	UpdateLevel int64  `protobuf:"varint,4,opt,name=update_level,json=updateLevel,proto3" json:"update_level,omitempty"`
+	// Version (first three numbers of the base tag) and OS flavour suffix, as in the tag template.
+	Version string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	Suffix  string `protobuf:"bytes,6,opt,name=suffix,proto3" json:"suffix,omitempty"`
+	// Build number from the recipe-and-version counter; 0 until one is taken.
+	Build int64 `protobuf:"varint,7,opt,name=build,proto3" json:"build,omitempty"`
+	// The tag the build is pushed under, once the build number is known.
+	Tag string `protobuf:"bytes,8,opt,name=tag,proto3" json:"tag,omitempty"`
+	// claimed → pushed (target_digest known, not tagged yet) → built (tagged); or failed.
+	State string `protobuf:"bytes,9,opt,name=state,proto3" json:"state,omitempty"`
+	// Digest of the pushed result, from state pushed on.
+	TargetDigest string `protobuf:"bytes,10,opt,name=target_digest,json=targetDigest,proto3" json:"target_digest,omitempty"`
+	// Who holds the claim (a delivery: stream sequence of the trigger) and until when.
+	Holder     string                 `protobuf:"bytes,11,opt,name=holder,proto3" json:"holder,omitempty"`
+	LeaseUntil *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=lease_until,json=leaseUntil,proto3" json:"lease_until,omitempty"`
+	Started    *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=started,proto3" json:"started,omitempty"`
+	Finished   *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=finished,proto3" json:"finished,omitempty"`
+	// Why the build failed (state failed).
+	Reason string `protobuf:"bytes,15,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The ImageRebuilt published when the build was done, so that a repeat publishes the same message.
+	Result        *ImageRebuilt `protobuf:"bytes,16,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Build) Reset() {
+	*x = Build{}
+	mi := &file_harborflow_v1_state_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Build) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Build) ProtoMessage() {}
+
+func (x *Build) ProtoReflect() protoreflect.Message {
+	mi := &file_harborflow_v1_state_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Build.ProtoReflect.Descriptor instead.
+func (*Build) Descriptor() ([]byte, []int) {
+	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Build) GetRecipe() string {
+	if x != nil {
+		return x.Recipe
+	}
+	return ""
+}
+
+func (x *Build) GetBase() string {
+	if x != nil {
+		return x.Base
+	}
+	return ""
+}
+
+func (x *Build) GetBaseDigest() string {
+	if x != nil {
+		return x.BaseDigest
+	}
+	return ""
+}
+
+func (x *Build) GetUpdateLevel() int64 {
+	if x != nil {
+		return x.UpdateLevel
+	}
+	return 0
+}
+
+func (x *Build) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Build) GetSuffix() string {
+	if x != nil {
+		return x.Suffix
+	}
+	return ""
+}
+
+func (x *Build) GetBuild() int64 {
+	if x != nil {
+		return x.Build
+	}
+	return 0
+}
+
+func (x *Build) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
+}
+
+func (x *Build) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Build) GetTargetDigest() string {
+	if x != nil {
+		return x.TargetDigest
+	}
+	return ""
+}
+
+func (x *Build) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *Build) GetLeaseUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LeaseUntil
+	}
+	return nil
+}
+
+func (x *Build) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *Build) GetFinished() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Finished
+	}
+	return nil
+}
+
+func (x *Build) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Build) GetResult() *ImageRebuilt {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+// RecipeState is what a recipe last built (KV bucket rebuilds, key recipe.<recipe>): the trigger compares a
+// new base with it.
+type RecipeState struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Recipe      string                 `protobuf:"bytes,1,opt,name=recipe,proto3" json:"recipe,omitempty"`
+	UpdateLevel int64                  `protobuf:"varint,2,opt,name=update_level,json=updateLevel,proto3" json:"update_level,omitempty"`
+	BaseDigest  string                 `protobuf:"bytes,3,opt,name=base_digest,json=baseDigest,proto3" json:"base_digest,omitempty"`
+	// registry/repository@digest and tag of the last image built.
+	Target        string                 `protobuf:"bytes,4,opt,name=target,proto3" json:"target,omitempty"`
+	Tag           string                 `protobuf:"bytes,5,opt,name=tag,proto3" json:"tag,omitempty"`
+	Build         int64                  `protobuf:"varint,6,opt,name=build,proto3" json:"build,omitempty"`
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecipeState) Reset() {
+	*x = RecipeState{}
+	mi := &file_harborflow_v1_state_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecipeState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecipeState) ProtoMessage() {}
+
+func (x *RecipeState) ProtoReflect() protoreflect.Message {
+	mi := &file_harborflow_v1_state_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecipeState.ProtoReflect.Descriptor instead.
+func (*RecipeState) Descriptor() ([]byte, []int) {
+	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RecipeState) GetRecipe() string {
+	if x != nil {
+		return x.Recipe
+	}
+	return ""
+}
+
+func (x *RecipeState) GetUpdateLevel() int64 {
+	if x != nil {
+		return x.UpdateLevel
+	}
+	return 0
+}
+
+func (x *RecipeState) GetBaseDigest() string {
+	if x != nil {
+		return x.BaseDigest
+	}
+	return ""
+}
+
+func (x *RecipeState) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *RecipeState) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
+}
+
+func (x *RecipeState) GetBuild() int64 {
+	if x != nil {
+		return x.Build
+	}
+	return 0
+}
+
+func (x *RecipeState) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
 var File_harborflow_v1_state_proto protoreflect.FileDescriptor
 
 const file_harborflow_v1_state_proto_rawDesc = "" +
@@ -381,7 +652,37 @@ const file_harborflow_v1_state_proto_rawDesc = "" +
 	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x1a<\n" +
 	"\x0ePlatformsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01BGZEgithub.com/harborflow/harborflow/proto/gen/harborflow/v1;harborflowv1b\x06proto3"
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9c\x04\n" +
+	"\x05Build\x12\x16\n" +
+	"\x06recipe\x18\x01 \x01(\tR\x06recipe\x12\x12\n" +
+	"\x04base\x18\x02 \x01(\tR\x04base\x12\x1f\n" +
+	"\vbase_digest\x18\x03 \x01(\tR\n" +
+	"baseDigest\x12!\n" +
+	"\fupdate_level\x18\x04 \x01(\x03R\vupdateLevel\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x12\x16\n" +
+	"\x06suffix\x18\x06 \x01(\tR\x06suffix\x12\x14\n" +
+	"\x05build\x18\a \x01(\x03R\x05build\x12\x10\n" +
+	"\x03tag\x18\b \x01(\tR\x03tag\x12\x14\n" +
+	"\x05state\x18\t \x01(\tR\x05state\x12#\n" +
+	"\rtarget_digest\x18\n" +
+	" \x01(\tR\ftargetDigest\x12\x16\n" +
+	"\x06holder\x18\v \x01(\tR\x06holder\x12;\n" +
+	"\vlease_until\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"leaseUntil\x124\n" +
+	"\astarted\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x126\n" +
+	"\bfinished\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\bfinished\x12\x16\n" +
+	"\x06reason\x18\x0f \x01(\tR\x06reason\x123\n" +
+	"\x06result\x18\x10 \x01(\v2\x1b.harborflow.v1.ImageRebuiltR\x06result\"\xe4\x01\n" +
+	"\vRecipeState\x12\x16\n" +
+	"\x06recipe\x18\x01 \x01(\tR\x06recipe\x12!\n" +
+	"\fupdate_level\x18\x02 \x01(\x03R\vupdateLevel\x12\x1f\n" +
+	"\vbase_digest\x18\x03 \x01(\tR\n" +
+	"baseDigest\x12\x16\n" +
+	"\x06target\x18\x04 \x01(\tR\x06target\x12\x10\n" +
+	"\x03tag\x18\x05 \x01(\tR\x03tag\x12\x14\n" +
+	"\x05build\x18\x06 \x01(\x03R\x05build\x129\n" +
+	"\n" +
+	"updated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAtBGZEgithub.com/harborflow/harborflow/proto/gen/harborflow/v1;harborflowv1b\x06proto3"
 
 var (
 	file_harborflow_v1_state_proto_rawDescOnce sync.Once
@@ -395,29 +696,37 @@ func file_harborflow_v1_state_proto_rawDescGZIP() []byte {
 	return file_harborflow_v1_state_proto_rawDescData
 }
 
-var file_harborflow_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_harborflow_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_harborflow_v1_state_proto_goTypes = []any{
 	(*ImageRecord)(nil),           // 0: harborflow.v1.ImageRecord
 	(*IndexChild)(nil),            // 1: harborflow.v1.IndexChild
 	(*WatchBaseline)(nil),         // 2: harborflow.v1.WatchBaseline
-	nil,                           // 3: harborflow.v1.ImageRecord.LabelsEntry
-	nil,                           // 4: harborflow.v1.WatchBaseline.PlatformsEntry
-	(*Platform)(nil),              // 5: harborflow.v1.Platform
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*Build)(nil),                 // 3: harborflow.v1.Build
+	(*RecipeState)(nil),           // 4: harborflow.v1.RecipeState
+	nil,                           // 5: harborflow.v1.ImageRecord.LabelsEntry
+	nil,                           // 6: harborflow.v1.WatchBaseline.PlatformsEntry
+	(*Platform)(nil),              // 7: harborflow.v1.Platform
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*ImageRebuilt)(nil),          // 9: harborflow.v1.ImageRebuilt
 }
 var file_harborflow_v1_state_proto_depIdxs = []int32{
-	5, // 0: harborflow.v1.ImageRecord.platforms:type_name -> harborflow.v1.Platform
-	3, // 1: harborflow.v1.ImageRecord.labels:type_name -> harborflow.v1.ImageRecord.LabelsEntry
-	6, // 2: harborflow.v1.ImageRecord.first_seen:type_name -> google.protobuf.Timestamp
-	6, // 3: harborflow.v1.ImageRecord.last_seen:type_name -> google.protobuf.Timestamp
-	6, // 4: harborflow.v1.IndexChild.seen:type_name -> google.protobuf.Timestamp
-	4, // 5: harborflow.v1.WatchBaseline.platforms:type_name -> harborflow.v1.WatchBaseline.PlatformsEntry
-	6, // 6: harborflow.v1.WatchBaseline.updated_at:type_name -> google.protobuf.Timestamp
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	7,  // 0: harborflow.v1.ImageRecord.platforms:type_name -> harborflow.v1.Platform
+	5,  // 1: harborflow.v1.ImageRecord.labels:type_name -> harborflow.v1.ImageRecord.LabelsEntry
+	8,  // 2: harborflow.v1.ImageRecord.first_seen:type_name -> google.protobuf.Timestamp
+	8,  // 3: harborflow.v1.ImageRecord.last_seen:type_name -> google.protobuf.Timestamp
+	8,  // 4: harborflow.v1.IndexChild.seen:type_name -> google.protobuf.Timestamp
+	6,  // 5: harborflow.v1.WatchBaseline.platforms:type_name -> harborflow.v1.WatchBaseline.PlatformsEntry
+	8,  // 6: harborflow.v1.WatchBaseline.updated_at:type_name -> google.protobuf.Timestamp
+	8,  // 7: harborflow.v1.Build.lease_until:type_name -> google.protobuf.Timestamp
+	8,  // 8: harborflow.v1.Build.started:type_name -> google.protobuf.Timestamp
+	8,  // 9: harborflow.v1.Build.finished:type_name -> google.protobuf.Timestamp
+	9,  // 10: harborflow.v1.Build.result:type_name -> harborflow.v1.ImageRebuilt
+	8,  // 11: harborflow.v1.RecipeState.updated_at:type_name -> google.protobuf.Timestamp
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_harborflow_v1_state_proto_init() }
@@ -433,7 +742,7 @@ func file_harborflow_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_harborflow_v1_state_proto_rawDesc), len(file_harborflow_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
