@@ -49,8 +49,8 @@ const (
 	maxManifestSize = 4 << 20
 )
 
-// Client reads registries. It is safe for concurrent use. Every call is bounded by its context only (the
-// client sets no timeouts of its own): give it a deadline.
+// Client reads registries, and writes images to them (write.go). It is safe for concurrent use. Every call
+// is bounded by its context only (the client sets no timeouts of its own): give it a deadline.
 type Client struct {
 	rc        *regclient.RegClient
 	log       *zap.Logger
@@ -60,6 +60,7 @@ type Client struct {
 	wraps     []func(http.RoundTripper) http.RoundTripper
 	hosts     *hostTransport
 	direct    *direct
+	stages    stagePool // staging layouts of writes (write.go)
 
 	manifests *lru[string, *cachedManifest] // registry/repository@digest
 	configs   *lru[string, *imageConfig]    // config digest
@@ -166,6 +167,7 @@ func New(regs []config.Registry, opts ...Opt) (*Client, error) {
 	}
 	c.hosts = ht
 	var rt http.RoundTripper = ht
+	rt = transferTransport{next: rt} // blob bytes of each write (transfer.go)
 	for i := len(c.wraps) - 1; i >= 0; i-- {
 		rt = c.wraps[i](rt)
 	}
@@ -199,8 +201,11 @@ func concurrency(r config.Registry, def int) int {
 	return def
 }
 
-// Close releases idle connections. The Client stays usable.
-func (c *Client) Close() { c.hosts.closeIdle() }
+// Close releases idle connections and the idle staging directories of writes. The Client stays usable.
+func (c *Client) Close() {
+	c.hosts.closeIdle()
+	c.stages.removeIdle()
+}
 
 // parseRef parses registry/repository[:tag][@digest]. Only registry references are accepted: regclient
 // would read an ocidir:// reference from the local disk.

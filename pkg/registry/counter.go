@@ -7,11 +7,12 @@ import (
 )
 
 // Counter counts the HTTP requests that reach the wire, by kind, so that tests and benchmarks can hold the
-// client to its request budget. Retries after a 429 and regclient's own retries are counted: each is a
-// request the registry sees. The zero value is ready; it is safe for concurrent use. Pass its Wrap to
-// WithTransport, or wrap any other http.RoundTripper with it.
+// client to its request budget, and the blob bytes they carry. Retries after a 429 and regclient's own
+// retries are counted: each is a request the registry sees. The zero value is ready; it is safe for
+// concurrent use. Pass its Wrap to WithTransport, or wrap any other http.RoundTripper with it.
 type Counter struct {
-	n [numRequestKinds]atomic.Int64
+	n                     [numRequestKinds]atomic.Int64
+	blobRead, blobWritten atomic.Int64
 }
 
 // Counts is a snapshot of a Counter.
@@ -70,11 +71,19 @@ func (c *Counter) Snapshot() Counts {
 	}
 }
 
+// BlobBytes returns the bytes of blob GET response bodies read so far (a redirect target's included) and
+// the bytes of blob upload bodies sent (POST, PATCH, PUT to /blobs/uploads/). Reset sets them to zero too.
+func (c *Counter) BlobBytes() (read, written int64) {
+	return c.blobRead.Load(), c.blobWritten.Load()
+}
+
 // Reset sets every count to zero.
 func (c *Counter) Reset() {
 	for i := range c.n {
 		c.n[i].Store(0)
 	}
+	c.blobRead.Store(0)
+	c.blobWritten.Store(0)
 }
 
 type countingTransport struct {
@@ -84,7 +93,7 @@ type countingTransport struct {
 
 func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.c.n[classifyRequest(req)].Add(1)
-	return t.next.RoundTrip(req)
+	return countBlobBytes(t.next, req, t.c.blobRead.Add, t.c.blobWritten.Add)
 }
 
 func classifyRequest(req *http.Request) requestKind {

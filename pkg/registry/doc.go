@@ -32,7 +32,14 @@
 // way, then reported as ErrUnavailable. regclient never sees Retry-After: it would otherwise wait for any
 // announced delay, however long, and make every other request to the host wait too.
 //
-// Errors match ErrNotFound, ErrUnauthorized, ErrRateLimited, ErrUnavailable, ErrInvalidReference or
-// ErrTLS with errors.Is; Retryable says which are worth retrying later. Passwords never appear in errors or
-// logs.
+// Writes. Overlay (a directory as one more layer on a base), Rebase (an image moved from one base to
+// another) and Push (an OCI layout, as buildah writes one) write an image to a repository by digest only,
+// edited with regclient's mod package: labels, env, annotations and the base image annotations, on every
+// platform, and an index keeping only the platforms asked for. Layers go registry to registry, mounted
+// within a registry, never downloaded for that. No write creates a tag; Tag names the finished image. Each
+// write reports the blob bytes it downloaded and uploaded.
+//
+// Errors match ErrNotFound, ErrUnauthorized, ErrRateLimited, ErrUnavailable, ErrInvalidReference,
+// ErrTLS or ErrBaseMismatch with errors.Is; Retryable says which are worth retrying later. Passwords never
+// appear in errors or logs.
 package registry

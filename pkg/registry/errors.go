@@ -31,6 +31,8 @@ var (
 	ErrInvalidReference = errors.New("invalid reference")
 	// ErrTLS: the registry's certificate did not verify. Set ca_file (or insecure: true) for the host.
 	ErrTLS = errors.New("TLS verification failed")
+	// ErrBaseMismatch: Rebase was asked to move an image off a base it is not built on.
+	ErrBaseMismatch = errors.New("image is not built on the base")
 )
 
 // RateLimitError is returned when a registry rate-limits harborflow for longer than the client waits, or

@@ -22,7 +22,8 @@ import (
 // The transports under regclient, from regclient down to the wire:
 //
 //	regclient → authRecorder → retryTransport (User-Agent, 429 / Retry-After) → WithTransport wrappers (a
-//	Counter) → hostTransport (TLS and the read bound per host) → net/http
+//	Counter) → transferTransport (blob bytes of a write) → hostTransport (TLS and the read bound per host) →
+//	net/http
 //
 // The client's direct reads (direct.go) enter at retryTransport. regclient only configures TLS on an
 // *http.Transport it is given, so the TLS settings of each host live in hostTransport, where the wrappers

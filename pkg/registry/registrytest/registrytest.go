@@ -1,8 +1,10 @@
 // Package registrytest runs a real OCI registry (olareg, in memory) inside a test and pushes test content
-// built in code: labelled images, multi-platform indexes with buildx-style attestations, cosign signatures and
+// built in code: labelled images (optionally built on another image, with files of a directory tree, or with
+// a large random layer), multi-platform indexes with buildx-style attestations, cosign signatures and
 // attestations, SBOM referrers and non-image artifacts. It can make the registry answer 429 or 503 with
 // Retry-After, drop connections, require basic auth, serve TLS, and page tag lists, so that stages can be
-// tested against the failures they must survive.
+// tested against the failures they must survive. It counts the blob bytes it serves, reads content back
+// without counting it, and writes images to OCI layouts.
 //
 // Content is pushed through a second, plain listener on the same store, so pushes are not seen by the
 // fault injection, the authentication or the middleware of the listener under test.
@@ -20,11 +22,14 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -84,6 +89,7 @@ type Registry struct {
 	failAfter string
 	down      atomic.Bool
 	served    atomic.Int64
+	blobBytes atomic.Int64
 }
 
 type options struct {
@@ -144,7 +150,7 @@ func New(t testing.TB, opts ...Option) *Registry {
 	r.admin.Config.Handler = r.store
 	r.admin.Start()
 
-	var h http.Handler = r.store
+	var h http.Handler = r.countBlobBytes(r.store)
 	if r.opts.pageSize > 0 {
 		h = pageTags(h, r.opts.pageSize)
 	}
@@ -207,6 +213,45 @@ func (r *Registry) Ref(s string) string { return r.Host + "/" + s }
 
 // Served is how many requests the listener under test has received, failed ones included.
 func (r *Registry) Served() int64 { return r.served.Load() }
+
+// BlobBytesServed is how many bytes of blob content (bodies of successful GETs of /v2/<name>/blobs/<digest>)
+// the listener under test has sent, whoever the client. Reads with ReadBlob and WriteLayout are not counted.
+func (r *Registry) BlobBytesServed() int64 { return r.blobBytes.Load() }
+
+// countBlobBytes counts the bytes of blob GET answers into blobBytes.
+func (r *Registry) countBlobBytes(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		p := req.URL.Path
+		if req.Method != http.MethodGet || !strings.HasPrefix(p, "/v2/") || strings.LastIndex(p, "/blobs/") <= len("/v2") ||
+			strings.Contains(p, "/blobs/uploads") {
+			next.ServeHTTP(w, req)
+			return
+		}
+		next.ServeHTTP(&countingWriter{ResponseWriter: w, n: &r.blobBytes, status: http.StatusOK}, req)
+	})
+}
+
+// countingWriter counts the body bytes of a successful answer.
+type countingWriter struct {
+	http.ResponseWriter
+	n      *atomic.Int64
+	status int
+}
+
+func (w *countingWriter) WriteHeader(status int) {
+	w.status = status
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *countingWriter) Write(b []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(b)
+	if w.status >= 200 && w.status < 300 {
+		w.n.Add(int64(n))
+	}
+	return n, err
+}
+
+func (w *countingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Fail makes the next n requests answer status, with a Retry-After header when retryAfter is not empty.
 func (r *Registry) Fail(n, status int, retryAfter string) {
@@ -310,8 +355,19 @@ type Image struct {
 	ExposedPorts []string
 	// Created is the config's creation time (default 2024-01-01T00:00:00Z, so equal images are equal).
 	Created time.Time
-	// Layer is the content of the one file in the one layer (default: made from the platform and labels).
+	// Layer is the content of the one file in the image's own layer (default: made from the platform and
+	// labels).
 	Layer string
+	// Files, when not empty, make the image's own layer instead of Layer: path in the image → content, as
+	// regular files of mode 0644 in path order, without directory entries.
+	Files map[string]string
+	// LayerSize, when over zero, adds a second own layer holding one file of that many pseudo-random
+	// (incompressible) bytes, the same for the same size and platform: for benchmarks of data transfer.
+	LayerSize int
+	// Base is an image pushed earlier by this Registry (a Pushed of PushImage, or an image of PushIndex's
+	// Children) that this image is built on, as FROM builds one: the base's layers, diff IDs and history
+	// entries come first. The base's layers are pushed to this image's repository too.
+	Base *Pushed
 	// Docker pushes Docker schema 2 media types instead of OCI ones.
 	Docker bool
 }
@@ -337,8 +393,19 @@ type Pushed struct {
 	Size      int64
 	// Config is the config blob's digest.
 	Config string
+	// Layers are an image's layer digests, its base's first.
+	Layers []string
 	// Children are an index's images, then its attestation manifests.
 	Children []Pushed
+
+	layers []layerBlob // an image's layers, for images built on it
+}
+
+// layerBlob is a layer of an image this package pushed.
+type layerBlob struct {
+	gz      []byte
+	diffID  string
+	history map[string]any
 }
 
 // PushImage pushes img to repoTag ("repo:tag", or "repo" to push by digest only).
@@ -354,11 +421,38 @@ func (r *Registry) pushImage(t testing.TB, repoTag string, img Image) Pushed {
 	if created.IsZero() {
 		created = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 	}
-	content := img.Layer
-	if content == "" {
-		content = fmt.Sprintf("platform=%s labels=%v", img.Platform, img.Labels)
+	var layers []layerBlob
+	if img.Base != nil {
+		if len(img.Base.layers) == 0 {
+			t.Fatalf("test registry: base %s is not an image this package pushed", img.Base.Ref)
+		}
+		layers = append(layers, img.Base.layers...)
 	}
-	layer, diffID := tarGz(t, "hello.txt", content)
+	own := map[string]any{"created": created.Format(time.RFC3339), "created_by": "registrytest: files"}
+	if len(img.Files) > 0 {
+		gz, diffID := tarGzFiles(t, img.Files, gzip.DefaultCompression)
+		layers = append(layers, layerBlob{gz: gz, diffID: diffID, history: own})
+	} else {
+		content := img.Layer
+		if content == "" {
+			content = fmt.Sprintf("platform=%s labels=%v", img.Platform, img.Labels)
+		}
+		gz, diffID := tarGz(t, "hello.txt", content)
+		layers = append(layers, layerBlob{gz: gz, diffID: diffID, history: own})
+	}
+	if img.LayerSize > 0 {
+		seed := sha256.Sum256(fmt.Appendf(nil, "%s/%d", img.Platform, img.LayerSize))
+		data := make([]byte, img.LayerSize)
+		_, _ = rand.NewChaCha8(seed).Read(data)
+		gz, diffID := tarGzFiles(t, map[string]string{"random.bin": string(data)}, gzip.NoCompression)
+		layers = append(layers, layerBlob{gz: gz, diffID: diffID, history: map[string]any{
+			"created": created.Format(time.RFC3339), "created_by": fmt.Sprintf("registrytest: %d random bytes", img.LayerSize)}})
+	}
+	diffIDs := make([]string, len(layers))
+	history := make([]any, len(layers))
+	for i, l := range layers {
+		diffIDs[i], history[i] = l.diffID, l.history
+	}
 	ports := map[string]struct{}{}
 	for _, p := range img.ExposedPorts {
 		ports[p] = struct{}{}
@@ -368,7 +462,8 @@ func (r *Registry) pushImage(t testing.TB, repoTag string, img Image) Pushed {
 		"architecture": arch,
 		"os":           goos,
 		"config":       map[string]any{"Labels": img.Labels, "User": img.User, "ExposedPorts": ports},
-		"rootfs":       map[string]any{"type": "layers", "diff_ids": []string{diffID}},
+		"rootfs":       map[string]any{"type": "layers", "diff_ids": diffIDs},
+		"history":      history,
 	}
 	if variant != "" {
 		cfg["variant"] = variant
@@ -378,17 +473,27 @@ func (r *Registry) pushImage(t testing.TB, repoTag string, img Image) Pushed {
 	if img.Docker {
 		mt, cmt, lmt = MediaDockerManifest, MediaDockerConfig, MediaDockerLayer
 	}
+	layerDescs := make([]any, len(layers))
+	blobs := [][]byte{cfgJSON}
+	var layerDigests []string
+	for i, l := range layers {
+		layerDescs[i] = desc(lmt, l.gz)
+		blobs = append(blobs, l.gz)
+		layerDigests = append(layerDigests, digest.FromBytes(l.gz).String())
+	}
 	m := map[string]any{
 		"schemaVersion": 2,
 		"mediaType":     mt,
 		"config":        desc(cmt, cfgJSON),
-		"layers":        []any{desc(lmt, layer)},
+		"layers":        layerDescs,
 	}
 	if len(img.Annotations) > 0 {
 		m["annotations"] = img.Annotations
 	}
-	p := r.PushRaw(t, repoTag, mt, mustJSON(t, m), cfgJSON, layer)
+	p := r.PushRaw(t, repoTag, mt, mustJSON(t, m), blobs...)
 	p.Config = digest.FromBytes(cfgJSON).String()
+	p.Layers = layerDigests
+	p.layers = layers
 	return p
 }
 
@@ -600,20 +705,33 @@ func mustJSON(t testing.TB, v any) []byte {
 // tarGz returns a gzipped tar with one file, and the digest of the uncompressed tar (the diff ID).
 func tarGz(t testing.TB, name, content string) ([]byte, string) {
 	t.Helper()
+	return tarGzFiles(t, map[string]string{name: content}, gzip.DefaultCompression)
+}
+
+// tarGzFiles returns a gzipped tar (at level) with files (path → content) in path order, and the digest of
+// the uncompressed tar (the diff ID).
+func tarGzFiles(t testing.TB, files map[string]string, level int) ([]byte, string) {
+	t.Helper()
 	var tarBuf bytes.Buffer
 	tw := tar.NewWriter(&tarBuf)
-	hdr := &tar.Header{Name: name, Mode: 0o644, Size: int64(len(content)), ModTime: time.Unix(0, 0).UTC(), Format: tar.FormatPAX}
-	if err := tw.WriteHeader(hdr); err != nil {
-		t.Fatalf("test registry: tar: %v", err)
-	}
-	if _, err := tw.Write([]byte(content)); err != nil {
-		t.Fatalf("test registry: tar: %v", err)
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		content := files[name]
+		hdr := &tar.Header{Name: name, Mode: 0o644, Size: int64(len(content)), ModTime: time.Unix(0, 0).UTC(), Format: tar.FormatPAX}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatalf("test registry: tar: %v", err)
+		}
+		if _, err := tw.Write([]byte(content)); err != nil {
+			t.Fatalf("test registry: tar: %v", err)
+		}
 	}
 	if err := tw.Close(); err != nil {
 		t.Fatalf("test registry: tar: %v", err)
 	}
 	var gzBuf bytes.Buffer
-	gw := gzip.NewWriter(&gzBuf)
+	gw, err := gzip.NewWriterLevel(&gzBuf, level)
+	if err != nil {
+		t.Fatalf("test registry: gzip: %v", err)
+	}
 	if _, err := gw.Write(tarBuf.Bytes()); err != nil {
 		t.Fatalf("test registry: gzip: %v", err)
 	}
@@ -633,5 +751,67 @@ func (r *Registry) DeleteTag(t testing.TB, repoTag string) {
 	}
 	if err := r.pusher.TagDelete(context.Background(), rf); err != nil {
 		t.Fatalf("deleting tag %s: %v", repoTag, err)
+	}
+}
+
+// ReadManifest reads the manifest of repoRef ("repo:tag" or "repo@digest") through the push listener, so
+// that the listener under test does not see it: its media type and body.
+func (r *Registry) ReadManifest(t testing.TB, repoRef string) (mediaType string, body []byte) {
+	t.Helper()
+	rf, err := ref.New(r.adminHost + "/" + repoRef)
+	if err != nil {
+		t.Fatalf("test registry: reference %s: %v", repoRef, err)
+	}
+	m, err := r.pusher.ManifestGet(context.Background(), rf)
+	if err != nil {
+		t.Fatalf("test registry: reading manifest %s: %v", repoRef, err)
+	}
+	body, err = m.RawBody()
+	if err != nil {
+		t.Fatalf("test registry: reading manifest %s: %v", repoRef, err)
+	}
+	return m.GetDescriptor().MediaType, body
+}
+
+// ReadBlob reads a blob of repo through the push listener, which BlobBytesServed does not count.
+func (r *Registry) ReadBlob(t testing.TB, repo, dig string) []byte {
+	t.Helper()
+	rf, err := ref.New(r.adminHost + "/" + repo)
+	if err != nil {
+		t.Fatalf("test registry: reference %s: %v", repo, err)
+	}
+	rd, err := r.pusher.BlobGet(context.Background(), rf, descriptor.Descriptor{Digest: digest.Digest(dig)})
+	if err != nil {
+		t.Fatalf("test registry: reading blob %s of %s: %v", dig, repo, err)
+	}
+	defer rd.Close()
+	b, err := io.ReadAll(rd)
+	if err != nil {
+		t.Fatalf("test registry: reading blob %s of %s: %v", dig, repo, err)
+	}
+	return b
+}
+
+// WriteLayout copies repoRef ("repo:tag" or "repo@digest"; an index with all its entries) into an OCI image
+// layout in dir, named in index.json with the tag (or "latest"), as `buildah push IMAGE oci:DIR:TAG` would
+// write it. Reads go through the push listener.
+func (r *Registry) WriteLayout(t testing.TB, repoRef, dir string) {
+	t.Helper()
+	src, err := ref.New(r.adminHost + "/" + repoRef)
+	if err != nil {
+		t.Fatalf("test registry: reference %s: %v", repoRef, err)
+	}
+	tag := src.Tag
+	if tag == "" {
+		tag = "latest"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tgt := ref.Ref{Scheme: "ocidir", Path: dir}.SetTag(tag)
+	if err := r.pusher.ImageCopy(ctx, src, tgt); err != nil {
+		t.Fatalf("test registry: copying %s to the layout %s: %v", repoRef, dir, err)
+	}
+	if err := r.pusher.Close(ctx, tgt); err != nil {
+		t.Fatalf("test registry: closing the layout %s: %v", dir, err)
 	}
 }

@@ -1,0 +1,586 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/regclient/regclient"
+	"github.com/regclient/regclient/mod"
+	"github.com/regclient/regclient/types/descriptor"
+	"github.com/regclient/regclient/types/manifest"
+	"github.com/regclient/regclient/types/mediatype"
+	v1 "github.com/regclient/regclient/types/oci/v1"
+	"github.com/regclient/regclient/types/platform"
+	"github.com/regclient/regclient/types/ref"
+)
+
+// Writes.
+//
+// Overlay, Rebase and Push write an image to a target repository by digest only, never under a tag, so that
+// no tag points at an image whose parts are still being pushed; Tag names the finished image afterwards.
+// Each write runs in four steps:
+//
+//  1. read the source's manifests and image configs, keeping the platforms the Edit asks for (and dropping
+//     what is not a platform image: buildx attestations, unknown/unknown entries, nested indexes);
+//  2. stage those manifests and configs, and an index listing only the kept platforms, in a temporary OCI
+//     layout (no layer is downloaded for this);
+//  3. copy the layers the result keeps into the target repository, concurrently: a cross-repository mount
+//     when source and target are on the same registry (nothing is downloaded), a download and an upload
+//     otherwise, nothing when the target already has the blob;
+//  4. let regclient's mod.Apply edit the staged image and push it to the target: new blobs, then each
+//     platform manifest, then the index.
+//
+// Why a stage: mod has no option that drops an index entry (a platform not asked for, or a buildx
+// attestation, whose vnd.docker.reference.digest would name a platform manifest the edit replaced), and it
+// edits and copies every entry of the index it is given. Given the stage's index, mod sees only the kept
+// platforms, adds the new layer to each and uploads it once. mod copies each unchanged layer from its source
+// (the stage, which has no layers) after a HEAD on the target; step 3 has put them there, so mod skips them.
+//
+// Tagless pushing: mod.Apply pushes the top manifest by digest when the target reference has no tag
+// (dagPut: `if rPut.Tag == "" || rPut.Digest != "" { rPut = rPut.AddDigest(...) }`) and children always by
+// digest. Parsing "registry/repository" gives the tag "latest" (ref.New and fastRef both default it), which
+// mod.Apply would push the image under, so targetRef clears it with SetTag(""). Nothing else a write does
+// creates a tag: blobs have none, and the staged manifests carry no subject, so regclient pushes no
+// referrers fallback tag either.
+
+// Edit is what every write applies to the image it writes.
+type Edit struct {
+	// Labels are set in the config of every platform; an empty value removes the label.
+	Labels map[string]string
+	// Annotations are set on every manifest written: the index and each platform manifest; an empty value
+	// removes the annotation.
+	Annotations map[string]string
+	// Env is set in the config of every platform (NAME → value); an empty value removes the variable.
+	Env map[string]string
+	// Platforms are the os/arch[/variant] to keep; empty keeps every platform of the source. A platform the
+	// source does not have is an error naming it. Whatever is not a platform image (buildx attestation
+	// manifests, unknown/unknown entries, nested indexes) is never written.
+	Platforms []string
+	// BaseName (registry/repository:tag) and BaseDigest name the base image in the annotations
+	// org.opencontainers.image.base.name and org.opencontainers.image.base.digest, on every manifest
+	// written. Give both or neither.
+	BaseName   string
+	BaseDigest string
+}
+
+// Written is an image the client wrote, by digest only (no tag).
+type Written struct {
+	// Ref is target@digest.
+	Ref string
+	// Digest and MediaType describe the manifest written: an OCI index when the source was an index, an OCI
+	// image manifest otherwise. Docker media types are converted to OCI ones, because annotations are not
+	// part of Docker's schema 2.
+	Digest    string
+	MediaType string
+	// Platforms are the os/arch[/variant] of each platform written, in index order.
+	Platforms []string
+	// BytesRead is the blob bytes this call downloaded from registries (bodies of blob GETs: image configs,
+	// and layers copied between registries); BytesWritten the blob bytes it uploaded. Mounts and blobs the
+	// target already had count nothing; reads from an OCI layout count nothing.
+	BytesRead    int64
+	BytesWritten int64
+}
+
+// Tag points tag at the manifest image (registry/repository@digest) names: the manifest's own bytes are
+// PUT under the tag, so the digest stays the same. The error is ErrNotFound when the registry does not have
+// the manifest.
+func (c *Client) Tag(ctx context.Context, image, tag string) error {
+	r, err := pinnedRef(image)
+	if err != nil {
+		return fmt.Errorf("tagging %s as %s: %w", image, tag, err)
+	}
+	if !validTag(tag) {
+		return fmt.Errorf("tagging %s: %w: tag %q", image, ErrInvalidReference, tag)
+	}
+	m, err := c.rc.ManifestGet(ctx, r)
+	if err != nil {
+		return fmt.Errorf("tagging %s as %s: %w", image, tag, mapErr(err))
+	}
+	if err := c.rc.ManifestPut(ctx, r.SetTag(tag), m); err != nil {
+		return fmt.Errorf("tagging %s as %s: %w", image, tag, mapErr(err))
+	}
+	return nil
+}
+
+// pinnedRef parses registry/repository[:tag]@digest, refusing a reference without a digest.
+func pinnedRef(s string) (ref.Ref, error) {
+	r, err := parseRef(s)
+	if err != nil {
+		return ref.Ref{}, err
+	}
+	if r.Digest == "" {
+		return ref.Ref{}, fmt.Errorf("%w %q: want registry/repository@digest", ErrInvalidReference, s)
+	}
+	return r, nil
+}
+
+// targetRef parses registry/repository, refusing a tag or a digest, and returns it without a tag (see
+// "Tagless pushing" above).
+func targetRef(s string) (ref.Ref, error) {
+	r, err := parseRef(s)
+	if err != nil || strings.ContainsAny(s[strings.LastIndexByte(s, '/')+1:], ":@") {
+		return ref.Ref{}, fmt.Errorf("%w %q: want registry/repository, without tag or digest", ErrInvalidReference, s)
+	}
+	return r.SetTag(""), nil
+}
+
+// modOpts turns the edit into regclient mod options. Names get the platform selector "[*]" (every
+// manifest, every config), which also keeps a name that starts with "[" from being read as a selector.
+func (e Edit) modOpts() ([]mod.Opts, error) {
+	var opts []mod.Opts
+	for _, k := range slices.Sorted(maps.Keys(e.Labels)) {
+		if k == "" {
+			return nil, errors.New("edit: empty label name")
+		}
+		opts = append(opts, mod.WithLabel("[*]"+k, e.Labels[k]))
+	}
+	for _, k := range slices.Sorted(maps.Keys(e.Env)) {
+		if k == "" || strings.Contains(k, "=") {
+			return nil, fmt.Errorf("edit: environment variable name %q", k)
+		}
+		opts = append(opts, mod.WithEnv("[*]"+k, e.Env[k]))
+	}
+	for _, k := range slices.Sorted(maps.Keys(e.Annotations)) {
+		if k == "" {
+			return nil, errors.New("edit: empty annotation name")
+		}
+		opts = append(opts, mod.WithAnnotation("[*]"+k, e.Annotations[k]))
+	}
+	switch {
+	case e.BaseName == "" && e.BaseDigest == "":
+	case e.BaseName == "" || e.BaseDigest == "":
+		return nil, fmt.Errorf("edit: base name %q and base digest %q: give both or neither", e.BaseName, e.BaseDigest)
+	default:
+		rb, err := ref.New(e.BaseName)
+		if err != nil || rb.Scheme != "reg" {
+			return nil, fmt.Errorf("edit: base name %q: %w", e.BaseName, ErrInvalidReference)
+		}
+		d, err := digest.Parse(e.BaseDigest)
+		if err != nil {
+			return nil, fmt.Errorf("edit: base digest %q: %w", e.BaseDigest, err)
+		}
+		opts = append(opts, mod.WithAnnotationOCIBase(rb, d))
+	}
+	return opts, nil
+}
+
+// platforms parses Platforms.
+func (e Edit) platforms() ([]platform.Platform, error) {
+	out := make([]platform.Platform, 0, len(e.Platforms))
+	for _, s := range e.Platforms {
+		p, err := platform.Parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("edit: platform %q: %w", s, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// source is the image a write starts from: its top manifest and the platform images the write keeps.
+type source struct {
+	ref     ref.Ref // registry or OCI layout, with the top manifest's digest
+	m       manifest.Manifest
+	images  []*srcImage // an index's kept entries in index order; for an image, the image itself
+	dropped bool        // an entry of the index was left out
+}
+
+// srcImage is one platform image of a source.
+type srcImage struct {
+	ref    ref.Ref               // the image manifest, by digest
+	desc   descriptor.Descriptor // the index's entry (with its platform); for an image, its own descriptor
+	m      manifest.Manifest
+	layers []descriptor.Descriptor
+	cdesc  descriptor.Descriptor
+	config []byte   // as read
+	oc     v1.Image // decoded
+}
+
+// platform is the image's platform: the index entry's, or else the config's.
+func (img *srcImage) platform() platform.Platform {
+	if img.desc.Platform != nil {
+		return *img.desc.Platform
+	}
+	return img.oc.Platform
+}
+
+// platformString is os/arch[/variant] as the manifest or config gives it.
+func platformString(p platform.Platform) string {
+	s := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		s += "/" + p.Variant
+	}
+	return s
+}
+
+// readSource reads r's manifest and, for each platform image kept (every one, or those matching want),
+// its manifest and config.
+func (c *Client) readSource(ctx context.Context, r ref.Ref, want []platform.Platform) (*source, error) {
+	m, err := c.rc.ManifestGet(ctx, r)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", r.CommonName(), mapErr(err))
+	}
+	s := &source{ref: r, m: m}
+	if !m.IsList() {
+		img, err := c.readImage(ctx, r, m.GetDescriptor(), m)
+		if err != nil {
+			return nil, err
+		}
+		s.images = []*srcImage{img}
+		if err := checkPlatforms(r, s.images, want); err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	mi, ok := m.(manifest.Indexer)
+	if !ok {
+		return nil, fmt.Errorf("reading %s: %s is not an index", r.CommonName(), m.GetDescriptor().MediaType)
+	}
+	list, err := mi.GetManifestList()
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", r.CommonName(), err)
+	}
+	var keep []descriptor.Descriptor
+	for _, d := range list {
+		if isPlatformImage(d) && (len(want) == 0 || slices.ContainsFunc(want, func(w platform.Platform) bool { return platform.Match(*d.Platform, w) })) {
+			keep = append(keep, d)
+		} else {
+			s.dropped = true
+		}
+	}
+	s.images = make([]*srcImage, len(keep))
+	for i, d := range keep {
+		s.images[i] = &srcImage{desc: d}
+	}
+	if err := checkPlatforms(r, s.images, want); err != nil {
+		return nil, err
+	}
+	if len(keep) == 0 {
+		return nil, fmt.Errorf("reading %s: the index has no platform image", r.CommonName())
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, len(keep))
+	var wg sync.WaitGroup
+	for i, d := range keep {
+		wg.Go(func() {
+			img, err := c.readImage(ctx, r.SetDigest(d.Digest.String()), d, nil)
+			if err != nil {
+				errs[i] = err
+				cancel()
+				return
+			}
+			s.images[i] = img
+		})
+	}
+	wg.Wait()
+	if err := firstErr(errs); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// isPlatformImage reports whether an index entry is an image for a platform: not a buildx attestation
+// manifest, not unknown/unknown or without a platform, not a nested index or an artifact.
+func isPlatformImage(d descriptor.Descriptor) bool {
+	switch {
+	case d.Platform == nil || d.Platform.OS == "" || d.Platform.OS == "unknown",
+		d.Annotations[annotDockerRefType] == dockerAttestManifst:
+		return false
+	}
+	return d.MediaType == mediatype.OCI1Manifest || d.MediaType == mediatype.Docker2Manifest
+}
+
+// checkPlatforms fails when a wanted platform is not among the images.
+func checkPlatforms(r ref.Ref, imgs []*srcImage, want []platform.Platform) error {
+	for _, w := range want {
+		if !slices.ContainsFunc(imgs, func(img *srcImage) bool { return platform.Match(img.platform(), w) }) {
+			have := make([]string, len(imgs))
+			for i, img := range imgs {
+				have[i] = platformString(img.platform())
+			}
+			return fmt.Errorf("%s has no platform %s (it has %s)", r.CommonName(), platformString(w), strings.Join(have, ", "))
+		}
+	}
+	return nil
+}
+
+// readImage reads the image manifest r names (m, when the caller has it already) and its config.
+func (c *Client) readImage(ctx context.Context, r ref.Ref, desc descriptor.Descriptor, m manifest.Manifest) (*srcImage, error) {
+	if m == nil {
+		var err error
+		if m, err = c.rc.ManifestGet(ctx, r); err != nil {
+			return nil, fmt.Errorf("reading %s: %w", r.CommonName(), mapErr(err))
+		}
+	}
+	mi, ok := m.(manifest.Imager)
+	if !ok || m.IsList() {
+		return nil, fmt.Errorf("reading %s: %s is not an image manifest", r.CommonName(), m.GetDescriptor().MediaType)
+	}
+	cd, err := mi.GetConfig()
+	if err != nil || !isImageConfig(cd.MediaType) {
+		return nil, fmt.Errorf("reading %s: not an image (config %s)", r.CommonName(), cd.MediaType)
+	}
+	if cd.Size > maxConfigSize {
+		return nil, fmt.Errorf("reading %s: image config %s is %d bytes, over the limit of %d", r.CommonName(), cd.Digest, cd.Size, maxConfigSize)
+	}
+	layers, err := mi.GetLayers()
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", r.CommonName(), err)
+	}
+	oc, err := c.rc.BlobGetOCIConfig(ctx, r, cd)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: image config %s: %w", r.CommonName(), cd.Digest, mapErr(err))
+	}
+	raw, err := oc.RawBody()
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: image config %s: %w", r.CommonName(), cd.Digest, err)
+	}
+	return &srcImage{ref: r, desc: desc, m: m, layers: layers, cdesc: cd, config: raw, oc: oc.GetConfig()}, nil
+}
+
+// stage writes the source's kept manifests and configs into a staging OCI layout, with an index listing
+// only the kept platforms when the source is an index, and returns the layout's reference to the top
+// manifest. Docker schema 2 images are staged with OCI media types (see ociImage). release empties the
+// layout for the next write.
+func (c *Client) stage(ctx context.Context, s *source) (_ ref.Ref, release func(), err error) {
+	dir, err := c.stages.get()
+	if err != nil {
+		return ref.Ref{}, nil, err
+	}
+	defer func() {
+		if err != nil {
+			c.stages.put(dir)
+		}
+	}()
+	st := ref.Ref{Scheme: "ocidir", Path: dir}
+	entries := make([]descriptor.Descriptor, len(s.images))
+	changed := s.dropped
+	var top manifest.Manifest
+	for i, img := range s.images {
+		if _, err := c.rc.BlobPut(ctx, st, img.cdesc, bytes.NewReader(img.config)); err != nil {
+			return ref.Ref{}, nil, fmt.Errorf("staging image config %s: %w", img.cdesc.Digest, err)
+		}
+		m, err := ociImage(img.m)
+		if err != nil {
+			return ref.Ref{}, nil, fmt.Errorf("staging manifest %s: %w", img.m.GetDescriptor().Digest, err)
+		}
+		d := m.GetDescriptor()
+		if err := c.rc.ManifestPut(ctx, st.SetDigest(d.Digest.String()), m, regclient.WithManifestChild()); err != nil {
+			return ref.Ref{}, nil, fmt.Errorf("staging manifest %s: %w", d.Digest, err)
+		}
+		entries[i] = img.desc
+		if m != img.m {
+			entries[i].MediaType, entries[i].Digest, entries[i].Size = d.MediaType, d.Digest, d.Size
+			changed = true
+		}
+		top = m
+	}
+	if s.m.IsList() {
+		top = s.m
+		if changed {
+			idx, err := manifest.OCIIndexFromAny(s.m.GetOrig())
+			if err != nil {
+				return ref.Ref{}, nil, fmt.Errorf("staging the index: %w", err)
+			}
+			idx.MediaType = mediatype.OCI1ManifestList
+			idx.Manifests = entries
+			if top, err = manifest.New(manifest.WithOrig(idx)); err != nil {
+				return ref.Ref{}, nil, fmt.Errorf("staging the index: %w", err)
+			}
+		}
+		d := top.GetDescriptor().Digest.String()
+		if err := c.rc.ManifestPut(ctx, st.SetDigest(d), top); err != nil {
+			return ref.Ref{}, nil, fmt.Errorf("staging index %s: %w", d, err)
+		}
+	}
+	return st.SetDigest(top.GetDescriptor().Digest.String()), func() { c.stages.put(dir) }, nil
+}
+
+// dockerToOCI maps Docker schema 2 layer media types to OCI ones.
+var dockerToOCI = map[string]string{
+	mediatype.Docker2Layer:        mediatype.OCI1Layer,
+	mediatype.Docker2LayerGzip:    mediatype.OCI1LayerGzip,
+	mediatype.Docker2LayerZstd:    mediatype.OCI1LayerZstd,
+	mediatype.Docker2ForeignLayer: mediatype.OCI1ForeignLayerGzip,
+}
+
+// ociImage returns m with OCI media types when it is a Docker schema 2 image: an OCI image manifest, an OCI
+// config media type (the config's JSON, and so its digest, stays the same) and OCI layer media types. The
+// write also gives mod.Apply mod.WithManifestToOCI, but when mod edits a config it writes the config's media
+// type as it read it back into the manifest, which would leave a Docker config in an OCI manifest; staged
+// as OCI, the config is read as OCI.
+func ociImage(m manifest.Manifest) (manifest.Manifest, error) {
+	if m.GetDescriptor().MediaType != mediatype.Docker2Manifest {
+		return m, nil
+	}
+	om, err := manifest.OCIManifestFromAny(m.GetOrig())
+	if err != nil {
+		return nil, err
+	}
+	om.MediaType = mediatype.OCI1Manifest
+	if om.Config.MediaType == mediatype.Docker2ImageConfig {
+		om.Config.MediaType = mediatype.OCI1ImageConfig
+	}
+	om.Layers = slices.Clone(om.Layers)
+	for i, l := range om.Layers {
+		if mt, ok := dockerToOCI[l.MediaType]; ok {
+			om.Layers[i].MediaType = mt
+		}
+	}
+	return manifest.New(manifest.WithOrig(om))
+}
+
+// blobCopy is a blob the target needs, and where it is.
+type blobCopy struct {
+	from ref.Ref
+	desc descriptor.Descriptor
+}
+
+// copyBlobs copies blobs into the target repository concurrently (regclient bounds the requests per host):
+// nothing when the target has the blob, a mount from the same registry, a download and an upload
+// otherwise. Foreign layers (with URLs) are left where they are, as mod.Apply leaves them.
+func (c *Client) copyBlobs(ctx context.Context, tgt ref.Ref, copies []blobCopy) error {
+	seen := map[digest.Digest]bool{}
+	uniq := copies[:0:0]
+	for _, b := range copies {
+		if seen[b.desc.Digest] || len(b.desc.URLs) > 0 {
+			continue
+		}
+		seen[b.desc.Digest] = true
+		uniq = append(uniq, b)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, len(uniq))
+	var wg sync.WaitGroup
+	for i, b := range uniq {
+		wg.Go(func() {
+			if err := c.rc.BlobCopy(ctx, b.from, tgt, b.desc); err != nil {
+				errs[i] = fmt.Errorf("copying layer %s to %s: %w", b.desc.Digest, tgt.CommonName(), mapErr(err))
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	return firstErr(errs)
+}
+
+// write stages the source, copies blobs into the target, and applies opts (then the conversion to OCI
+// media types and the edit) with mod.Apply, pushing the result to the target by digest.
+func (c *Client) write(ctx context.Context, tr *transfer, s *source, tgt ref.Ref, copies []blobCopy, edit []mod.Opts, opts ...mod.Opts) (Written, error) {
+	st, release, err := c.stage(ctx, s)
+	if err != nil {
+		return Written{}, err
+	}
+	defer release()
+	if err := c.copyBlobs(ctx, tgt, copies); err != nil {
+		return Written{}, err
+	}
+	all := make([]mod.Opts, 0, 2+len(opts)+len(edit))
+	all = append(all, mod.WithRefTgt(tgt))
+	all = append(all, opts...) // a rebase compares layers before the conversion to OCI media types
+	all = append(all, mod.WithManifestToOCI())
+	all = append(all, edit...)
+	out, err := mod.Apply(ctx, c.rc, st, all...)
+	if err != nil {
+		return Written{}, fmt.Errorf("pushing to %s: %w", tgt.CommonName(), mapErr(err))
+	}
+	if out.Tag != "" || out.Digest == "" {
+		// mod.Apply changed how it names what it pushed: fail loudly rather than report a wrong digest.
+		return Written{}, fmt.Errorf("pushing to %s: regclient reports %s, want a digest and no tag", tgt.CommonName(), out.CommonName())
+	}
+	w := Written{
+		Ref:          tgt.Registry + "/" + tgt.Repository + "@" + out.Digest,
+		Digest:       out.Digest,
+		MediaType:    mediatype.OCI1Manifest,
+		Platforms:    make([]string, len(s.images)),
+		BytesRead:    tr.read.Load(),
+		BytesWritten: tr.written.Load(),
+	}
+	if s.m.IsList() {
+		w.MediaType = mediatype.OCI1ManifestList
+	}
+	for i, img := range s.images {
+		w.Platforms[i] = platformString(img.platform())
+	}
+	return w, nil
+}
+
+// imageLayers are the layers of every image of the source, to copy from it.
+func (s *source) imageLayers() []blobCopy {
+	var out []blobCopy
+	for _, img := range s.images {
+		for _, l := range img.layers {
+			out = append(out, blobCopy{from: s.ref, desc: l})
+		}
+	}
+	return out
+}
+
+// stagePool hands out staging directories (temporary OCI layouts) and takes them back emptied. regclient's
+// ocidir keeps some state per layout path for the life of the client, so the directories are reused rather
+// than made anew for each write. The zero value is ready.
+type stagePool struct {
+	mu   sync.Mutex
+	free []string
+}
+
+func (p *stagePool) get() (string, error) {
+	p.mu.Lock()
+	if n := len(p.free); n > 0 {
+		dir := p.free[n-1]
+		p.free = p.free[:n-1]
+		p.mu.Unlock()
+		return dir, nil
+	}
+	p.mu.Unlock()
+	dir, err := os.MkdirTemp("", "harborflow-stage-")
+	if err != nil {
+		return "", fmt.Errorf("creating a staging directory: %w", err)
+	}
+	return dir, nil
+}
+
+// put empties dir and keeps it for the next write, or removes it when it cannot be emptied.
+func (p *stagePool) put(dir string) {
+	entries, err := os.ReadDir(dir)
+	for _, e := range entries {
+		if err == nil {
+			err = os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return
+	}
+	p.mu.Lock()
+	p.free = append(p.free, dir)
+	p.mu.Unlock()
+}
+
+// removeIdle removes the directories no write is using.
+func (p *stagePool) removeIdle() {
+	p.mu.Lock()
+	free := p.free
+	p.free = nil
+	p.mu.Unlock()
+	for _, dir := range free {
+		_ = os.RemoveAll(dir)
+	}
+}
+
+// closeRemove closes and removes a temporary file.
+func closeRemove(f *os.File) {
+	_ = f.Close()
+	_ = os.Remove(f.Name())
+}
