@@ -31,7 +31,7 @@ run: build ## Run every stage in one process with an embedded NATS (config: $(CO
 	./bin/harborflow run --config $(CONFIG)
 
 .PHONY: test
-test: ## Run every test of every module, with the race detector
+test: buildah ## Run every test of every module, with the race detector
 	go test -race -count=1 -timeout 12m $(PKGS)
 
 .PHONY: bench
@@ -65,6 +65,14 @@ lint: $(TOOLS)/staticcheck ## go vet, staticcheck and gofmt over every module
 	go vet $(PKGS)
 	staticcheck $(PKGS)
 	@out=$$(gofmt -l $(MODULES) | grep -v '\.pb\.go$$' || true); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+.PHONY: buildah
+buildah: ## Install buildah (Debian package) for the dockerfile builder, unless it is on PATH
+	@command -v buildah >/dev/null 2>&1 || { \
+		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		echo "installing buildah (apt-get)"; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq buildah >/dev/null; }
+	@buildah --version
 
 .PHONY: clean
 clean: ## Remove binaries, tools and the local NATS store

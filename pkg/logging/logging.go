@@ -33,6 +33,12 @@ const (
 	FieldRegistry      = "registry"
 	FieldAddress       = "address"
 	FieldConfigFile    = "config_file"
+	FieldRecipe        = "recipe"
+	FieldBase          = "base"
+	FieldBuild         = "build"
+	FieldBuilder       = "builder"
+	FieldUpdateLevel   = "update_level"
+	FieldPlatforms     = "platforms"
 )
 
 // New returns a JSON logger at level (debug, info, warn, error) writing to stderr, or a console logger when

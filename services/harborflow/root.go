@@ -32,6 +32,7 @@ func NewCommand() *cobra.Command {
 		newEventsCommand(cfgPath),
 		newStatusCommand(cfgPath),
 		newHistoryCommand(cfgPath),
+		newRebuildCommand(cfgPath),
 		newConfigCommand(cfgPath),
 	)
 	return root
@@ -44,6 +45,11 @@ func connect(ctx context.Context, path string) (*nats.Conn, *bus.Bus, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	return connectTo(ctx, cfg)
+}
+
+// connectTo connects to the NATS cfg names.
+func connectTo(ctx context.Context, cfg *config.Config) (*nats.Conn, *bus.Bus, error) {
 	url := cfg.NATS.URL
 	if url == "" {
 		url = "nats://" + cfg.NATS.Listen

@@ -13,12 +13,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/harborflow/harborflow/pkg/broker"
+	"github.com/harborflow/harborflow/pkg/buildah"
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/logging"
 	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/services/inspector"
+	"github.com/harborflow/harborflow/services/rebuilder"
 	"github.com/harborflow/harborflow/services/receiver"
 	"github.com/harborflow/harborflow/services/watcher"
 )
@@ -119,6 +121,9 @@ func Start(ctx context.Context, cfg *config.Config, log *zap.Logger) (p *Process
 	if err := p.startInspector(cctx, cfg, b, log); err != nil {
 		return p, err
 	}
+	if err := p.startRebuilder(cctx, cfg, b, log); err != nil {
+		return p, err
+	}
 	if err := p.startWatcher(cctx, cfg, b, log, reg); err != nil {
 		return p, err
 	}
@@ -154,6 +159,44 @@ func (p *Process) startInspector(ctx context.Context, cfg *config.Config, b *bus
 	}
 	p.consumers = append(p.consumers, c)
 	return nil
+}
+
+// startRebuilder runs the rebuilder on its durable consumer, when there are recipes.
+func (p *Process) startRebuilder(ctx context.Context, cfg *config.Config, b *bus.Bus, log *zap.Logger) error {
+	if len(cfg.Rebuilds) == 0 {
+		return nil
+	}
+	rb, err := newRebuilder(ctx, cfg, b, p.registry, log, "")
+	if err != nil {
+		return err
+	}
+	c, err := b.Consume(ctx, rb.ConsumerConfig(), rb.Handle)
+	if err != nil {
+		return err
+	}
+	p.consumers = append(p.consumers, c)
+	return nil
+}
+
+// newRebuilder builds the rebuilder of cfg's recipes, with buildah when a recipe needs it.
+func newRebuilder(ctx context.Context, cfg *config.Config, b *bus.Bus, reg *registry.Client, log *zap.Logger, holder string) (*rebuilder.Rebuilder, error) {
+	kv, err := b.KeyValue(ctx, event.BucketRebuilds)
+	if err != nil {
+		return nil, err
+	}
+	deps := rebuilder.Deps{Registry: reg, State: kv, Log: log, Holder: holder}
+	for i, r := range cfg.Rebuilds {
+		if r.Builder != config.BuilderDockerfile {
+			continue
+		}
+		bh, err := buildah.New(cfg.Registries, buildah.WithLogger(log))
+		if err != nil {
+			return nil, fmt.Errorf("rebuilds[%d] (%s) uses the dockerfile builder: %w", i, r.Name, err)
+		}
+		deps.Buildah = bh
+		break
+	}
+	return rebuilder.New(cfg.Rebuilds, cfg.Inspector.UpdateLevelLabel, deps)
 }
 
 // startWatcher polls the poll sources in the background, when there are any.

@@ -1,0 +1,80 @@
+package harborflow
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/logging"
+	"github.com/harborflow/harborflow/pkg/registry"
+	"github.com/harborflow/harborflow/services/rebuilder"
+)
+
+func newRebuildCommand(cfgPath func() string) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "rebuild RECIPE",
+		Short: "Rebuild a recipe now from what its base tag points to",
+		Long: "Rebuild a recipe of the rebuilds: configuration from the current digest of its base tag, and publish\n" +
+			"image.rebuilt. A base digest the recipe has built before is not built again unless --force is given\n" +
+			"(a forced build takes the next build number). Needs the NATS of `harborflow run` (or nats.url) for the\n" +
+			"rebuild state, and the registry credentials of the configuration.",
+		Example: "  harborflow rebuild acme-am\n  harborflow rebuild acme-am --force",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			cfg, err := config.Load(cfgPath())
+			if err != nil {
+				return err
+			}
+			log, err := logging.New(cfg.Log.Level, cfg.Log.Development)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = log.Sync() }()
+			nc, b, err := connectTo(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			reg, err := registry.New(cfg.Registries, registry.WithLogger(log), registry.WithVersion(Version))
+			if err != nil {
+				return err
+			}
+			defer reg.Close()
+			host, _ := os.Hostname()
+			rb, err := newRebuilder(ctx, cfg, b, reg, log, fmt.Sprintf("manual/%s/%d", host, os.Getpid()))
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			out, err := rb.Rebuild(ctx, args[0], force)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if out == nil {
+				_, err = fmt.Fprintf(w, "%s: nothing to build (see the log for why)\n", args[0])
+				return err
+			}
+			m, err := rebuilder.RebuiltMessage(out)
+			if err != nil {
+				return err
+			}
+			if _, err := b.Publish(ctx, m); err != nil {
+				log.Warn("publishing image.rebuilt", zap.Error(err))
+				return fmt.Errorf("built %s:%s but publishing image.rebuilt failed: %w", out.GetTarget(), out.GetTag(), err)
+			}
+			_, err = fmt.Fprintf(w, "%s: %s:%s (%s) from %s, update level %d, build %d, %s builder, %s\n",
+				out.GetRecipe(), out.GetTarget(), out.GetTag(), out.GetDigest(), out.GetBase(), out.GetUpdateLevel(), out.GetBuild(),
+				out.GetBuilder(), time.Since(start).Round(time.Millisecond))
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "build even when this base digest was built before (takes a new build number)")
+	return cmd
+}

@@ -1,0 +1,649 @@
+package rebuilder_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/harborflow/harborflow/pkg/buildah"
+	"github.com/harborflow/harborflow/pkg/bus"
+	"github.com/harborflow/harborflow/pkg/bus/bustest"
+	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/imagetag"
+	"github.com/harborflow/harborflow/pkg/registry"
+	"github.com/harborflow/harborflow/pkg/registry/registrytest"
+	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
+	"github.com/harborflow/harborflow/services/rebuilder"
+)
+
+const wait = 60 * time.Second
+
+type fixture struct {
+	t      *testing.T
+	js     *bustest.Server
+	reg    *registrytest.Registry
+	client *registry.Client
+	kv     jetstream.KeyValue
+	rb     *rebuilder.Rebuilder
+	deps   rebuilder.Deps
+}
+
+// newFixture starts JetStream and a registry and builds a rebuilder for recipes (recipe targets and bases
+// name repositories of the registry: "wso2/am:4.2.0" → <host>/wso2/am:4.2.0).
+func newFixture(t *testing.T, wrap func(rebuilder.Registry) rebuilder.Registry, recipes ...config.Rebuild) *fixture {
+	t.Helper()
+	f := &fixture{t: t, js: bustest.Start(t), reg: registrytest.New(t)}
+	var err error
+	if f.client, err = registry.New([]config.Registry{f.reg.Config()}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.client.Close)
+	if f.kv, err = f.js.Bus.KeyValue(context.Background(), event.BucketRebuilds); err != nil {
+		t.Fatal(err)
+	}
+	f.deps = rebuilder.Deps{Registry: f.client, State: f.kv, Log: zaptest.NewLogger(t)}
+	if wrap != nil {
+		f.deps.Registry = wrap(f.client)
+	}
+	for i := range recipes {
+		r := &recipes[i]
+		r.Base, r.Target = f.reg.Ref(r.Base), f.reg.Ref(r.Target)
+		if r.Tag == "" {
+			r.Tag = imagetag.DefaultTemplate
+		}
+		if r.Owner == "" {
+			r.Owner = "802:802"
+		}
+		if r.Timeout == 0 {
+			r.Timeout = 2 * time.Minute
+		}
+		if r.Dockerfile == "" {
+			r.Dockerfile = "Dockerfile"
+		}
+		if r.Image != "" {
+			r.Image = f.reg.Ref(r.Image)
+		}
+		if r.Builder == config.BuilderDockerfile && f.deps.Buildah == nil {
+			if _, err := exec.LookPath("buildah"); err != nil {
+				t.Skip("buildah is not installed (make buildah installs it)")
+			}
+			if f.deps.Buildah, err = buildah.New([]config.Registry{f.reg.Config()}, buildah.WithWorkDir(t.TempDir())); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if f.rb, err = rebuilder.New(recipes, "update_level", f.deps); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// consume runs the rebuilder on its durable consumer until the test ends.
+func (f *fixture) consume() {
+	f.t.Helper()
+	cfg := f.rb.ConsumerConfig()
+	cfg.BackOff = []time.Duration{50 * time.Millisecond}
+	c, err := f.js.Bus.Consume(context.Background(), cfg, f.rb.Handle)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(c.Stop)
+}
+
+// base pushes a base image (one platform, or an index of several) labelled with the update level.
+func (f *fixture) base(repoTag, level string, platforms ...string) registrytest.Pushed {
+	f.t.Helper()
+	if len(platforms) == 0 {
+		platforms = []string{"linux/amd64"}
+	}
+	var imgs []registrytest.Image
+	for _, p := range platforms {
+		imgs = append(imgs, registrytest.Image{Platform: p, Labels: map[string]string{"update_level": level},
+			Files: map[string]string{"home/wso2carbon/wso2am-4.2.0/README": "update level " + level + " " + p}})
+	}
+	if len(imgs) == 1 {
+		return f.reg.PushImage(f.t, repoTag, imgs[0])
+	}
+	return f.reg.PushIndex(f.t, repoTag, registrytest.Index{Images: imgs})
+}
+
+// inspected returns the image.inspected message the inspector publishes for p under tag.
+func (f *fixture) inspected(p registrytest.Pushed, tag string, level int64) *bus.Message {
+	f.t.Helper()
+	repo := strings.TrimPrefix(strings.SplitN(p.Ref, "@", 2)[0], f.reg.Host+"/")
+	t, _ := imagetag.Parse(tag)
+	ev := &harborflowv1.ImageInspected{Registry: f.reg.Host, Repository: repo, Digest: p.Digest, Tags: []string{tag},
+		MediaType: p.MediaType, Version: t.Version, Suffix: t.Suffix, CorrelationId: "corr-" + tag}
+	if level >= 0 {
+		ev.UpdateLevel = &level
+	}
+	// What the inspector would have read.
+	a, err := f.client.Inspect(context.Background(), p.Ref)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for _, pl := range a.Platforms {
+		ev.Platforms = append(ev.Platforms, &harborflowv1.Platform{Os: pl.OS, Architecture: pl.Architecture, Variant: pl.Variant,
+			Digest: pl.Digest, Labels: pl.Labels})
+	}
+	m, err := bus.NewMessage(event.SubjectImageInspected, event.ID("inspected", repo, p.Digest, tag), ev.CorrelationId, ev)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return m
+}
+
+func (f *fixture) publish(m *bus.Message) {
+	f.t.Helper()
+	if _, err := f.js.Bus.Publish(context.Background(), m); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// settle waits until the rebuilder has handled every image.inspected published so far.
+func (f *fixture) settle() {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	s, err := f.js.Bus.JetStream().Stream(ctx, event.StreamImage)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	c, err := s.Consumer(ctx, event.StageRebuilder)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		info, err := c.Info(ctx)
+		if err != nil {
+			f.t.Fatalf("waiting for the rebuilder: %v", err)
+		}
+		if info.NumPending == 0 && info.NumAckPending == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			f.t.Fatalf("rebuilder did not settle: %d pending, %d unacked", info.NumPending, info.NumAckPending)
+		case <-tick.C:
+		}
+	}
+}
+
+func (f *fixture) rebuilt() []*harborflowv1.ImageRebuilt {
+	f.t.Helper()
+	var out []*harborflowv1.ImageRebuilt
+	for _, m := range f.js.Messages(event.StreamImage, event.SubjectImageRebuilt) {
+		r := &harborflowv1.ImageRebuilt{}
+		if err := (&bus.Message{Data: m.Data}).Decode(r); err != nil {
+			f.t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func (f *fixture) dlq() []string {
+	var reasons []string
+	for _, m := range f.js.Messages(event.StreamDLQ, "dlq.>") {
+		reasons = append(reasons, m.Header.Get(event.HeaderDLQReason))
+	}
+	return reasons
+}
+
+// tags lists the tags of a repository of the registry.
+func (f *fixture) tags(repo string) []string {
+	f.t.Helper()
+	tags, err := f.client.Tags(context.Background(), f.reg.Ref(repo))
+	if err != nil && !errors.Is(err, registry.ErrNotFound) {
+		f.t.Fatal(err)
+	}
+	return tags
+}
+
+// manifestJSON is the part of a manifest or index the tests read back.
+type manifestJSON struct {
+	MediaType   string            `json:"mediaType"`
+	Annotations map[string]string `json:"annotations"`
+	Config      struct {
+		Digest string `json:"digest"`
+	} `json:"config"`
+	Layers []struct {
+		Digest string `json:"digest"`
+	} `json:"layers"`
+	Manifests []struct {
+		Digest   string `json:"digest"`
+		Platform struct {
+			Architecture string `json:"architecture"`
+		} `json:"platform"`
+	} `json:"manifests"`
+}
+
+// readBack reads a rebuilt image: its manifests, the labels of every platform, and the files of every
+// platform's last layer.
+func (f *fixture) readBack(repo, digest string) (top manifestJSON, platforms []manifestJSON, labels []map[string]string, files []map[string]*tar.Header) {
+	f.t.Helper()
+	read := func(dig string) manifestJSON {
+		_, body := f.reg.ReadManifest(f.t, repo+"@"+dig)
+		var m manifestJSON
+		if err := json.Unmarshal(body, &m); err != nil {
+			f.t.Fatal(err)
+		}
+		return m
+	}
+	top = read(digest)
+	platforms = []manifestJSON{top}
+	if len(top.Manifests) > 0 {
+		platforms = nil
+		for _, c := range top.Manifests {
+			platforms = append(platforms, read(c.Digest))
+		}
+	}
+	for _, p := range platforms {
+		var cfg struct {
+			Config struct {
+				Labels map[string]string `json:"Labels"`
+			} `json:"config"`
+		}
+		if err := json.Unmarshal(f.reg.ReadBlob(f.t, repo, p.Config.Digest), &cfg); err != nil {
+			f.t.Fatal(err)
+		}
+		labels = append(labels, cfg.Config.Labels)
+		files = append(files, layerFiles(f.t, f.reg.ReadBlob(f.t, repo, p.Layers[len(p.Layers)-1].Digest)))
+	}
+	return top, platforms, labels, files
+}
+
+func layerFiles(t *testing.T, blob []byte) map[string]*tar.Header {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(blob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]*tar.Header{}
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return files
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[strings.TrimPrefix(h.Name, "./")] = h
+	}
+}
+
+// contextDir makes an overlay context: a keystore and a driver.
+func contextDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"home/wso2carbon/wso2am-4.2.0/repository/resources/security/client-truststore.jks": "acme keystore",
+		"home/wso2carbon/wso2am-4.2.0/repository/components/lib/mysql-connector.jar":       "acme driver",
+	} {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func overlayRecipe(t *testing.T) config.Rebuild {
+	return config.Rebuild{Name: "acme-am", Base: "wso2/am:4.2.0", Builder: config.BuilderOverlay, Context: contextDir(t),
+		Target: "acme/am", Labels: map[string]string{"com.acme.team": "platform"}}
+}
+
+// TestOverlayFollowsUpdateLevels: a new update level is rebuilt and tagged, the same digest under another
+// tag is not built again, an older level is ignored, and an OS patch at the same level takes the next build.
+func TestOverlayFollowsUpdateLevels(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil, overlayRecipe(t))
+	f.consume()
+	b16 := f.base("wso2/am:4.2.0.16", "16", "linux/amd64", "linux/arm64")
+
+	f.publish(f.inspected(b16, "4.2.0.16", 16))
+	f.publish(f.inspected(b16, "4.2.0", 16)) // the rolling tag moved to the same digest
+	f.settle()
+	got := f.rebuilt()
+	if len(got) != 1 {
+		t.Fatalf("%d image.rebuilt, want 1: %v", len(got), got)
+	}
+	r := got[0]
+	if r.GetTag() != "4.2.0.16.1" || r.GetBuild() != 1 || r.GetUpdateLevel() != 16 || r.GetBaseDigest() != b16.Digest ||
+		r.GetBuilder() != "overlay" || r.GetRecipe() != "acme-am" || r.GetTarget() != f.reg.Ref("acme/am") ||
+		(r.GetCorrelationId() != "corr-4.2.0.16" && r.GetCorrelationId() != "corr-4.2.0") || r.GetBytesRead() >= 64<<10 || len(r.GetPlatforms()) != 2 {
+		t.Errorf("image.rebuilt %v", r)
+	}
+	if tags := f.tags("acme/am"); !slices.Equal(tags, []string{"4.2.0.16.1"}) {
+		t.Errorf("target tags %v, want [4.2.0.16.1]", tags)
+	}
+
+	top, platforms, labels, files := f.readBack("acme/am", r.GetDigest())
+	if len(top.Manifests) != 2 {
+		t.Fatalf("result has %d platforms, want 2", len(top.Manifests))
+	}
+	for i, m := range append([]manifestJSON{top}, platforms...) {
+		if m.Annotations["org.opencontainers.image.base.digest"] != b16.Digest ||
+			m.Annotations["org.opencontainers.image.base.name"] != f.reg.Ref("wso2/am:4.2.0") {
+			t.Errorf("manifest %d annotations %v, want the base name and digest", i, m.Annotations)
+		}
+	}
+	for i := range platforms {
+		want := map[string]string{"update_level": "16", rebuilder.LabelBuild: "1", rebuilder.LabelBaseDigest: b16.Digest,
+			rebuilder.LabelRecipe: "acme-am", "com.acme.team": "platform"}
+		for k, v := range want {
+			if labels[i][k] != v {
+				t.Errorf("platform %d label %s = %q, want %q", i, k, labels[i][k], v)
+			}
+		}
+		h := files[i]["home/wso2carbon/wso2am-4.2.0/repository/resources/security/client-truststore.jks"]
+		if h == nil || h.Uid != 802 || h.Gid != 802 || h.Mode&0o777 != 0o640 {
+			t.Errorf("platform %d added layer %v: want the keystore owned by 802:802, mode 0640", i, h)
+		}
+		if _, ok := files[i]["home/wso2carbon"]; ok {
+			t.Errorf("platform %d: the added layer overwrites the base's home directory", i)
+		}
+	}
+
+	// An older update level is not built; a newer one and then an OS patch of it are, with the next numbers.
+	b15 := f.base("wso2/am:4.2.0.15", "15")
+	b17 := f.base("wso2/am:4.2.0.17", "17")
+	f.publish(f.inspected(b15, "4.2.0.15", 15))
+	f.publish(f.inspected(b17, "4.2.0.17", 17))
+	f.settle()
+	patched := f.reg.PushImage(t, "wso2/am:4.2.0.17", registrytest.Image{Labels: map[string]string{"update_level": "17"},
+		Files: map[string]string{"etc/os-release": "patched"}})
+	f.publish(f.inspected(patched, "4.2.0.17", 17))
+	f.settle()
+	var tags []string
+	for _, r := range f.rebuilt() {
+		tags = append(tags, r.GetTag())
+	}
+	if want := []string{"4.2.0.16.1", "4.2.0.17.2", "4.2.0.17.3"}; !slices.Equal(tags, want) {
+		t.Errorf("builds %v, want %v", tags, want)
+	}
+	if d := f.dlq(); len(d) != 0 {
+		t.Errorf("dead letters: %v", d)
+	}
+}
+
+// TestBaseWithoutUpdateLevelIsDeadLettered: no update level, no tag to give the build.
+func TestBaseWithoutUpdateLevelIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil, overlayRecipe(t))
+	f.consume()
+	b := f.reg.PushImage(t, "wso2/am:4.2.0.16", registrytest.Image{Labels: map[string]string{"update_level": ""}})
+	f.publish(f.inspected(b, "4.2.0.16", -1))
+	f.publish(f.inspected(b, "4.2.0.16-rocky", 16)) // another flavour: not this recipe's
+	f.settle()
+	d := f.dlq()
+	if len(d) != 1 || !strings.Contains(d[0], "has no update_level label: not rebuilt") || !strings.Contains(d[0], b.Digest) {
+		t.Errorf("dead letters %q, want one naming the base and the missing update_level", d)
+	}
+	if n := len(f.rebuilt()); n != 0 || len(f.tags("acme/am")) != 0 {
+		t.Errorf("%d builds, tags %v: want none", n, f.tags("acme/am"))
+	}
+}
+
+// TestConcurrentTriggersBuildOnce: the two tags of one base digest, handled at once, give one build, one
+// build number and one image.rebuilt.
+func TestConcurrentTriggersBuildOnce(t *testing.T) {
+	t.Parallel()
+	var overlays atomic.Int32
+	f := newFixture(t, func(r rebuilder.Registry) rebuilder.Registry {
+		return &countingRegistry{Registry: r, overlays: &overlays}
+	},
+		overlayRecipe(t))
+	f.consume()
+	b := f.base("wso2/am:4.2.0.16", "16")
+	f.publish(f.inspected(b, "4.2.0.16", 16))
+	f.publish(f.inspected(b, "4.2.0", 16))
+	f.publish(f.inspected(b, "4.2.0.0", 16))
+	f.settle()
+	if n := overlays.Load(); n != 1 {
+		t.Errorf("built %d times, want once", n)
+	}
+	if got := f.rebuilt(); len(got) != 1 || got[0].GetTag() != "4.2.0.16.1" {
+		t.Errorf("image.rebuilt %v, want one, 4.2.0.16.1", got)
+	}
+	if tags := f.tags("acme/am"); !slices.Equal(tags, []string{"4.2.0.16.1"}) {
+		t.Errorf("target tags %v", tags)
+	}
+}
+
+// TestRedeliveryReusesTheBuild: a delivery that built and tagged but died before its ack, or whose tag
+// failed after the push, is redelivered; the redelivery builds nothing new, takes no new number and gives
+// the same image.rebuilt.
+func TestRedeliveryReusesTheBuild(t *testing.T) {
+	t.Parallel()
+	var overlays, tagFailures atomic.Int32
+	tagFailures.Store(1)
+	f := newFixture(t, func(r rebuilder.Registry) rebuilder.Registry {
+		return &countingRegistry{Registry: r, overlays: &overlays, tagFailures: &tagFailures}
+	}, overlayRecipe(t))
+	b := f.base("wso2/am:4.2.0.16", "16")
+	in := f.inspected(b, "4.2.0.16", 16)
+	in.Stream, in.Sequence = event.StreamImage, 42
+	ctx := context.Background()
+
+	// First delivery: pushed, then the tag fails (registry unavailable): retried.
+	if _, err := f.rb.Handle(ctx, in); err == nil || bus.IsPermanent(err) {
+		t.Fatalf("a failed tag: %v, want a retryable error", err)
+	}
+	// Second delivery: tags what was pushed; then the process "crashes" before acking.
+	first, err := f.rb.Handle(ctx, in)
+	if err != nil || len(first) != 1 {
+		t.Fatalf("redelivery: %v, %v", first, err)
+	}
+	// Third delivery, after the crash: the same output, nothing built.
+	again, err := f.rb.Handle(ctx, in)
+	if err != nil || len(again) != 1 || again[0].ID != first[0].ID || !bytes.Equal(again[0].Data, first[0].Data) {
+		t.Fatalf("after the crash: %v, %v; want the same image.rebuilt", again, err)
+	}
+	if n := overlays.Load(); n != 1 {
+		t.Errorf("built %d times, want once", n)
+	}
+	if tags := f.tags("acme/am"); !slices.Equal(tags, []string{"4.2.0.16.1"}) {
+		t.Errorf("target tags %v", tags)
+	}
+	// A second trigger of the same digest, from another tag, is not a new build either.
+	other := f.inspected(b, "4.2.0", 16)
+	other.Stream, other.Sequence = event.StreamImage, 43
+	if outs, err := f.rb.Handle(ctx, other); err != nil || len(outs) != 1 || outs[0].ID != first[0].ID {
+		t.Errorf("another tag of the digest: %v, %v", outs, err)
+	}
+}
+
+// TestManualRebuild: harborflow rebuild builds from what the base tag points to; again it is a no-op
+// returning the same build; --force takes the next number.
+func TestManualRebuild(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil, overlayRecipe(t))
+	f.base("wso2/am:4.2.0", "16")
+	ctx := context.Background()
+	first, err := f.rb.Rebuild(ctx, "acme-am", false)
+	if err != nil || first.GetTag() != "4.2.0.16.1" || first.GetEventId() != "manual" {
+		t.Fatalf("rebuild: %v, %v", first, err)
+	}
+	again, err := f.rb.Rebuild(ctx, "acme-am", false)
+	if err != nil || again.GetDigest() != first.GetDigest() || again.GetTag() != first.GetTag() {
+		t.Errorf("rebuild again: %v, %v; want the first build", again, err)
+	}
+	forced, err := f.rb.Rebuild(ctx, "acme-am", true)
+	if err != nil || forced.GetTag() != "4.2.0.16.2" {
+		t.Errorf("rebuild --force: %v, %v; want 4.2.0.16.2", forced, err)
+	}
+	if _, err := f.rb.Rebuild(ctx, "nope", false); err == nil || !strings.Contains(err.Error(), "acme-am") {
+		t.Errorf("unknown recipe: %v, want an error listing the recipes", err)
+	}
+}
+
+// TestMissingContextIsDeadLetteredWithAReason: a build that cannot succeed ends in the DLQ, says why, and
+// leaves no tag.
+func TestMissingContextIsDeadLetteredWithAReason(t *testing.T) {
+	t.Parallel()
+	rc := overlayRecipe(t)
+	rc.Context = filepath.Join(t.TempDir(), "gone")
+	f := newFixture(t, nil, rc)
+	f.consume()
+	b := f.base("wso2/am:4.2.0.16", "16")
+	f.publish(f.inspected(b, "4.2.0.16", 16))
+	f.settle()
+	if d := f.dlq(); len(d) != 1 || !strings.Contains(d[0], "recipe acme-am") || !strings.Contains(d[0], "gone") {
+		t.Errorf("dead letters %q, want one naming the recipe and the context directory", d)
+	}
+	if tags := f.tags("acme/am"); len(tags) != 0 {
+		t.Errorf("target tags %v, want none", tags)
+	}
+}
+
+// TestDockerfileBuilds: buildah builds the Dockerfile on every platform of the base; the result is an index
+// with the labels and annotations of every rebuild. A failing Dockerfile leaves no tag and explains why.
+func TestDockerfileBuilds(t *testing.T) {
+	t.Parallel()
+	dir := contextDir(t)
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY home/ /home/\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bad, "Dockerfile"), []byte("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN /opt/acme/install.sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, nil,
+		config.Rebuild{Name: "acme-am", Base: "wso2/am:4.2.0", Builder: config.BuilderDockerfile, Context: dir, Target: "acme/am"},
+		config.Rebuild{Name: "acme-broken", Base: "wso2/am:4.2.0", Builder: config.BuilderDockerfile, Context: bad, Target: "acme/broken"})
+	f.consume()
+	b := f.base("wso2/am:4.2.0.16", "16", "linux/amd64", "linux/arm64")
+	f.publish(f.inspected(b, "4.2.0.16", 16))
+	f.settle()
+
+	got := f.rebuilt()
+	if len(got) != 1 || got[0].GetRecipe() != "acme-am" || got[0].GetTag() != "4.2.0.16.1" || got[0].GetBuilder() != "dockerfile" {
+		t.Fatalf("image.rebuilt %v, want acme-am 4.2.0.16.1 only", got)
+	}
+	top, platforms, labels, files := f.readBack("acme/am", got[0].GetDigest())
+	if len(top.Manifests) != 2 || top.Manifests[0].Platform.Architecture != "amd64" || top.Manifests[1].Platform.Architecture != "arm64" {
+		t.Errorf("result platforms %+v, want amd64 and arm64", top.Manifests)
+	}
+	for i := range platforms {
+		if labels[i]["update_level"] != "16" || labels[i][rebuilder.LabelBaseDigest] != b.Digest ||
+			platforms[i].Annotations["org.opencontainers.image.base.digest"] != b.Digest {
+			t.Errorf("platform %d: labels %v, annotations %v", i, labels[i], platforms[i].Annotations)
+		}
+		if files[i]["home/wso2carbon/wso2am-4.2.0/repository/components/lib/mysql-connector.jar"] == nil {
+			t.Errorf("platform %d: the COPY layer holds %v", i, files[i])
+		}
+	}
+
+	d := f.dlq()
+	if len(d) != 1 || !strings.Contains(d[0], "recipe acme-broken") || !strings.Contains(d[0], "/opt/acme/install.sh") {
+		t.Errorf("dead letters %q, want acme-broken's with the failing step", d)
+	}
+	if tags := f.tags("acme/broken"); len(tags) != 0 {
+		t.Errorf("the failed build left tags %v", tags)
+	}
+}
+
+// TestRebaseMovesTheDerivedImage: the rebase builder moves the configured image onto each new base, then the
+// image it built last.
+func TestRebaseMovesTheDerivedImage(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil, config.Rebuild{Name: "acme-am", Base: "wso2/am:4.2.0", Builder: config.BuilderRebase,
+		Image: "acme/am:4.2.0.15.1", Target: "acme/am"})
+	f.consume()
+	b15 := f.base("wso2/am:4.2.0.15", "15", "linux/amd64", "linux/arm64")
+	// The customer's own build on 4.2.0.15, annotated as buildx does.
+	var derived []registrytest.Image
+	for _, c := range b15.Children {
+		base := c
+		derived = append(derived, registrytest.Image{Platform: platformOf(t, f, c), Base: &base, Labels: map[string]string{"update_level": "15"},
+			Files:       map[string]string{"home/wso2carbon/acme.conf": "acme"},
+			Annotations: map[string]string{"org.opencontainers.image.base.name": f.reg.Ref("wso2/am:4.2.0"), "org.opencontainers.image.base.digest": b15.Digest}})
+	}
+	own := f.reg.PushIndex(t, "acme/am:4.2.0.15.1", registrytest.Index{Images: derived,
+		Annotations: map[string]string{"org.opencontainers.image.base.name": f.reg.Ref("wso2/am:4.2.0"), "org.opencontainers.image.base.digest": b15.Digest}})
+
+	b16 := f.base("wso2/am:4.2.0.16", "16", "linux/amd64", "linux/arm64")
+	f.publish(f.inspected(b16, "4.2.0.16", 16))
+	f.settle()
+	b17 := f.base("wso2/am:4.2.0.17", "17", "linux/amd64", "linux/arm64")
+	f.publish(f.inspected(b17, "4.2.0.17", 17))
+	f.settle()
+
+	got := f.rebuilt()
+	if len(got) != 2 || got[0].GetTag() != "4.2.0.16.1" || got[1].GetTag() != "4.2.0.17.2" {
+		t.Fatalf("image.rebuilt %v, want 4.2.0.16.1 and 4.2.0.17.2; dead letters %v", got, f.dlq())
+	}
+	_, platforms, labels, files := f.readBack("acme/am", got[1].GetDigest())
+	for i, p := range platforms {
+		base := b17.Children[i]
+		if !slices.Equal(layerDigests(p)[:len(base.Layers)], base.Layers) {
+			t.Errorf("platform %d layers %v, want the 4.2.0.17 base's %v first", i, layerDigests(p), base.Layers)
+		}
+		if files[i]["home/wso2carbon/acme.conf"] == nil {
+			t.Errorf("platform %d lost the customer's layer: %v", i, files[i])
+		}
+		if labels[i]["update_level"] != "17" || p.Annotations["org.opencontainers.image.base.digest"] != b17.Digest {
+			t.Errorf("platform %d: labels %v, annotations %v", i, labels[i], p.Annotations)
+		}
+	}
+	_ = own
+}
+
+func layerDigests(m manifestJSON) []string {
+	var out []string
+	for _, l := range m.Layers {
+		out = append(out, l.Digest)
+	}
+	return out
+}
+
+func platformOf(t *testing.T, f *fixture, p registrytest.Pushed) string {
+	t.Helper()
+	a, err := f.client.Inspect(context.Background(), p.Ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.Platforms[0].String()
+}
+
+// countingRegistry counts builds and can fail the first tags, as an unavailable registry would.
+type countingRegistry struct {
+	rebuilder.Registry
+	overlays    *atomic.Int32
+	tagFailures *atomic.Int32
+}
+
+func (c *countingRegistry) Overlay(ctx context.Context, base, target string, layer registry.Layer, edit registry.Edit) (registry.Written, error) {
+	c.overlays.Add(1)
+	return c.Registry.Overlay(ctx, base, target, layer, edit)
+}
+
+func (c *countingRegistry) Tag(ctx context.Context, image, tag string) error {
+	if c.tagFailures != nil && c.tagFailures.Add(-1) >= 0 {
+		return registry.ErrUnavailable
+	}
+	return c.Registry.Tag(ctx, image, tag)
+}

@@ -1,0 +1,169 @@
+package rebuilder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/harborflow/harborflow/pkg/bus"
+	"github.com/harborflow/harborflow/pkg/event"
+	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
+)
+
+// States of a Build.
+const (
+	stateClaimed = "claimed" // claimed by a delivery; a build number may have been taken
+	statePushed  = "pushed"  // in the registry by digest, not tagged yet
+	stateBuilt   = "built"   // tagged and published
+	stateFailed  = "failed"  // failed in a way retrying cannot fix
+)
+
+// counterAttempts bounds the compare-and-set rounds of taking a build number against other replicas.
+const counterAttempts = 16
+
+// errConflict is a write that lost to another replica's: the redelivery reads the state again.
+var errConflict = errors.New("the rebuild state changed under this delivery")
+
+// state is the rebuilds KV bucket. Keys:
+//
+//	build.<recipe>.<base digest>    Build
+//	recipe.<recipe>                 RecipeState
+//	counter.<recipe>.<version>      the last build number taken, in decimal
+type state struct {
+	kv jetstream.KeyValue
+}
+
+func buildKey(recipe, digest string) string    { return event.Key("build", recipe, digest) }
+func recipeKey(recipe string) string           { return event.Key("recipe", recipe) }
+func counterKey(recipe, version string) string { return event.Key("counter", recipe, version) }
+
+// build reads the Build of recipe from base digest; nil when there is none.
+func (s state) build(ctx context.Context, recipe, digest string) (*harborflowv1.Build, uint64, error) {
+	b := &harborflowv1.Build{}
+	rev, err := s.get(ctx, buildKey(recipe, digest), b)
+	if err != nil || rev == 0 {
+		return nil, 0, err
+	}
+	return b, rev, nil
+}
+
+// claim writes a fresh Build: created when there was none, or replacing the one at rev (a forced rebuild). A
+// claim that loses to another delivery's is retried.
+func (s state) claim(ctx context.Context, b *harborflowv1.Build, rev uint64, replace bool) (*harborflowv1.Build, uint64, error) {
+	data, err := protojson.Marshal(b)
+	if err != nil {
+		return nil, 0, bus.Permanent(err)
+	}
+	key := buildKey(b.GetRecipe(), b.GetBaseDigest())
+	if replace {
+		rev, err = s.kv.Update(ctx, key, data, rev)
+	} else {
+		rev, err = s.kv.Create(ctx, key, data)
+	}
+	if err != nil {
+		return nil, 0, bus.Retry(fmt.Errorf("claiming the build of %s from %s: %w: %w", b.GetRecipe(), b.GetBase(), errConflict, err), time.Second)
+	}
+	return b, rev, nil
+}
+
+// update writes b over the revision it was read at.
+func (s state) update(ctx context.Context, b *harborflowv1.Build, rev uint64) (uint64, error) {
+	data, err := protojson.Marshal(b)
+	if err != nil {
+		return 0, bus.Permanent(err)
+	}
+	rev, err = s.kv.Update(ctx, buildKey(b.GetRecipe(), b.GetBaseDigest()), data, rev)
+	if err != nil {
+		return 0, bus.Retry(fmt.Errorf("recording the build of %s from %s: %w: %w", b.GetRecipe(), b.GetBase(), errConflict, err), time.Second)
+	}
+	return rev, nil
+}
+
+// next takes the next build number of recipe and version, atomically: two replicas never get the same one.
+func (s state) next(ctx context.Context, recipe, version string) (int64, error) {
+	key := counterKey(recipe, version)
+	for range counterAttempts {
+		e, err := s.kv.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			if _, err := s.kv.Create(ctx, key, []byte("1")); err == nil {
+				return 1, nil
+			} else if !errors.Is(err, jetstream.ErrKeyExists) {
+				return 0, fmt.Errorf("creating the build counter of %s %s: %w", recipe, version, err)
+			}
+		case err != nil:
+			return 0, fmt.Errorf("reading the build counter of %s %s: %w", recipe, version, err)
+		default:
+			n, err := strconv.ParseInt(string(e.Value()), 10, 64)
+			if err != nil {
+				return 0, bus.Permanent(fmt.Errorf("build counter %s holds %q: %w", key, e.Value(), err))
+			}
+			if _, err := s.kv.Update(ctx, key, []byte(strconv.FormatInt(n+1, 10)), e.Revision()); err == nil {
+				return n + 1, nil
+			}
+		}
+	}
+	return 0, bus.Retry(fmt.Errorf("taking a build number of %s %s: %w", recipe, version, errConflict), time.Second)
+}
+
+// recipe reads what recipe built last; nil before its first build.
+func (s state) recipe(ctx context.Context, recipe string) (*harborflowv1.RecipeState, error) {
+	rs := &harborflowv1.RecipeState{}
+	rev, err := s.get(ctx, recipeKey(recipe), rs)
+	if err != nil || rev == 0 {
+		return nil, err
+	}
+	return rs, nil
+}
+
+// built records b as what its recipe built last, unless the recipe has built a newer update level meanwhile.
+func (s state) built(ctx context.Context, recipe string, b *harborflowv1.Build, now time.Time) error {
+	for range counterAttempts {
+		rs := &harborflowv1.RecipeState{}
+		rev, err := s.get(ctx, recipeKey(recipe), rs)
+		if err != nil {
+			return err
+		}
+		if rev != 0 && rs.GetUpdateLevel() > b.GetUpdateLevel() {
+			return nil
+		}
+		next := &harborflowv1.RecipeState{Recipe: recipe, UpdateLevel: b.GetUpdateLevel(), BaseDigest: b.GetBaseDigest(),
+			Target: b.GetResult().GetTarget() + "@" + b.GetTargetDigest(), Tag: b.GetTag(), Build: b.GetBuild(),
+			UpdatedAt: timestamppb.New(now)}
+		data, err := protojson.Marshal(next)
+		if err != nil {
+			return bus.Permanent(err)
+		}
+		if rev == 0 {
+			_, err = s.kv.Create(ctx, recipeKey(recipe), data)
+		} else {
+			_, err = s.kv.Update(ctx, recipeKey(recipe), data, rev)
+		}
+		if err == nil {
+			return nil
+		}
+	}
+	return bus.Retry(fmt.Errorf("recording the last build of %s: %w", recipe, errConflict), time.Second)
+}
+
+// get reads key into m and returns its revision, 0 when the key does not exist.
+func (s state) get(ctx context.Context, key string, m proto.Message) (uint64, error) {
+	e, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading rebuild state %s: %w", key, err)
+	}
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(e.Value(), m); err != nil {
+		return 0, bus.Permanent(fmt.Errorf("decoding rebuild state %s: %w", key, err))
+	}
+	return e.Revision(), nil
+}
