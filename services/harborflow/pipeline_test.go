@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,15 +16,19 @@ import (
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/imagetag"
+	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 )
 
 // TestWebhookAndPollBecomeInspectedImages runs every stage in one process against a real registry: a Harbor
-// webhook and a poll source each end as image.inspected with the update level read from the registry.
+// webhook and a poll source each end as image.inspected with the update level read from the registry, and
+// the webhook's base is rebuilt by the recipe that follows it.
 func TestWebhookAndPollBecomeInspectedImages(t *testing.T) {
 	reg := registrytest.New(t)
-	pushed := reg.PushImage(t, "wso2-apim/am:4.2.0.15", registrytest.Image{Labels: map[string]string{"update_level": "15"}})
+	pushed := reg.PushImage(t, "wso2-apim/am:4.2.0.15", registrytest.Image{Labels: map[string]string{"update_level": "15"},
+		Files: map[string]string{"home/wso2carbon/README": "am"}})
 	polled := reg.PushImage(t, "wso2-is/is:7.1.0.4", registrytest.Image{Labels: map[string]string{"update_level": "4"}})
 
 	cfg := config.Default()
@@ -38,6 +43,12 @@ func TestWebhookAndPollBecomeInspectedImages(t *testing.T) {
 		{Name: "upstream", Kind: config.SourcePoll, Interval: time.Hour, Initial: "publish",
 			Repositories: []config.PollRepository{{Repository: reg.Ref("wso2-is/is")}}},
 	}
+	overlay := t.TempDir()
+	if err := os.WriteFile(filepath.Join(overlay, "acme.conf"), []byte("acme"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Rebuilds = []config.Rebuild{{Name: "acme-am", Base: reg.Ref("wso2-apim/am:4.2.0"), Builder: config.BuilderOverlay,
+		Context: overlay, Owner: "802:802", Target: reg.Ref("acme/am"), Tag: imagetag.DefaultTemplate, Timeout: time.Minute}}
 	p := startInProcess(t, &cfg)
 	body := fmt.Sprintf(`{"type":"PUSH_ARTIFACT","occur_at":%d,"operator":"admin","event_data":{"resources":[{"digest":%q,"tag":"4.2.0.15"}],"repository":{"name":"am","namespace":"wso2-apim","repo_full_name":"wso2-apim/am","repo_type":"private"}}}`,
 		time.Now().Unix(), pushed.Digest)
@@ -79,5 +90,29 @@ func TestWebhookAndPollBecomeInspectedImages(t *testing.T) {
 	}
 	if ii := got[polled.Digest]; ii == nil || ii.GetUpdateLevel() != 4 || ii.GetTags()[0] != "7.1.0.4" {
 		t.Errorf("polled image: %v", ii)
+	}
+
+	rebuilt, err := js.OrderedConsumer(ctx, event.StreamImage, jetstream.OrderedConsumerConfig{FilterSubjects: []string{event.SubjectImageRebuilt}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := rebuilt.Next(jetstream.FetchMaxWait(20 * time.Second))
+	if err != nil {
+		t.Fatalf("waiting for image.rebuilt: %v", err)
+	}
+	rb := &harborflowv1.ImageRebuilt{}
+	if err := (&bus.Message{Subject: m.Subject(), Data: m.Data()}).Decode(rb); err != nil {
+		t.Fatal(err)
+	}
+	if rb.GetRecipe() != "acme-am" || rb.GetTag() != "4.2.0.15.1" || rb.GetBaseDigest() != pushed.Digest {
+		t.Errorf("image.rebuilt %v, want acme-am 4.2.0.15.1 from the pushed base", rb)
+	}
+	client, err := registry.New(cfg.Registries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if d, err := client.Resolve(ctx, reg.Ref("acme/am:4.2.0.15.1")); err != nil || d.Digest != rb.GetDigest() {
+		t.Errorf("acme/am:4.2.0.15.1 resolves to %v, %v; want %s", d, err, rb.GetDigest())
 	}
 }
