@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -107,6 +108,39 @@ type Platform struct {
 	Labels map[string]string
 	// Annotations are the platform manifest's annotations over the index descriptor's.
 	Annotations map[string]string
+}
+
+// UpdateLevel reads a WSO2-style update level from the config label named label: the image's (of every
+// platform of an index, which must agree), or else the manifest annotation of that name. An empty, negative or
+// non-numeric value is no update level.
+func (art *Artifact) UpdateLevel(label string) (int64, bool) {
+	var values []string
+	if v, ok := art.Labels[label]; ok {
+		values = append(values, v)
+	}
+	for _, p := range art.Platforms {
+		if v, ok := p.Labels[label]; ok {
+			values = append(values, v)
+		}
+	}
+	if len(values) == 0 {
+		if v, ok := art.Annotations[label]; ok {
+			values = append(values, v)
+		}
+	}
+	if len(values) == 0 {
+		return 0, false
+	}
+	for _, v := range values[1:] {
+		if v != values[0] {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(values[0]), 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
 }
 
 // String returns os/architecture[/variant].

@@ -18,8 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -257,43 +255,10 @@ func (i *Inspector) newRecord(ev *harborflowv1.RegistryEvent, art *registry.Arti
 	if len(rec.Labels) == 0 && len(art.Platforms) > 0 {
 		rec.Labels = art.Platforms[0].Labels
 	}
-	if level, ok := updateLevel(i.cfg.UpdateLevelLabel, art); ok {
+	if level, ok := art.UpdateLevel(i.cfg.UpdateLevelLabel); ok {
 		rec.UpdateLevel = &level
 	}
 	return rec
-}
-
-// updateLevel reads the update level: the configured config label of the image (of every platform of an
-// index, which must agree), or else the manifest annotation of the same name. An empty or non-numeric value is
-// no update level.
-func updateLevel(label string, art *registry.Artifact) (int64, bool) {
-	var values []string
-	if v, ok := art.Labels[label]; ok {
-		values = append(values, v)
-	}
-	for _, p := range art.Platforms {
-		if v, ok := p.Labels[label]; ok {
-			values = append(values, v)
-		}
-	}
-	if len(values) == 0 {
-		if v, ok := art.Annotations[label]; ok {
-			values = append(values, v)
-		}
-	}
-	if len(values) == 0 {
-		return 0, false
-	}
-	for _, v := range values[1:] {
-		if v != values[0] {
-			return 0, false
-		}
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(values[0]), 10, 64)
-	if err != nil || n < 0 {
-		return 0, false
-	}
-	return n, true
 }
 
 // versionOf takes the version and suffix from a tag; a tag that is not a version tag gives neither.

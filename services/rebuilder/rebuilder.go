@@ -207,7 +207,7 @@ func (r *Rebuilder) Rebuild(ctx context.Context, name string, force bool) (*harb
 			base: rc.baseRepo + "@" + art.Digest, digest: art.Digest, eventID: "manual", holder: r.holder + "/manual",
 			force: force,
 		}
-		if level, ok := updateLevel(r.levelLabel, art); ok {
+		if level, ok := art.UpdateLevel(r.levelLabel); ok {
 			t.level = &level
 		}
 		for _, p := range art.Platforms {
@@ -235,7 +235,7 @@ func (rc recipe) follows(repo string, ev *harborflowv1.ImageInspected) bool {
 	if repo != rc.baseRepo {
 		return false
 	}
-	for _, tag := range append([]string{}, ev.GetTags()...) {
+	for _, tag := range ev.GetTags() {
 		if t, err := imagetag.Parse(tag); err == nil && t.SameLine(rc.baseTag) {
 			return true
 		}
@@ -266,7 +266,9 @@ func (r *Rebuilder) rebuild(ctx context.Context, rc recipe, t trigger) (*bus.Mes
 				zap.String(logging.FieldReason, b.GetReason()))
 			return nil, nil
 		case b.GetHolder() != t.holder && b.GetLeaseUntil().AsTime().After(r.now()):
-			return nil, bus.Wait(fmt.Errorf("base %s is being built by %s", t.base, b.GetHolder()), 5*time.Second)
+			// Another delivery builds it and publishes the result; if it dies, its redelivery takes over.
+			log.Info("being built by another delivery", zap.String("holder", b.GetHolder()))
+			return nil, nil
 		}
 	}
 	if b == nil || t.force {
@@ -439,20 +441,6 @@ func RebuiltMessage(out *harborflowv1.ImageRebuilt) (*bus.Message, error) {
 	return m, nil
 }
 
-// updateLevel reads an update level the way the inspector does: the label on the image (every platform
-// agreeing), or else the annotation.
-func updateLevel(label string, art *registry.Artifact) (int64, bool) {
-	v, ok := art.Labels[label]
-	if !ok {
-		v, ok = art.Annotations[label]
-	}
-	if !ok {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-	return n, err == nil && n >= 0
-}
-
 func platformsOf(ps []*harborflowv1.Platform) []string {
 	var out []string
 	for _, p := range ps {
@@ -470,20 +458,17 @@ func platformsOf(ps []*harborflowv1.Platform) []string {
 
 // joinErrs joins the failures of several recipes: permanent only when every one of them is.
 func joinErrs(errs []error) error {
-	if len(errs) == 0 {
+	switch len(errs) {
+	case 0:
 		return nil
+	case 1:
+		return errs[0]
 	}
 	joined := errors.Join(errs...)
 	for _, err := range errs {
 		if !bus.IsPermanent(err) {
-			if len(errs) == 1 {
-				return err
-			}
 			return joined
 		}
-	}
-	if len(errs) == 1 {
-		return errs[0]
 	}
 	return bus.Permanent(joined)
 }
