@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,7 +49,13 @@ type fixture struct {
 // name repositories of the registry: "wso2/am:4.2.0" → <host>/wso2/am:4.2.0).
 func newFixture(t *testing.T, wrap func(rebuilder.Registry) rebuilder.Registry, recipes ...config.Rebuild) *fixture {
 	t.Helper()
-	f := &fixture{t: t, js: bustest.Start(t), reg: registrytest.New(t)}
+	return newFixtureWith(t, nil, wrap, recipes...)
+}
+
+// newFixtureWith is newFixture with options for the registry.
+func newFixtureWith(t *testing.T, opts []registrytest.Option, wrap func(rebuilder.Registry) rebuilder.Registry, recipes ...config.Rebuild) *fixture {
+	t.Helper()
+	f := &fixture{t: t, js: bustest.Start(t), reg: registrytest.New(t, opts...)}
 	var err error
 	if f.client, err = registry.New([]config.Registry{f.reg.Config()}); err != nil {
 		t.Fatal(err)
@@ -516,6 +523,50 @@ func TestMissingContextIsDeadLetteredWithAReason(t *testing.T) {
 	}
 	if tags := f.tags("acme/am"); len(tags) != 0 {
 		t.Errorf("target tags %v, want none", tags)
+	}
+}
+
+// TestUnbuildableTriggersAreDeadLetteredWithReasons: a base that is gone and a target that refuses the push
+// end in the DLQ at once, each with a reason that says what to fix, and leave no tag.
+func TestUnbuildableTriggersAreDeadLetteredWithReasons(t *testing.T) {
+	t.Parallel()
+	deny := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodGet && r.Method != http.MethodHead && strings.HasPrefix(r.URL.Path, "/v2/locked/") {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusForbidden)
+				_, _ = io.WriteString(w, `{"errors":[{"code":"DENIED","message":"robot$harborflow may not push to locked"}]}`)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	locked := overlayRecipe(t)
+	locked.Name, locked.Base, locked.Target = "locked", "wso2/is:7.1.0", "locked/is"
+	f := newFixtureWith(t, []registrytest.Option{registrytest.WithMiddleware(deny)}, nil, overlayRecipe(t), locked)
+	f.consume()
+
+	gone := f.base("wso2/am:4.2.0.16", "16")
+	in := f.inspected(gone, "4.2.0.16", 16)
+	f.reg.DeleteManifest(t, "wso2/am@"+gone.Digest)
+	f.publish(in)
+	is := f.base("wso2/is:7.1.0.4", "4")
+	f.publish(f.inspected(is, "7.1.0.4", 4))
+	f.settle()
+
+	d := f.dlq()
+	slices.Sort(d)
+	if len(d) != 2 {
+		t.Fatalf("dead letters %q, want 2", d)
+	}
+	if !strings.Contains(d[0], "recipe acme-am") || !strings.Contains(d[0], gone.Digest) || !strings.Contains(d[0], "not found") {
+		t.Errorf("gone base: %q, want the recipe, the base digest and not found", d[0])
+	}
+	if !strings.Contains(d[1], "recipe locked") || !strings.Contains(d[1], "unauthorized") || !strings.Contains(d[1], "locked/is") {
+		t.Errorf("push denied: %q, want the recipe, the target and unauthorized", d[1])
+	}
+	if len(f.tags("acme/am"))+len(f.tags("locked/is")) != 0 {
+		t.Errorf("tags left behind: %v %v", f.tags("acme/am"), f.tags("locked/is"))
 	}
 }
 

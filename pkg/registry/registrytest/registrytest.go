@@ -754,6 +754,18 @@ func (r *Registry) DeleteTag(t testing.TB, repoTag string) {
 	}
 }
 
+// DeleteManifest removes the manifest of repoRef ("repo@digest") and the tags pointing to it.
+func (r *Registry) DeleteManifest(t testing.TB, repoRef string) {
+	t.Helper()
+	rf, err := ref.New(r.adminHost + "/" + repoRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.pusher.ManifestDelete(context.Background(), rf); err != nil {
+		t.Fatalf("deleting manifest %s: %v", repoRef, err)
+	}
+}
+
 // ReadManifest reads the manifest of repoRef ("repo:tag" or "repo@digest") through the push listener, so
 // that the listener under test does not see it: its media type and body.
 func (r *Registry) ReadManifest(t testing.TB, repoRef string) (mediaType string, body []byte) {
