@@ -51,15 +51,7 @@ func (c *Client) Overlay(ctx context.Context, base, target string, layer Layer, 
 	if err != nil {
 		return fail(err)
 	}
-	rTgt, err := targetRef(target)
-	if err != nil {
-		return fail(err)
-	}
-	editOpts, err := edit.modOpts()
-	if err != nil {
-		return fail(err)
-	}
-	want, err := edit.platforms()
+	rTgt, editOpts, want, err := writeTo(target, edit)
 	if err != nil {
 		return fail(err)
 	}

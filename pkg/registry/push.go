@@ -25,15 +25,7 @@ func (c *Client) Push(ctx context.Context, layoutDir, target string, edit Edit) 
 	fail := func(err error) (Written, error) {
 		return Written{}, fmt.Errorf("push of layout %s to %s: %w", layoutDir, target, err)
 	}
-	rTgt, err := targetRef(target)
-	if err != nil {
-		return fail(err)
-	}
-	editOpts, err := edit.modOpts()
-	if err != nil {
-		return fail(err)
-	}
-	want, err := edit.platforms()
+	rTgt, editOpts, want, err := writeTo(target, edit)
 	if err != nil {
 		return fail(err)
 	}

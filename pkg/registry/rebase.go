@@ -36,15 +36,7 @@ func (c *Client) Rebase(ctx context.Context, image, oldBase, newBase, target str
 	if err != nil {
 		return fail(err)
 	}
-	rTgt, err := targetRef(target)
-	if err != nil {
-		return fail(err)
-	}
-	editOpts, err := edit.modOpts()
-	if err != nil {
-		return fail(err)
-	}
-	want, err := edit.platforms()
+	rTgt, editOpts, want, err := writeTo(target, edit)
 	if err != nil {
 		return fail(err)
 	}

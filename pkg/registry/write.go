@@ -134,6 +134,24 @@ func targetRef(s string) (ref.Ref, error) {
 }
 
 // modOpts turns the edit into regclient mod options. Names get the platform selector "[*]" (every
+// writeTo checks what every write starts from: the target repository, the edit as mod options, and the
+// platforms the edit keeps.
+func writeTo(target string, edit Edit) (ref.Ref, []mod.Opts, []platform.Platform, error) {
+	rTgt, err := targetRef(target)
+	if err != nil {
+		return ref.Ref{}, nil, nil, err
+	}
+	opts, err := edit.modOpts()
+	if err != nil {
+		return ref.Ref{}, nil, nil, err
+	}
+	want, err := edit.platforms()
+	if err != nil {
+		return ref.Ref{}, nil, nil, err
+	}
+	return rTgt, opts, want, nil
+}
+
 // manifest, every config), which also keeps a name that starts with "[" from being read as a selector.
 func (e Edit) modOpts() ([]mod.Opts, error) {
 	var opts []mod.Opts
