@@ -133,7 +133,6 @@ func targetRef(s string) (ref.Ref, error) {
 	return r.SetTag(""), nil
 }
 
-// modOpts turns the edit into regclient mod options. Names get the platform selector "[*]" (every
 // writeTo checks what every write starts from: the target repository, the edit as mod options, and the
 // platforms the edit keeps.
 func writeTo(target string, edit Edit) (ref.Ref, []mod.Opts, []platform.Platform, error) {
@@ -152,6 +151,7 @@ func writeTo(target string, edit Edit) (ref.Ref, []mod.Opts, []platform.Platform
 	return rTgt, opts, want, nil
 }
 
+// modOpts turns the edit into regclient mod options. Names get the platform selector "[*]" (every
 // manifest, every config), which also keeps a name that starts with "[" from being read as a selector.
 func (e Edit) modOpts() ([]mod.Opts, error) {
 	var opts []mod.Opts
