@@ -39,6 +39,9 @@ const (
 	FieldBuilder       = "builder"
 	FieldUpdateLevel   = "update_level"
 	FieldPlatforms     = "platforms"
+	FieldHolder        = "holder"
+	FieldBytesRead     = "bytes_read"
+	FieldBytesWritten  = "bytes_written"
 )
 
 // New returns a JSON logger at level (debug, info, warn, error) writing to stderr, or a console logger when

@@ -204,7 +204,7 @@ func (r *Rebuilder) Rebuild(ctx context.Context, name string, force bool) (*harb
 			return nil, fmt.Errorf("reading base %s: %w", rc.Base, err)
 		}
 		t := trigger{
-			base: rc.baseRepo + "@" + art.Digest, digest: art.Digest, eventID: "manual", holder: r.holder + "/manual",
+			base: rc.baseRepo + "@" + art.Digest, digest: art.Digest, eventID: "manual", holder: r.holder,
 			force: force,
 		}
 		if level, ok := art.UpdateLevel(r.levelLabel); ok {
@@ -267,7 +267,7 @@ func (r *Rebuilder) rebuild(ctx context.Context, rc recipe, t trigger) (*bus.Mes
 			return nil, nil
 		case b.GetHolder() != t.holder && b.GetLeaseUntil().AsTime().After(r.now()):
 			// Another delivery builds it and publishes the result; if it dies, its redelivery takes over.
-			log.Info("being built by another delivery", zap.String("holder", b.GetHolder()))
+			log.Info("being built by another delivery", zap.String(logging.FieldHolder, b.GetHolder()))
 			return nil, nil
 		}
 	}
@@ -281,7 +281,7 @@ func (r *Rebuilder) rebuild(ctx context.Context, rc recipe, t trigger) (*bus.Mes
 				return nil, err
 			}
 		}
-		// The claim names its holder from the start: another delivery that reads it must wait, not take it over.
+		// The claim names its holder from the start: another delivery that reads it leaves the build to it.
 		fresh := &harborflowv1.Build{Recipe: rc.Name, Base: t.base, BaseDigest: t.digest, UpdateLevel: *t.level,
 			Version: rc.baseTag.Version, Suffix: rc.baseTag.Suffix, State: stateClaimed, Started: timestamppb.New(r.now()),
 			Holder: t.holder, LeaseUntil: timestamppb.New(r.now().Add(rc.Timeout + time.Minute))}
@@ -312,7 +312,10 @@ func (r *Rebuilder) rebuild(ctx context.Context, rc recipe, t trigger) (*bus.Mes
 	var w registry.Written
 	if b.GetState() == statePushed && b.GetTargetDigest() != "" {
 		// Pushed before a crash or a failed tag: tag what is there.
-		w = registry.Written{Ref: rc.Target + "@" + b.GetTargetDigest(), Digest: b.GetTargetDigest()}
+		w = registry.Written{Ref: rc.Target + "@" + b.GetTargetDigest(), Digest: b.GetTargetDigest(), Platforms: t.platforms}
+		if len(rc.Platforms) > 0 {
+			w.Platforms = rc.Platforms
+		}
 	} else {
 		log.Info("building", zap.String(logging.FieldBuilder, rc.Builder), zap.Int64(logging.FieldUpdateLevel, b.GetUpdateLevel()))
 		w, err = r.build(ctx, rc, t, b)
@@ -340,8 +343,8 @@ func (r *Rebuilder) rebuild(ctx context.Context, rc recipe, t trigger) (*bus.Mes
 	if err := st.built(ctx, rc.Name, b, r.now()); err != nil {
 		return nil, err
 	}
-	log.Info("rebuilt", zap.String(logging.FieldDigest, w.Digest), zap.Int64("duration_ms", result.GetDurationMs()),
-		zap.Int64("bytes_read", w.BytesRead), zap.Int64("bytes_written", w.BytesWritten))
+	log.Info("rebuilt", zap.String(logging.FieldDigest, w.Digest), zap.Duration(logging.FieldDuration, r.now().Sub(start)),
+		zap.Int64(logging.FieldBytesRead, w.BytesRead), zap.Int64(logging.FieldBytesWritten, w.BytesWritten))
 	return RebuiltMessage(result)
 }
 
