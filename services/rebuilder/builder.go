@@ -39,6 +39,9 @@ func (o overlay) build(ctx context.Context, j job) (registry.Written, error) {
 	return o.reg.Overlay(ctx, j.base, j.recipe.Target, registry.Layer{Dir: j.recipe.Context, Owner: j.recipe.Owner}, j.edit)
 }
 
+// logTailLines is how many lines of a failed build's log go into its reason.
+const logTailLines = 8
+
 // dockerfile builds the recipe's Dockerfile with buildah (BASE_IMAGE=<base@digest>) and pushes the result.
 type dockerfile struct {
 	reg     Registry
@@ -53,6 +56,11 @@ func (d dockerfile) build(ctx context.Context, j job) (registry.Written, error) 
 		Context: j.recipe.Context, Dockerfile: j.recipe.Dockerfile, BuildArgs: map[string]string{"BASE_IMAGE": j.base},
 		Platforms: j.platforms, Timeout: j.recipe.Timeout,
 	})
+	if be := (*buildah.BuildError)(nil); errors.As(err, &be) && len(be.Tail) > 0 {
+		// The reason a person reads in the DLQ: what buildah said last.
+		tail := be.Tail[max(len(be.Tail)-logTailLines, 0):]
+		return registry.Written{}, fmt.Errorf("%w (build log tail: %s)", err, strings.Join(tail, " | "))
+	}
 	if err != nil {
 		return registry.Written{}, err
 	}

@@ -609,7 +609,8 @@ func TestDockerfileBuilds(t *testing.T) {
 	}
 
 	d := f.dlq()
-	if len(d) != 1 || !strings.Contains(d[0], "recipe acme-broken") || !strings.Contains(d[0], "/opt/acme/install.sh") {
+	if len(d) != 1 || !strings.Contains(d[0], "recipe acme-broken") || !strings.Contains(d[0], "/opt/acme/install.sh") ||
+		!strings.Contains(d[0], "build log tail: ") || !strings.Contains(d[0], "/bin/sh: no such file or directory") {
 		t.Errorf("dead letters %q, want acme-broken's with the failing step", d)
 	}
 	if tags := f.tags("acme/broken"); len(tags) != 0 {
