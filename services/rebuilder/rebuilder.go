@@ -392,9 +392,14 @@ func (r *Rebuilder) build(ctx context.Context, rc recipe, t trigger, b *harborfl
 		}
 		j.image, j.oldBase = prev.image, prev.base
 	}
-	ctx, cancel := context.WithTimeout(ctx, rc.Timeout)
+	bctx, cancel := context.WithTimeout(ctx, rc.Timeout)
 	defer cancel()
-	return bl.build(ctx, j)
+	w, err := bl.build(bctx, j)
+	if err != nil && ctx.Err() == nil && errors.Is(bctx.Err(), context.DeadlineExceeded) {
+		// The recipe's own bound: building again would take as long.
+		return w, bus.Permanent(fmt.Errorf("build timed out after %s (rebuilds[].timeout): %w", rc.Timeout, err))
+	}
+	return w, err
 }
 
 // failed records a build failure. A failure that retrying cannot fix is kept in the build record and
@@ -406,6 +411,9 @@ func (r *Rebuilder) failed(ctx context.Context, st state, b *harborflowv1.Build,
 	} else {
 		b.LeaseUntil = nil
 	}
+	// Recorded even when the delivery was stopped (its context ended): the next one must find the claim free.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
 	if _, uerr := st.update(ctx, b, rev); uerr != nil {
 		r.log.Warn("recording the build's failure", zap.String(logging.FieldRecipe, b.GetRecipe()), zap.Error(uerr))
 	}
@@ -413,14 +421,12 @@ func (r *Rebuilder) failed(ctx context.Context, st state, b *harborflowv1.Build,
 }
 
 // classify maps a build error to the bus: registry errors that may pass (unavailable, rate limited, a context
-// that ended) are retried; everything else — not found, denied, a failed Dockerfile, a missing context — is
-// permanent.
+// that ended: the stage is stopping) are retried; everything else — not found, denied, a failed Dockerfile, a
+// missing context, the recipe's timeout — is permanent.
 func classify(err error) error {
 	switch {
 	case bus.IsPermanent(err):
 		return err
-	case errors.Is(err, context.DeadlineExceeded) && !registry.Retryable(err):
-		return bus.Permanent(err)
 	case registry.Retryable(err):
 		if d, ok := registry.RetryAfter(err); ok {
 			return bus.Retry(err, d)

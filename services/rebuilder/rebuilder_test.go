@@ -570,6 +570,21 @@ func TestUnbuildableTriggersAreDeadLetteredWithReasons(t *testing.T) {
 	}
 }
 
+// TestBuildTimeoutIsDeadLettered: a build that outlives the recipe's timeout is not tried again.
+func TestBuildTimeoutIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	rc := overlayRecipe(t)
+	rc.Timeout = time.Nanosecond
+	f := newFixture(t, nil, rc)
+	f.consume()
+	b := f.base("wso2/am:4.2.0.16", "16")
+	f.publish(f.inspected(b, "4.2.0.16", 16))
+	f.settle()
+	if d := f.dlq(); len(d) != 1 || !strings.Contains(d[0], "build timed out after 1ns (rebuilds[].timeout)") {
+		t.Errorf("dead letters %q, want the timeout", d)
+	}
+}
+
 // TestDockerfileBuilds: buildah builds the Dockerfile on every platform of the base; the result is an index
 // with the labels and annotations of every rebuild. A failing Dockerfile leaves no tag and explains why.
 func TestDockerfileBuilds(t *testing.T) {
