@@ -47,7 +47,7 @@ func newRebuildCommand(cfgPath func() string) *cobra.Command {
 			}
 			defer reg.Close()
 			host, _ := os.Hostname()
-			rb, err := newRebuilder(ctx, cfg, b, reg, log, fmt.Sprintf("manual/%s/%d", host, os.Getpid()))
+			rb, err := newRebuilder(ctx, cfg, b, reg, rebuilder.Deps{Log: log, Holder: fmt.Sprintf("manual/%s/%d", host, os.Getpid())})
 			if err != nil {
 				return err
 			}

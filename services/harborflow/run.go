@@ -121,7 +121,7 @@ func Start(ctx context.Context, cfg *config.Config, log *zap.Logger) (p *Process
 	if err := p.startInspector(cctx, cfg, b, log); err != nil {
 		return p, err
 	}
-	if err := p.startRebuilder(cctx, cfg, b, log); err != nil {
+	if err := p.startRebuilder(cctx, cfg, b, log, reg); err != nil {
 		return p, err
 	}
 	if err := p.startWatcher(cctx, cfg, b, log, reg); err != nil {
@@ -162,11 +162,11 @@ func (p *Process) startInspector(ctx context.Context, cfg *config.Config, b *bus
 }
 
 // startRebuilder runs the rebuilder on its durable consumer, when there are recipes.
-func (p *Process) startRebuilder(ctx context.Context, cfg *config.Config, b *bus.Bus, log *zap.Logger) error {
+func (p *Process) startRebuilder(ctx context.Context, cfg *config.Config, b *bus.Bus, log *zap.Logger, reg prometheus.Registerer) error {
 	if len(cfg.Rebuilds) == 0 {
 		return nil
 	}
-	rb, err := newRebuilder(ctx, cfg, b, p.registry, log, "")
+	rb, err := newRebuilder(ctx, cfg, b, p.registry, rebuilder.Deps{Log: log, Metrics: reg})
 	if err != nil {
 		return err
 	}
@@ -178,18 +178,19 @@ func (p *Process) startRebuilder(ctx context.Context, cfg *config.Config, b *bus
 	return nil
 }
 
-// newRebuilder builds the rebuilder of cfg's recipes, with buildah when a recipe needs it.
-func newRebuilder(ctx context.Context, cfg *config.Config, b *bus.Bus, reg *registry.Client, log *zap.Logger, holder string) (*rebuilder.Rebuilder, error) {
+// newRebuilder builds the rebuilder of cfg's recipes, with buildah when a recipe needs it; deps gives the
+// logger, metrics and holder.
+func newRebuilder(ctx context.Context, cfg *config.Config, b *bus.Bus, reg *registry.Client, deps rebuilder.Deps) (*rebuilder.Rebuilder, error) {
 	kv, err := b.KeyValue(ctx, event.BucketRebuilds)
 	if err != nil {
 		return nil, err
 	}
-	deps := rebuilder.Deps{Registry: reg, State: kv, Log: log, Holder: holder}
+	deps.Registry, deps.State = reg, kv
 	for i, r := range cfg.Rebuilds {
 		if r.Builder != config.BuilderDockerfile {
 			continue
 		}
-		bh, err := buildah.New(cfg.Registries, buildah.WithLogger(log))
+		bh, err := buildah.New(cfg.Registries, buildah.WithLogger(deps.Log))
 		if err != nil {
 			return nil, fmt.Errorf("rebuilds[%d] (%s) uses the dockerfile builder: %w", i, r.Name, err)
 		}

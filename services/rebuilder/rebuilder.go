@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -65,6 +66,8 @@ type Deps struct {
 	Log   *zap.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Metrics is where the rebuilder's series are registered (none when nil).
+	Metrics prometheus.Registerer
 	// Holder names this process in the claims of builds run by hand (default host name and pid). A trigger
 	// from the bus holds its claim as its stream sequence, so that its redelivery after a crash takes it over.
 	Holder string
@@ -80,6 +83,7 @@ type Rebuilder struct {
 	holder     string
 	builders   map[string]builder
 	timeout    time.Duration // the longest recipe timeout
+	m          *metrics
 }
 
 // recipe is a configured recipe with its base tag and template parsed.
@@ -104,6 +108,11 @@ func New(rebuilds []config.Rebuild, levelLabel string, deps Deps) (*Rebuilder, e
 	if r.now == nil {
 		r.now = time.Now
 	}
+	reg := deps.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	r.m = newMetrics(reg)
 	if r.holder == "" {
 		host, _ := os.Hostname()
 		r.holder = fmt.Sprintf("%s/%d", host, os.Getpid())
@@ -243,50 +252,71 @@ func (rc recipe) follows(repo string, ev *harborflowv1.ImageInspected) bool {
 	return ev.GetVersion() == rc.baseTag.Version && ev.GetSuffix() == rc.baseTag.Suffix
 }
 
-// rebuild runs one recipe for one trigger, from the claim to the tag. It returns the image.rebuilt to publish,
-// or nil when there is nothing to build.
+// rebuild runs one recipe for one trigger and counts its outcome.
 func (r *Rebuilder) rebuild(ctx context.Context, rc recipe, t trigger) (*bus.Message, error) {
+	m, outcome, err := r.run(ctx, rc, t)
+	switch {
+	case err == nil:
+	case bus.IsPermanent(err):
+		outcome = outcomeFailed
+	default:
+		outcome = outcomeRetried
+	}
+	r.m.triggers.WithLabelValues(rc.Name, outcome).Inc()
+	return m, err
+}
+
+// run runs one recipe for one trigger, from the claim to the tag. It returns the image.rebuilt to publish, or
+// nil when there is nothing to build, and the outcome.
+func (r *Rebuilder) run(ctx context.Context, rc recipe, t trigger) (*bus.Message, string, error) {
 	log := r.log.With(zap.String(logging.FieldRecipe, rc.Name), zap.String(logging.FieldBase, t.base))
 	if t.level == nil {
-		return nil, bus.Permanent(fmt.Errorf("base %s has no %s label: not rebuilt (a rebuilt image's tag needs the update level)",
+		return nil, "", bus.Permanent(fmt.Errorf("base %s has no %s label: not rebuilt (a rebuilt image's tag needs the update level)",
 			t.base, r.levelLabel))
 	}
 	st := state{kv: r.deps.State}
 	b, rev, err := st.build(ctx, rc.Name, t.digest)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if b != nil && !t.force {
 		switch {
 		case b.GetState() == stateBuilt:
 			// Built before: the same image.rebuilt again (the bus stores it once within its duplicate window).
-			return RebuiltMessage(b.GetResult())
+			m, err := RebuiltMessage(b.GetResult())
+			return m, outcomeRepeated, err
 		case b.GetState() == stateFailed:
 			log.Info("this base failed to build before; not trying again (harborflow rebuild --force does)",
 				zap.String(logging.FieldReason, b.GetReason()))
-			return nil, nil
+			return nil, outcomeSkipped, nil
 		case b.GetHolder() != t.holder && b.GetLeaseUntil().AsTime().After(r.now()):
 			// Another delivery builds it and publishes the result; if it dies, its redelivery takes over.
 			log.Info("being built by another delivery", zap.String(logging.FieldHolder, b.GetHolder()))
-			return nil, nil
+			return nil, outcomeSkipped, nil
 		}
 	}
 	if b == nil || t.force {
 		if !t.force {
 			skip, why, err := r.stale(ctx, st, rc, t)
-			if err != nil || skip {
-				if skip {
-					log.Info("not rebuilding", zap.String(logging.FieldReason, why))
-				}
-				return nil, err
+			if err != nil {
+				return nil, "", err
+			}
+			if skip {
+				log.Info("not rebuilding", zap.String(logging.FieldReason, why))
+				return nil, outcomeSkipped, nil
 			}
 		}
 		// The claim names its holder from the start: another delivery that reads it leaves the build to it.
 		fresh := &harborflowv1.Build{Recipe: rc.Name, Base: t.base, BaseDigest: t.digest, UpdateLevel: *t.level,
 			Version: rc.baseTag.Version, Suffix: rc.baseTag.Suffix, State: stateClaimed, Started: timestamppb.New(r.now()),
 			Holder: t.holder, LeaseUntil: timestamppb.New(r.now().Add(rc.Timeout + time.Minute))}
-		if b, rev, err = st.claim(ctx, fresh, rev, b != nil); err != nil {
-			return nil, err
+		b, rev, err = st.claim(ctx, fresh, rev, b != nil)
+		if errors.Is(err, errClaimed) {
+			log.Info("being built by another delivery", zap.String(logging.FieldReason, err.Error()))
+			return nil, outcomeSkipped, nil
+		}
+		if err != nil {
+			return nil, "", err
 		}
 	}
 	// Hold the claim for this delivery: a crash leaves it to expire, a redelivery of the same trigger takes it.
@@ -294,17 +324,17 @@ func (r *Rebuilder) rebuild(ctx context.Context, rc recipe, t trigger) (*bus.Mes
 	if b.GetBuild() == 0 {
 		n, err := st.next(ctx, rc.Name, b.GetVersion())
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		tag := rc.baseTag
 		tag.UpdateLevel, tag.Build, tag.Floating, tag.Raw = b.GetUpdateLevel(), n, false, ""
 		if b.Tag, err = rc.tmpl.Execute(tag); err != nil {
-			return nil, bus.Permanent(err)
+			return nil, "", bus.Permanent(err)
 		}
 		b.Build = n
 	}
 	if rev, err = st.update(ctx, b, rev); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	log = log.With(zap.String(logging.FieldTag, b.GetTag()), zap.Int64(logging.FieldBuild, b.GetBuild()))
 
@@ -320,15 +350,15 @@ func (r *Rebuilder) rebuild(ctx context.Context, rc recipe, t trigger) (*bus.Mes
 		log.Info("building", zap.String(logging.FieldBuilder, rc.Builder), zap.Int64(logging.FieldUpdateLevel, b.GetUpdateLevel()))
 		w, err = r.build(ctx, rc, t, b)
 		if err != nil {
-			return nil, r.failed(ctx, st, b, rev, err)
+			return nil, "", r.failed(ctx, st, b, rev, err)
 		}
 		b.State, b.TargetDigest = statePushed, w.Digest
 		if rev, err = st.update(ctx, b, rev); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
 	if err := r.deps.Registry.Tag(ctx, w.Ref, b.GetTag()); err != nil {
-		return nil, r.failed(ctx, st, b, rev, fmt.Errorf("tagging %s as %s: %w", w.Ref, b.GetTag(), err))
+		return nil, "", r.failed(ctx, st, b, rev, fmt.Errorf("tagging %s as %s: %w", w.Ref, b.GetTag(), err))
 	}
 	result := &harborflowv1.ImageRebuilt{
 		Recipe: rc.Name, Base: t.base, BaseDigest: t.digest, BaseTag: rc.baseTag.Raw, UpdateLevel: b.GetUpdateLevel(),
@@ -338,14 +368,19 @@ func (r *Rebuilder) rebuild(ctx context.Context, rc recipe, t trigger) (*bus.Mes
 	}
 	b.State, b.Result, b.Finished, b.LeaseUntil = stateBuilt, result, timestamppb.New(r.now()), nil
 	if _, err := st.update(ctx, b, rev); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := st.built(ctx, rc.Name, b, r.now()); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	log.Info("rebuilt", zap.String(logging.FieldDigest, w.Digest), zap.Duration(logging.FieldDuration, r.now().Sub(start)),
+	took := r.now().Sub(start)
+	r.m.duration.WithLabelValues(rc.Name, rc.Builder).Observe(took.Seconds())
+	r.m.bytes.WithLabelValues(rc.Name, "read").Add(float64(w.BytesRead))
+	r.m.bytes.WithLabelValues(rc.Name, "written").Add(float64(w.BytesWritten))
+	log.Info("rebuilt", zap.String(logging.FieldDigest, w.Digest), zap.Duration(logging.FieldDuration, took),
 		zap.Int64(logging.FieldBytesRead, w.BytesRead), zap.Int64(logging.FieldBytesWritten, w.BytesWritten))
-	return RebuiltMessage(result)
+	m, err := RebuiltMessage(result)
+	return m, outcomeBuilt, err
 }
 
 // stale reports whether a trigger is not worth a build: an older update level than the last one built, or

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/harborflow/harborflow/pkg/buildah"
@@ -36,13 +38,14 @@ import (
 const wait = 60 * time.Second
 
 type fixture struct {
-	t      *testing.T
-	js     *bustest.Server
-	reg    *registrytest.Registry
-	client *registry.Client
-	kv     jetstream.KeyValue
-	rb     *rebuilder.Rebuilder
-	deps   rebuilder.Deps
+	t       *testing.T
+	js      *bustest.Server
+	reg     *registrytest.Registry
+	client  *registry.Client
+	kv      jetstream.KeyValue
+	rb      *rebuilder.Rebuilder
+	deps    rebuilder.Deps
+	metrics *prometheus.Registry
 }
 
 // newFixture starts JetStream and a registry and builds a rebuilder for recipes (recipe targets and bases
@@ -64,7 +67,8 @@ func newFixtureWith(t *testing.T, opts []registrytest.Option, wrap func(rebuilde
 	if f.kv, err = f.js.Bus.KeyValue(context.Background(), event.BucketRebuilds); err != nil {
 		t.Fatal(err)
 	}
-	f.deps = rebuilder.Deps{Registry: f.client, State: f.kv, Log: zaptest.NewLogger(t)}
+	f.metrics = prometheus.NewRegistry()
+	f.deps = rebuilder.Deps{Registry: f.client, State: f.kv, Log: zaptest.NewLogger(t), Metrics: f.metrics}
 	if wrap != nil {
 		f.deps.Registry = wrap(f.client)
 	}
@@ -394,6 +398,37 @@ func TestOverlayFollowsUpdateLevels(t *testing.T) {
 	if d := f.dlq(); len(d) != 0 {
 		t.Errorf("dead letters: %v", d)
 	}
+	// 3 built; 4.2.0.15 skipped; the second trigger of 4.2.0.16 repeated, or skipped when it came while the
+	// first was building.
+	if c := f.outcomes(); c["built"] != 3 || c["skipped"]+c["repeated"] != 2 || c["failed"]+c["retried"] != 0 {
+		t.Errorf("harborflow_rebuilder_triggers_total by outcome: %v", c)
+	}
+	if n, err := testutil.GatherAndCount(f.metrics, "harborflow_rebuilder_build_duration_seconds"); err != nil || n != 1 {
+		t.Errorf("build duration series: %d, %v", n, err)
+	}
+}
+
+// outcomes reads harborflow_rebuilder_triggers_total by outcome.
+func (f *fixture) outcomes() map[string]float64 {
+	f.t.Helper()
+	mfs, err := f.metrics.Gather()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "harborflow_rebuilder_triggers_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" {
+					out[l.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return out
 }
 
 // TestBaseWithoutUpdateLevelIsDeadLettered: no update level, no tag to give the build.
@@ -564,6 +599,9 @@ func TestUnbuildableTriggersAreDeadLetteredWithReasons(t *testing.T) {
 	}
 	if !strings.Contains(d[1], "recipe locked") || !strings.Contains(d[1], "unauthorized") || !strings.Contains(d[1], "locked/is") {
 		t.Errorf("push denied: %q, want the recipe, the target and unauthorized", d[1])
+	}
+	if c := f.outcomes(); c["failed"] != 2 {
+		t.Errorf("harborflow_rebuilder_triggers_total by outcome: %v, want 2 failed", c)
 	}
 	if len(f.tags("acme/am"))+len(f.tags("locked/is")) != 0 {
 		t.Errorf("tags left behind: %v %v", f.tags("acme/am"), f.tags("locked/is"))

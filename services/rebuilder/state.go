@@ -31,6 +31,9 @@ const counterAttempts = 16
 // errConflict is a write that lost to another replica's: the redelivery reads the state again.
 var errConflict = errors.New("the rebuild state changed under this delivery")
 
+// errClaimed is a claim another delivery made first: it builds and publishes the result.
+var errClaimed = errors.New("another delivery claimed this build first")
+
 // state is the rebuilds KV bucket. Keys:
 //
 //	build.<recipe>.<base digest>    Build
@@ -66,6 +69,9 @@ func (s state) claim(ctx context.Context, b *harborflowv1.Build, rev uint64, rep
 		rev, err = s.kv.Update(ctx, key, data, rev)
 	} else {
 		rev, err = s.kv.Create(ctx, key, data)
+	}
+	if !replace && errors.Is(err, jetstream.ErrKeyExists) {
+		return nil, 0, errClaimed
 	}
 	if err != nil {
 		return nil, 0, bus.Retry(fmt.Errorf("claiming the build of %s from %s: %w: %w", b.GetRecipe(), b.GetBase(), errConflict, err), time.Second)
