@@ -101,15 +101,9 @@ func (c *Client) basePlatform(ctx context.Context, r ref.Ref, m manifest.Manifes
 	if withConfig {
 		return c.readImage(ctx, r, desc, m)
 	}
-	if m == nil {
-		var err error
-		if m, err = c.rc.ManifestGet(ctx, r); err != nil {
-			return nil, fmt.Errorf("reading %s: %w", r.CommonName(), mapErr(err))
-		}
-	}
-	mi, ok := m.(manifest.Imager)
-	if !ok || m.IsList() {
-		return nil, fmt.Errorf("reading %s: %s is not an image manifest", r.CommonName(), m.GetDescriptor().MediaType)
+	m, mi, err := c.imageManifest(ctx, r, m)
+	if err != nil {
+		return nil, err
 	}
 	layers, err := mi.GetLayers()
 	if err != nil {

@@ -332,17 +332,27 @@ func checkPlatforms(r ref.Ref, imgs []*srcImage, want []platform.Platform) error
 	return nil
 }
 
-// readImage reads the image manifest r names (m, when the caller has it already) and its config.
-func (c *Client) readImage(ctx context.Context, r ref.Ref, desc descriptor.Descriptor, m manifest.Manifest) (*srcImage, error) {
+// imageManifest reads the manifest r names, unless the caller has it (m), and checks that it is an image
+// manifest.
+func (c *Client) imageManifest(ctx context.Context, r ref.Ref, m manifest.Manifest) (manifest.Manifest, manifest.Imager, error) {
 	if m == nil {
 		var err error
 		if m, err = c.rc.ManifestGet(ctx, r); err != nil {
-			return nil, fmt.Errorf("reading %s: %w", r.CommonName(), mapErr(err))
+			return nil, nil, fmt.Errorf("reading %s: %w", r.CommonName(), mapErr(err))
 		}
 	}
 	mi, ok := m.(manifest.Imager)
 	if !ok || m.IsList() {
-		return nil, fmt.Errorf("reading %s: %s is not an image manifest", r.CommonName(), m.GetDescriptor().MediaType)
+		return nil, nil, fmt.Errorf("reading %s: %s is not an image manifest", r.CommonName(), m.GetDescriptor().MediaType)
+	}
+	return m, mi, nil
+}
+
+// readImage reads the image manifest r names (m, when the caller has it already) and its config.
+func (c *Client) readImage(ctx context.Context, r ref.Ref, desc descriptor.Descriptor, m manifest.Manifest) (*srcImage, error) {
+	m, mi, err := c.imageManifest(ctx, r, m)
+	if err != nil {
+		return nil, err
 	}
 	cd, err := mi.GetConfig()
 	if err != nil || !isImageConfig(cd.MediaType) {

@@ -2,12 +2,9 @@ package rebuilder_test
 
 import (
 	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
 	"math/rand/v2"
 	"net/http"
@@ -176,24 +173,13 @@ func benchTopFiles(b *testing.B, reg *registrytest.Registry, repoDigest string) 
 		b.Fatalf("manifest of %s: %v (%d layers)", repoDigest, err, len(m.Layers))
 	}
 	repo, _, _ := strings.Cut(repoDigest, "@")
-	zr, err := gzip.NewReader(bytes.NewReader(reg.ReadBlob(b, repo, m.Layers[len(m.Layers)-1].Digest)))
-	if err != nil {
-		b.Fatalf("top layer of %s: %v", repoDigest, err)
-	}
 	files := map[string]string{}
-	tr := tar.NewReader(zr)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			return files
-		}
-		if err != nil {
-			b.Fatalf("top layer of %s: %v", repoDigest, err)
-		}
+	for name, hdr := range layerFiles(b, reg.ReadBlob(b, repo, m.Layers[len(m.Layers)-1].Digest)) {
 		if hdr.Typeflag == tar.TypeReg {
-			files[strings.TrimPrefix(hdr.Name, "/")] = fmt.Sprintf("%d:%d %d bytes", hdr.Uid, hdr.Gid, hdr.Size)
+			files[name] = fmt.Sprintf("%d:%d %d bytes", hdr.Uid, hdr.Gid, hdr.Size)
 		}
 	}
+	return files
 }
 
 // benchContext writes the customisation both builders add: a trust store and a JDBC driver.

@@ -282,7 +282,8 @@ func (f *fixture) readBack(repo, digest string) (top manifestJSON, platforms []m
 	return top, platforms, labels, files
 }
 
-func layerFiles(t *testing.T, blob []byte) map[string]*tar.Header {
+// layerFiles reads the entries of a gzip tar layer, by path without a leading "./" or "/".
+func layerFiles(t testing.TB, blob []byte) map[string]*tar.Header {
 	t.Helper()
 	zr, err := gzip.NewReader(bytes.NewReader(blob))
 	if err != nil {
@@ -298,7 +299,7 @@ func layerFiles(t *testing.T, blob []byte) map[string]*tar.Header {
 		if err != nil {
 			t.Fatal(err)
 		}
-		files[strings.TrimPrefix(h.Name, "./")] = h
+		files[strings.TrimPrefix(strings.TrimPrefix(h.Name, "."), "/")] = h
 	}
 }
 
