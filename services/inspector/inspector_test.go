@@ -27,6 +27,7 @@ type fixture struct {
 	counter *registry.Counter
 	cons    *bus.Consumer
 	seq     int
+	lastSeq uint64 // stream sequence of the last event published
 }
 
 func newFixture(t *testing.T, indexWait time.Duration) *fixture {
@@ -76,9 +77,11 @@ func (f *fixture) push(repository, digest, tag string) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	if _, err := f.js.Bus.Publish(context.Background(), m); err != nil {
+	ack, err := f.js.Bus.Publish(context.Background(), m)
+	if err != nil {
 		f.t.Fatal(err)
 	}
+	f.lastSeq = max(f.lastSeq, ack.Sequence)
 }
 
 // settle waits until the inspector has handled every event published so far (nothing pending or unacked).
@@ -99,7 +102,8 @@ func (f *fixture) settle() {
 		if err != nil {
 			f.t.Fatalf("waiting for the inspector: %v", err)
 		}
-		if info.NumPending == 0 && info.NumAckPending == 0 {
+		// NumPending alone can lag a publish: wait for the ack floor to pass the last event published.
+		if info.AckFloor.Stream >= f.lastSeq && info.NumPending == 0 && info.NumAckPending == 0 {
 			return
 		}
 		select {

@@ -46,6 +46,7 @@ type fixture struct {
 	rb      *rebuilder.Rebuilder
 	deps    rebuilder.Deps
 	metrics *prometheus.Registry
+	lastSeq uint64 // stream sequence of the last message published
 }
 
 // newFixture starts JetStream and a registry and builds a rebuilder for recipes (recipe targets and bases
@@ -162,9 +163,11 @@ func (f *fixture) inspected(p registrytest.Pushed, tag string, level int64) *bus
 
 func (f *fixture) publish(m *bus.Message) {
 	f.t.Helper()
-	if _, err := f.js.Bus.Publish(context.Background(), m); err != nil {
+	ack, err := f.js.Bus.Publish(context.Background(), m)
+	if err != nil {
 		f.t.Fatal(err)
 	}
+	f.lastSeq = max(f.lastSeq, ack.Sequence)
 }
 
 // settle waits until the rebuilder has handled every image.inspected published so far.
@@ -187,12 +190,14 @@ func (f *fixture) settle() {
 		if err != nil {
 			f.t.Fatalf("waiting for the rebuilder: %v", err)
 		}
-		if info.NumPending == 0 && info.NumAckPending == 0 {
+		// NumPending alone can lag a publish: wait for the ack floor to pass the last message published.
+		if info.AckFloor.Stream >= f.lastSeq && info.NumPending == 0 && info.NumAckPending == 0 {
 			return
 		}
 		select {
 		case <-ctx.Done():
-			f.t.Fatalf("rebuilder did not settle: %d pending, %d unacked", info.NumPending, info.NumAckPending)
+			f.t.Fatalf("rebuilder did not settle: ack floor %d of %d, %d pending, %d unacked", info.AckFloor.Stream, f.lastSeq,
+				info.NumPending, info.NumAckPending)
 		case <-tick.C:
 		}
 	}

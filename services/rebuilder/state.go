@@ -74,7 +74,7 @@ func (s state) claim(ctx context.Context, b *harborflowv1.Build, rev uint64, rep
 		return nil, 0, errClaimed
 	}
 	if err != nil {
-		return nil, 0, bus.Retry(fmt.Errorf("claiming the build of %s from %s: %w: %w", b.GetRecipe(), b.GetBase(), errConflict, err), time.Second)
+		return nil, 0, writeErr(fmt.Sprintf("claiming the build of %s from %s", b.GetRecipe(), b.GetBase()), err)
 	}
 	return b, rev, nil
 }
@@ -87,7 +87,7 @@ func (s state) update(ctx context.Context, b *harborflowv1.Build, rev uint64) (u
 	}
 	rev, err = s.kv.Update(ctx, buildKey(b.GetRecipe(), b.GetBaseDigest()), data, rev)
 	if err != nil {
-		return 0, bus.Retry(fmt.Errorf("recording the build of %s from %s: %w: %w", b.GetRecipe(), b.GetBase(), errConflict, err), time.Second)
+		return 0, writeErr(fmt.Sprintf("recording the build of %s from %s", b.GetRecipe(), b.GetBase()), err)
 	}
 	return rev, nil
 }
@@ -157,6 +157,15 @@ func (s state) built(ctx context.Context, recipe string, b *harborflowv1.Build, 
 		}
 	}
 	return bus.Retry(fmt.Errorf("recording the last build of %s: %w", recipe, errConflict), time.Second)
+}
+
+// writeErr is a failed write of the state: a lost compare-and-set is retried soon (the redelivery reads the
+// state again), anything else (NATS unavailable) with the back-off.
+func writeErr(what string, err error) error {
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return bus.Retry(fmt.Errorf("%s: %w", what, errConflict), time.Second)
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // get reads key into m and returns its revision, 0 when the key does not exist.
