@@ -42,6 +42,7 @@ const (
 	FieldHolder        = "holder"
 	FieldBytesRead     = "bytes_read"
 	FieldBytesWritten  = "bytes_written"
+	FieldAttempt       = "attempt"
 )
 
 // New returns a JSON logger at level (debug, info, warn, error) writing to stderr, or a console logger when

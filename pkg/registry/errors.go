@@ -33,6 +33,14 @@ var (
 	ErrTLS = errors.New("TLS verification failed")
 	// ErrBaseMismatch: Rebase was asked to move an image off a base it is not built on.
 	ErrBaseMismatch = errors.New("image is not built on the base")
+	// ErrIncompleteWrite: the registry refused a write because something it refers to is missing or unreadable
+	// on the registry's side: a manifest naming a blob or child manifest the repository lacks
+	// (MANIFEST_BLOB_UNKNOWN, or DIGEST_INVALID, which distribution answers when it reads a link file that an
+	// identical, concurrent or interrupted write is rewriting), an upload session the registry forgot
+	// (BLOB_UPLOAD_UNKNOWN), a blob it no longer has (BLOB_UNKNOWN). These follow an interrupted write — a
+	// process killed mid-push, a registry restarted — and writing again, which re-pushes what is missing,
+	// repairs them. Retryable.
+	ErrIncompleteWrite = errors.New("registry lacks part of the write")
 )
 
 // RateLimitError is returned when a registry rate-limits harborflow for longer than the client waits, or
@@ -57,13 +65,13 @@ func (e *RateLimitError) Is(target error) bool {
 }
 
 // Retryable reports whether trying the same call again later may succeed: yes for ErrRateLimited,
-// ErrUnavailable and a context that ended; no for ErrNotFound, ErrUnauthorized, ErrInvalidReference, ErrTLS
-// and content the client cannot use.
+// ErrUnavailable, ErrIncompleteWrite and a context that ended; no for ErrNotFound, ErrUnauthorized,
+// ErrInvalidReference, ErrTLS and content the client cannot use.
 func Retryable(err error) bool {
 	switch {
 	case err == nil:
 		return false
-	case errors.Is(err, ErrRateLimited), errors.Is(err, ErrUnavailable),
+	case errors.Is(err, ErrRateLimited), errors.Is(err, ErrUnavailable), errors.Is(err, ErrIncompleteWrite),
 		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return true
 	}
@@ -93,6 +101,33 @@ func (e *kindError) Is(target error) bool { return target == e.kind }
 // httpStatus finds regclient's "[http NNN]" in an error's message: regclient reports unexpected statuses as
 // text around errs.ErrHTTPStatus.
 var httpStatus = regexp.MustCompile(`\[http (\d{3})\]`)
+
+// errorCode finds the error codes of the distribution spec in the registry's error body, which regclient
+// copies into its message ({"errors":[{"code":"MANIFEST_BLOB_UNKNOWN",...}]}).
+var errorCode = regexp.MustCompile(`"code"\s*:\s*"([A-Z_]+)"`)
+
+// incompleteWrite reports whether err is a registry's refusal that an interrupted write leaves behind (see
+// ErrIncompleteWrite): BLOB_UPLOAD_UNKNOWN (a 404 on an upload session), or a 400 with MANIFEST_BLOB_UNKNOWN,
+// BLOB_UNKNOWN, BLOB_UPLOAD_INVALID or DIGEST_INVALID. A 404 BLOB_UNKNOWN is a read of a blob that is not
+// there: ErrNotFound.
+func incompleteWrite(err error) bool {
+	msg := err.Error()
+	status := httpStatus.FindStringSubmatch(msg)
+	if status == nil {
+		return false
+	}
+	for _, m := range errorCode.FindAllStringSubmatch(msg, -1) {
+		switch m[1] {
+		case "BLOB_UPLOAD_UNKNOWN":
+			return true
+		case "MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "BLOB_UPLOAD_INVALID", "DIGEST_INVALID":
+			if status[1] == "400" {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // mapErr adds the package's sentinel to an error from regclient or the transport.
 func mapErr(err error) error {
@@ -130,6 +165,8 @@ func errKind(err error) error {
 		return ErrUnauthorized
 	case errors.Is(err, errs.ErrHTTPRateLimit):
 		return ErrRateLimited
+	case incompleteWrite(err):
+		return ErrIncompleteWrite
 	case errors.Is(err, errs.ErrNotFound):
 		return ErrNotFound
 	case errors.Is(err, errs.ErrInvalidReference), errors.Is(err, errs.ErrMissingTagOrDigest):

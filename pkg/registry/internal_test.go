@@ -141,6 +141,21 @@ func TestErrorKinds(t *testing.T) {
 		{fmt.Errorf("get: request failed: %w: Bad Gateway [http 502]: ", errs.ErrHTTPStatus), ErrUnavailable, true},
 		{fmt.Errorf("get: request failed: %w: Request Timeout [http 408]: ", errs.ErrHTTPStatus), ErrUnavailable, true},
 		{fmt.Errorf("get: request failed: %w: Bad Request [http 400]: ", errs.ErrHTTPStatus), nil, false},
+		// What distribution 2.8 answered a redelivered build after its first delivery was SIGKILLed mid-push.
+		{fmt.Errorf("failed to put manifest r/acme/am@sha256:1: request failed: %w: Bad Request [http 400]: "+
+			`{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"},`+
+			`{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":"sha256:2"}]}`, errs.ErrHTTPStatus),
+			ErrIncompleteWrite, true},
+		{fmt.Errorf("failed to send blob put: request failed: %w [http 404]: "+
+			`{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN","message":"blob upload unknown to registry"}]}`, errs.ErrNotFound),
+			ErrIncompleteWrite, true},
+		{fmt.Errorf("put: request failed: %w: Bad Request [http 400]: {\"errors\":[{\"code\": \"BLOB_UNKNOWN\"}]}", errs.ErrHTTPStatus),
+			ErrIncompleteWrite, true},
+		// A blob that is not there when read is not an interrupted write.
+		{fmt.Errorf("get blob: request failed: %w [http 404]: "+`{"errors":[{"code":"BLOB_UNKNOWN"}]}`, errs.ErrNotFound),
+			ErrNotFound, false},
+		{fmt.Errorf("put: request failed: %w: Bad Request [http 400]: "+`{"errors":[{"code":"MANIFEST_INVALID"}]}`, errs.ErrHTTPStatus),
+			nil, false},
 		{errs.ErrRetryLimitExceeded, ErrUnavailable, true},
 		{fmt.Errorf("head: %w", &RateLimitError{Host: "h", RetryAfter: time.Minute}), ErrRateLimited, true},
 		{errs.ErrCanceled, context.Canceled, true},

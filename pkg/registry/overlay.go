@@ -4,43 +4,66 @@ import (
 	"archive/tar"
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/regclient/regclient/mod"
+	"github.com/regclient/regclient/types/descriptor"
 	"github.com/regclient/regclient/types/mediatype"
+	"github.com/regclient/regclient/types/platform"
+	"github.com/regclient/regclient/types/ref"
 )
 
 // Layer is a directory turned into one image layer.
 type Layer struct {
 	// Dir holds the files to add; their paths in the image are their paths relative to Dir.
 	Dir string
-	// Owner is "uid:gid" of every entry (e.g. "802:802"); empty is 0:0.
+	// Owner is "uid:gid" of every file added, and of every parent directory the base does not have (e.g.
+	// "802:802"); empty is 0:0.
 	Owner string
-	// Time is the modification time of every entry, for a reproducible layer; zero is the Unix epoch.
+	// Time is the modification time of every file added, and of every parent directory the base does not
+	// have, for a reproducible layer; zero is the Unix epoch.
 	Time time.Time
+	// Trees keeps what the base's layers hold by layer digest, so that each base layer is read once; nil reads
+	// every base layer on every call.
+	Trees TreeCache
 }
 
 // Overlay writes base (registry/repository@digest) with one layer added on top of every platform, made
 // from layer.Dir, to target (registry/repository) by digest, with edit applied. The base's layers are
 // copied registry to registry: mounted when target is on the same registry, so that none is downloaded.
 //
-// The layer is a gzip tar built reproducibly: the same files with the same modes, Owner and Time give the
-// same layer digest. It holds Dir's regular files and symbolic links (stored as links, never followed, and
-// nothing outside Dir is read), sorted by path, each with its permission bits (no setuid, setgid or sticky
-// bit), uid and gid from Owner, no user or group names, and Time as its modification time. It holds no
-// directory entries: a directory entry would replace the base's directory of the same path with its owner
-// and mode (the base's /home/wso2carbon, owned by uid 802, say), and the base's directories cannot be known
-// without downloading its layers. So a file's parent directories keep the base's owner and mode where the
-// base has them; where it does not, the container runtime creates them as root with mode 0755, and empty
-// directories in Dir are not reproduced. Any other kind of file (a device, a socket, a pipe) is an error.
+// The layer gives, on every runtime, the tree a Dockerfile `COPY --chown=<Owner>` of each file gives:
+//
+//   - Dir's regular files and symbolic links (stored as links, never followed, and nothing outside Dir is
+//     read), each with its permission bits (no setuid, setgid or sticky bit), uid and gid from Owner, no user
+//     or group names, and Time as its modification time. Any other kind of file (a device, a socket, a pipe)
+//     is an error; empty directories of Dir are not added.
+//   - A path that goes through a symbolic link of the base lands where the link points, and the link stays:
+//     lib/jdbc.jar on a base whose /lib is a link to usr/lib is added as usr/lib/jdbc.jar. A file whose own
+//     path is a link of the base replaces the link, as COPY does.
+//   - Every parent directory of an added path, as a directory entry: with the base's own owner, mode,
+//     modification time and extended attributes where the base has that directory (/home/wso2carbon stays
+//     802:802 0750), and with Owner, mode 0755 and Time where it does not. Without these entries an
+//     overlayfs-based runtime (containerd, the overlay storage of podman, CRI-O and buildah) would create the
+//     missing parents as root 0755, hiding the base's own, while a tar extractor kept them.
+//
+// To know the base's directories and links, Overlay streams the tar headers of the base's layers (see "Base
+// trees" in tree.go; never written to disk, each layer digest read once with layer.Trees); the bytes it reads
+// are in Written.BytesRead. The layer is a gzip tar built reproducibly: the same files, Owner, Time and base
+// give the same layer digest. Platforms whose bases give the same layer share one blob; where they differ
+// (their directories differ), each platform gets its own.
 //
 // Dir must exist and hold at least one file.
 func (c *Client) Overlay(ctx context.Context, base, target string, layer Layer, edit Edit) (Written, error) {
@@ -55,29 +78,109 @@ func (c *Client) Overlay(ctx context.Context, base, target string, layer Layer, 
 	if err != nil {
 		return fail(err)
 	}
-	f, err := layerTar(layer)
+	cf, err := openContext(layer)
 	if err != nil {
 		return fail(err)
 	}
-	defer closeRemove(f)
+	defer cf.close()
 
 	ctx, tr := withTransfer(ctx)
 	src, err := c.readSource(ctx, rBase, want)
 	if err != nil {
 		return fail(err)
 	}
-	// mod.WithLayerAddTar gzips the tar (with Go's compress/gzip, so reproducibly) and pushes the layer
-	// once, for every platform.
-	w, err := c.write(ctx, tr, src, rTgt, src.imageLayers(), editOpts, mod.WithLayerAddTar(f, mediatype.OCI1LayerGzip, nil))
+	layers, err := c.overlayLayers(ctx, src, rTgt, cf, layer.Trees)
+	if err != nil {
+		return fail(err)
+	}
+	defer layers.remove()
+	w, err := c.write(ctx, tr, src, rTgt, src.imageLayers(), editOpts, layers.opts)
 	if err != nil {
 		return fail(err)
 	}
 	return w, nil
 }
 
-// layerTar writes the uncompressed tar of l (see Overlay) to a temporary file and returns it rewound; the
-// caller closes and removes it.
-func layerTar(l Layer) (*os.File, error) {
+// addedLayer is one layer tar of an overlay and the platforms it goes on.
+type addedLayer struct {
+	f         *os.File
+	digest    string // of the uncompressed tar
+	platforms []platform.Platform
+}
+
+// addedLayers are the layers of an overlay, one per distinct tar.
+type addedLayers []*addedLayer
+
+// overlayLayers builds the overlay's layer for every platform image of src: the context placed in that image's
+// tree. Platforms whose trees give the same tar share it. The base's layers are copied to the target first, so
+// that a layer downloaded for another registry is read for its tree on the way (the write's own copy then
+// finds every blob there).
+func (c *Client) overlayLayers(ctx context.Context, src *source, tgt ref.Ref, cf *contextFiles, cache TreeCache) (addedLayers, error) {
+	var all []descriptor.Descriptor
+	for _, img := range src.images {
+		all = append(all, img.layers...)
+	}
+	trees := c.newBaseTrees(ctx, src.ref, all, cache)
+	if err := c.copyBlobs(ctx, tgt, src.imageLayers(), trees); err != nil {
+		return nil, err
+	}
+	if err := trees.fill(ctx); err != nil {
+		return nil, err
+	}
+	var out addedLayers
+	for _, img := range src.images {
+		f, dig, err := cf.layer(trees.merged(img.layers))
+		if err != nil {
+			out.remove()
+			return nil, err
+		}
+		i := slices.IndexFunc(out, func(a *addedLayer) bool { return a.digest == dig })
+		if i >= 0 {
+			closeRemove(f)
+			out[i].platforms = append(out[i].platforms, img.oc.Platform)
+			continue
+		}
+		out = append(out, &addedLayer{f: f, digest: dig, platforms: []platform.Platform{img.oc.Platform}})
+	}
+	return out, nil
+}
+
+// opts are the mod options adding the layers, each to its platforms (mod matches them with the image config's
+// platform); one layer for every platform goes on every image. Each call rewinds the tars, so a write can be
+// tried again. mod.WithLayerAddTar gzips a tar (with Go's compress/gzip, so reproducibly) and pushes it once.
+func (ls addedLayers) opts() ([]mod.Opts, error) {
+	out := make([]mod.Opts, 0, len(ls))
+	for _, l := range ls {
+		if _, err := l.f.Seek(0, io.SeekStart); err != nil {
+			return nil, fmt.Errorf("rewinding the layer: %w", err)
+		}
+		ps := l.platforms
+		if len(ls) == 1 {
+			ps = nil
+		}
+		out = append(out, mod.WithLayerAddTar(l.f, mediatype.OCI1LayerGzip, ps))
+	}
+	return out, nil
+}
+
+func (ls addedLayers) remove() {
+	for _, l := range ls {
+		closeRemove(l.f)
+	}
+}
+
+// contextFiles are the files of a Layer's Dir, listed once.
+type contextFiles struct {
+	dir      string
+	root     *os.Root
+	names    []string // regular files and symbolic links, relative, sorted
+	uid, gid int
+	mtime    time.Time
+}
+
+// openContext lists the regular files and symbolic links of l.Dir. An os.Root keeps every open and stat
+// inside Dir, even if a file is swapped for a symbolic link while the layer is built.
+func openContext(l Layer) (*contextFiles, error) {
 	uid, gid, err := parseOwner(l.Owner)
 	if err != nil {
 		return nil, err
@@ -89,13 +192,10 @@ func layerTar(l Layer) (*os.File, error) {
 	if l.Dir == "" {
 		return nil, errors.New("context directory: none given")
 	}
-	// An os.Root keeps every open and stat inside Dir, even if a file is swapped for a symbolic link
-	// while the layer is built.
 	root, err := os.OpenRoot(l.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("context directory %q: %w", l.Dir, err)
 	}
-	defer root.Close()
 	var names []string
 	err = fs.WalkDir(root.FS(), ".", func(name string, d fs.DirEntry, err error) error {
 		switch {
@@ -109,22 +209,64 @@ func layerTar(l Layer) (*os.File, error) {
 		}
 		return fmt.Errorf("%s is a %s; only regular files and symbolic links can be added", name, d.Type())
 	})
+	if err == nil && len(names) == 0 {
+		err = errors.New("no files to add")
+	}
 	if err != nil {
+		_ = root.Close()
 		return nil, fmt.Errorf("context directory %q: %w", l.Dir, err)
 	}
-	if len(names) == 0 {
-		return nil, fmt.Errorf("context directory %q: no files to add", l.Dir)
-	}
 	slices.Sort(names)
+	return &contextFiles{dir: l.Dir, root: root, names: names, uid: uid, gid: gid, mtime: mtime}, nil
+}
+
+func (cf *contextFiles) close() { _ = cf.root.Close() }
+
+// layer writes the uncompressed tar of the context placed in the base tree t (see Overlay) to a temporary file
+// and returns it rewound, with the tar's digest; the caller closes and removes it.
+func (cf *contextFiles) layer(t tree) (*os.File, string, error) {
+	fail := func(err error) (*os.File, string, error) {
+		return nil, "", fmt.Errorf("context directory %q: %w", cf.dir, err)
+	}
+	// Where each file lands, and the parent directories of those places.
+	at := make(map[string]string, len(cf.names)) // image path → context name
+	dirs := map[string]bool{}
+	for _, name := range cf.names {
+		p, err := t.resolve(name)
+		if err != nil {
+			return fail(err)
+		}
+		if other, ok := at[p]; ok {
+			return fail(fmt.Errorf("%s and %s both land at /%s in the image (the base's symbolic links lead them there)", other, name, p))
+		}
+		at[p] = name
+		for d := path.Dir(p); d != "."; d = path.Dir(d) {
+			dirs[d] = true
+		}
+	}
+	paths := slices.Collect(maps.Keys(dirs))
+	for p := range at {
+		if dirs[p] {
+			return fail(fmt.Errorf("%s lands at /%s, which is also a parent directory of another file of the context", at[p], p))
+		}
+		paths = append(paths, p)
+	}
+	slices.Sort(paths) // a parent sorts before what it holds
 
 	f, err := os.CreateTemp("", "harborflow-layer-*.tar")
 	if err != nil {
-		return nil, fmt.Errorf("building the layer: %w", err)
+		return fail(fmt.Errorf("building the layer: %w", err))
 	}
-	bw := bufio.NewWriterSize(f, 1<<16)
+	h := sha256.New()
+	bw := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<16)
 	tw := tar.NewWriter(bw)
-	for _, name := range names {
-		if err = addTarEntry(tw, root, name, uid, gid, mtime); err != nil {
+	for _, p := range paths {
+		if dirs[p] {
+			err = tw.WriteHeader(t.dirHeader(p, cf.uid, cf.gid, cf.mtime))
+		} else {
+			err = cf.addFile(tw, at[p], p)
+		}
+		if err != nil {
 			break
 		}
 	}
@@ -139,21 +281,21 @@ func layerTar(l Layer) (*os.File, error) {
 	}
 	if err != nil {
 		closeRemove(f)
-		return nil, fmt.Errorf("context directory %q: %w", l.Dir, err)
+		return fail(err)
 	}
-	return f, nil
+	return f, "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// addTarEntry writes the regular file or symbolic link name of root.
-func addTarEntry(tw *tar.Writer, root *os.Root, name string, uid, gid int, mtime time.Time) error {
-	fi, err := root.Lstat(name)
+// addFile writes the regular file or symbolic link name of the context at path p of the image.
+func (cf *contextFiles) addFile(tw *tar.Writer, name, p string) error {
+	fi, err := cf.root.Lstat(name)
 	if err != nil {
 		return err
 	}
-	hdr := &tar.Header{Name: name, Mode: int64(fi.Mode().Perm()), Uid: uid, Gid: gid, ModTime: mtime}
+	hdr := &tar.Header{Name: p, Mode: int64(fi.Mode().Perm()), Uid: cf.uid, Gid: cf.gid, ModTime: cf.mtime}
 	if fi.Mode()&fs.ModeSymlink != 0 {
 		hdr.Typeflag = tar.TypeSymlink
-		if hdr.Linkname, err = root.Readlink(name); err != nil {
+		if hdr.Linkname, err = cf.root.Readlink(name); err != nil {
 			return err
 		}
 		return tw.WriteHeader(hdr)
@@ -161,7 +303,7 @@ func addTarEntry(tw *tar.Writer, root *os.Root, name string, uid, gid int, mtime
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("%s changed while the layer was built", name)
 	}
-	rf, err := root.Open(name)
+	rf, err := cf.root.Open(name)
 	if err != nil {
 		return err
 	}

@@ -39,7 +39,7 @@ func (c *Client) Push(ctx context.Context, layoutDir, target string, edit Edit) 
 	if err != nil {
 		return fail(err)
 	}
-	w, err := c.write(ctx, tr, src, rTgt, src.imageLayers(), editOpts)
+	w, err := c.write(ctx, tr, src, rTgt, src.imageLayers(), editOpts, nil)
 	if err != nil {
 		return fail(err)
 	}

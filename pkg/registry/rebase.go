@@ -77,7 +77,9 @@ func (c *Client) Rebase(ctx context.Context, image, oldBase, newBase, target str
 			copies = append(copies, blobCopy{from: rNew, desc: l})
 		}
 	}
-	w, err := c.write(ctx, tr, src, rTgt, copies, editOpts, mod.WithRebaseRefs(rOld, rNew))
+	w, err := c.write(ctx, tr, src, rTgt, copies, editOpts, func() ([]mod.Opts, error) {
+		return []mod.Opts{mod.WithRebaseRefs(rOld, rNew)}, nil
+	})
 	if errors.Is(err, errs.ErrMismatch) {
 		err = &kindError{kind: ErrBaseMismatch, err: err}
 	}

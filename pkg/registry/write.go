@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/regclient/regclient"
@@ -21,6 +22,9 @@ import (
 	v1 "github.com/regclient/regclient/types/oci/v1"
 	"github.com/regclient/regclient/types/platform"
 	"github.com/regclient/regclient/types/ref"
+	"go.uber.org/zap"
+
+	"github.com/harborflow/harborflow/pkg/logging"
 )
 
 // Writes.
@@ -476,8 +480,9 @@ type blobCopy struct {
 
 // copyBlobs copies blobs into the target repository concurrently (regclient bounds the requests per host):
 // nothing when the target has the blob, a mount from the same registry, a download and an upload
-// otherwise. Foreign layers (with URLs) are left where they are, as mod.Apply leaves them.
-func (c *Client) copyBlobs(ctx context.Context, tgt ref.Ref, copies []blobCopy) error {
+// otherwise. Foreign layers (with URLs) are left where they are, as mod.Apply leaves them. trees, when not
+// nil, reads the trees of the base layers a copy downloads.
+func (c *Client) copyBlobs(ctx context.Context, tgt ref.Ref, copies []blobCopy, trees *baseTrees) error {
 	seen := map[digest.Digest]bool{}
 	uniq := copies[:0:0]
 	for _, b := range copies {
@@ -493,7 +498,14 @@ func (c *Client) copyBlobs(ctx context.Context, tgt ref.Ref, copies []blobCopy) 
 	var wg sync.WaitGroup
 	for i, b := range uniq {
 		wg.Go(func() {
-			if err := c.rc.BlobCopy(ctx, b.from, tgt, b.desc); err != nil {
+			var opts []regclient.BlobOpts
+			hook, finish := trees.tee(ctx, b.desc)
+			if hook != nil {
+				opts = append(opts, hook)
+			}
+			err := c.rc.BlobCopy(ctx, b.from, tgt, b.desc, opts...)
+			finish(err)
+			if err != nil {
 				errs[i] = fmt.Errorf("copying layer %s to %s: %w", b.desc.Digest, tgt.CommonName(), mapErr(err))
 				cancel()
 			}
@@ -503,25 +515,45 @@ func (c *Client) copyBlobs(ctx context.Context, tgt ref.Ref, copies []blobCopy) 
 	return firstErr(errs)
 }
 
-// write stages the source, copies blobs into the target, and applies opts (then the conversion to OCI
-// media types and the edit) with mod.Apply, pushing the result to the target by digest.
-func (c *Client) write(ctx context.Context, tr *transfer, s *source, tgt ref.Ref, copies []blobCopy, edit []mod.Opts, opts ...mod.Opts) (Written, error) {
+// writeAttempts bounds how often one write is tried when the registry answers ErrIncompleteWrite, and
+// writeRetryDelay is the pause before the second attempt (doubled before each later one).
+const (
+	writeAttempts   = 3
+	writeRetryDelay = 200 * time.Millisecond
+)
+
+// write stages the source, copies blobs into the target, and applies the options opts returns (then the
+// conversion to OCI media types and the edit) with mod.Apply, pushing the result to the target by digest.
+// opts may be nil; it is called again for each attempt.
+//
+// An answer that an interrupted write leaves behind (ErrIncompleteWrite: a blob or child manifest the
+// registry lacks or cannot read, an upload session it forgot) is met by writing again: every blob is checked
+// and what is missing pushed again, then every manifest. A write that still fails after writeAttempts returns
+// the error, which is retryable: the caller's redelivery writes again later.
+func (c *Client) write(ctx context.Context, tr *transfer, s *source, tgt ref.Ref, copies []blobCopy, edit []mod.Opts, opts func() ([]mod.Opts, error)) (Written, error) {
 	st, release, err := c.stage(ctx, s)
 	if err != nil {
 		return Written{}, err
 	}
 	defer release()
-	if err := c.copyBlobs(ctx, tgt, copies); err != nil {
-		return Written{}, err
+	var out ref.Ref
+	delay := writeRetryDelay
+	for attempt := 1; ; attempt++ {
+		out, err = c.apply(ctx, st, tgt, copies, edit, opts)
+		if err == nil || !errors.Is(err, ErrIncompleteWrite) || attempt == writeAttempts {
+			break
+		}
+		c.log.Info("the registry lacks part of the write; writing again", zap.String(logging.FieldRepository, tgt.CommonName()),
+			zap.Int(logging.FieldAttempt, attempt), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return Written{}, fmt.Errorf("pushing to %s: %w (writing again: %w)", tgt.CommonName(), err, mapErr(ctx.Err()))
+		case <-time.After(delay):
+		}
+		delay *= 2
 	}
-	all := make([]mod.Opts, 0, 2+len(opts)+len(edit))
-	all = append(all, mod.WithRefTgt(tgt))
-	all = append(all, opts...) // a rebase compares layers before the conversion to OCI media types
-	all = append(all, mod.WithManifestToOCI())
-	all = append(all, edit...)
-	out, err := mod.Apply(ctx, c.rc, st, all...)
 	if err != nil {
-		return Written{}, fmt.Errorf("pushing to %s: %w", tgt.CommonName(), mapErr(err))
+		return Written{}, err
 	}
 	if out.Tag != "" || out.Digest == "" {
 		// mod.Apply changed how it names what it pushed: fail loudly rather than report a wrong digest.
@@ -542,6 +574,30 @@ func (c *Client) write(ctx context.Context, tr *transfer, s *source, tgt ref.Ref
 		w.Platforms[i] = platformString(img.platform())
 	}
 	return w, nil
+}
+
+// apply is one attempt of a write: the blobs into the target, then mod.Apply from the stage st.
+func (c *Client) apply(ctx context.Context, st, tgt ref.Ref, copies []blobCopy, edit []mod.Opts, opts func() ([]mod.Opts, error)) (ref.Ref, error) {
+	if err := c.copyBlobs(ctx, tgt, copies, nil); err != nil {
+		return ref.Ref{}, err
+	}
+	var extra []mod.Opts
+	if opts != nil {
+		var err error
+		if extra, err = opts(); err != nil {
+			return ref.Ref{}, err
+		}
+	}
+	all := make([]mod.Opts, 0, 2+len(extra)+len(edit))
+	all = append(all, mod.WithRefTgt(tgt))
+	all = append(all, extra...) // a rebase compares layers before the conversion to OCI media types
+	all = append(all, mod.WithManifestToOCI())
+	all = append(all, edit...)
+	out, err := mod.Apply(ctx, c.rc, st, all...)
+	if err != nil {
+		return ref.Ref{}, fmt.Errorf("pushing to %s: %w", tgt.CommonName(), mapErr(err))
+	}
+	return out, nil
 }
 
 // imageLayers are the layers of every image of the source, to copy from it.

@@ -4,9 +4,11 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -241,14 +243,69 @@ var amEdit = registry.Edit{
 	Env:         map[string]string{"JAVA_OPTS": "-Xmx2g"},
 }
 
+// wso2Layers are the layers of a WSO2-shaped base: a usr-merged OS layer (/lib is a link to usr/lib) and a
+// product layer whose home directory belongs to wso2carbon (802:802) with mode 0750.
+func wso2Layers(level string) [][]registrytest.Entry {
+	productTime := time.Date(2024, 6, 1, 10, 0, 0, 500, time.UTC)
+	product := []registrytest.Entry{
+		registrytest.Dir("home/wso2carbon", 0o750, 802, 802),
+		{Name: "home/wso2carbon/wso2am-4.2.0", Type: tar.TypeDir, Mode: 0o755, UID: 802, GID: 802, ModTime: productTime},
+		registrytest.Dir("home/wso2carbon/wso2am-4.2.0/bin", 0o750, 802, 802),
+		registrytest.File("home/wso2carbon/wso2am-4.2.0/bin/api-manager.sh", "#!/bin/sh\n", 0o750, 802, 802),
+		registrytest.Dir("home/wso2carbon/wso2am-4.2.0/repository", 0o755, 802, 802),
+		registrytest.Dir("home/wso2carbon/wso2am-4.2.0/repository/conf", 0o2750, 802, 802),
+		registrytest.File("home/wso2carbon/wso2am-4.2.0/repository/conf/deployment.toml", "[server]\n", 0o640, 802, 802),
+		registrytest.File("home/wso2carbon/wso2am-4.2.0/updates/level", level, 0o644, 802, 802),
+	}
+	return [][]registrytest.Entry{wso2OS, product}
+}
+
+var wso2OS = []registrytest.Entry{
+	registrytest.Dir("etc", 0o755, 0, 0),
+	registrytest.File("etc/os-release", "ID=debian\n", 0o644, 0, 0),
+	registrytest.Dir("home", 0o755, 0, 0),
+	registrytest.Link("lib", "usr/lib"),
+	registrytest.Dir("tmp", 0o1777, 0, 0),
+	registrytest.Dir("usr", 0o755, 0, 0),
+	registrytest.Dir("usr/lib", 0o755, 0, 0),
+	registrytest.File("usr/lib/libc.so", "ELF", 0o755, 0, 0),
+}
+
+// memTrees is a TreeCache in memory that counts what it is asked.
+type memTrees struct {
+	mu         sync.Mutex
+	data       map[string][]byte
+	gets, puts int
+}
+
+func (m *memTrees) Get(_ context.Context, digest string) ([]byte, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.gets++
+	d, ok := m.data[digest]
+	return d, ok, nil
+}
+
+func (m *memTrees) Put(_ context.Context, digest string, data []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.puts++
+	if m.data == nil {
+		m.data = map[string][]byte{}
+	}
+	m.data[digest] = data
+	return nil
+}
+
 func TestOverlayImage(t *testing.T) {
 	t.Parallel()
 	reg := registrytest.New(t)
 	base := reg.PushImage(t, "wso2-apim/am:4.2.0.16", registrytest.Image{
-		Labels: map[string]string{"update_level": "16"}, User: "802", LayerSize: 256 << 10,
-		Files: map[string]string{"home/wso2carbon/wso2am-4.2.0/bin/api-manager.sh": "#!/bin/sh\n"},
+		Labels: map[string]string{"update_level": "16"}, User: "802", Entries: wso2Layers("16"),
 	})
-	dir := writeContext(t, amContext)
+	ctxEntries := maps.Clone(amContext)
+	ctxEntries["lib/jdbc.jar"] = contextEntry{content: "PK jdbc", mode: 0o644}
+	dir := writeContext(t, ctxEntries)
 	when := time.Date(2025, 3, 1, 12, 30, 45, 0, time.UTC)
 	edit := amEdit
 	edit.BaseName, edit.BaseDigest = reg.Ref("wso2-apim/am:4.2.0.16"), base.Digest
@@ -278,18 +335,35 @@ func TestOverlayImage(t *testing.T) {
 	}
 	got := readLayer(t, reg.ReadBlob(t, "acme/am", added.Digest))
 	const root = "home/wso2carbon/wso2am-4.2.0/"
-	want := []layerEntry{
-		{name: root + "bin/acme-init.sh", content: "#!/bin/sh\necho acme\n", typ: tar.TypeReg, mode: 0o755},
-		{name: root + "conf", link: "repository/conf", typ: tar.TypeSymlink, mode: 0o777},
-		{name: root + "jdk", link: "/opt/java/openjdk", typ: tar.TypeSymlink, mode: 0o777},
-		{name: root + "repository/components/lib/acme.jar", content: "PK\x03\x04 not really a jar", typ: tar.TypeReg, mode: 0o644},
-		{name: root + "repository/conf/deployment.toml", content: "[server]\nhostname = \"am.acme.example\"\n", typ: tar.TypeReg, mode: 0o640},
+	epoch, productTime := time.Unix(0, 0).UTC(), time.Date(2024, 6, 1, 10, 0, 0, 500, time.UTC)
+	dirEntry := func(name string, mode int64, uid int, mtime time.Time) layerEntry {
+		return layerEntry{name: name + "/", typ: tar.TypeDir, mode: mode, uid: uid, gid: uid, mtime: mtime}
 	}
-	for i := range want {
-		want[i].uid, want[i].gid, want[i].mtime = 802, 802, when
+	own := func(e layerEntry) layerEntry { e.uid, e.gid, e.mtime = 802, 802, when; return e }
+	want := []layerEntry{
+		// Every parent, as the base has it: /home root 0755, /home/wso2carbon 802:802 0750, the product's
+		// directory with its sub-second time, conf with its setgid bit.
+		dirEntry("home", 0o755, 0, epoch),
+		dirEntry("home/wso2carbon", 0o750, 802, epoch),
+		dirEntry("home/wso2carbon/wso2am-4.2.0", 0o755, 802, productTime),
+		dirEntry(root+"bin", 0o750, 802, epoch),
+		own(layerEntry{name: root + "bin/acme-init.sh", content: "#!/bin/sh\necho acme\n", typ: tar.TypeReg, mode: 0o755}),
+		own(layerEntry{name: root + "conf", link: "repository/conf", typ: tar.TypeSymlink, mode: 0o777}),
+		own(layerEntry{name: root + "jdk", link: "/opt/java/openjdk", typ: tar.TypeSymlink, mode: 0o777}),
+		dirEntry(root+"repository", 0o755, 802, epoch),
+		// The parents the base lacks: the recipe's owner, 0755, the layer's time.
+		own(dirEntry(root+"repository/components", 0o755, 0, epoch)),
+		own(dirEntry(root+"repository/components/lib", 0o755, 0, epoch)),
+		own(layerEntry{name: root + "repository/components/lib/acme.jar", content: "PK\x03\x04 not really a jar", typ: tar.TypeReg, mode: 0o644}),
+		dirEntry(root+"repository/conf", 0o2750, 802, epoch),
+		own(layerEntry{name: root + "repository/conf/deployment.toml", content: "[server]\nhostname = \"am.acme.example\"\n", typ: tar.TypeReg, mode: 0o640}),
+		// lib/jdbc.jar goes through the base's /lib -> usr/lib: the link stays, the jar lands in usr/lib.
+		dirEntry("usr", 0o755, 0, epoch),
+		dirEntry("usr/lib", 0o755, 0, epoch),
+		own(layerEntry{name: "usr/lib/jdbc.jar", content: "PK jdbc", typ: tar.TypeReg, mode: 0o644}),
 	}
 	if !slices.Equal(got, want) {
-		t.Errorf("added layer:\n got %+v\nwant %+v (sorted, no directories, owner 802:802, no names, mtime %s)", got, want, when)
+		t.Errorf("added layer:\n got %+v\nwant %+v", got, want)
 	}
 
 	// The edit, on the config and the manifest.
@@ -305,17 +379,70 @@ func TestOverlayImage(t *testing.T) {
 	assertAnnotated(t, "manifest", img.m.Annotations, map[string]string{annotBaseName: edit.BaseName, annotBaseDigest: base.Digest})
 	assertNoTags(t, c, reg.Ref("acme/am"))
 
-	// Same registry: the base's layers were mounted. Only its config was downloaded; the new layer and
-	// config were uploaded.
-	baseConfig := int64(len(reg.ReadBlob(t, "wso2-apim/am", base.Config)))
-	if w.BytesRead != baseConfig || reg.BlobBytesServed()-served != baseConfig {
-		t.Errorf("BytesRead %d, registry served %d; want the base config's %d bytes only", w.BytesRead, reg.BlobBytesServed()-served, baseConfig)
+	// Same registry: the base's layers were mounted, and read once each for their trees, with the base's
+	// config; the new layer and config were uploaded.
+	baseBlobs := int64(len(reg.ReadBlob(t, "wso2-apim/am", base.Config)))
+	for _, l := range base.Layers {
+		baseBlobs += int64(len(reg.ReadBlob(t, "wso2-apim/am", l)))
+	}
+	if w.BytesRead != baseBlobs || reg.BlobBytesServed()-served != baseBlobs {
+		t.Errorf("BytesRead %d, registry served %d; want the base's config and layers, %d bytes", w.BytesRead, reg.BlobBytesServed()-served, baseBlobs)
 	}
 	if want := added.Size + img.m.Config.Size; w.BytesWritten != want {
 		t.Errorf("BytesWritten %d, want %d (the new layer and config)", w.BytesWritten, want)
 	}
 	if read, written := counter.BlobBytes(); read != w.BytesRead || written != w.BytesWritten {
 		t.Errorf("Counter.BlobBytes() = %d, %d; Written says %d, %d", read, written, w.BytesRead, w.BytesWritten)
+	}
+}
+
+// A typical update: the same OS layer, a new product layer. With a TreeCache, each base layer is read once
+// across writes: the second write reads only the new product layer (and the new config).
+func TestOverlayReadsEachBaseLayerOnce(t *testing.T) {
+	t.Parallel()
+	for _, other := range []bool{false, true} {
+		t.Run(map[bool]string{false: "same registry", true: "other registry"}[other], func(t *testing.T) {
+			t.Parallel()
+			src := registrytest.New(t)
+			dst, regs := src, []config.Registry{src.Config()}
+			if other {
+				dst = registrytest.New(t)
+				regs = append(regs, dst.Config())
+			}
+			c, _ := newClient(t, regs)
+			dir := writeContext(t, amContext)
+			cache := &memTrees{}
+			ctx := ctxT(t)
+			blobSize := func(repo, d string) int64 { return int64(len(src.ReadBlob(t, repo, d))) }
+
+			b16 := src.PushImage(t, "wso2-apim/am:4.2.0.16", registrytest.Image{Labels: map[string]string{"update_level": "16"}, Entries: wso2Layers("16")})
+			w16, err := c.Overlay(ctx, b16.Ref, dst.Ref("acme/am"), registry.Layer{Dir: dir, Owner: "802:802", Trees: cache}, registry.Edit{})
+			if err != nil {
+				t.Fatalf("Overlay 16: %v", err)
+			}
+			cold := blobSize("wso2-apim/am", b16.Config) + blobSize("wso2-apim/am", b16.Layers[0]) + blobSize("wso2-apim/am", b16.Layers[1])
+			if w16.BytesRead != cold || cache.puts != 2 {
+				t.Errorf("first write read %d bytes and cached %d trees; want %d (config and both layers, each once) and 2", w16.BytesRead, cache.puts, cold)
+			}
+
+			b17 := src.PushImage(t, "wso2-apim/am:4.2.0.17", registrytest.Image{Labels: map[string]string{"update_level": "17"}, Entries: wso2Layers("17")})
+			if b17.Layers[0] != b16.Layers[0] || b17.Layers[1] == b16.Layers[1] {
+				t.Fatalf("bases 16 and 17 should share the OS layer and differ in the product layer: %v %v", b16.Layers, b17.Layers)
+			}
+			w17, err := c.Overlay(ctx, b17.Ref, dst.Ref("acme/am"), registry.Layer{Dir: dir, Owner: "802:802", Trees: cache}, registry.Edit{})
+			if err != nil {
+				t.Fatalf("Overlay 17: %v", err)
+			}
+			if warm := blobSize("wso2-apim/am", b17.Config) + blobSize("wso2-apim/am", b17.Layers[1]); w17.BytesRead != warm || cache.puts != 3 {
+				t.Errorf("second write read %d bytes and cached %d trees in all; want %d (config and the new product layer) and 3", w17.BytesRead, cache.puts, warm)
+			}
+			// The same base and context give the same layer, cached tree or not.
+			_, i16 := readBack(t, dst, "acme/am", w16)
+			_, i17 := readBack(t, dst, "acme/am", w17)
+			if a, b := i16[0].m.Layers[2].Digest, i17[0].m.Layers[2].Digest; a != b {
+				t.Errorf("added layers differ: %s, %s", a, b)
+			}
+		})
 	}
 }
 
@@ -365,6 +492,47 @@ func TestOverlayIndex(t *testing.T) {
 		t.Errorf("BytesWritten %d, want %d", w.BytesWritten, want)
 	}
 	assertNoTags(t, c, reg.Ref("acme/am"))
+}
+
+// Each platform's layer is made from that platform's own base: where their directories differ, so do their
+// layers, and each is uploaded once.
+func TestOverlayIndexPerPlatformTrees(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	arm := wso2Layers("16")
+	arm[1] = slices.Clone(arm[1])
+	arm[1][0] = registrytest.Dir("home/wso2carbon", 0o700, 802, 802) // this platform's home is 0700
+	idx := reg.PushIndex(t, "wso2-apim/am:4.2.0.16", registrytest.Index{Images: []registrytest.Image{
+		{Platform: "linux/amd64", Entries: wso2Layers("16")}, {Platform: "linux/arm64", Entries: arm},
+	}})
+	c, _ := newClient(t, []config.Registry{reg.Config()})
+	dir := writeContext(t, map[string]contextEntry{"home/wso2carbon/security/custom.jks": {content: "jks", mode: 0o600}})
+	w, err := c.Overlay(ctxT(t), idx.Ref, reg.Ref("acme/am"), registry.Layer{Dir: dir, Owner: "802:802"}, registry.Edit{})
+	if err != nil {
+		t.Fatalf("Overlay: %v", err)
+	}
+	_, imgs := readBack(t, reg, "acme/am", w)
+	var added []string
+	for i, mode := range []int64{0o750, 0o700} {
+		l := imgs[i].m.Layers[len(imgs[i].m.Layers)-1]
+		added = append(added, l.Digest)
+		entries := readLayer(t, reg.ReadBlob(t, "acme/am", l.Digest))
+		if len(entries) != 4 || entries[1].name != "home/wso2carbon/" || entries[1].mode != mode || entries[1].uid != 802 {
+			t.Errorf("%s: added layer %+v, want home/wso2carbon with mode %o", w.Platforms[i], entries, mode)
+		}
+		// security is not in the base: the recipe's owner and 0755.
+		if e := entries[2]; e.name != "home/wso2carbon/security/" || e.mode != 0o755 || e.uid != 802 {
+			t.Errorf("%s: %+v, want security/ 802:802 0755", w.Platforms[i], e)
+		}
+	}
+	if added[0] == added[1] {
+		t.Errorf("both platforms got layer %s; want one each", added[0])
+	}
+	if want := blobBytes(imgs) - int64(len(reg.ReadBlob(t, "wso2-apim/am", idx.Children[0].Layers[0]))) -
+		int64(len(reg.ReadBlob(t, "wso2-apim/am", idx.Children[0].Layers[1]))) -
+		int64(len(reg.ReadBlob(t, "wso2-apim/am", idx.Children[1].Layers[1]))); w.BytesWritten != want {
+		t.Errorf("BytesWritten %d, want %d: the two layers and two configs, once each", w.BytesWritten, want)
+	}
 }
 
 // A Docker manifest list is written as an OCI index of OCI images: annotations are not Docker's.

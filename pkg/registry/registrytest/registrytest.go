@@ -361,6 +361,10 @@ type Image struct {
 	// Files, when not empty, make the image's own layer instead of Layer: path in the image → content, as
 	// regular files of mode 0644 in path order, without directory entries.
 	Files map[string]string
+	// Entries, when not empty, make the image's own layers instead of Layer and Files: one layer per element,
+	// holding its entries in the order given (directories, links, files with their owners and modes, and
+	// whiteouts named .wh.<name>), as an OS layer and a product layer of a real base.
+	Entries [][]Entry
 	// LayerSize, when over zero, adds a second own layer holding one file of that many pseudo-random
 	// (incompressible) bytes, the same for the same size and platform: for benchmarks of data transfer.
 	LayerSize int
@@ -370,6 +374,80 @@ type Image struct {
 	Base *Pushed
 	// Docker pushes Docker schema 2 media types instead of OCI ones.
 	Docker bool
+}
+
+// Entry is one tar entry of Image.Entries.
+type Entry struct {
+	// Name is the path in the image ("home/wso2carbon"; a directory may end in "/").
+	Name string
+	// Type is tar.TypeDir, tar.TypeReg (the default) or tar.TypeSymlink.
+	Type byte
+	// Mode is the permission bits with setuid, setgid and sticky (default 0755 for a directory, 0644 for a file,
+	// 0777 for a link).
+	Mode     int64
+	UID, GID int
+	// Link is a symbolic link's target; Content a file's.
+	Link, Content string
+	// ModTime defaults to the Unix epoch.
+	ModTime time.Time
+}
+
+// Dir is a directory of Entries.
+func Dir(name string, mode int64, uid, gid int) Entry {
+	return Entry{Name: name, Type: tar.TypeDir, Mode: mode, UID: uid, GID: gid}
+}
+
+// File is a regular file of Entries.
+func File(name, content string, mode int64, uid, gid int) Entry {
+	return Entry{Name: name, Type: tar.TypeReg, Mode: mode, UID: uid, GID: gid, Content: content}
+}
+
+// Link is a symbolic link of Entries.
+func Link(name, target string) Entry {
+	return Entry{Name: name, Type: tar.TypeSymlink, Link: target}
+}
+
+// tarGzEntries returns a gzipped tar of entries, in order, and the digest of the uncompressed tar.
+func tarGzEntries(t testing.TB, entries []Entry) ([]byte, string) {
+	t.Helper()
+	var tarBuf bytes.Buffer
+	tw := tar.NewWriter(&tarBuf)
+	for _, e := range entries {
+		hdr := &tar.Header{Name: e.Name, Typeflag: e.Type, Mode: e.Mode, Uid: e.UID, Gid: e.GID, Linkname: e.Link,
+			ModTime: e.ModTime, Format: tar.FormatPAX}
+		if hdr.ModTime.IsZero() {
+			hdr.ModTime = time.Unix(0, 0).UTC()
+		}
+		switch e.Type {
+		case tar.TypeDir:
+			if !strings.HasSuffix(hdr.Name, "/") {
+				hdr.Name += "/"
+			}
+			if hdr.Mode == 0 {
+				hdr.Mode = 0o755
+			}
+		case tar.TypeSymlink:
+			if hdr.Mode == 0 {
+				hdr.Mode = 0o777
+			}
+		default:
+			hdr.Typeflag = tar.TypeReg
+			hdr.Size = int64(len(e.Content))
+			if hdr.Mode == 0 {
+				hdr.Mode = 0o644
+			}
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatalf("test registry: tar: %v", err)
+		}
+		if _, err := tw.Write([]byte(e.Content)); err != nil {
+			t.Fatalf("test registry: tar: %v", err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatalf("test registry: tar: %v", err)
+	}
+	return gzipTar(t, tarBuf.Bytes(), gzip.DefaultCompression)
 }
 
 // Index describes a multi-platform image to push.
@@ -429,10 +507,17 @@ func (r *Registry) pushImage(t testing.TB, repoTag string, img Image) Pushed {
 		layers = append(layers, img.Base.layers...)
 	}
 	own := map[string]any{"created": created.Format(time.RFC3339), "created_by": "registrytest: files"}
-	if len(img.Files) > 0 {
+	switch {
+	case len(img.Entries) > 0:
+		for i, entries := range img.Entries {
+			gz, diffID := tarGzEntries(t, entries)
+			layers = append(layers, layerBlob{gz: gz, diffID: diffID, history: map[string]any{
+				"created": created.Format(time.RFC3339), "created_by": fmt.Sprintf("registrytest: entries %d", i)}})
+		}
+	case len(img.Files) > 0:
 		gz, diffID := tarGzFiles(t, img.Files, gzip.DefaultCompression)
 		layers = append(layers, layerBlob{gz: gz, diffID: diffID, history: own})
-	} else {
+	default:
 		content := img.Layer
 		if content == "" {
 			content = fmt.Sprintf("platform=%s labels=%v", img.Platform, img.Labels)
@@ -727,18 +812,24 @@ func tarGzFiles(t testing.TB, files map[string]string, level int) ([]byte, strin
 	if err := tw.Close(); err != nil {
 		t.Fatalf("test registry: tar: %v", err)
 	}
+	return gzipTar(t, tarBuf.Bytes(), level)
+}
+
+// gzipTar gzips an uncompressed tar at level and returns it with the tar's digest (the diff ID).
+func gzipTar(t testing.TB, tarBytes []byte, level int) ([]byte, string) {
+	t.Helper()
 	var gzBuf bytes.Buffer
 	gw, err := gzip.NewWriterLevel(&gzBuf, level)
 	if err != nil {
 		t.Fatalf("test registry: gzip: %v", err)
 	}
-	if _, err := gw.Write(tarBuf.Bytes()); err != nil {
+	if _, err := gw.Write(tarBytes); err != nil {
 		t.Fatalf("test registry: gzip: %v", err)
 	}
 	if err := gw.Close(); err != nil {
 		t.Fatalf("test registry: gzip: %v", err)
 	}
-	sum := sha256.Sum256(tarBuf.Bytes())
+	sum := sha256.Sum256(tarBytes)
 	return gzBuf.Bytes(), fmt.Sprintf("sha256:%x", sum)
 }
 
