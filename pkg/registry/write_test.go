@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +24,8 @@ import (
 	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
 )
+
+const hexA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 
 const (
 	annotBaseName   = "org.opencontainers.image.base.name"
@@ -765,6 +768,56 @@ func TestOverlayPushDenied(t *testing.T) {
 	_, err := c.Overlay(ctxT(t), base.Ref, reg.Ref("acme/am"), registry.Layer{Dir: writeContext(t, amContext)}, registry.Edit{})
 	if !errors.Is(err, registry.ErrUnauthorized) || !strings.Contains(err.Error(), reg.Ref("acme/am")) || registry.Retryable(err) {
 		t.Errorf("Overlay to a registry that denies pushes: %v; want ErrUnauthorized naming the target, not retryable", err)
+	}
+}
+
+// What distribution answers a manifest PUT whose blobs an interrupted write left missing or half-written:
+// the write is tried again, blobs first, and succeeds; when the registry keeps answering so, the error is
+// ErrIncompleteWrite, retryable, never a reason to give up on the build.
+func TestOverlayRewritesAnIncompleteWrite(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		fails int
+		ok    bool
+	}{{"once", 1, true}, {"always", 100, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var left, puts atomic.Int64
+			left.Store(int64(tc.fails))
+			refuse := func(next http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+					if req.Method == http.MethodPut && strings.Contains(req.URL.Path, "/manifests/") {
+						puts.Add(1)
+						if left.Add(-1) >= 0 {
+							w.Header().Set("Content-Type", "application/json")
+							w.WriteHeader(http.StatusBadRequest)
+							_, _ = w.Write([]byte(`{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"},` +
+								`{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":"sha256:` + hexA + `"}]}`))
+							return
+						}
+					}
+					next.ServeHTTP(w, req)
+				})
+			}
+			reg := registrytest.New(t, registrytest.WithMiddleware(refuse))
+			base := reg.PushImage(t, "wso2-apim/am:4.2.0.16", registrytest.Image{Entries: wso2Layers("16")})
+			c, _ := newClient(t, []config.Registry{reg.Config()})
+			w, err := c.Overlay(ctxT(t), base.Ref, reg.Ref("acme/am"), registry.Layer{Dir: writeContext(t, amContext)}, registry.Edit{})
+			switch {
+			case tc.ok && err != nil:
+				t.Fatalf("Overlay: %v; want it written on the second attempt", err)
+			case tc.ok:
+				readBack(t, reg, "acme/am", w)
+				if puts.Load() != 2 {
+					t.Errorf("%d manifest PUTs, want 2", puts.Load())
+				}
+			case !errors.Is(err, registry.ErrIncompleteWrite) || !registry.Retryable(err):
+				t.Errorf("Overlay: %v; want ErrIncompleteWrite, retryable", err)
+			case puts.Load() != 3:
+				t.Errorf("%d manifest PUTs, want 3 attempts", puts.Load())
+			}
+		})
 	}
 }
 
