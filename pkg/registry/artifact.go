@@ -173,6 +173,13 @@ const (
 	dockerAttestManifst = "attestation-manifest"
 )
 
+// The annotations of the OCI image spec that name an image's base: what Edit.BaseName and BaseDigest write,
+// what Rebase reads, what `regctl image check-base` checks.
+const (
+	AnnotationBaseName   = "org.opencontainers.image.base.name"
+	AnnotationBaseDigest = "org.opencontainers.image.base.digest"
+)
+
 // sbomTypes are the media types (artifactType, config or layer) of SBOM content.
 var sbomTypes = map[string]bool{
 	"application/spdx+json":                   true,

@@ -4,8 +4,8 @@ import (
 	"archive/tar"
 	"bufio"
 	"context"
+	"compress/gzip"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,10 +18,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/regclient/regclient/mod"
+	"github.com/opencontainers/go-digest"
 	"github.com/regclient/regclient/types/descriptor"
 	"github.com/regclient/regclient/types/mediatype"
-	"github.com/regclient/regclient/types/platform"
+	v1 "github.com/regclient/regclient/types/oci/v1"
 	"github.com/regclient/regclient/types/ref"
 )
 
@@ -74,7 +74,7 @@ func (c *Client) Overlay(ctx context.Context, base, target string, layer Layer, 
 	if err != nil {
 		return fail(err)
 	}
-	rTgt, editOpts, want, err := writeTo(target, edit)
+	rTgt, ed, want, err := writeTo(target, edit)
 	if err != nil {
 		return fail(err)
 	}
@@ -94,27 +94,29 @@ func (c *Client) Overlay(ctx context.Context, base, target string, layer Layer, 
 		return fail(err)
 	}
 	defer layers.remove()
-	w, err := c.write(ctx, tr, src, rTgt, src.imageLayers(), editOpts, layers.opts)
+	w, err := c.write(ctx, tr, src, rTgt, src.imageLayers(), ed, nil)
 	if err != nil {
 		return fail(err)
 	}
 	return w, nil
 }
 
-// addedLayer is one layer tar of an overlay and the platforms it goes on.
+// addedLayer is a layer an overlay adds: its gzipped tar, and its descriptor and diff ID.
 type addedLayer struct {
-	f         *os.File
-	digest    string // of the uncompressed tar
-	platforms []platform.Platform
+	gz     *os.File
+	desc   descriptor.Descriptor // OCI gzip layer
+	diffID digest.Digest         // of the uncompressed tar
+	// history is the layer's entry in the config's history.
+	history v1.History
 }
 
 // addedLayers are the layers of an overlay, one per distinct tar.
 type addedLayers []*addedLayer
 
-// overlayLayers builds the overlay's layer for every platform image of src: the context placed in that image's
-// tree. Platforms whose trees give the same tar share it. The base's layers are copied to the target first, so
-// that a layer downloaded for another registry is read for its tree on the way (the write's own copy then
-// finds every blob there).
+// overlayLayers builds the overlay's layer for every platform image of src — the context placed in that
+// image's tree — and gives each image its layer (srcImage.add). Platforms whose trees give the same tar share
+// one. The base's layers are copied to the target first, so that a layer downloaded for another registry is
+// read for its tree on the way (the write's own copy then finds every blob there).
 func (c *Client) overlayLayers(ctx context.Context, src *source, tgt ref.Ref, cf *contextFiles, cache TreeCache) (addedLayers, error) {
 	var all []descriptor.Descriptor
 	for _, img := range src.images {
@@ -134,38 +136,72 @@ func (c *Client) overlayLayers(ctx context.Context, src *source, tgt ref.Ref, cf
 			out.remove()
 			return nil, err
 		}
-		i := slices.IndexFunc(out, func(a *addedLayer) bool { return a.digest == dig })
+		i := slices.IndexFunc(out, func(a *addedLayer) bool { return a.diffID == dig })
 		if i >= 0 {
 			closeRemove(f)
-			out[i].platforms = append(out[i].platforms, img.oc.Platform)
+			img.add = out[i]
 			continue
 		}
-		out = append(out, &addedLayer{f: f, digest: dig, platforms: []platform.Platform{img.oc.Platform}})
+		l, err := gzipLayer(f, dig)
+		closeRemove(f)
+		if err != nil {
+			out.remove()
+			return nil, fmt.Errorf("compressing the layer: %w", err)
+		}
+		l.history = v1.History{Created: historyTime(cf.setTime, img.oc.Created), CreatedBy: fmt.Sprintf("harborflow overlay: %d files", len(cf.names)),
+			Comment: "harborflow"}
+		img.add = l
+		out = append(out, l)
 	}
 	return out, nil
 }
 
-// opts are the mod options adding the layers, each to its platforms (mod matches them with the image config's
-// platform); one layer for every platform goes on every image. Each call rewinds the tars, so a write can be
-// tried again. mod.WithLayerAddTar gzips a tar (with Go's compress/gzip, so reproducibly) and pushes it once.
-func (ls addedLayers) opts() ([]mod.Opts, error) {
-	out := make([]mod.Opts, 0, len(ls))
-	for _, l := range ls {
-		if _, err := l.f.Seek(0, io.SeekStart); err != nil {
-			return nil, fmt.Errorf("rewinding the layer: %w", err)
-		}
-		ps := l.platforms
-		if len(ls) == 1 {
-			ps = nil
-		}
-		out = append(out, mod.WithLayerAddTar(l.f, mediatype.OCI1LayerGzip, ps))
+// historyTime is the creation time of the added layer's history entry: the Layer's Time when it has one, else
+// the base image's creation time, else the Unix epoch. Never the time of the write: the same base and context
+// give the same image, also when a crashed write is redone by another process.
+func historyTime(set time.Time, base *time.Time) *time.Time {
+	t := time.Unix(0, 0).UTC()
+	switch {
+	case !set.IsZero():
+		t = set
+	case base != nil:
+		t = *base
 	}
-	return out, nil
+	return &t
+}
+
+// gzipLayer compresses the tar f (whose digest is diffID) into a temporary file, reproducibly (Go's gzip at its
+// default level, no name or time in the header), and returns the layer.
+func gzipLayer(f *os.File, diffID digest.Digest) (*addedLayer, error) {
+	gz, err := os.CreateTemp("", "harborflow-layer-*.tar.gz")
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	bw := bufio.NewWriterSize(io.MultiWriter(gz, h), 1<<16)
+	zw := gzip.NewWriter(bw)
+	_, err = io.Copy(zw, f)
+	if err == nil {
+		err = zw.Close()
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	var size int64
+	if err == nil {
+		size, err = gz.Seek(0, io.SeekCurrent)
+	}
+	if err != nil {
+		closeRemove(gz)
+		return nil, err
+	}
+	return &addedLayer{gz: gz, diffID: diffID, desc: descriptor.Descriptor{MediaType: mediatype.OCI1LayerGzip,
+		Digest: digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)), Size: size}}, nil
 }
 
 func (ls addedLayers) remove() {
 	for _, l := range ls {
-		closeRemove(l.f)
+		closeRemove(l.gz)
 	}
 }
 
@@ -175,7 +211,8 @@ type contextFiles struct {
 	root     *os.Root
 	names    []string // regular files and symbolic links, relative, sorted
 	uid, gid int
-	mtime    time.Time
+	mtime    time.Time // of the files, and of the parents the base lacks
+	setTime  time.Time // Layer.Time as given (zero when not)
 }
 
 // openContext lists the regular files and symbolic links of l.Dir. An os.Root keeps every open and stat
@@ -217,15 +254,15 @@ func openContext(l Layer) (*contextFiles, error) {
 		return nil, fmt.Errorf("context directory %q: %w", l.Dir, err)
 	}
 	slices.Sort(names)
-	return &contextFiles{dir: l.Dir, root: root, names: names, uid: uid, gid: gid, mtime: mtime}, nil
+	return &contextFiles{dir: l.Dir, root: root, names: names, uid: uid, gid: gid, mtime: mtime, setTime: l.Time}, nil
 }
 
 func (cf *contextFiles) close() { _ = cf.root.Close() }
 
 // layer writes the uncompressed tar of the context placed in the base tree t (see Overlay) to a temporary file
 // and returns it rewound, with the tar's digest; the caller closes and removes it.
-func (cf *contextFiles) layer(t tree) (*os.File, string, error) {
-	fail := func(err error) (*os.File, string, error) {
+func (cf *contextFiles) layer(t tree) (*os.File, digest.Digest, error) {
+	fail := func(err error) (*os.File, digest.Digest, error) {
 		return nil, "", fmt.Errorf("context directory %q: %w", cf.dir, err)
 	}
 	// Where each file lands, and the parent directories of those places.
@@ -283,7 +320,7 @@ func (cf *contextFiles) layer(t tree) (*os.File, string, error) {
 		closeRemove(f)
 		return fail(err)
 	}
-	return f, "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+	return f, digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)), nil
 }
 
 // addFile writes the regular file or symbolic link name of the context at path p of the image.

@@ -25,7 +25,7 @@ func (c *Client) Push(ctx context.Context, layoutDir, target string, edit Edit) 
 	fail := func(err error) (Written, error) {
 		return Written{}, fmt.Errorf("push of layout %s to %s: %w", layoutDir, target, err)
 	}
-	rTgt, editOpts, want, err := writeTo(target, edit)
+	rTgt, ed, want, err := writeTo(target, edit)
 	if err != nil {
 		return fail(err)
 	}
@@ -39,7 +39,7 @@ func (c *Client) Push(ctx context.Context, layoutDir, target string, edit Edit) 
 	if err != nil {
 		return fail(err)
 	}
-	w, err := c.write(ctx, tr, src, rTgt, src.imageLayers(), editOpts, nil)
+	w, err := c.write(ctx, tr, src, rTgt, src.imageLayers(), ed, nil)
 	if err != nil {
 		return fail(err)
 	}

@@ -36,7 +36,7 @@ func (c *Client) Rebase(ctx context.Context, image, oldBase, newBase, target str
 	if err != nil {
 		return fail(err)
 	}
-	rTgt, editOpts, want, err := writeTo(target, edit)
+	rTgt, ed, want, err := writeTo(target, edit)
 	if err != nil {
 		return fail(err)
 	}
@@ -77,7 +77,7 @@ func (c *Client) Rebase(ctx context.Context, image, oldBase, newBase, target str
 			copies = append(copies, blobCopy{from: rNew, desc: l})
 		}
 	}
-	w, err := c.write(ctx, tr, src, rTgt, copies, editOpts, func() ([]mod.Opts, error) {
+	w, err := c.write(ctx, tr, src, rTgt, copies, ed, func() ([]mod.Opts, error) {
 		return []mod.Opts{mod.WithRebaseRefs(rOld, rNew)}, nil
 	})
 	if errors.Is(err, errs.ErrMismatch) {

@@ -3,7 +3,9 @@ package registry
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"fmt"
 	"maps"
 	"os"
@@ -69,9 +71,12 @@ type Edit struct {
 	// source does not have is an error naming it. Whatever is not a platform image (buildx attestation
 	// manifests, unknown/unknown entries, nested indexes) is never written.
 	Platforms []string
-	// BaseName (registry/repository:tag) and BaseDigest name the base image in the annotations
-	// org.opencontainers.image.base.name and org.opencontainers.image.base.digest, on every manifest
-	// written. Give both or neither.
+	// BaseName (registry/repository:tag, a reference that resolves to BaseDigest) and BaseDigest (the base's
+	// index, or its image) name the base in the annotations org.opencontainers.image.base.name and
+	// org.opencontainers.image.base.digest of the manifest written on top (an index, or the one image); each
+	// platform manifest of an index gets BaseName and the digest of the base's image for its platform, as
+	// `buildah build --manifest` writes them, so that a rebase finds every platform's old base.
+	// `regctl image check-base` reads the top manifest's. Give both or neither.
 	BaseName   string
 	BaseDigest string
 }
@@ -137,62 +142,71 @@ func targetRef(s string) (ref.Ref, error) {
 	return r.SetTag(""), nil
 }
 
-// writeTo checks what every write starts from: the target repository, the edit as mod options, and the
-// platforms the edit keeps.
-func writeTo(target string, edit Edit) (ref.Ref, []mod.Opts, []platform.Platform, error) {
+// edits is an Edit made ready for a write: mod options, and the base to name in the annotations.
+type edits struct {
+	opts       []mod.Opts
+	baseName   string // the base's reference as regclient names it (CommonName); "" for none
+	baseRepo   ref.Ref
+	baseDigest string
+}
+
+// writeTo checks what every write starts from: the target repository, the edit, and the platforms the edit
+// keeps.
+func writeTo(target string, edit Edit) (ref.Ref, edits, []platform.Platform, error) {
 	rTgt, err := targetRef(target)
 	if err != nil {
-		return ref.Ref{}, nil, nil, err
+		return ref.Ref{}, edits{}, nil, err
 	}
-	opts, err := edit.modOpts()
+	ed, err := edit.edits()
 	if err != nil {
-		return ref.Ref{}, nil, nil, err
+		return ref.Ref{}, edits{}, nil, err
 	}
 	want, err := edit.platforms()
 	if err != nil {
-		return ref.Ref{}, nil, nil, err
+		return ref.Ref{}, edits{}, nil, err
 	}
-	return rTgt, opts, want, nil
+	return rTgt, ed, want, nil
 }
 
-// modOpts turns the edit into regclient mod options. Names get the platform selector "[*]" (every
-// manifest, every config), which also keeps a name that starts with "[" from being read as a selector.
-func (e Edit) modOpts() ([]mod.Opts, error) {
-	var opts []mod.Opts
+// edits turns the edit into regclient mod options, and checks the base's name and digest. Names get the
+// platform selector "[*]" (every manifest, every config), which also keeps a name that starts with "[" from
+// being read as a selector.
+func (e Edit) edits() (edits, error) {
+	var ed edits
 	for _, k := range slices.Sorted(maps.Keys(e.Labels)) {
 		if k == "" {
-			return nil, errors.New("edit: empty label name")
+			return edits{}, errors.New("edit: empty label name")
 		}
-		opts = append(opts, mod.WithLabel("[*]"+k, e.Labels[k]))
+		ed.opts = append(ed.opts, mod.WithLabel("[*]"+k, e.Labels[k]))
 	}
 	for _, k := range slices.Sorted(maps.Keys(e.Env)) {
 		if k == "" || strings.Contains(k, "=") {
-			return nil, fmt.Errorf("edit: environment variable name %q", k)
+			return edits{}, fmt.Errorf("edit: environment variable name %q", k)
 		}
-		opts = append(opts, mod.WithEnv("[*]"+k, e.Env[k]))
+		ed.opts = append(ed.opts, mod.WithEnv("[*]"+k, e.Env[k]))
 	}
 	for _, k := range slices.Sorted(maps.Keys(e.Annotations)) {
 		if k == "" {
-			return nil, errors.New("edit: empty annotation name")
+			return edits{}, errors.New("edit: empty annotation name")
 		}
-		opts = append(opts, mod.WithAnnotation("[*]"+k, e.Annotations[k]))
+		ed.opts = append(ed.opts, mod.WithAnnotation("[*]"+k, e.Annotations[k]))
 	}
 	switch {
 	case e.BaseName == "" && e.BaseDigest == "":
 	case e.BaseName == "" || e.BaseDigest == "":
-		return nil, fmt.Errorf("edit: base name %q and base digest %q: give both or neither", e.BaseName, e.BaseDigest)
+		return edits{}, fmt.Errorf("edit: base name %q and base digest %q: give both or neither", e.BaseName, e.BaseDigest)
 	default:
 		rb, err := ref.New(e.BaseName)
 		if err != nil || rb.Scheme != "reg" {
-			return nil, fmt.Errorf("edit: base name %q: %w", e.BaseName, ErrInvalidReference)
+			return edits{}, fmt.Errorf("edit: base name %q: %w", e.BaseName, ErrInvalidReference)
 		}
 		d, err := digest.Parse(e.BaseDigest)
 		if err != nil {
-			return nil, fmt.Errorf("edit: base digest %q: %w", e.BaseDigest, err)
+			return edits{}, fmt.Errorf("edit: base digest %q: %w", e.BaseDigest, err)
 		}
-		opts = append(opts, mod.WithAnnotationOCIBase(rb, d))
+		ed.baseName, ed.baseRepo, ed.baseDigest = rb.CommonName(), rb.SetDigest(d.String()), d.String()
 	}
-	return opts, nil
+	return ed, nil
 }
 
 // platforms parses Platforms.
@@ -214,6 +228,8 @@ type source struct {
 	m       manifest.Manifest
 	images  []*srcImage // an index's kept entries in index order; for an image, the image itself
 	dropped bool        // an entry of the index was left out
+	// annotations are set on the staged top manifest; each image's own on its staged manifest.
+	annotations map[string]string
 }
 
 // srcImage is one platform image of a source.
@@ -225,6 +241,11 @@ type srcImage struct {
 	cdesc  descriptor.Descriptor
 	config []byte   // as read
 	oc     v1.Image // decoded
+	// annotations are set on the image's staged manifest.
+	annotations map[string]string
+	// add, when not nil, is a layer to add on top (an overlay): staged with the image, with its diff ID and
+	// history entry in a new config.
+	add *addedLayer
 }
 
 // platform is the image's platform: the index entry's, or else the config's.
@@ -399,10 +420,22 @@ func (c *Client) stage(ctx context.Context, s *source) (_ ref.Ref, release func(
 	changed := s.dropped
 	var top manifest.Manifest
 	for i, img := range s.images {
-		if _, err := c.rc.BlobPut(ctx, st, img.cdesc, bytes.NewReader(img.config)); err != nil {
-			return ref.Ref{}, nil, fmt.Errorf("staging image config %s: %w", img.cdesc.Digest, err)
+		cdesc, config := img.cdesc, img.config
+		if img.add != nil {
+			if cdesc, config, err = c.stageLayer(ctx, st, img); err != nil {
+				return ref.Ref{}, nil, err
+			}
+		}
+		if _, err := c.rc.BlobPut(ctx, st, cdesc, bytes.NewReader(config)); err != nil {
+			return ref.Ref{}, nil, fmt.Errorf("staging image config %s: %w", cdesc.Digest, err)
 		}
 		m, err := ociImage(img.m)
+		if err == nil && img.add != nil {
+			m, err = withLayer(m, cdesc, img.add.desc)
+		}
+		if err == nil && len(img.annotations) > 0 {
+			m, err = annotated(m, img.annotations)
+		}
 		if err != nil {
 			return ref.Ref{}, nil, fmt.Errorf("staging manifest %s: %w", img.m.GetDescriptor().Digest, err)
 		}
@@ -419,13 +452,20 @@ func (c *Client) stage(ctx context.Context, s *source) (_ ref.Ref, release func(
 	}
 	if s.m.IsList() {
 		top = s.m
-		if changed {
+		if changed || len(s.annotations) > 0 {
 			idx, err := manifest.OCIIndexFromAny(s.m.GetOrig())
 			if err != nil {
 				return ref.Ref{}, nil, fmt.Errorf("staging the index: %w", err)
 			}
 			idx.MediaType = mediatype.OCI1ManifestList
 			idx.Manifests = entries
+			if len(s.annotations) > 0 {
+				idx.Annotations = maps.Clone(idx.Annotations)
+				if idx.Annotations == nil {
+					idx.Annotations = map[string]string{}
+				}
+				maps.Copy(idx.Annotations, s.annotations)
+			}
 			if top, err = manifest.New(manifest.WithOrig(idx)); err != nil {
 				return ref.Ref{}, nil, fmt.Errorf("staging the index: %w", err)
 			}
@@ -470,6 +510,98 @@ func ociImage(m manifest.Manifest) (manifest.Manifest, error) {
 		}
 	}
 	return manifest.New(manifest.WithOrig(om))
+}
+
+// stageLayer puts img's added layer into the stage st (each distinct layer once) and returns the image's config
+// with the layer's diff ID and history entry added, and its descriptor.
+func (c *Client) stageLayer(ctx context.Context, st ref.Ref, img *srcImage) (descriptor.Descriptor, []byte, error) {
+	l := img.add
+	if _, err := c.rc.BlobHead(ctx, st, l.desc); err != nil {
+		if _, err := l.gz.Seek(0, io.SeekStart); err != nil {
+			return descriptor.Descriptor{}, nil, fmt.Errorf("staging the added layer: %w", err)
+		}
+		if _, err := c.rc.BlobPut(ctx, st, l.desc, l.gz); err != nil {
+			return descriptor.Descriptor{}, nil, fmt.Errorf("staging the added layer %s: %w", l.desc.Digest, err)
+		}
+	}
+	oc := img.oc
+	oc.RootFS.DiffIDs = append(slices.Clone(oc.RootFS.DiffIDs), l.diffID)
+	if oc.History != nil {
+		// A config without history stays without: an entry for the new layer alone would not line up.
+		oc.History = append(slices.Clone(oc.History), l.history)
+	}
+	raw, err := json.Marshal(oc)
+	if err != nil {
+		return descriptor.Descriptor{}, nil, fmt.Errorf("staging the config with the added layer: %w", err)
+	}
+	mt := img.cdesc.MediaType
+	if mt == mediatype.Docker2ImageConfig {
+		mt = mediatype.OCI1ImageConfig
+	}
+	return descriptor.Descriptor{MediaType: mt, Digest: digest.FromBytes(raw), Size: int64(len(raw))}, raw, nil
+}
+
+// withLayer returns the OCI image manifest m with config as its config and layer added on top.
+func withLayer(m manifest.Manifest, config, layer descriptor.Descriptor) (manifest.Manifest, error) {
+	om, err := manifest.OCIManifestFromAny(m.GetOrig())
+	if err != nil {
+		return nil, err
+	}
+	om.Config = config
+	om.Layers = append(slices.Clone(om.Layers), layer)
+	return manifest.New(manifest.WithOrig(om))
+}
+
+// annotated returns the OCI image manifest m with annotations set.
+func annotated(m manifest.Manifest, annotations map[string]string) (manifest.Manifest, error) {
+	om, err := manifest.OCIManifestFromAny(m.GetOrig())
+	if err != nil {
+		return nil, err
+	}
+	om.Annotations = maps.Clone(om.Annotations)
+	if om.Annotations == nil {
+		om.Annotations = map[string]string{}
+	}
+	maps.Copy(om.Annotations, annotations)
+	return manifest.New(manifest.WithOrig(om))
+}
+
+// annotateBase gives the source's manifests the annotations of the base (see Edit.BaseName): the top one the
+// base's name and digest, each platform image of an index the base's name and the digest of the base's image
+// for the platform (the image's own config platform). The source itself may be the base (an overlay), whose
+// platform images are then their own bases' images; otherwise the base is read.
+func (c *Client) annotateBase(ctx context.Context, s *source, ed edits) error {
+	if ed.baseDigest == "" {
+		return nil
+	}
+	s.annotations = map[string]string{AnnotationBaseName: ed.baseName, AnnotationBaseDigest: ed.baseDigest}
+	if !s.m.IsList() {
+		s.images[0].annotations = s.annotations
+		return nil
+	}
+	if s.ref.Scheme == "reg" && ref.EqualRepository(s.ref, ed.baseRepo) && s.ref.Digest == ed.baseDigest {
+		for _, img := range s.images {
+			img.annotations = map[string]string{AnnotationBaseName: ed.baseName, AnnotationBaseDigest: img.desc.Digest.String()}
+		}
+		return nil
+	}
+	bm, err := c.rc.ManifestGet(ctx, ed.baseRepo)
+	if err != nil {
+		return fmt.Errorf("reading the base %s: %w", ed.baseRepo.CommonName(), mapErr(err))
+	}
+	for _, img := range s.images {
+		d := ed.baseDigest
+		if bm.IsList() {
+			p := img.oc.Platform
+			pd, err := manifest.GetPlatformDesc(bm, &p)
+			if err != nil {
+				return fmt.Errorf("the base %s has no platform %s: %w", ed.baseRepo.CommonName(), platformString(p), mapErr(err))
+			}
+			d = pd.Digest.String()
+		}
+		img.annotations = map[string]string{AnnotationBaseName: ed.baseName, AnnotationBaseDigest: d}
+	}
+	return nil
 }
 
 // blobCopy is a blob the target needs, and where it is.
@@ -530,16 +662,24 @@ const (
 // registry lacks or cannot read, an upload session it forgot) is met by writing again: every blob is checked
 // and what is missing pushed again, then every manifest. A write that still fails after writeAttempts returns
 // the error, which is retryable: the caller's redelivery writes again later.
-func (c *Client) write(ctx context.Context, tr *transfer, s *source, tgt ref.Ref, copies []blobCopy, edit []mod.Opts, opts func() ([]mod.Opts, error)) (Written, error) {
+func (c *Client) write(ctx context.Context, tr *transfer, s *source, tgt ref.Ref, copies []blobCopy, ed edits, opts func() ([]mod.Opts, error)) (Written, error) {
+	if err := c.annotateBase(ctx, s, ed); err != nil {
+		return Written{}, err
+	}
 	st, release, err := c.stage(ctx, s)
 	if err != nil {
 		return Written{}, err
 	}
 	defer release()
+	for _, img := range s.images {
+		if img.add != nil {
+			copies = append(copies, blobCopy{from: st, desc: img.add.desc})
+		}
+	}
 	var out ref.Ref
 	delay := writeRetryDelay
 	for attempt := 1; ; attempt++ {
-		out, err = c.apply(ctx, st, tgt, copies, edit, opts)
+		out, err = c.apply(ctx, st, tgt, copies, ed.opts, opts)
 		if err == nil || !errors.Is(err, ErrIncompleteWrite) || attempt == writeAttempts {
 			break
 		}

@@ -108,8 +108,11 @@ func readBack(t *testing.T, reg *registrytest.Registry, repo string, w registry.
 	}
 	var imgs []image
 	for _, d := range digests {
-		img := image{digest: d, m: top}
-		if d != w.Digest {
+		img := image{digest: d}
+		if d == w.Digest {
+			img.m = top
+		} else {
+			// Into a fresh value: decoding into a copy of top would add to top's own annotation map.
 			_, body := reg.ReadManifest(t, repo+"@"+d)
 			mustUnmarshal(t, body, &img.m)
 		}
@@ -482,7 +485,8 @@ func TestOverlayIndex(t *testing.T) {
 		}
 		added = append(added, img.m.Layers[len(img.m.Layers)-1].Digest)
 		assertAnnotated(t, w.Platforms[i], img.m.Annotations, edit.Annotations)
-		assertAnnotated(t, w.Platforms[i], img.m.Annotations, baseAnnotations)
+		// A platform's base is the base's image for that platform, as buildah writes it.
+		assertAnnotated(t, w.Platforms[i], img.m.Annotations, map[string]string{annotBaseName: edit.BaseName, annotBaseDigest: base.Digest})
 		if img.cfg.Config.Labels["update_level"] != "16" || img.cfg.Config.Labels["arch"] == "" {
 			t.Errorf("%s: labels %v, want update_level 16 and the base's own", w.Platforms[i], img.cfg.Config.Labels)
 		}
@@ -679,34 +683,51 @@ func TestOverlayConcurrentCounts(t *testing.T) {
 	wg.Wait()
 }
 
+// The same base, files, owner and time give the same layer and the same image, from any client: a write a
+// crash interrupted is redone by another process with the same result, not a second image.
 func TestOverlayLayerReproducible(t *testing.T) {
 	t.Parallel()
 	reg := registrytest.New(t)
-	base := reg.PushImage(t, "wso2-apim/am:4.2.0.16", amd64)
-	c, _ := newClient(t, []config.Registry{reg.Config()})
+	base := reg.PushImage(t, "wso2-apim/am:4.2.0.16", registrytest.Image{Entries: wso2Layers("16"),
+		Created: time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)})
 	ctx := ctxT(t)
 	when := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
-	addedLayer := func(target string, l registry.Layer) string {
+	overlay := func(target string, l registry.Layer) (image, registry.Written) {
 		t.Helper()
-		w, err := c.Overlay(ctx, base.Ref, reg.Ref(target), l, registry.Edit{})
+		c, _ := newClient(t, []config.Registry{reg.Config()}) // a client of its own: another process
+		w, err := c.Overlay(ctx, base.Ref, reg.Ref(target), l, amEdit)
 		if err != nil {
 			t.Fatalf("Overlay: %v", err)
 		}
 		_, imgs := readBack(t, reg, target, w)
-		return imgs[0].m.Layers[len(imgs[0].m.Layers)-1].Digest
+		return imgs[0], w
 	}
-	first := addedLayer("acme/one", registry.Layer{Dir: writeContext(t, amContext), Owner: "802:802", Time: when})
-	again := addedLayer("acme/two", registry.Layer{Dir: writeContext(t, amContext), Owner: "802:802", Time: when})
-	if first != again {
-		t.Errorf("the same files, owner and time gave layers %s and %s", first, again)
+	added := func(img image) string { return img.m.Layers[len(img.m.Layers)-1].Digest }
+	first, w1 := overlay("acme/one", registry.Layer{Dir: writeContext(t, amContext), Owner: "802:802", Time: when})
+	again, w2 := overlay("acme/one", registry.Layer{Dir: writeContext(t, amContext), Owner: "802:802", Time: when})
+	if w1.Digest != w2.Digest || added(first) != added(again) {
+		t.Errorf("the same base, files, owner and time gave images %s and %s (layers %s, %s)", w1.Digest, w2.Digest, added(first), added(again))
 	}
 	for name, l := range map[string]registry.Layer{
 		"time":  {Dir: writeContext(t, amContext), Owner: "802:802", Time: when.Add(time.Second)},
 		"owner": {Dir: writeContext(t, amContext), Owner: "0:0", Time: when},
 	} {
-		if other := addedLayer("acme/"+name, l); other == first {
-			t.Errorf("another %s gave the same layer %s", name, other)
+		if other, _ := overlay("acme/"+name, l); added(other) == added(first) {
+			t.Errorf("another %s gave the same layer %s", name, added(other))
 		}
+	}
+	// Without a time, the new history entry has the base's creation time.
+	img, _ := overlay("acme/untimed", registry.Layer{Dir: writeContext(t, amContext), Owner: "802:802"})
+	var cfg struct {
+		History []struct {
+			Created   time.Time `json:"created"`
+			CreatedBy string    `json:"created_by"`
+		} `json:"history"`
+	}
+	mustUnmarshal(t, reg.ReadBlob(t, "acme/untimed", img.m.Config.Digest), &cfg)
+	if n := len(cfg.History); n != 3 || !cfg.History[2].Created.Equal(time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)) ||
+		!strings.HasPrefix(cfg.History[2].CreatedBy, "harborflow overlay") {
+		t.Errorf("history %+v; want a third entry by the overlay, created when the base was", cfg.History)
 	}
 }
 
@@ -927,7 +948,8 @@ func TestRebaseIndex(t *testing.T) {
 		if wantLayers := append(slices.Clone(v2.Children[i].Layers), own...); !slices.Equal(img.layerDigests(), wantLayers) {
 			t.Errorf("%s: layers %v, want %v", plats[i], img.layerDigests(), wantLayers)
 		}
-		assertAnnotated(t, plats[i], img.m.Annotations, want)
+		assertAnnotated(t, plats[i], img.m.Annotations, map[string]string{annotBaseName: edit.BaseName,
+			annotBaseDigest: v2.Children[i].Digest, "com.acme.build": "2"})
 		if img.cfg.Config.Labels["update_level"] != "16" {
 			t.Errorf("%s: labels %v", plats[i], img.cfg.Config.Labels)
 		}
@@ -938,12 +960,18 @@ func TestRebaseIndex(t *testing.T) {
 func TestPush(t *testing.T) {
 	t.Parallel()
 	reg := registrytest.New(t)
-	built := reg.PushIndex(t, "build/am:1", registrytest.Index{Images: []registrytest.Image{amd64, arm64}, Attestations: true})
+	base := reg.PushIndex(t, "wso2-apim/am:4.2.0.16", registrytest.Index{Images: []registrytest.Image{amd64, arm64}})
+	var imgs []registrytest.Image
+	for i, img := range []registrytest.Image{amd64, arm64} {
+		img.Base = &base.Children[i]
+		imgs = append(imgs, img)
+	}
+	built := reg.PushIndex(t, "build/am:1", registrytest.Index{Images: imgs, Attestations: true})
 	layout := t.TempDir()
 	reg.WriteLayout(t, "build/am:1", layout)
 	c, _ := newClient(t, []config.Registry{reg.Config()})
 	edit := amEdit
-	edit.BaseName, edit.BaseDigest = "registry.wso2.com/wso2-apim/am:4.2.0.16", built.Digest
+	edit.BaseName, edit.BaseDigest = reg.Ref("wso2-apim/am:4.2.0.16"), base.Digest
 
 	w, err := c.Push(ctxT(t), layout, reg.Ref("acme/am"), edit)
 	if err != nil {
@@ -952,21 +980,20 @@ func TestPush(t *testing.T) {
 	if w.MediaType != mtIndex || !slices.Equal(w.Platforms, []string{"linux/amd64", "linux/arm64/v8"}) {
 		t.Errorf("Written = %+v", w)
 	}
-	top, imgs := readBack(t, reg, "acme/am", w)
-	baseAnnotations := map[string]string{annotBaseName: edit.BaseName, annotBaseDigest: built.Digest}
-	assertAnnotated(t, "index", top.Annotations, baseAnnotations)
+	top, got := readBack(t, reg, "acme/am", w)
+	assertAnnotated(t, "index", top.Annotations, map[string]string{annotBaseName: edit.BaseName, annotBaseDigest: base.Digest})
 	assertAnnotated(t, "index", top.Annotations, edit.Annotations)
-	for i, img := range imgs {
+	for i, img := range got {
 		if !slices.Equal(img.layerDigests(), built.Children[i].Layers) {
 			t.Errorf("%s: layers %v, want the layout's %v", w.Platforms[i], img.layerDigests(), built.Children[i].Layers)
 		}
-		assertAnnotated(t, w.Platforms[i], img.m.Annotations, baseAnnotations)
+		assertAnnotated(t, w.Platforms[i], img.m.Annotations, map[string]string{annotBaseName: edit.BaseName, annotBaseDigest: base.Children[i].Digest})
 		if img.cfg.Config.Labels["update_level"] != "16" {
 			t.Errorf("%s: labels %v", w.Platforms[i], img.cfg.Config.Labels)
 		}
 	}
-	if w.BytesRead != 0 || w.BytesWritten != blobBytes(imgs) {
-		t.Errorf("BytesRead %d, BytesWritten %d; want 0 and %d (every blob uploaded from the layout once)", w.BytesRead, w.BytesWritten, blobBytes(imgs))
+	if w.BytesRead != 0 || w.BytesWritten != blobBytes(got) {
+		t.Errorf("BytesRead %d, BytesWritten %d; want 0 and %d (every blob uploaded from the layout once)", w.BytesRead, w.BytesWritten, blobBytes(got))
 	}
 	assertNoTags(t, c, reg.Ref("acme/am"))
 }
