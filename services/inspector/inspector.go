@@ -64,8 +64,8 @@ type Inspector struct {
 	now      func() time.Time
 }
 
-// errWaitingForIndex is the retry of an untagged manifest that may yet be covered by an index.
-var errWaitingForIndex = errors.New("untagged single-platform manifest: waiting for an index that covers it")
+// errWaitingForIndex is the retry of an untagged manifest that may yet be covered by an index, or tagged.
+var errWaitingForIndex = errors.New("untagged single-platform manifest: waiting for an index that covers it or a tag")
 
 // New builds the inspector.
 func New(cfg config.Inspector, deps Deps) (*Inspector, error) {
@@ -164,12 +164,19 @@ func (i *Inspector) Handle(ctx context.Context, m *bus.Message) ([]*bus.Message,
 }
 
 // known handles a digest the history has. A new tag is recorded and published from the history, without a
-// registry request. A tag already seen is nothing new — but within the duplicate window its image.inspected is
-// published again under the same id: the delivery that recorded it may have failed to publish it, and
-// JetStream stores the copy only if the first never arrived.
+// registry request.
+//
+// Anything else is nothing new — but within the duplicate window its image.inspected is published again under
+// the same id: the delivery that recorded it may have failed to publish it, and JetStream stores the copy only
+// if the first never arrived. That id is derived from the digest and the event's tag, so this is safe only for
+// an id that was published: a tag the record has, or no tag while the record has none. An untagged push of a
+// tagged record publishes nothing: under its own id, the image would be stored twice, untagged and tagged.
 func (i *Inspector) known(ctx context.Context, ev *harborflowv1.RegistryEvent, key string, rec *harborflowv1.ImageRecord, rev uint64) ([]*bus.Message, error) {
 	tag := ev.GetTag()
-	if tag == "" || slices.Contains(rec.GetTags(), tag) {
+	switch {
+	case tag == "" && len(rec.GetTags()) > 0:
+		return nil, nil
+	case tag == "" || slices.Contains(rec.GetTags(), tag):
 		if i.now().Sub(rec.GetLastSeen().AsTime()) < i.deps.DuplicateWindow {
 			return i.publish(ev, rec)
 		}
