@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harborflow/harborflow/pkg/bus"
@@ -26,6 +27,7 @@ type fixture struct {
 	reg     *registrytest.Registry
 	counter *registry.Counter
 	insp    *inspector.Inspector
+	history jetstream.KeyValue
 	cons    *bus.Consumer
 	seq     int
 	lastSeq uint64 // stream sequence of the last event published
@@ -62,7 +64,7 @@ func newFixture(t *testing.T, indexWait time.Duration) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(cons.Stop)
-	return &fixture{t: t, js: js, reg: reg, counter: &counter, insp: insp, cons: cons}
+	return &fixture{t: t, js: js, reg: reg, counter: &counter, insp: insp, history: history, cons: cons}
 }
 
 // push publishes the push event a webhook would give for repository (without host), digest and tag, and returns
@@ -102,6 +104,35 @@ func (f *fixture) redeliver(m *bus.Message) []*bus.Message {
 		}
 	}
 	return outs
+}
+
+// awaitRecord waits until the image history of repository@digest satisfies ok.
+func (f *fixture) awaitRecord(repository, digest string, ok func(*harborflowv1.ImageRecord) bool) {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	w, err := f.history.Watch(ctx, event.Key(f.reg.Host, repository, digest))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			rec := &harborflowv1.ImageRecord{}
+			if err := protojson.Unmarshal(e.Value(), rec); err != nil {
+				f.t.Fatal(err)
+			}
+			if ok(rec) {
+				return
+			}
+		case <-ctx.Done():
+			f.t.Fatalf("image history of %s@%s: %v", repository, digest, ctx.Err())
+		}
+	}
 }
 
 // redelivered waits until the consumer has handed at least one event back and delivered it again: a handler
@@ -348,7 +379,7 @@ func TestAnImageThatIsGoneIsDeadLettered(t *testing.T) {
 // The rebuilder, crane, regctl and buildah manifest push write an image by digest (an index after its children)
 // and then PUT it under its tag: an untagged push event, then a tagged one, for one digest — one image.
 func TestPushByDigestThenTagIsOneImageInspected(t *testing.T) {
-	for _, kind := range []string{"image"} {
+	for _, kind := range []string{"index", "image"} {
 		for _, order := range []string{"tag first", "tag while the untagged push waits", "together"} {
 			t.Run(kind+"/"+order, func(t *testing.T) {
 				f := newFixture(t, 5*time.Second)
@@ -376,7 +407,11 @@ func TestPushByDigestThenTagIsOneImageInspected(t *testing.T) {
 					pushUntagged()
 				case "tag while the untagged push waits":
 					pushUntagged()
-					f.redelivered()
+					if kind == "index" {
+						f.awaitRecord("wso2/am", pushed.Digest, (*harborflowv1.ImageRecord).GetAwaitingTag)
+					} else {
+						f.redelivered()
+					}
 					tagged = f.push("wso2/am", pushed.Digest, "4.2.0.21.1")
 				case "together":
 					pushUntagged()
@@ -413,7 +448,7 @@ func TestPushByDigestThenTagIsOneImageInspected(t *testing.T) {
 }
 
 func TestPushByDigestWithoutTagIsInspectedAfterTheWaitAndAgainWhenTagged(t *testing.T) {
-	for _, kind := range []string{"image"} {
+	for _, kind := range []string{"index", "image"} {
 		t.Run(kind, func(t *testing.T) {
 			const indexWait = 500 * time.Millisecond
 			f := newFixture(t, indexWait)
@@ -461,5 +496,33 @@ func TestPushByDigestWithoutTagIsInspectedAfterTheWaitAndAgainWhenTagged(t *test
 				t.Errorf("%d image.inspected stored, want 2", n)
 			}
 		})
+	}
+}
+
+func TestIndexWithoutUpdateLevelPushedByDigestThenTagIsRejectedOnce(t *testing.T) {
+	f := newFixture(t, 5*time.Second)
+	idx := f.reg.PushIndex(t, "wso2/am:4.2.0.23", registrytest.Index{Images: []registrytest.Image{
+		{Platform: "linux/amd64"}, {Platform: "linux/arm64/v8"},
+	}})
+	for _, c := range idx.Children {
+		f.push("wso2/am", c.Digest, "")
+	}
+	f.push("wso2/am", idx.Digest, "")
+	f.awaitRecord("wso2/am", idx.Digest, (*harborflowv1.ImageRecord).GetAwaitingTag)
+	f.push("wso2/am", idx.Digest, "4.2.0.23")
+	f.settle()
+	rejected := f.outputs(event.SubjectImageRejected)
+	if len(rejected) != 1 {
+		t.Fatalf("%d image.rejected, want 1", len(rejected))
+	}
+	r := &harborflowv1.ImageRejected{}
+	if err := rejected[0].Decode(r); err != nil {
+		t.Fatal(err)
+	}
+	if r.GetDigest() != idx.Digest || !slices.Equal(r.GetTags(), []string{"4.2.0.23"}) {
+		t.Errorf("image.rejected %v", r)
+	}
+	if out := f.inspected(); len(out) != 0 {
+		t.Errorf("image.inspected %v", out)
 	}
 }
