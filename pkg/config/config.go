@@ -142,8 +142,9 @@ type Inspector struct {
 	// RequireUpdateLevel are globs of registry/repository whose images must carry an update level; one without
 	// is published as image.rejected.
 	RequireUpdateLevel []string `yaml:"require_update_level"`
-	// IndexWait is how long an untagged single-platform manifest waits for an index that covers it before it
-	// is inspected as an image of its own (a multi-arch push sends its children first).
+	// IndexWait is how long an untagged push waits — a single-platform manifest for an index that covers it (a
+	// multi-arch push sends its children first), any top-level artifact for the push that tags it (pushed by
+	// digest, then tagged) — before it is published as an untagged image of its own.
 	IndexWait time.Duration `yaml:"index_wait"`
 	// Concurrency is how many inspections run at once.
 	Concurrency int `yaml:"concurrency"`

@@ -11,6 +11,14 @@
 // events arrive in. What was learned is kept per digest in the image-history KV bucket, so the same digest
 // twice is one image.inspected, and a new tag on a known digest is published again without reading the
 // registry.
+//
+// There is one image.inspected per digest and tag set. Tools that push by digest and then tag (the rebuilder,
+// crane, regctl, buildah manifest push) cause an untagged push event and then a tagged one for the same digest,
+// so an untagged push of a top-level artifact waits up to inspector.index_wait (for an image, the same wait as
+// for its index) for the tag to reach the image history, and publishes nothing once it has, whichever event is
+// handled first. An index pushed by digest is recorded at once, marked as awaiting its tag, so that its wait
+// reads only the KV bucket. Only when no tag comes within the wait is the image published untagged; a tag that
+// comes later is a new tag set, published once more.
 package inspector
 
 import (
@@ -64,8 +72,12 @@ type Inspector struct {
 	now      func() time.Time
 }
 
-// errWaitingForIndex is the retry of an untagged manifest that may yet be covered by an index.
-var errWaitingForIndex = errors.New("untagged single-platform manifest: waiting for an index that covers it")
+var (
+	// errWaitingForIndex is the retry of an untagged manifest that may yet be covered by an index, or tagged.
+	errWaitingForIndex = errors.New("untagged single-platform manifest: waiting for an index that covers it or a tag")
+	// errWaitingForTag is the retry of an untagged index that may yet be tagged.
+	errWaitingForTag = errors.New("untagged index: waiting for the push that tags it")
+)
 
 // New builds the inspector.
 func New(cfg config.Inspector, deps Deps) (*Inspector, error) {
@@ -88,7 +100,7 @@ func New(cfg config.Inspector, deps Deps) (*Inspector, error) {
 }
 
 // ConsumerConfig is the inspector's durable consumer: every push of every source. It allows enough deliveries
-// for an untagged manifest to wait IndexWait for its index, two seconds at a time.
+// for an untagged push to wait IndexWait for its index or its tag, two seconds at a time.
 func (i *Inspector) ConsumerConfig() bus.ConsumerConfig {
 	return bus.ConsumerConfig{
 		Stage:          event.StageInspector,
@@ -99,7 +111,7 @@ func (i *Inspector) ConsumerConfig() bus.ConsumerConfig {
 	}
 }
 
-// indexPoll is how often an untagged manifest looks for its index again.
+// indexPoll is how often an untagged push looks for its index or its tag again.
 const indexPoll = 2 * time.Second
 
 // Handle inspects the image of one push event.
@@ -157,6 +169,17 @@ func (i *Inspector) Handle(ctx context.Context, m *bus.Message) ([]*bus.Message,
 	}
 
 	rec = i.newRecord(ev, art)
+	if ev.GetTag() == "" && art.Kind == registry.KindIndex {
+		if wait := i.waitLeft(ev); wait > 0 {
+			// Recorded now, like its children, so that the wait reads only the history; published by its tag
+			// push, or by this event untagged when none comes within the wait (known).
+			rec.AwaitingTag = true
+			if err := i.create(ctx, key, rec); err != nil {
+				return nil, err
+			}
+			return nil, bus.Wait(errWaitingForTag, min(wait, indexPoll))
+		}
+	}
 	if err := i.create(ctx, key, rec); err != nil {
 		return nil, err
 	}
@@ -164,28 +187,45 @@ func (i *Inspector) Handle(ctx context.Context, m *bus.Message) ([]*bus.Message,
 }
 
 // known handles a digest the history has. A new tag is recorded and published from the history, without a
-// registry request. A tag already seen is nothing new — but within the duplicate window its image.inspected is
-// published again under the same id: the delivery that recorded it may have failed to publish it, and
-// JetStream stores the copy only if the first never arrived.
+// registry request. An untagged push of a record awaiting its tag waits for the tag, and publishes the record
+// untagged when none came within the wait.
+//
+// Anything else is nothing new — but within the duplicate window its image.inspected is published again under
+// the same id: the delivery that recorded it may have failed to publish it, and JetStream stores the copy only
+// if the first never arrived. That id is derived from the digest and the event's tag, so this is safe only for
+// an id that was published: a tag the record has, or no tag while the record has none. An untagged push of a
+// tagged record publishes nothing: under its own id, the image would be stored twice, untagged and tagged.
 func (i *Inspector) known(ctx context.Context, ev *harborflowv1.RegistryEvent, key string, rec *harborflowv1.ImageRecord, rev uint64) ([]*bus.Message, error) {
 	tag := ev.GetTag()
-	if tag == "" || slices.Contains(rec.GetTags(), tag) {
+	switch {
+	case tag == "" && rec.GetAwaitingTag():
+		if wait := i.waitLeft(ev); wait > 0 {
+			return nil, bus.Wait(errWaitingForTag, min(wait, indexPoll))
+		}
+		// No tag within the wait: marked published, then published untagged. A tag push handled at the same
+		// moment either updates the record first (this update fails, and the redelivery finds the tag) or
+		// after (it publishes once more, as any later tag does).
+		rec.AwaitingTag = false
+		rec.LastSeen = timestamppb.New(i.now())
+		if err := i.update(ctx, key, rec, rev); err != nil {
+			return nil, fmt.Errorf("publishing %s untagged: %w", rec.GetDigest(), err)
+		}
+		return i.publish(ev, rec)
+	case tag == "" && len(rec.GetTags()) > 0:
+		return nil, nil
+	case tag == "" || slices.Contains(rec.GetTags(), tag):
 		if i.now().Sub(rec.GetLastSeen().AsTime()) < i.deps.DuplicateWindow {
 			return i.publish(ev, rec)
 		}
 		return nil, nil
 	}
 	rec.Tags = append(rec.Tags, tag)
+	rec.AwaitingTag = false
 	rec.LastSeen = timestamppb.New(i.now())
 	if rec.GetVersion() == "" {
 		rec.Version, rec.Suffix = versionOf(tag)
 	}
-	data, err := protojson.Marshal(rec)
-	if err != nil {
-		return nil, bus.Permanent(err)
-	}
-	if _, err := i.deps.History.Update(ctx, key, data, rev); err != nil {
-		// Another replica changed the record: the redelivery reads it again.
+	if err := i.update(ctx, key, rec, rev); err != nil {
 		return nil, fmt.Errorf("adding tag %s to the history of %s: %w", tag, rec.GetDigest(), err)
 	}
 	return i.publish(ev, rec)
@@ -344,6 +384,17 @@ func (i *Inspector) record(ctx context.Context, key string) (*harborflowv1.Image
 		return nil, 0, bus.Permanent(fmt.Errorf("decoding image history %s: %w", key, err))
 	}
 	return rec, e.Revision(), nil
+}
+
+// update writes a changed history record over revision rev. When another replica changed it first, it fails,
+// and the redelivery reads the record again.
+func (i *Inspector) update(ctx context.Context, key string, rec *harborflowv1.ImageRecord, rev uint64) error {
+	data, err := protojson.Marshal(rec)
+	if err != nil {
+		return bus.Permanent(err)
+	}
+	_, err = i.deps.History.Update(ctx, key, data, rev)
+	return err
 }
 
 // create writes a new history record; when another replica wrote it first, theirs stands and this delivery is

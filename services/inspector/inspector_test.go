@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harborflow/harborflow/pkg/bus"
@@ -25,6 +26,8 @@ type fixture struct {
 	js      *bustest.Server
 	reg     *registrytest.Registry
 	counter *registry.Counter
+	insp    *inspector.Inspector
+	history jetstream.KeyValue
 	cons    *bus.Consumer
 	seq     int
 	lastSeq uint64 // stream sequence of the last event published
@@ -61,11 +64,12 @@ func newFixture(t *testing.T, indexWait time.Duration) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(cons.Stop)
-	return &fixture{t: t, js: js, reg: reg, counter: &counter, cons: cons}
+	return &fixture{t: t, js: js, reg: reg, counter: &counter, insp: insp, history: history, cons: cons}
 }
 
-// push publishes the push event a webhook would give for repository (without host), digest and tag.
-func (f *fixture) push(repository, digest, tag string) {
+// push publishes the push event a webhook would give for repository (without host), digest and tag, and returns
+// it as published.
+func (f *fixture) push(repository, digest, tag string) *bus.Message {
 	f.t.Helper()
 	f.seq++
 	ev := &harborflowv1.RegistryEvent{
@@ -82,6 +86,79 @@ func (f *fixture) push(repository, digest, tag string) {
 		f.t.Fatal(err)
 	}
 	f.lastSeq = max(f.lastSeq, ack.Sequence)
+	return m
+}
+
+// redeliver handles an event again, as a redelivery to another replica would, and stores its outputs.
+func (f *fixture) redeliver(m *bus.Message) []*bus.Message {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	outs, err := f.insp.Handle(ctx, &bus.Message{Subject: m.Subject, ID: m.ID, Header: m.Header, Data: m.Data})
+	if err != nil {
+		f.t.Fatalf("handling %s again: %v", m.ID, err)
+	}
+	for _, out := range outs {
+		if _, err := f.js.Bus.Publish(ctx, out); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	return outs
+}
+
+// awaitRecord waits until the image history of repository@digest satisfies ok.
+func (f *fixture) awaitRecord(repository, digest string, ok func(*harborflowv1.ImageRecord) bool) {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	w, err := f.history.Watch(ctx, event.Key(f.reg.Host, repository, digest))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			rec := &harborflowv1.ImageRecord{}
+			if err := protojson.Unmarshal(e.Value(), rec); err != nil {
+				f.t.Fatal(err)
+			}
+			if ok(rec) {
+				return
+			}
+		case <-ctx.Done():
+			f.t.Fatalf("image history of %s@%s: %v", repository, digest, ctx.Err())
+		}
+	}
+}
+
+// redelivered waits until the consumer has handed at least one event back and delivered it again: a handler
+// asked it to wait.
+func (f *fixture) redelivered() {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := f.js.Bus.JetStream().Consumer(ctx, event.StreamRegistry, event.StageInspector)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for {
+		info, err := c.Info(ctx)
+		if err != nil {
+			f.t.Fatalf("waiting for a redelivery: %v", err)
+		}
+		if info.NumRedelivered > 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			f.t.Fatal("no event was redelivered")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // settle waits until the inspector has handled every event published so far (nothing pending or unacked).
@@ -296,5 +373,156 @@ func TestAnImageThatIsGoneIsDeadLettered(t *testing.T) {
 	dlq := f.dlq()
 	if len(dlq) != 1 || !strings.Contains(dlq[0].Header.Get(event.HeaderDLQReason), "not found") {
 		t.Fatalf("DLQ %v", dlq)
+	}
+}
+
+// The rebuilder, crane, regctl and buildah manifest push write an image by digest (an index after its children)
+// and then PUT it under its tag: an untagged push event, then a tagged one, for one digest — one image.
+func TestPushByDigestThenTagIsOneImageInspected(t *testing.T) {
+	for _, kind := range []string{"index", "image"} {
+		for _, order := range []string{"tag first", "tag while the untagged push waits", "together"} {
+			t.Run(kind+"/"+order, func(t *testing.T) {
+				f := newFixture(t, 5*time.Second)
+				labels := map[string]string{"update_level": "21"}
+				var pushed registrytest.Pushed
+				if kind == "index" {
+					pushed = f.reg.PushIndex(t, "wso2/am:4.2.0.21.1", registrytest.Index{Images: []registrytest.Image{
+						{Platform: "linux/amd64", Labels: labels}, {Platform: "linux/arm64/v8", Labels: labels},
+					}})
+				} else {
+					pushed = f.reg.PushImage(t, "wso2/am:4.2.0.21.1", registrytest.Image{Labels: labels})
+				}
+				var untagged []*bus.Message
+				pushUntagged := func() {
+					for _, c := range pushed.Children {
+						untagged = append(untagged, f.push("wso2/am", c.Digest, ""))
+					}
+					untagged = append(untagged, f.push("wso2/am", pushed.Digest, ""))
+				}
+				var tagged *bus.Message
+				switch order {
+				case "tag first":
+					tagged = f.push("wso2/am", pushed.Digest, "4.2.0.21.1")
+					f.settle()
+					pushUntagged()
+				case "tag while the untagged push waits":
+					pushUntagged()
+					if kind == "index" {
+						f.awaitRecord("wso2/am", pushed.Digest, (*harborflowv1.ImageRecord).GetAwaitingTag)
+					} else {
+						f.redelivered()
+					}
+					tagged = f.push("wso2/am", pushed.Digest, "4.2.0.21.1")
+				case "together":
+					pushUntagged()
+					tagged = f.push("wso2/am", pushed.Digest, "4.2.0.21.1")
+				}
+				f.settle()
+				out := f.inspected()
+				if len(out) != 1 {
+					t.Fatalf("%d image.inspected, want 1: %v", len(out), out)
+				}
+				if ii := out[0]; ii.GetDigest() != pushed.Digest || ii.GetArtifactKind() != kind || !slices.Equal(ii.GetTags(), []string{"4.2.0.21.1"}) ||
+					ii.GetVersion() != "4.2.0" || ii.GetUpdateLevel() != 21 {
+					t.Errorf("image.inspected %v", ii)
+				}
+				if n := len(f.dlq()); n != 0 {
+					t.Errorf("%d messages dead-lettered", n)
+				}
+
+				// Redelivered, the tagged event publishes again under the same id; the untagged ones publish nothing.
+				if outs := f.redeliver(tagged); len(outs) != 1 {
+					t.Errorf("the tagged event handled again gave %d messages, want 1", len(outs))
+				}
+				for _, m := range untagged {
+					if outs := f.redeliver(m); len(outs) != 0 {
+						t.Errorf("an untagged event handled again gave %v", outs)
+					}
+				}
+				if n := len(f.inspected()); n != 1 {
+					t.Errorf("after redeliveries: %d image.inspected stored, want 1", n)
+				}
+			})
+		}
+	}
+}
+
+func TestPushByDigestWithoutTagIsInspectedAfterTheWaitAndAgainWhenTagged(t *testing.T) {
+	for _, kind := range []string{"index", "image"} {
+		t.Run(kind, func(t *testing.T) {
+			const indexWait = 500 * time.Millisecond
+			f := newFixture(t, indexWait)
+			labels := map[string]string{"update_level": "22"}
+			var pushed registrytest.Pushed
+			if kind == "index" {
+				pushed = f.reg.PushIndex(t, "wso2/am:4.2.0.22", registrytest.Index{Images: []registrytest.Image{
+					{Platform: "linux/amd64", Labels: labels}, {Platform: "linux/arm64/v8", Labels: labels},
+				}})
+			} else {
+				pushed = f.reg.PushImage(t, "wso2/am:4.2.0.22", registrytest.Image{Labels: labels})
+			}
+			before := time.Now()
+			for _, c := range pushed.Children {
+				f.push("wso2/am", c.Digest, "")
+			}
+			untagged := f.push("wso2/am", pushed.Digest, "")
+			f.settle()
+			out := f.inspected()
+			if len(out) != 1 || out[0].GetDigest() != pushed.Digest || len(out[0].GetTags()) != 0 || out[0].GetArtifactKind() != kind {
+				t.Fatalf("untagged: %v", out)
+			}
+			if waited := out[0].GetInspectedAt().AsTime().Sub(before); waited < indexWait {
+				t.Errorf("published untagged %s after the push, before the index wait (%s) was over", waited, indexWait)
+			}
+			// Redelivered, the untagged event publishes again under its id, stored once.
+			if outs := f.redeliver(untagged); len(outs) != 1 {
+				t.Errorf("the untagged event handled again gave %d messages, want 1", len(outs))
+			}
+			if n := len(f.inspected()); n != 1 {
+				t.Fatalf("after a redelivery: %d image.inspected stored, want 1", n)
+			}
+
+			// The tag comes late: a new tag set, published once more.
+			f.push("wso2/am", pushed.Digest, "4.2.0.22")
+			f.settle()
+			out = f.inspected()
+			if len(out) != 2 || !slices.Equal(out[1].GetTags(), []string{"4.2.0.22"}) || out[1].GetVersion() != "4.2.0" {
+				t.Fatalf("after the tag: %v", out)
+			}
+			if outs := f.redeliver(untagged); len(outs) != 0 {
+				t.Errorf("the untagged event handled after the tag gave %v", outs)
+			}
+			if n := len(f.inspected()); n != 2 {
+				t.Errorf("%d image.inspected stored, want 2", n)
+			}
+		})
+	}
+}
+
+func TestIndexWithoutUpdateLevelPushedByDigestThenTagIsRejectedOnce(t *testing.T) {
+	f := newFixture(t, 5*time.Second)
+	idx := f.reg.PushIndex(t, "wso2/am:4.2.0.23", registrytest.Index{Images: []registrytest.Image{
+		{Platform: "linux/amd64"}, {Platform: "linux/arm64/v8"},
+	}})
+	for _, c := range idx.Children {
+		f.push("wso2/am", c.Digest, "")
+	}
+	f.push("wso2/am", idx.Digest, "")
+	f.awaitRecord("wso2/am", idx.Digest, (*harborflowv1.ImageRecord).GetAwaitingTag)
+	f.push("wso2/am", idx.Digest, "4.2.0.23")
+	f.settle()
+	rejected := f.outputs(event.SubjectImageRejected)
+	if len(rejected) != 1 {
+		t.Fatalf("%d image.rejected, want 1", len(rejected))
+	}
+	r := &harborflowv1.ImageRejected{}
+	if err := rejected[0].Decode(r); err != nil {
+		t.Fatal(err)
+	}
+	if r.GetDigest() != idx.Digest || !slices.Equal(r.GetTags(), []string{"4.2.0.23"}) {
+		t.Errorf("image.rejected %v", r)
+	}
+	if out := f.inspected(); len(out) != 0 {
+		t.Errorf("image.inspected %v", out)
 	}
 }

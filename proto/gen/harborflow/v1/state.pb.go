@@ -33,14 +33,17 @@ type ImageRecord struct {
 	Tags      []string `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty"`
 	MediaType string   `protobuf:"bytes,5,opt,name=media_type,json=mediaType,proto3" json:"media_type,omitempty"`
 	// image, index or accessory.
-	ArtifactKind  string                 `protobuf:"bytes,6,opt,name=artifact_kind,json=artifactKind,proto3" json:"artifact_kind,omitempty"`
-	Platforms     []*Platform            `protobuf:"bytes,7,rep,name=platforms,proto3" json:"platforms,omitempty"`
-	Labels        map[string]string      `protobuf:"bytes,8,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	UpdateLevel   *int64                 `protobuf:"varint,9,opt,name=update_level,json=updateLevel,proto3,oneof" json:"update_level,omitempty"`
-	Version       string                 `protobuf:"bytes,10,opt,name=version,proto3" json:"version,omitempty"`
-	Suffix        string                 `protobuf:"bytes,11,opt,name=suffix,proto3" json:"suffix,omitempty"`
-	FirstSeen     *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
-	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	ArtifactKind string                 `protobuf:"bytes,6,opt,name=artifact_kind,json=artifactKind,proto3" json:"artifact_kind,omitempty"`
+	Platforms    []*Platform            `protobuf:"bytes,7,rep,name=platforms,proto3" json:"platforms,omitempty"`
+	Labels       map[string]string      `protobuf:"bytes,8,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	UpdateLevel  *int64                 `protobuf:"varint,9,opt,name=update_level,json=updateLevel,proto3,oneof" json:"update_level,omitempty"`
+	Version      string                 `protobuf:"bytes,10,opt,name=version,proto3" json:"version,omitempty"`
+	Suffix       string                 `protobuf:"bytes,11,opt,name=suffix,proto3" json:"suffix,omitempty"`
+	FirstSeen    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	LastSeen     *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	// An untagged push recorded this digest and is waiting (up to inspector.index_wait) for the push that tags it;
+	// nothing has been published from the record yet. The first tag, or the end of the wait, clears it.
+	AwaitingTag   bool `protobuf:"varint,14,opt,name=awaiting_tag,json=awaitingTag,proto3" json:"awaiting_tag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -164,6 +167,13 @@ func (x *ImageRecord) GetLastSeen() *timestamppb.Timestamp {
 		return x.LastSeen
 	}
 	return nil
+}
+
+func (x *ImageRecord) GetAwaitingTag() bool {
+	if x != nil {
+		return x.AwaitingTag
+	}
+	return false
 }
 
 // IndexChild records that a platform manifest belongs to an index (KV bucket index-children), so that the
@@ -607,7 +617,7 @@ var File_harborflow_v1_state_proto protoreflect.FileDescriptor
 
 const file_harborflow_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x19harborflow/v1/state.proto\x12\rharborflow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19harborflow/v1/image.proto\"\xca\x04\n" +
+	"\x19harborflow/v1/state.proto\x12\rharborflow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19harborflow/v1/image.proto\"\xed\x04\n" +
 	"\vImageRecord\x12\x1a\n" +
 	"\bregistry\x18\x01 \x01(\tR\bregistry\x12\x1e\n" +
 	"\n" +
@@ -626,7 +636,8 @@ const file_harborflow_v1_state_proto_rawDesc = "" +
 	"\x06suffix\x18\v \x01(\tR\x06suffix\x129\n" +
 	"\n" +
 	"first_seen\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x127\n" +
-	"\tlast_seen\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x1a9\n" +
+	"\tlast_seen\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12!\n" +
+	"\fawaiting_tag\x18\x0e \x01(\bR\vawaitingTag\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0f\n" +
