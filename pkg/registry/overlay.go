@@ -3,8 +3,8 @@ package registry
 import (
 	"archive/tar"
 	"bufio"
-	"context"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
