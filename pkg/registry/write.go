@@ -244,8 +244,10 @@ type srcImage struct {
 	// annotations are set on the image's staged manifest.
 	annotations map[string]string
 	// add, when not nil, is a layer to add on top (an overlay): staged with the image, with its diff ID and
-	// history entry in a new config.
-	add *addedLayer
+	// history entry in a new config. rebase, when not nil, is a move to another base (a rebase): staged with
+	// the new base's layers, diff IDs and history in place of the old one's. At most one of them is set.
+	add    *addedLayer
+	rebase *rebasePlan
 }
 
 // platform is the image's platform: the index entry's, or else the config's.
@@ -421,17 +423,25 @@ func (c *Client) stage(ctx context.Context, s *source) (_ ref.Ref, release func(
 	var top manifest.Manifest
 	for i, img := range s.images {
 		cdesc, config := img.cdesc, img.config
-		if img.add != nil {
-			if cdesc, config, err = c.stageLayer(ctx, st, img); err != nil {
-				return ref.Ref{}, nil, err
-			}
+		switch {
+		case img.add != nil:
+			cdesc, config, err = c.stageLayer(ctx, st, img)
+		case img.rebase != nil:
+			cdesc, config, err = configBlob(img.cdesc.MediaType, rebasedConfig(img))
+		}
+		if err != nil {
+			return ref.Ref{}, nil, fmt.Errorf("staging the config of %s: %w", img.ref.CommonName(), err)
 		}
 		if _, err := c.rc.BlobPut(ctx, st, cdesc, bytes.NewReader(config)); err != nil {
 			return ref.Ref{}, nil, fmt.Errorf("staging image config %s: %w", cdesc.Digest, err)
 		}
 		m, err := ociImage(img.m)
-		if err == nil && img.add != nil {
+		switch {
+		case err != nil:
+		case img.add != nil:
 			m, err = withLayer(m, cdesc, img.add.desc)
+		case img.rebase != nil:
+			m, err = rebased(m, img.rebase, cdesc)
 		}
 		if err == nil && len(img.annotations) > 0 {
 			m, err = annotated(m, img.annotations)
@@ -530,11 +540,15 @@ func (c *Client) stageLayer(ctx context.Context, st ref.Ref, img *srcImage) (des
 		// A config without history stays without: an entry for the new layer alone would not line up.
 		oc.History = append(slices.Clone(oc.History), l.history)
 	}
+	return configBlob(img.cdesc.MediaType, oc)
+}
+
+// configBlob encodes a changed image config, staged with an OCI media type (see ociImage).
+func configBlob(mt string, oc v1.Image) (descriptor.Descriptor, []byte, error) {
 	raw, err := json.Marshal(oc)
 	if err != nil {
-		return descriptor.Descriptor{}, nil, fmt.Errorf("staging the config with the added layer: %w", err)
+		return descriptor.Descriptor{}, nil, err
 	}
-	mt := img.cdesc.MediaType
 	if mt == mediatype.Docker2ImageConfig {
 		mt = mediatype.OCI1ImageConfig
 	}

@@ -957,6 +957,74 @@ func TestRebaseIndex(t *testing.T) {
 	assertNoTags(t, c, reg.Ref("acme/am-rebuilt"))
 }
 
+// Each platform's old base is found on its own: from its own annotations (buildah), the index's (regctl,
+// whose platform manifests name the base index), or the old base given, whichever it is built on.
+func TestRebaseFindsEachPlatformsBase(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	plats := []string{"linux/amd64", "linux/arm64"}
+	base := func(tag, level string) registrytest.Pushed {
+		var imgs []registrytest.Image
+		for _, p := range plats {
+			imgs = append(imgs, registrytest.Image{Platform: p, Files: map[string]string{"opt/wso2/level": level + " " + p}})
+		}
+		return reg.PushIndex(t, "wso2-apim/am:"+tag, registrytest.Index{Images: imgs})
+	}
+	v1, v2 := base("4.2.0.15", "15"), base("4.2.0.16", "16")
+	name := reg.Ref("wso2-apim/am:4.2.0.15")
+	annot := func(d string) map[string]string { return map[string]string{annotBaseName: name, annotBaseDigest: d} }
+	// app pushes a customer image on v1, with annotations per platform (i) and on the index.
+	app := func(repo string, platform func(i int) map[string]string, index map[string]string) registrytest.Pushed {
+		var imgs []registrytest.Image
+		for i, p := range plats {
+			imgs = append(imgs, registrytest.Image{Platform: p, Base: &v1.Children[i], Annotations: platform(i),
+				Files: map[string]string{"home/wso2carbon/acme.jar": p}})
+		}
+		return reg.PushIndex(t, repo+":1", registrytest.Index{Images: imgs, Annotations: index})
+	}
+	none := func(int) map[string]string { return nil }
+	c, _ := newClient(t, []config.Registry{reg.Config()})
+	ctx := ctxT(t)
+	for _, tc := range []struct {
+		name    string
+		image   registrytest.Pushed
+		oldBase string
+		err     string
+	}{
+		{"buildah: each platform names its own base", app("acme/buildah", func(i int) map[string]string { return annot(v1.Children[i].Digest) }, nil), "", ""},
+		{"regctl: every manifest names the base index", app("acme/regctl", func(int) map[string]string { return annot(v1.Digest) }, annot(v1.Digest)), "", ""},
+		{"the index names the base", app("acme/index", none, annot(v1.Digest)), "", ""},
+		{"the old base given", app("acme/plain", none, nil), v1.Ref, ""},
+		{"a wrong annotation, then the old base given", app("acme/wrong", func(int) map[string]string { return annot(v1.Children[0].Digest) }, nil), v1.Ref, ""},
+		{"nothing to go by", app("acme/nothing", none, nil), "", "no old base was given"},
+		{"built on none", app("acme/none", func(int) map[string]string { return annot(v2.Children[0].Digest) }, nil), v2.Ref, "built on none"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, err := c.Rebase(ctx, tc.image.Ref, tc.oldBase, v2.Ref, reg.Ref("acme/rebased"), registry.Edit{BaseName: reg.Ref("wso2-apim/am:4.2.0.16"), BaseDigest: v2.Digest})
+			if tc.err != "" {
+				if !errors.Is(err, registry.ErrBaseMismatch) || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("Rebase: %v; want ErrBaseMismatch saying %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Rebase: %v", err)
+			}
+			_, imgs := readBack(t, reg, "acme/rebased", w)
+			for i, img := range imgs {
+				own := tc.image.Children[i].Layers[len(v1.Children[i].Layers):]
+				if want := append(slices.Clone(v2.Children[i].Layers), own...); !slices.Equal(img.layerDigests(), want) {
+					t.Errorf("%s: layers %v, want %v", plats[i], img.layerDigests(), want)
+				}
+				if len(img.cfg.RootFS.DiffIDs) != len(img.m.Layers) || len(img.cfg.History) != len(img.m.Layers) {
+					t.Errorf("%s: %d diff IDs and %d history entries for %d layers", plats[i], len(img.cfg.RootFS.DiffIDs), len(img.cfg.History), len(img.m.Layers))
+				}
+				assertAnnotated(t, plats[i], img.m.Annotations, map[string]string{annotBaseDigest: v2.Children[i].Digest})
+			}
+		})
+	}
+}
+
 func TestPush(t *testing.T) {
 	t.Parallel()
 	reg := registrytest.New(t)
