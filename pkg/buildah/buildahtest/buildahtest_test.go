@@ -4,10 +4,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -164,6 +166,30 @@ func TestBuildBaseFormats(t *testing.T) {
 			t.Errorf("%s base for %v: %s, want %s", tc.format, tc.platforms, mt, tc.want)
 		}
 	}
+
+	// An image manifest is pulled whatever platform is asked for; Tree must not read it as another's.
+	dig := store.BuildBase(t, reg.Host, "wso2/am:arm64", buildahtest.BaseSpec{Platforms: []string{"linux/arm64"}})
+	rec := &fatalRecorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		store.Tree(rec, reg.Ref("wso2/am@"+dig), "linux/amd64")
+	}()
+	<-done
+	if !strings.Contains(rec.fatal, "is an image for linux/arm64") {
+		t.Errorf("Tree of an arm64 image for linux/amd64: fatal %q, want it to name linux/arm64", rec.fatal)
+	}
+}
+
+// fatalRecorder records a Fatalf and ends the goroutine, as testing.T does, without failing the test.
+type fatalRecorder struct {
+	testing.TB
+	fatal string
+}
+
+func (r *fatalRecorder) Fatalf(format string, args ...any) {
+	r.fatal = fmt.Sprintf(format, args...)
+	runtime.Goexit()
 }
 
 // The reference follows the base's /lib link to /usr/lib, keeps the base's directories, makes missing ones

@@ -226,6 +226,13 @@ func (s *Store) Tree(t testing.TB, ref, platform string) Tree {
 	if id == "" {
 		t.Fatalf("buildah pull %s for %s printed no image ID", ref, platform)
 	}
+	// An image manifest is pulled whatever its platform; a test must not read another platform's tree.
+	got := s.run(t, "", "inspect", "--type", "image", "--format", "{{.OCIv1.OS}} {{.OCIv1.Architecture}} {{.OCIv1.Variant}}", id)
+	f := strings.Fields(got)
+	if m := platformPattern.FindStringSubmatch(platform); m == nil || len(f) < 2 || f[0] != m[1] || f[1] != m[2] ||
+		(len(f) > 2 && m[3] != "" && f[2] != m[3]) {
+		t.Fatalf("%s pulled for platform %q is an image for %s", ref, platform, strings.Join(f, "/"))
+	}
 	return s.imageTree(t, id)
 }
 
