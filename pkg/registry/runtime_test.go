@@ -55,7 +55,7 @@ func TestOverlayFidelity(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Overlay: %v", err)
 			}
-			if out, err := buildahtest.RunTool(t, "crane", "validate", "--insecure", "--remote", w.Ref); err != nil {
+			if out, err := buildahtest.RunTool(t, "crane", "validate", "--insecure", "--remote", w.Ref); err != nil || !strings.HasPrefix(out, "PASS: ") {
 				t.Errorf("crane validate of the overlay %s: %v\n%s", w.Ref, err, out)
 			}
 			for _, p := range tc.platforms {
