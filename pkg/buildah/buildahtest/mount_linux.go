@@ -38,3 +38,15 @@ func unmount(path string) error {
 	}
 	return nil
 }
+
+// overlayfsMagic is the kernel overlay file system's statfs type (OVERLAYFS_SUPER_MAGIC).
+const overlayfsMagic = 0x794c7630
+
+// isKernelOverlay says whether path is on a kernel overlay mount (not fuse-overlayfs, not a plain directory).
+func isKernelOverlay(path string) (bool, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		return false, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	return st.Type == overlayfsMagic, nil
+}

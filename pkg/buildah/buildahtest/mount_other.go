@@ -17,3 +17,8 @@ func overlayMountable(string) error {
 func unmount(path string) error {
 	return fmt.Errorf("umount %s on %s: %w", path, runtime.GOOS, errors.ErrUnsupported)
 }
+
+// isKernelOverlay fails: overlay mounts are Linux's.
+func isKernelOverlay(path string) (bool, error) {
+	return false, fmt.Errorf("statfs %s on %s: %w", path, runtime.GOOS, errors.ErrUnsupported)
+}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/harborflow/harborflow/pkg/buildah"
 )
 
 // Kinds of Entry.
@@ -215,7 +217,8 @@ func (c diffConf) ignored(p string) bool {
 
 // Tree pulls ref (host/repository:tag or @digest, on a registry given to NewStore) for platform
 // (os/arch[/variant]; any platform works, nothing is run), mounts its root file system with the store's
-// driver, and reads it. The container is unmounted and removed before Tree returns.
+// driver (for overlay, Tree checks that the mount is a kernel overlay mount), and reads it. The container is
+// unmounted and removed before Tree returns.
 func (s *Store) Tree(t testing.TB, ref, platform string) Tree {
 	t.Helper()
 	s.checkHost(t, ref)
@@ -247,6 +250,12 @@ func (s *Store) imageTree(t testing.TB, image string) Tree {
 		}
 	}()
 	root := s.run(t, "", "mount", ctr)
+	if s.Driver == buildah.DriverOverlay {
+		// What the overlay tests are about; buildah must not have fallen back to anything else.
+		if ok, err := isKernelOverlay(root); err != nil || !ok {
+			t.Fatalf("image %s: buildah's mount %s is not a kernel overlay mount (%v)", image, root, err)
+		}
+	}
 	tree, err := ReadTree(root)
 	if err != nil {
 		t.Fatalf("image %s on %s storage: %v", image, s.Driver, err)
