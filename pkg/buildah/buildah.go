@@ -7,7 +7,8 @@
 // registries.conf (docker.io as the one search registry, insecure = true for plain_http and insecure hosts), a
 // containers.conf, a storage.conf and an auth file. Nothing is read from /etc/containers or from the
 // caller's home directory, and RUN steps use chroot isolation, which works as root without a container
-// runtime. Cleanup removes the work directory; a failed Build removes it itself.
+// runtime. Cleanup removes the work directory; a failed Build removes it itself. The environment is an Env,
+// which NewEnv makes for either storage driver, so that tests can run buildah commands of their own in one.
 //
 // Registries. Credentials of the configured registries go into an auth file (mode 0600) in the work directory,
 // never onto a command line (process arguments are visible to every user) nor into logs or errors. A host's
@@ -137,22 +138,10 @@ func New(regs []config.Registry, opts ...Opt) (*Builder, error) {
 		return nil, fmt.Errorf("work dir %s: contains ':', which buildah's oci: transport cannot handle", wd)
 	}
 	b.workDir = wd
-	seen := map[string]bool{}
-	for _, r := range regs {
-		switch {
-		case !hostPattern.MatchString(r.Host):
-			return nil, fmt.Errorf("registry host %q: want host or host:port", r.Host)
-		case seen[r.Host]:
-			return nil, fmt.Errorf("registry %s: listed twice", r.Host)
-		}
-		seen[r.Host] = true
-		if r.CAFile != "" {
-			if _, err := os.ReadFile(r.CAFile); err != nil {
-				return nil, fmt.Errorf("registry %s: reading ca_file: %w", r.Host, err)
-			}
-		}
-		b.regs = append(b.regs, r)
+	if err := checkRegistries(regs); err != nil {
+		return nil, err
 	}
+	b.regs = append(b.regs, regs...)
 	return b, nil
 }
 
@@ -314,7 +303,7 @@ func (b *Builder) Build(ctx context.Context, spec Spec) (*Result, error) {
 // build runs the buildah commands of a build in w.
 func (b *Builder) build(ctx context.Context, w *work, spec Spec, dir, dockerfile string) (*Result, error) {
 	bud := []string{"bud", "--isolation", "chroot", "--format", "oci",
-		"--signature-policy", w.policy, "--authfile", w.authFile, "--file", dockerfile}
+		"--signature-policy", w.Policy, "--authfile", w.AuthFile, "--file", dockerfile}
 	keys := make([]string, 0, len(spec.BuildArgs))
 	for k := range spec.BuildArgs {
 		keys = append(keys, k)
@@ -349,11 +338,11 @@ func (b *Builder) build(ctx context.Context, w *work, spec Spec, dir, dockerfile
 	}
 
 	dest := "oci:" + w.layout + ":" + LayoutTag
-	push := []string{"push", "--format", "oci", "--signature-policy", w.policy, buildImage, dest}
+	push := []string{"push", "--format", "oci", "--signature-policy", w.Policy, buildImage, dest}
 	if list {
-		push = []string{"manifest", "push", "--all", "--format", "oci", "--signature-policy", w.policy, buildImage, dest}
+		push = []string{"manifest", "push", "--all", "--format", "oci", "--signature-policy", w.Policy, buildImage, dest}
 	}
-	if err := b.run(ctx, w, w.dir, push); err != nil {
+	if err := b.run(ctx, w, w.Dir, push); err != nil {
 		return nil, err
 	}
 	desc, platforms, err := readLayout(w.layout)
@@ -370,6 +359,6 @@ func (b *Builder) build(ctx context.Context, w *work, spec Spec, dir, dockerfile
 		MediaType: desc.MediaType,
 		Platforms: platforms,
 		Log:       w.logFile,
-		workDir:   w.dir,
+		workDir:   w.Dir,
 	}, nil
 }

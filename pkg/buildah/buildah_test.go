@@ -474,3 +474,35 @@ func TestBuildMissingBase(t *testing.T) {
 	}
 	assertEmpty(t, work)
 }
+
+func TestNewEnv(t *testing.T) {
+	t.Parallel()
+	if _, err := buildah.NewEnv(t.TempDir(), "btrfs", nil); err == nil || !strings.Contains(err.Error(), `"btrfs"`) {
+		t.Errorf("NewEnv with driver btrfs: %v; want an error naming it", err)
+	}
+	if _, err := buildah.NewEnv(t.TempDir(), buildah.DriverVFS, []config.Registry{{Host: "reg example"}}); err == nil {
+		t.Error("NewEnv with registry host \"reg example\": no error")
+	}
+
+	dir := t.TempDir()
+	e, err := buildah.NewEnv(dir, buildah.DriverOverlay, []config.Registry{{Host: "127.0.0.1:5000", PlainHTTP: true}})
+	if err != nil {
+		t.Fatalf("NewEnv: %v", err)
+	}
+	args := e.Args("images")
+	if i := slices.Index(args, "--storage-driver"); i < 0 || args[i+1] != "overlay" || args[len(args)-1] != "images" {
+		t.Errorf("Args(images) = %q; want --storage-driver overlay among the global arguments, then images", args)
+	}
+	if !slices.Contains(e.Environ(), "STORAGE_DRIVER=overlay") {
+		t.Errorf("Environ() = %q; want STORAGE_DRIVER=overlay", e.Environ())
+	}
+	storageConf, err := os.ReadFile(filepath.Join(dir, "conf", "storage.conf"))
+	if err != nil || !strings.Contains(string(storageConf), `driver = "overlay"`) ||
+		!strings.Contains(string(storageConf), strconv.Quote(e.Storage)) {
+		t.Errorf("storage.conf: %v\n%s\nwant the overlay driver and graph root %s", err, storageConf, e.Storage)
+	}
+	regConf, err := os.ReadFile(filepath.Join(dir, "conf", "registries.conf"))
+	if err != nil || !strings.Contains(string(regConf), "location = \"127.0.0.1:5000\"\ninsecure = true") {
+		t.Errorf("registries.conf: %v\n%s\nwant 127.0.0.1:5000 insecure", err, regConf)
+	}
+}

@@ -31,7 +31,7 @@ func (b *Builder) run(ctx context.Context, w *work, dir string, args []string) e
 	}
 	cmd := exec.CommandContext(ctx, b.path, args...)
 	cmd.Dir = dir
-	cmd.Env = w.env
+	cmd.Env = w.environ
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }

@@ -9,23 +9,42 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/harborflow/harborflow/pkg/config"
 )
 
-// work is the directory of one build:
+// Storage drivers an Env can use.
+const (
+	// DriverVFS stores every layer as a full copy: no kernel overlay support or fuse is needed. Builds use it.
+	DriverVFS = "vfs"
+	// DriverOverlay is the kernel's overlayfs, as podman, CRI-O and containerd's overlayfs snapshotter store
+	// images: it needs root (or a user namespace) and a kernel and file system that allow overlay mounts.
+	DriverOverlay = "overlay"
+)
+
+// Env is an isolated buildah environment, all in one directory:
 //
-//	build.log                 buildah's output
 //	conf/                     policy.json, registries.conf (+ .d), containers.conf, storage.conf, auth.json
 //	home/                     HOME, with .config/containers/certs.d/<host>/ca.crt
 //	run/ storage/ tmp/ xdg/   buildah's run root, storage, TMPDIR and XDG_RUNTIME_DIR
-//	layout/                   the OCI image layout of the result
-type work struct {
-	dir                           string
-	conf, storage, run, tmp, home string
-	xdg, layout, logFile          string
-	policy, registries, registryD string
-	containersConf, storageConf   string
-	authFile, shortNames          string
-	env                           []string
+//
+// Nothing is read from /etc/containers or from the caller's home directory. Every Build runs in an Env of its
+// own; tests run buildah commands of their own in one (see package buildahtest). Run buildah with Args as
+// its arguments and Environ as its environment.
+type Env struct {
+	// Dir holds the whole environment.
+	Dir string
+	// Driver is the storage driver: DriverVFS or DriverOverlay.
+	Driver string
+	// Policy is the signature policy (it accepts anything), for the --signature-policy option.
+	Policy string
+	// AuthFile holds the registries' credentials, for the --authfile option.
+	AuthFile string
+	// Storage, RunRoot and TmpDir are buildah's storage (graph root), run root and temporary directory.
+	Storage, RunRoot, TmpDir string
+
+	registries, registryD, shortNames string
+	environ                           []string
 }
 
 // passEnv are the variables of our own environment that buildah gets: the proxies it must use to reach
@@ -35,38 +54,38 @@ var passEnv = []string{
 	"SSL_CERT_FILE", "SSL_CERT_DIR",
 }
 
-// prepare makes a fresh work directory with the configuration files buildah reads.
-func (b *Builder) prepare() (_ *work, err error) {
-	dir, err := os.MkdirTemp(b.workDir, "harborflow-buildah-*")
+// NewEnv makes an environment in dir, which is created if missing and should be empty, for the storage
+// driver (DriverVFS or DriverOverlay) and the registries regs: docker.io is the one search registry, plain_http
+// and insecure hosts are marked insecure in registries.conf, credentials go into the auth file (mode 0600)
+// and a host's ca_file becomes its certs.d CA. Other hosts are reached anonymously over verified TLS.
+// RUN steps default to chroot isolation and built images to the OCI format.
+func NewEnv(dir, driver string, regs []config.Registry) (*Env, error) {
+	if driver != DriverVFS && driver != DriverOverlay {
+		return nil, fmt.Errorf("storage driver %q: want %q or %q", driver, DriverVFS, DriverOverlay)
+	}
+	if err := checkRegistries(regs); err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, fmt.Errorf("making the build work dir under %s: %w", b.workDir, err)
+		return nil, fmt.Errorf("resolving buildah environment dir %s: %w", dir, err)
 	}
-	w := &work{
-		dir:     dir,
-		conf:    filepath.Join(dir, "conf"),
-		storage: filepath.Join(dir, "storage"),
-		run:     filepath.Join(dir, "run"),
-		tmp:     filepath.Join(dir, "tmp"),
-		home:    filepath.Join(dir, "home"),
-		xdg:     filepath.Join(dir, "xdg"),
-		layout:  filepath.Join(dir, "layout"),
-		logFile: filepath.Join(dir, "build.log"),
+	conf, home, xdg := filepath.Join(dir, "conf"), filepath.Join(dir, "home"), filepath.Join(dir, "xdg")
+	e := &Env{
+		Dir:        dir,
+		Driver:     driver,
+		Policy:     filepath.Join(conf, "policy.json"),
+		AuthFile:   filepath.Join(conf, "auth.json"),
+		Storage:    filepath.Join(dir, "storage"),
+		RunRoot:    filepath.Join(dir, "run"),
+		TmpDir:     filepath.Join(dir, "tmp"),
+		registries: filepath.Join(conf, "registries.conf"),
+		registryD:  filepath.Join(conf, "registries.conf.d"),
+		shortNames: filepath.Join(conf, "short-name-aliases.conf"),
 	}
-	defer func() {
-		if err != nil {
-			_ = os.RemoveAll(dir)
-		}
-	}()
-	w.policy = filepath.Join(w.conf, "policy.json")
-	w.registries = filepath.Join(w.conf, "registries.conf")
-	w.registryD = filepath.Join(w.conf, "registries.conf.d")
-	w.containersConf = filepath.Join(w.conf, "containers.conf")
-	w.storageConf = filepath.Join(w.conf, "storage.conf")
-	w.authFile = filepath.Join(w.conf, "auth.json")
-	w.shortNames = filepath.Join(w.conf, "short-name-aliases.conf")
-	for _, d := range []string{w.conf, w.registryD, w.storage, w.run, w.tmp, w.home, w.xdg} {
+	for _, d := range []string{conf, e.registryD, e.Storage, e.RunRoot, e.TmpDir, home, xdg} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("making build work dir %s: %w", d, err)
+			return nil, fmt.Errorf("making buildah environment dir %s: %w", d, err)
 		}
 	}
 
@@ -74,7 +93,7 @@ func (b *Builder) prepare() (_ *work, err error) {
 	var regConf strings.Builder
 	// One search registry, as Docker has: short names in FROM lines mean docker.io, without ambiguity.
 	regConf.WriteString("unqualified-search-registries = [\"docker.io\"]\n")
-	for _, r := range b.regs {
+	for _, r := range regs {
 		if r.PlainHTTP || r.Insecure {
 			// buildah's --tls-verify applies to every registry of an invocation; registries.conf is per host.
 			fmt.Fprintf(&regConf, "\n[[registry]]\nlocation = %q\ninsecure = true\n", r.Host)
@@ -88,7 +107,7 @@ func (b *Builder) prepare() (_ *work, err error) {
 			if err != nil {
 				return nil, fmt.Errorf("registry %s: reading ca_file: %w", r.Host, err)
 			}
-			certs := filepath.Join(w.home, ".config", "containers", "certs.d", r.Host)
+			certs := filepath.Join(home, ".config", "containers", "certs.d", r.Host)
 			if err := os.MkdirAll(certs, 0o700); err != nil {
 				return nil, fmt.Errorf("registry %s: making the CA dir: %w", r.Host, err)
 			}
@@ -101,20 +120,22 @@ func (b *Builder) prepare() (_ *work, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding the registry auth file: %w", err)
 	}
+	containersConf := filepath.Join(conf, "containers.conf")
+	storageConf := filepath.Join(conf, "storage.conf")
 	files := []struct {
 		path    string
 		content string
 	}{
-		{w.policy, `{"default":[{"type":"insecureAcceptAnything"}]}` + "\n"},
-		{w.registries, regConf.String()},
-		{w.authFile, string(authJSON)},
-		{w.containersConf, fmt.Sprintf("[engine]\nimage_copy_tmp_dir = %q\n\n[network]\nnetwork_config_dir = %q\n",
-			w.tmp, filepath.Join(w.dir, "networks"))},
-		{w.storageConf, fmt.Sprintf("[storage]\ndriver = \"vfs\"\nrunroot = %q\ngraphroot = %q\n", w.run, w.storage)},
+		{e.Policy, `{"default":[{"type":"insecureAcceptAnything"}]}` + "\n"},
+		{e.registries, regConf.String()},
+		{e.AuthFile, string(authJSON)},
+		{containersConf, fmt.Sprintf("[engine]\nimage_copy_tmp_dir = %q\n\n[network]\nnetwork_config_dir = %q\n",
+			e.TmpDir, filepath.Join(dir, "networks"))},
+		{storageConf, fmt.Sprintf("[storage]\ndriver = %q\nrunroot = %q\ngraphroot = %q\n", driver, e.RunRoot, e.Storage)},
 	}
 	for _, f := range files {
 		if err := os.WriteFile(f.path, []byte(f.content), 0o600); err != nil {
-			return nil, fmt.Errorf("writing build config %s: %w", f.path, err)
+			return nil, fmt.Errorf("writing buildah config %s: %w", f.path, err)
 		}
 	}
 
@@ -122,37 +143,92 @@ func (b *Builder) prepare() (_ *work, err error) {
 	if path == "" {
 		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	}
-	w.env = []string{
+	e.environ = []string{
 		"PATH=" + path,
-		"HOME=" + w.home,
-		"XDG_RUNTIME_DIR=" + w.xdg,
-		"XDG_CONFIG_HOME=" + filepath.Join(w.home, ".config"),
-		"XDG_DATA_HOME=" + filepath.Join(w.home, ".local", "share"),
-		"XDG_CACHE_HOME=" + filepath.Join(w.home, ".cache"),
-		"TMPDIR=" + w.tmp,
+		"HOME=" + home,
+		"XDG_RUNTIME_DIR=" + xdg,
+		"XDG_CONFIG_HOME=" + filepath.Join(home, ".config"),
+		"XDG_DATA_HOME=" + filepath.Join(home, ".local", "share"),
+		"XDG_CACHE_HOME=" + filepath.Join(home, ".cache"),
+		"TMPDIR=" + e.TmpDir,
 		"BUILDAH_ISOLATION=chroot",
 		"BUILDAH_FORMAT=oci",
-		"STORAGE_DRIVER=vfs",
-		"CONTAINERS_CONF=" + w.containersConf,
-		"CONTAINERS_STORAGE_CONF=" + w.storageConf,
-		"CONTAINERS_REGISTRIES_CONF=" + w.registries,
-		"REGISTRY_AUTH_FILE=" + w.authFile,
+		"STORAGE_DRIVER=" + driver,
+		"CONTAINERS_CONF=" + containersConf,
+		"CONTAINERS_STORAGE_CONF=" + storageConf,
+		"CONTAINERS_REGISTRIES_CONF=" + e.registries,
+		"REGISTRY_AUTH_FILE=" + e.AuthFile,
 	}
 	for _, k := range passEnv {
 		if v, ok := os.LookupEnv(k); ok {
-			w.env = append(w.env, k+"="+v)
+			e.environ = append(e.environ, k+"="+v)
 		}
 	}
-	return w, nil
+	return e, nil
 }
 
-// globalArgs are the arguments every buildah invocation of the build starts with.
-func (w *work) globalArgs() []string {
+// Args returns the global arguments every buildah invocation in the environment starts with (storage, run
+// root, driver and registries configuration), followed by args.
+func (e *Env) Args(args ...string) []string {
+	return append(e.globalArgs(), args...)
+}
+
+// globalArgs are the arguments every buildah invocation in the environment starts with.
+func (e *Env) globalArgs() []string {
 	return []string{
-		"--root", w.storage, "--runroot", w.run, "--storage-driver", "vfs",
-		"--registries-conf", w.registries, "--registries-conf-dir", w.registryD,
-		"--short-name-alias-conf", w.shortNames,
+		"--root", e.Storage, "--runroot", e.RunRoot, "--storage-driver", e.Driver,
+		"--registries-conf", e.registries, "--registries-conf-dir", e.registryD,
+		"--short-name-alias-conf", e.shortNames,
 	}
+}
+
+// Environ returns the process environment of a buildah invocation in the environment.
+func (e *Env) Environ() []string {
+	return append([]string(nil), e.environ...)
+}
+
+// checkRegistries fails on a registry entry buildah's configuration cannot hold: a host that is not
+// host[:port], a host listed twice, or a ca_file that cannot be read.
+func checkRegistries(regs []config.Registry) error {
+	seen := map[string]bool{}
+	for _, r := range regs {
+		switch {
+		case !hostPattern.MatchString(r.Host):
+			return fmt.Errorf("registry host %q: want host or host:port", r.Host)
+		case seen[r.Host]:
+			return fmt.Errorf("registry %s: listed twice", r.Host)
+		}
+		seen[r.Host] = true
+		if r.CAFile != "" {
+			if _, err := os.ReadFile(r.CAFile); err != nil {
+				return fmt.Errorf("registry %s: reading ca_file: %w", r.Host, err)
+			}
+		}
+	}
+	return nil
+}
+
+// work is the directory of one build: an Env (vfs storage), plus
+//
+//	build.log                 buildah's output
+//	layout/                   the OCI image layout of the result
+type work struct {
+	*Env
+	layout, logFile string
+}
+
+// prepare makes a fresh work directory with the configuration files buildah reads.
+func (b *Builder) prepare() (_ *work, err error) {
+	dir, err := os.MkdirTemp(b.workDir, "harborflow-buildah-*")
+	if err != nil {
+		return nil, fmt.Errorf("making the build work dir under %s: %w", b.workDir, err)
+	}
+	env, err := NewEnv(dir, DriverVFS, b.regs)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	return &work{Env: env, layout: filepath.Join(dir, "layout"), logFile: filepath.Join(dir, "build.log")}, nil
 }
 
 // authKey is the key of host in a containers auth file.
@@ -190,7 +266,7 @@ func (w *work) tail(n int) []string {
 
 // dropStorage removes buildah's storage and run root once the result is in the layout.
 func (w *work) dropStorage() error {
-	for _, d := range []string{w.storage, w.run, w.tmp} {
+	for _, d := range []string{w.Storage, w.RunRoot, w.TmpDir} {
 		if err := os.RemoveAll(d); err != nil {
 			return fmt.Errorf("removing build storage %s: %w", d, err)
 		}
@@ -200,8 +276,8 @@ func (w *work) dropStorage() error {
 
 // remove removes the whole work directory.
 func (w *work) remove() error {
-	if err := os.RemoveAll(w.dir); err != nil {
-		return fmt.Errorf("removing build work dir %s: %w", w.dir, err)
+	if err := os.RemoveAll(w.Dir); err != nil {
+		return fmt.Errorf("removing build work dir %s: %w", w.Dir, err)
 	}
 	return nil
 }
