@@ -18,11 +18,19 @@ const (
 	// BucketRebuilds holds the rebuilder's state: a Build per recipe and base digest, a RecipeState per recipe,
 	// and a build-number counter per recipe and version.
 	BucketRebuilds = "rebuilds"
+	// BucketLayerTrees holds, per layer digest, the directories, links and whiteouts of a base image layer, so
+	// that the overlay builder reads each base layer once. Entries can always be read again from the layer:
+	// unused ones expire.
+	BucketLayerTrees = "layer-trees"
 )
 
 // indexChildTTL is how long a child → index record is kept: long enough for every webhook of a push (they
 // arrive within seconds) and its redeliveries.
 const indexChildTTL = 7 * 24 * time.Hour
+
+// layerTreeTTL is how long a layer's tree is kept since it was read: past a few update levels, a base's layers
+// are not used again.
+const layerTreeTTL = 90 * 24 * time.Hour
 
 // KeyValues returns the definitions of the KV buckets, with the streams' replicas.
 func KeyValues(o StreamOptions) []jetstream.KeyValueConfig {
@@ -40,7 +48,8 @@ func KeyValues(o StreamOptions) []jetstream.KeyValueConfig {
 		def(BucketImageHistory, "inspector: digest → ImageRecord", 0),
 		def(BucketIndexChildren, "inspector: platform manifest → its index", indexChildTTL),
 		def(BucketWatcher, "watcher: tracked tag → WatchBaseline", 0),
-		def(BucketRebuilds, "rebuilder: builds, recipe state, build-number counters", 0),
+		def(BucketRebuilds, "rebuilder: builds, recipe lines, build-number counters", 0),
+		def(BucketLayerTrees, "rebuilder: base layer digest → its directories and links", layerTreeTTL),
 	}
 }
 

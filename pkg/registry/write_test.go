@@ -249,34 +249,6 @@ var amEdit = registry.Edit{
 	Env:         map[string]string{"JAVA_OPTS": "-Xmx2g"},
 }
 
-// wso2Layers are the layers of a WSO2-shaped base: a usr-merged OS layer (/lib is a link to usr/lib) and a
-// product layer whose home directory belongs to wso2carbon (802:802) with mode 0750.
-func wso2Layers(level string) [][]registrytest.Entry {
-	productTime := time.Date(2024, 6, 1, 10, 0, 0, 500, time.UTC)
-	product := []registrytest.Entry{
-		registrytest.Dir("home/wso2carbon", 0o750, 802, 802),
-		{Name: "home/wso2carbon/wso2am-4.2.0", Type: tar.TypeDir, Mode: 0o755, UID: 802, GID: 802, ModTime: productTime},
-		registrytest.Dir("home/wso2carbon/wso2am-4.2.0/bin", 0o750, 802, 802),
-		registrytest.File("home/wso2carbon/wso2am-4.2.0/bin/api-manager.sh", "#!/bin/sh\n", 0o750, 802, 802),
-		registrytest.Dir("home/wso2carbon/wso2am-4.2.0/repository", 0o755, 802, 802),
-		registrytest.Dir("home/wso2carbon/wso2am-4.2.0/repository/conf", 0o2750, 802, 802),
-		registrytest.File("home/wso2carbon/wso2am-4.2.0/repository/conf/deployment.toml", "[server]\n", 0o640, 802, 802),
-		registrytest.File("home/wso2carbon/wso2am-4.2.0/updates/level", level, 0o644, 802, 802),
-	}
-	return [][]registrytest.Entry{wso2OS, product}
-}
-
-var wso2OS = []registrytest.Entry{
-	registrytest.Dir("etc", 0o755, 0, 0),
-	registrytest.File("etc/os-release", "ID=debian\n", 0o644, 0, 0),
-	registrytest.Dir("home", 0o755, 0, 0),
-	registrytest.Link("lib", "usr/lib"),
-	registrytest.Dir("tmp", 0o1777, 0, 0),
-	registrytest.Dir("usr", 0o755, 0, 0),
-	registrytest.Dir("usr/lib", 0o755, 0, 0),
-	registrytest.File("usr/lib/libc.so", "ELF", 0o755, 0, 0),
-}
-
 // memTrees is a TreeCache in memory that counts what it is asked.
 type memTrees struct {
 	mu         sync.Mutex
@@ -307,7 +279,7 @@ func TestOverlayImage(t *testing.T) {
 	t.Parallel()
 	reg := registrytest.New(t)
 	base := reg.PushImage(t, "wso2-apim/am:4.2.0.16", registrytest.Image{
-		Labels: map[string]string{"update_level": "16"}, User: "802", Entries: wso2Layers("16"),
+		Labels: map[string]string{"update_level": "16"}, User: "802", Entries: registrytest.WSO2Layers("16"),
 	})
 	ctxEntries := maps.Clone(amContext)
 	ctxEntries["lib/jdbc.jar"] = contextEntry{content: "PK jdbc", mode: 0o644}
@@ -421,7 +393,7 @@ func TestOverlayReadsEachBaseLayerOnce(t *testing.T) {
 			ctx := ctxT(t)
 			blobSize := func(repo, d string) int64 { return int64(len(src.ReadBlob(t, repo, d))) }
 
-			b16 := src.PushImage(t, "wso2-apim/am:4.2.0.16", registrytest.Image{Labels: map[string]string{"update_level": "16"}, Entries: wso2Layers("16")})
+			b16 := src.PushImage(t, "wso2-apim/am:4.2.0.16", registrytest.Image{Labels: map[string]string{"update_level": "16"}, Entries: registrytest.WSO2Layers("16")})
 			w16, err := c.Overlay(ctx, b16.Ref, dst.Ref("acme/am"), registry.Layer{Dir: dir, Owner: "802:802", Trees: cache}, registry.Edit{})
 			if err != nil {
 				t.Fatalf("Overlay 16: %v", err)
@@ -431,7 +403,7 @@ func TestOverlayReadsEachBaseLayerOnce(t *testing.T) {
 				t.Errorf("first write read %d bytes and cached %d trees; want %d (config and both layers, each once) and 2", w16.BytesRead, cache.puts, cold)
 			}
 
-			b17 := src.PushImage(t, "wso2-apim/am:4.2.0.17", registrytest.Image{Labels: map[string]string{"update_level": "17"}, Entries: wso2Layers("17")})
+			b17 := src.PushImage(t, "wso2-apim/am:4.2.0.17", registrytest.Image{Labels: map[string]string{"update_level": "17"}, Entries: registrytest.WSO2Layers("17")})
 			if b17.Layers[0] != b16.Layers[0] || b17.Layers[1] == b16.Layers[1] {
 				t.Fatalf("bases 16 and 17 should share the OS layer and differ in the product layer: %v %v", b16.Layers, b17.Layers)
 			}
@@ -506,11 +478,11 @@ func TestOverlayIndex(t *testing.T) {
 func TestOverlayIndexPerPlatformTrees(t *testing.T) {
 	t.Parallel()
 	reg := registrytest.New(t)
-	arm := wso2Layers("16")
+	arm := registrytest.WSO2Layers("16")
 	arm[1] = slices.Clone(arm[1])
 	arm[1][0] = registrytest.Dir("home/wso2carbon", 0o700, 802, 802) // this platform's home is 0700
 	idx := reg.PushIndex(t, "wso2-apim/am:4.2.0.16", registrytest.Index{Images: []registrytest.Image{
-		{Platform: "linux/amd64", Entries: wso2Layers("16")}, {Platform: "linux/arm64", Entries: arm},
+		{Platform: "linux/amd64", Entries: registrytest.WSO2Layers("16")}, {Platform: "linux/arm64", Entries: arm},
 	}})
 	c, _ := newClient(t, []config.Registry{reg.Config()})
 	dir := writeContext(t, map[string]contextEntry{"home/wso2carbon/security/custom.jks": {content: "jks", mode: 0o600}})
@@ -527,9 +499,8 @@ func TestOverlayIndexPerPlatformTrees(t *testing.T) {
 		if len(entries) != 4 || entries[1].name != "home/wso2carbon/" || entries[1].mode != mode || entries[1].uid != 802 {
 			t.Errorf("%s: added layer %+v, want home/wso2carbon with mode %o", w.Platforms[i], entries, mode)
 		}
-		// security is not in the base: the recipe's owner and 0755.
-		if e := entries[2]; e.name != "home/wso2carbon/security/" || e.mode != 0o755 || e.uid != 802 {
-			t.Errorf("%s: %+v, want security/ 802:802 0755", w.Platforms[i], e)
+		if e := entries[2]; e.name != "home/wso2carbon/security/" || e.mode != 0o700 || e.uid != 802 {
+			t.Errorf("%s: %+v, want security/ 802:802 0700, as the base has it", w.Platforms[i], e)
 		}
 	}
 	if added[0] == added[1] {
@@ -688,7 +659,7 @@ func TestOverlayConcurrentCounts(t *testing.T) {
 func TestOverlayLayerReproducible(t *testing.T) {
 	t.Parallel()
 	reg := registrytest.New(t)
-	base := reg.PushImage(t, "wso2-apim/am:4.2.0.16", registrytest.Image{Entries: wso2Layers("16"),
+	base := reg.PushImage(t, "wso2-apim/am:4.2.0.16", registrytest.Image{Entries: registrytest.WSO2Layers("16"),
 		Created: time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)})
 	ctx := ctxT(t)
 	when := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
@@ -822,7 +793,7 @@ func TestOverlayRewritesAnIncompleteWrite(t *testing.T) {
 				})
 			}
 			reg := registrytest.New(t, registrytest.WithMiddleware(refuse))
-			base := reg.PushImage(t, "wso2-apim/am:4.2.0.16", registrytest.Image{Entries: wso2Layers("16")})
+			base := reg.PushImage(t, "wso2-apim/am:4.2.0.16", registrytest.Image{Entries: registrytest.WSO2Layers("16")})
 			c, _ := newClient(t, []config.Registry{reg.Config()})
 			w, err := c.Overlay(ctxT(t), base.Ref, reg.Ref("acme/am"), registry.Layer{Dir: writeContext(t, amContext)}, registry.Edit{})
 			switch {

@@ -185,7 +185,11 @@ func newRebuilder(ctx context.Context, cfg *config.Config, b *bus.Bus, reg *regi
 	if err != nil {
 		return nil, err
 	}
-	deps.Registry, deps.State = reg, kv
+	trees, err := b.KeyValue(ctx, event.BucketLayerTrees)
+	if err != nil {
+		return nil, err
+	}
+	deps.Registry, deps.State, deps.Trees = reg, kv, rebuilder.LayerTrees(trees)
 	for i, r := range cfg.Rebuilds {
 		if r.Builder != config.BuilderDockerfile {
 			continue

@@ -33,10 +33,13 @@ type builder interface {
 }
 
 // overlay adds the recipe's context directory as one layer on the base, registry-side.
-type overlay struct{ reg Registry }
+type overlay struct {
+	reg   Registry
+	trees registry.TreeCache
+}
 
 func (o overlay) build(ctx context.Context, j job) (registry.Written, error) {
-	return o.reg.Overlay(ctx, j.base, j.recipe.Target, registry.Layer{Dir: j.recipe.Context, Owner: j.recipe.Owner}, j.edit)
+	return o.reg.Overlay(ctx, j.base, j.recipe.Target, registry.Layer{Dir: j.recipe.Context, Owner: j.recipe.Owner, Trees: o.trees}, j.edit)
 }
 
 // logTailLines is how many lines of a failed build's log go into its reason.
@@ -79,43 +82,25 @@ func (rb rebase) build(ctx context.Context, j job) (registry.Written, error) {
 	return rb.reg.Rebase(ctx, j.image, j.oldBase, j.base, j.recipe.Target, j.edit)
 }
 
-// Annotations regclient's rebase and `regctl image check-base` read.
-const (
-	annotationBaseName   = "org.opencontainers.image.base.name"
-	annotationBaseDigest = "org.opencontainers.image.base.digest"
-)
-
-// rebaseSource is the image a rebase moves and the base it is on.
+// rebaseSource is the image a rebase moves and the base it is on ("": the base its annotations name).
 type rebaseSource struct{ image, base string }
 
 // rebaseSource finds what a rebase recipe moves: the last image it built, on the base it was built from; or,
-// before its first build, the configured image, on the base its annotations name.
+// before its first build, the configured image, on the bases its annotations name (each platform's own, or
+// its index's: registry.Client.Rebase finds them).
 func (r *Rebuilder) rebaseSource(ctx context.Context, rc recipe) (rebaseSource, error) {
-	last, err := (state{kv: r.deps.State}).recipe(ctx, rc.Name)
+	last, _, err := (state{kv: r.deps.State}).line(ctx, rc.Name)
 	if err != nil {
 		return rebaseSource{}, err
 	}
-	if last != nil && last.GetTarget() != "" && last.GetBaseDigest() != "" {
+	if last.GetTarget() != "" && last.GetBaseDigest() != "" {
 		return rebaseSource{image: last.GetTarget(), base: rc.baseRepo + "@" + last.GetBaseDigest()}, nil
 	}
-	art, err := r.deps.Registry.Inspect(ctx, rc.Image)
+	d, err := r.deps.Registry.Resolve(ctx, rc.Image)
 	if err != nil {
 		return rebaseSource{}, fmt.Errorf("reading the image to rebase, %s: %w", rc.Image, err)
 	}
-	annotations := art.Annotations
-	if annotations[annotationBaseDigest] == "" && len(art.Platforms) > 0 {
-		annotations = art.Platforms[0].Annotations
-	}
-	name, dig := annotations[annotationBaseName], annotations[annotationBaseDigest]
-	if dig == "" {
-		return rebaseSource{}, bus.Permanent(fmt.Errorf("%s has no %s annotation: cannot tell which base to move it from (build it with the annotation, or once with the overlay or dockerfile builder)",
-			rc.Image, annotationBaseDigest))
-	}
-	repo := rc.baseRepo
-	if name != "" {
-		repo = repositoryOf(name)
-	}
-	return rebaseSource{image: art.Registry + "/" + art.Repository + "@" + art.Digest, base: repo + "@" + dig}, nil
+	return rebaseSource{image: repositoryOf(rc.Image) + "@" + d.Digest}, nil
 }
 
 // repositoryOf drops the tag or digest of a reference.

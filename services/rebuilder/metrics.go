@@ -6,11 +6,12 @@ import (
 
 // Outcomes of a trigger, as counted in harborflow_rebuilder_triggers_total.
 const (
-	outcomeBuilt    = "built"    // built and tagged
-	outcomeRepeated = "repeated" // built before: the same image.rebuilt again
-	outcomeSkipped  = "skipped"  // older update level, same level without on_digest_change, failed before, or built elsewhere
-	outcomeFailed   = "failed"   // dead-lettered: retrying cannot fix it
-	outcomeRetried  = "retried"  // failed for now: the trigger is redelivered
+	outcomeBuilt      = "built"      // built and tagged
+	outcomeRepeated   = "repeated"   // built before: the same image.rebuilt again
+	outcomeSkipped    = "skipped"    // same level without on_digest_change, failed before, or built elsewhere
+	outcomeSuperseded = "superseded" // an older update level than the one its line built meanwhile: not built
+	outcomeFailed     = "failed"     // dead-lettered: retrying cannot fix it
+	outcomeRetried    = "retried"    // failed for now: the trigger is redelivered
 )
 
 // metrics are the rebuilder's series; label values come from the configuration only.
@@ -24,7 +25,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		triggers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "harborflow", Subsystem: "rebuilder", Name: "triggers_total",
-			Help: "Triggers of a recipe by outcome (built, repeated, skipped, failed, retried).",
+			Help: "Triggers of a recipe by outcome (built, repeated, skipped, superseded, failed, retried).",
 		}, []string{"recipe", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "harborflow", Subsystem: "rebuilder", Name: "build_duration_seconds",

@@ -27,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harborflow/harborflow/pkg/bus"
@@ -71,6 +72,12 @@ type Deps struct {
 	// Holder names this process in the claims of builds run by hand (default host name and pid). A trigger
 	// from the bus holds its claim as its stream sequence, so that its redelivery after a crash takes it over.
 	Holder string
+	// LineLease is how long a build holds its recipe's line without renewing it (default 1m; renewed every
+	// third of it while building): how long the other bases of a line wait after their builder died.
+	LineLease time.Duration
+	// Trees keeps what base layers hold by layer digest (the layer-trees KV bucket), so that the overlay
+	// builder reads each base layer once; nil reads every base layer on every build.
+	Trees registry.TreeCache
 }
 
 // Rebuilder is the rebuilder stage.
@@ -81,10 +88,14 @@ type Rebuilder struct {
 	log        *zap.Logger
 	now        func() time.Time
 	holder     string
+	lease      time.Duration // of a line
 	builders   map[string]builder
 	timeout    time.Duration // the longest recipe timeout
 	m          *metrics
 }
+
+// DefaultLineLease is Deps.LineLease's default.
+const DefaultLineLease = time.Minute
 
 // recipe is a configured recipe with its base tag and template parsed.
 type recipe struct {
@@ -100,7 +111,10 @@ func New(rebuilds []config.Rebuild, levelLabel string, deps Deps) (*Rebuilder, e
 	if deps.Registry == nil || deps.State == nil {
 		return nil, errors.New("rebuilder: registry and the rebuilds KV bucket are required")
 	}
-	r := &Rebuilder{levelLabel: levelLabel, deps: deps, log: deps.Log, now: deps.Now, holder: deps.Holder}
+	r := &Rebuilder{levelLabel: levelLabel, deps: deps, log: deps.Log, now: deps.Now, holder: deps.Holder, lease: deps.LineLease}
+	if r.lease <= 0 {
+		r.lease = DefaultLineLease
+	}
 	if r.log == nil {
 		r.log = zap.NewNop()
 	}
@@ -131,7 +145,7 @@ func New(rebuilds []config.Rebuild, levelLabel string, deps Deps) (*Rebuilder, e
 		r.timeout = max(r.timeout, rb.Timeout)
 	}
 	r.builders = map[string]builder{
-		config.BuilderOverlay:    overlay{reg: deps.Registry},
+		config.BuilderOverlay:    overlay{reg: deps.Registry, trees: deps.Trees},
 		config.BuilderDockerfile: dockerfile{reg: deps.Registry, buildah: deps.Buildah},
 		config.BuilderRebase:     rebase{reg: deps.Registry},
 	}
@@ -164,6 +178,7 @@ type trigger struct {
 	base      string // registry/repository@digest
 	digest    string
 	level     *int64
+	tags      []string // the base's tags the trigger names
 	platforms []string
 	eventID   string
 	correlID  string
@@ -185,7 +200,7 @@ func (r *Rebuilder) Handle(ctx context.Context, m *bus.Message) ([]*bus.Message,
 			continue
 		}
 		t := trigger{
-			base: repo + "@" + ev.GetDigest(), digest: ev.GetDigest(), level: ev.UpdateLevel,
+			base: repo + "@" + ev.GetDigest(), digest: ev.GetDigest(), level: ev.UpdateLevel, tags: ev.GetTags(),
 			platforms: platformsOf(ev.GetPlatforms()), eventID: m.ID, correlID: ev.GetCorrelationId(),
 			holder: fmt.Sprintf("%s#%d", m.Stream, m.Sequence),
 		}
@@ -214,7 +229,7 @@ func (r *Rebuilder) Rebuild(ctx context.Context, name string, force bool) (*harb
 		}
 		t := trigger{
 			base: rc.baseRepo + "@" + art.Digest, digest: art.Digest, eventID: "manual", holder: r.holder,
-			force: force,
+			force: force, tags: []string{rc.baseTag.Raw},
 		}
 		if level, ok := art.UpdateLevel(r.levelLabel); ok {
 			t.level = &level
@@ -266,8 +281,14 @@ func (r *Rebuilder) rebuild(ctx context.Context, rc recipe, t trigger) (*bus.Mes
 	return m, err
 }
 
-// run runs one recipe for one trigger, from the claim to the tag. It returns the image.rebuilt to publish, or
+// run runs one recipe for one trigger, from the line to the tag. It returns the image.rebuilt to publish, or
 // nil when there is nothing to build, and the outcome.
+//
+// A recipe follows one version line, and its builds take turns on it (the recipe's line in the rebuilds
+// bucket, held with a lease its holder renews): a trigger waits while another base of the line is being built,
+// then decides, holding the line, whether it is still worth a build. An older update level than the one built
+// meanwhile is recorded as superseded by that build, never built after it: builds of a line finish in
+// update-level order, on one process or several replicas.
 func (r *Rebuilder) run(ctx context.Context, rc recipe, t trigger) (*bus.Message, string, error) {
 	log := r.log.With(zap.String(logging.FieldRecipe, rc.Name), zap.String(logging.FieldBase, t.base))
 	if t.level == nil {
@@ -275,66 +296,59 @@ func (r *Rebuilder) run(ctx context.Context, rc recipe, t trigger) (*bus.Message
 			t.base, r.levelLabel))
 	}
 	st := state{kv: r.deps.State}
-	b, rev, err := st.build(ctx, rc.Name, t.digest)
+	b, _, err := st.build(ctx, rc.Name, t.digest)
 	if err != nil {
 		return nil, "", err
 	}
 	if b != nil && !t.force {
-		switch {
-		case b.GetState() == stateBuilt:
-			// Built before: the same image.rebuilt again (the bus stores it once within its duplicate window).
-			m, err := RebuiltMessage(b.GetResult())
-			return m, outcomeRepeated, err
-		case b.GetState() == stateFailed:
-			log.Info("this base failed to build before; not trying again (harborflow rebuild --force does)",
-				zap.String(logging.FieldReason, b.GetReason()))
-			return nil, outcomeSkipped, nil
-		case b.GetHolder() != t.holder && b.GetLeaseUntil().AsTime().After(r.now()):
-			// Another delivery builds it and publishes the result; if it dies, its redelivery takes over.
-			log.Info("being built by another delivery", zap.String(logging.FieldHolder, b.GetHolder()))
-			return nil, outcomeSkipped, nil
-		}
-	}
-	if b == nil || t.force {
-		if !t.force {
-			skip, why, err := r.stale(ctx, st, rc, t)
-			if err != nil {
+		switch b.GetState() {
+		case stateBuilt:
+			// Built before: the same image.rebuilt again (the bus stores it once within its duplicate window). A
+			// crash after the build was recorded may have left the line held by this delivery: free it.
+			if err := r.release(ctx, st, rc, t, b); err != nil {
 				return nil, "", err
 			}
-			if skip {
-				log.Info("not rebuilding", zap.String(logging.FieldReason, why))
-				return nil, outcomeSkipped, nil
-			}
-		}
-		// The claim names its holder from the start: another delivery that reads it leaves the build to it.
-		fresh := &harborflowv1.Build{Recipe: rc.Name, Base: t.base, BaseDigest: t.digest, UpdateLevel: *t.level,
-			Version: rc.baseTag.Version, Suffix: rc.baseTag.Suffix, State: stateClaimed, Started: timestamppb.New(r.now()),
-			Holder: t.holder, LeaseUntil: timestamppb.New(r.now().Add(rc.Timeout + time.Minute))}
-		b, rev, err = st.claim(ctx, fresh, rev, b != nil)
-		if errors.Is(err, errClaimed) {
-			log.Info("being built by another delivery", zap.String(logging.FieldReason, err.Error()))
-			return nil, outcomeSkipped, nil
-		}
-		if err != nil {
-			return nil, "", err
+			m, err := RebuiltMessage(b.GetResult())
+			return m, outcomeRepeated, err
+		case stateFailed:
+			log.Info("this base failed to build before; not trying again (harborflow rebuild --force does)",
+				zap.String(logging.FieldReason, b.GetReason()))
+			return nil, outcomeSkipped, r.release(ctx, st, rc, t, nil)
+		case stateSuperseded, stateSkipped:
+			return nil, outcomeSkipped, r.release(ctx, st, rc, t, nil)
 		}
 	}
-	// Hold the claim for this delivery: a crash leaves it to expire, a redelivery of the same trigger takes it.
-	b.Holder, b.LeaseUntil = t.holder, timestamppb.New(r.now().Add(rc.Timeout+time.Minute))
-	if b.GetBuild() == 0 {
-		n, err := st.next(ctx, rc.Name, b.GetVersion())
-		if err != nil {
-			return nil, "", err
-		}
-		tag := rc.baseTag
-		tag.UpdateLevel, tag.Build, tag.Floating, tag.Raw = b.GetUpdateLevel(), n, false, ""
-		if b.Tag, err = rc.tmpl.Execute(tag); err != nil {
-			return nil, "", bus.Permanent(err)
-		}
-		b.Build = n
-	}
-	if rev, err = st.update(ctx, b, rev); err != nil {
+
+	v, last, err := r.acquire(ctx, st, rc, t, log)
+	if err != nil {
 		return nil, "", err
+	}
+	switch v {
+	case lineElsewhere:
+		// Another delivery builds this digest and publishes the result; if it dies, its redelivery takes over.
+		log.Info("being built by another delivery", zap.String(logging.FieldHolder, last.GetBuilding().GetHolder()))
+		return nil, outcomeSkipped, nil
+	case lineSuperseded, lineSkipped:
+		return nil, outcomeOf(v), r.passOver(ctx, st, rc, t, v, last, log)
+	}
+
+	// This delivery holds the line until release; a crash leaves it to the lease, or to this trigger's
+	// redelivery, which holds it under the same name.
+	ctx, stopKeeping := r.keepLine(ctx, st, rc, t)
+	defer stopKeeping()
+	m, outcome, err := r.buildHeld(ctx, st, rc, t, log)
+	if err != nil {
+		return nil, "", err // buildHeld released the line
+	}
+	return m, outcome, nil
+}
+
+// buildHeld builds, pushes and tags, holding the line, then records the build and frees the line. On an
+// error the line is freed for the other bases of the line (this trigger's redelivery takes its turn again).
+func (r *Rebuilder) buildHeld(ctx context.Context, st state, rc recipe, t trigger, log *zap.Logger) (*bus.Message, string, error) {
+	b, rev, err := r.claim(ctx, st, rc, t)
+	if err != nil {
+		return nil, "", r.abandon(ctx, st, rc, t, err)
 	}
 	log = log.With(zap.String(logging.FieldTag, b.GetTag()), zap.Int64(logging.FieldBuild, b.GetBuild()))
 
@@ -350,15 +364,15 @@ func (r *Rebuilder) run(ctx context.Context, rc recipe, t trigger) (*bus.Message
 		log.Info("building", zap.String(logging.FieldBuilder, rc.Builder), zap.Int64(logging.FieldUpdateLevel, b.GetUpdateLevel()))
 		w, err = r.build(ctx, rc, t, b)
 		if err != nil {
-			return nil, "", r.failed(ctx, st, b, rev, err)
+			return nil, "", r.failed(ctx, st, rc, t, b, rev, err)
 		}
 		b.State, b.TargetDigest = statePushed, w.Digest
 		if rev, err = st.update(ctx, b, rev); err != nil {
-			return nil, "", err
+			return nil, "", r.abandon(ctx, st, rc, t, err)
 		}
 	}
 	if err := r.deps.Registry.Tag(ctx, w.Ref, b.GetTag()); err != nil {
-		return nil, "", r.failed(ctx, st, b, rev, fmt.Errorf("tagging %s as %s: %w", w.Ref, b.GetTag(), err))
+		return nil, "", r.failed(ctx, st, rc, t, b, rev, fmt.Errorf("tagging %s as %s: %w", w.Ref, b.GetTag(), err))
 	}
 	result := &harborflowv1.ImageRebuilt{
 		Recipe: rc.Name, Base: t.base, BaseDigest: t.digest, BaseTag: rc.baseTag.Raw, UpdateLevel: b.GetUpdateLevel(),
@@ -368,9 +382,9 @@ func (r *Rebuilder) run(ctx context.Context, rc recipe, t trigger) (*bus.Message
 	}
 	b.State, b.Result, b.Finished, b.LeaseUntil = stateBuilt, result, timestamppb.New(r.now()), nil
 	if _, err := st.update(ctx, b, rev); err != nil {
-		return nil, "", err
+		return nil, "", r.abandon(ctx, st, rc, t, err)
 	}
-	if err := st.built(ctx, rc.Name, b, r.now()); err != nil {
+	if err := r.release(ctx, st, rc, t, b); err != nil {
 		return nil, "", err
 	}
 	took := r.now().Sub(start)
@@ -383,20 +397,318 @@ func (r *Rebuilder) run(ctx context.Context, rc recipe, t trigger) (*bus.Message
 	return m, outcomeBuilt, err
 }
 
-// stale reports whether a trigger is not worth a build: an older update level than the last one built, or
-// the same one with a new digest when the recipe does not rebuild on digest changes.
-func (r *Rebuilder) stale(ctx context.Context, st state, rc recipe, t trigger) (bool, string, error) {
-	last, err := st.recipe(ctx, rc.Name)
-	if err != nil || last == nil {
-		return false, "", err
+// claim writes the build record of the trigger, holding the line: a fresh one (or, forced, a fresh one over
+// the old), or the one a crashed delivery left, taken over; and gives it its build number and tag once.
+func (r *Rebuilder) claim(ctx context.Context, st state, rc recipe, t trigger) (*harborflowv1.Build, uint64, error) {
+	b, rev, err := st.build(ctx, rc.Name, t.digest)
+	if err != nil {
+		return nil, 0, err
+	}
+	if b == nil || t.force {
+		fresh := &harborflowv1.Build{Recipe: rc.Name, Base: t.base, BaseDigest: t.digest, UpdateLevel: *t.level,
+			Version: rc.baseTag.Version, Suffix: rc.baseTag.Suffix, State: stateClaimed, Started: timestamppb.New(r.now()),
+			Holder: t.holder, BaseName: r.baseName(ctx, rc, t)}
+		if b, rev, err = st.claim(ctx, fresh, rev, b != nil); err != nil {
+			if errors.Is(err, errClaimed) {
+				// Only a holder of the line claims: the record appeared since it was read. Read it again.
+				return nil, 0, bus.Retry(err, time.Second)
+			}
+			return nil, 0, err
+		}
+	}
+	b.Holder, b.LeaseUntil = t.holder, nil
+	if b.GetBaseName() == "" {
+		b.BaseName = r.baseName(ctx, rc, t) // a record from before base names were kept
+	}
+	if b.GetBuild() == 0 {
+		n, err := st.next(ctx, rc.Name, b.GetVersion())
+		if err != nil {
+			return nil, 0, err
+		}
+		tag := rc.baseTag
+		tag.UpdateLevel, tag.Build, tag.Floating, tag.Raw = b.GetUpdateLevel(), n, false, ""
+		if b.Tag, err = rc.tmpl.Execute(tag); err != nil {
+			return nil, 0, bus.Permanent(err)
+		}
+		b.Build = n
+	}
+	if rev, err = st.update(ctx, b, rev); err != nil {
+		return nil, 0, err
+	}
+	return b, rev, nil
+}
+
+// baseName is the reference a rebuilt image names as its base (org.opencontainers.image.base.name), one that
+// resolves to the base digest used, so that `regctl image check-base` says "matches" — and "changed" once
+// the name moves on: the recipe's followed tag when it points at the digest now, else the trigger's tag of the
+// version line (a registry may publish only 4.2.0.N tags, never 4.2.0 itself), else the digest.
+func (r *Rebuilder) baseName(ctx context.Context, rc recipe, t trigger) string {
+	if d, err := r.deps.Registry.Resolve(ctx, rc.Base); err == nil && d.Digest == t.digest {
+		return rc.Base
+	}
+	for _, tag := range t.tags {
+		if tt, err := imagetag.Parse(tag); err == nil && tt.SameLine(rc.baseTag) {
+			return rc.baseRepo + ":" + tag
+		}
+	}
+	return t.base
+}
+
+// Verdicts on a trigger from its recipe's line.
+type verdict int
+
+const (
+	lineHeld       verdict = iota // this delivery holds the line: build
+	lineSuperseded                // a newer update level was built: not built
+	lineSkipped                   // the same update level was built from another digest, and on_digest_change is off
+	lineBuilt                     // this digest is what the line built last
+	lineElsewhere                 // another delivery holds the line for this same digest
+)
+
+func outcomeOf(v verdict) string {
+	if v == lineSuperseded {
+		return outcomeSuperseded
+	}
+	return outcomeSkipped
+}
+
+// lineRetry is how long a trigger that waited for the line as long as its handler may waits before its
+// redelivery tries again.
+const lineRetry = 5 * time.Second
+
+// acquire takes the recipe's line for the trigger, or says why not. While another base of the line is being
+// built (its holder's lease running), it waits for the line to change, as long as ctx allows, then asks for a
+// redelivery. The line held, it decides whether the trigger is still worth a build: the verdict is lineHeld
+// only then. last is the line as read.
+func (r *Rebuilder) acquire(ctx context.Context, st state, rc recipe, t trigger, log *zap.Logger) (verdict, *harborflowv1.RecipeState, error) {
+	var w jetstream.KeyWatcher
+	defer func() {
+		if w != nil {
+			_ = w.Stop()
+		}
+	}()
+	waiting := false
+	for {
+		rs, rev, err := st.line(ctx, rc.Name)
+		if err != nil {
+			return 0, nil, err
+		}
+		now := r.now()
+		if h := rs.GetBuilding(); h != nil && h.GetHolder() != t.holder && h.GetLeaseUntil().AsTime().After(now) {
+			if h.GetBaseDigest() == t.digest {
+				return lineElsewhere, rs, nil
+			}
+			if w == nil {
+				// Watch first, then read again, so that no change between the two is missed.
+				if w, err = st.watchLine(ctx, rc.Name); err != nil {
+					return 0, nil, err
+				}
+				continue
+			}
+			if !waiting {
+				waiting = true
+				log.Info("waiting for the build of another base of this line", zap.Int64(logging.FieldUpdateLevel, h.GetUpdateLevel()),
+					zap.String(logging.FieldHolder, h.GetHolder()))
+			}
+			lease := time.NewTimer(h.GetLeaseUntil().AsTime().Sub(now) + 10*time.Millisecond)
+			select {
+			case <-w.Updates():
+			case <-lease.C:
+			case <-ctx.Done():
+				lease.Stop()
+				return 0, nil, bus.Wait(fmt.Errorf("the line of %s is held by the build of update level %d (%s): %w", rc.Name,
+					h.GetUpdateLevel(), h.GetHolder(), ctx.Err()), lineRetry)
+			}
+			lease.Stop()
+			continue
+		}
+		if !t.force {
+			if v := stale(rc, t, rs); v != lineHeld {
+				return v, rs, nil
+			}
+		}
+		next := proto.CloneOf(rs)
+		next.Building = &harborflowv1.LineHold{BaseDigest: t.digest, UpdateLevel: *t.level, Holder: t.holder,
+			LeaseUntil: timestamppb.New(now.Add(r.lease))}
+		switch err := st.putLine(ctx, next, rev); {
+		case errors.Is(err, errConflict):
+			continue
+		case err != nil:
+			return 0, nil, err
+		}
+		return lineHeld, rs, nil
+	}
+}
+
+// stale is the verdict on a trigger from what its line built last (nothing yet: build).
+func stale(rc recipe, t trigger, last *harborflowv1.RecipeState) verdict {
+	if last.GetTag() == "" {
+		return lineHeld
 	}
 	switch level := *t.level; {
 	case level < last.GetUpdateLevel():
-		return true, fmt.Sprintf("update level %d of %s is older than %d, built last", level, t.base, last.GetUpdateLevel()), nil
-	case level == last.GetUpdateLevel() && !rc.RebuildOnDigestChange():
-		return true, fmt.Sprintf("update level %d was built already and on_digest_change is off", level), nil
+		return lineSuperseded
+	case level > last.GetUpdateLevel():
+		return lineHeld
+	case t.digest == last.GetBaseDigest():
+		return lineBuilt
+	case !rc.RebuildOnDigestChange():
+		return lineSkipped
 	}
-	return false, "", nil
+	return lineHeld
+}
+
+// passOver records a trigger that is not built, and why: superseded by the build its line made of a newer
+// update level, or skipped. A build number it took before (a delivery that crashed holding it) stays in the
+// record, so no number is left unexplained.
+func (r *Rebuilder) passOver(ctx context.Context, st state, rc recipe, t trigger, v verdict, last *harborflowv1.RecipeState, log *zap.Logger) error {
+	var why, state string
+	switch v {
+	case lineSuperseded:
+		state, why = stateSuperseded, fmt.Sprintf("update level %d of %s is older than %d, built as %s", *t.level, t.base,
+			last.GetUpdateLevel(), last.GetTag())
+	case lineSkipped:
+		state, why = stateSkipped, fmt.Sprintf("update level %d was built from %s as %s, and on_digest_change is off", *t.level,
+			last.GetBaseDigest(), last.GetTag())
+	default:
+		log.Info("not rebuilding: this base was built last", zap.String(logging.FieldTag, last.GetTag()))
+		return r.release(ctx, st, rc, t, nil)
+	}
+	log.Info("not rebuilding", zap.String(logging.FieldReason, why))
+	for range counterAttempts {
+		b, rev, err := st.build(ctx, rc.Name, t.digest)
+		if err != nil {
+			return err
+		}
+		if b == nil {
+			b = &harborflowv1.Build{Recipe: rc.Name, Base: t.base, BaseDigest: t.digest, UpdateLevel: *t.level,
+				Version: rc.baseTag.Version, Suffix: rc.baseTag.Suffix, Started: timestamppb.New(r.now())}
+		} else if b.GetState() == stateBuilt {
+			return nil // built by another delivery meanwhile
+		}
+		b.State, b.Reason, b.Finished, b.LeaseUntil = state, why, timestamppb.New(r.now()), nil
+		if v == lineSuperseded {
+			b.SupersededBy = last.GetTag()
+		}
+		if rev == 0 {
+			_, _, err = st.claim(ctx, b, 0, false)
+		} else {
+			_, err = st.update(ctx, b, rev)
+		}
+		if errors.Is(err, errClaimed) || errors.Is(err, errConflict) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		return r.release(ctx, st, rc, t, nil)
+	}
+	return bus.Retry(fmt.Errorf("recording that %s was not rebuilt: %w", t.base, errConflict), time.Second)
+}
+
+// release frees the recipe's line if this trigger holds it, and with done (a build just recorded as built)
+// records it as the line's last build, unless the line has built a newer one. It is idempotent: a redelivery
+// after a crash runs it again. Recorded even when the delivery was stopped: the next one must find the line
+// free.
+func (r *Rebuilder) release(ctx context.Context, st state, rc recipe, t trigger, done *harborflowv1.Build) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	for range counterAttempts {
+		rs, rev, err := st.line(ctx, rc.Name)
+		if err != nil {
+			return err
+		}
+		next := proto.CloneOf(rs)
+		changed := false
+		if h := next.GetBuilding(); h != nil && h.GetHolder() == t.holder && h.GetBaseDigest() == t.digest {
+			next.Building, changed = nil, true
+		}
+		if done != nil && newer(done, rs) {
+			next.UpdateLevel, next.BaseDigest, next.Tag, next.Build = done.GetUpdateLevel(), done.GetBaseDigest(), done.GetTag(), done.GetBuild()
+			next.Target, next.UpdatedAt = done.GetResult().GetTarget()+"@"+done.GetTargetDigest(), timestamppb.New(r.now())
+			changed = true
+		}
+		if !changed {
+			return nil
+		}
+		switch err := st.putLine(ctx, next, rev); {
+		case errors.Is(err, errConflict):
+			continue
+		case err != nil:
+			return err
+		}
+		return nil
+	}
+	return bus.Retry(fmt.Errorf("freeing the line of %s: %w", rc.Name, errConflict), time.Second)
+}
+
+// newer reports whether build b is newer than what the line built last: a higher update level, or the same
+// level with a higher build number (an OS patch, a forced rebuild).
+func newer(b *harborflowv1.Build, last *harborflowv1.RecipeState) bool {
+	switch {
+	case last.GetTag() == "" || b.GetUpdateLevel() > last.GetUpdateLevel():
+		return true
+	case b.GetUpdateLevel() == last.GetUpdateLevel():
+		return b.GetBuild() > last.GetBuild()
+	}
+	return false
+}
+
+// errLineLost is the cause of a build's cancellation when another holder took its line over (this process
+// stalled for longer than the lease).
+var errLineLost = errors.New("another delivery took over the line: this build stopped")
+
+// keepLine renews the trigger's lease on its line while it builds, every third of the lease, and returns the
+// build's context, cancelled with errLineLost if the line is lost, and a function that stops renewing.
+func (r *Rebuilder) keepLine(ctx context.Context, st state, rc recipe, t trigger) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(r.lease / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if lost, err := r.renew(ctx, st, rc, t); lost {
+				cancel(errLineLost)
+				return
+			} else if err != nil {
+				r.log.Warn("renewing the lease on the line", zap.String(logging.FieldRecipe, rc.Name), zap.Error(err))
+			}
+		}
+	}()
+	return ctx, func() {
+		close(done)
+		<-stopped
+		cancel(nil)
+	}
+}
+
+// renew extends the trigger's lease on its line; lost is true when another holder has it.
+func (r *Rebuilder) renew(ctx context.Context, st state, rc recipe, t trigger) (lost bool, err error) {
+	for range counterAttempts {
+		rs, rev, err := st.line(ctx, rc.Name)
+		if err != nil {
+			return false, err
+		}
+		h := rs.GetBuilding()
+		if h == nil || h.GetHolder() != t.holder || h.GetBaseDigest() != t.digest {
+			return true, nil
+		}
+		next := proto.CloneOf(rs)
+		next.Building.LeaseUntil = timestamppb.New(r.now().Add(r.lease))
+		if err := st.putLine(ctx, next, rev); !errors.Is(err, errConflict) {
+			return false, err
+		}
+	}
+	return false, errConflict
 }
 
 // build runs the recipe's builder.
@@ -415,7 +727,7 @@ func (r *Rebuilder) build(ctx context.Context, rc recipe, t trigger, b *harborfl
 	labels[LabelRecipe] = rc.Name
 	j := job{
 		recipe: rc.Rebuild, base: t.base, platforms: rc.Platforms,
-		edit: registry.Edit{Labels: labels, Env: rc.Env, Platforms: rc.Platforms, BaseName: rc.Base, BaseDigest: t.digest},
+		edit: registry.Edit{Labels: labels, Env: rc.Env, Platforms: rc.Platforms, BaseName: b.GetBaseName(), BaseDigest: t.digest},
 	}
 	if len(j.platforms) == 0 {
 		j.platforms = t.platforms
@@ -437,20 +749,30 @@ func (r *Rebuilder) build(ctx context.Context, rc recipe, t trigger, b *harborfl
 	return w, err
 }
 
-// failed records a build failure. A failure that retrying cannot fix is kept in the build record and
-// dead-letters the trigger; any other releases the claim for the redelivery.
-func (r *Rebuilder) failed(ctx context.Context, st state, b *harborflowv1.Build, rev uint64, err error) error {
+// failed records a build failure and frees the line. A failure that retrying cannot fix is kept in the build
+// record and dead-letters the trigger; any other leaves the record (and its build number) to the redelivery.
+func (r *Rebuilder) failed(ctx context.Context, st state, rc recipe, t trigger, b *harborflowv1.Build, rev uint64, err error) error {
+	if cause := context.Cause(ctx); errors.Is(cause, errLineLost) {
+		err = fmt.Errorf("%w: %w", cause, err)
+	}
 	err = classify(err)
 	if bus.IsPermanent(err) {
 		b.State, b.Reason, b.Finished, b.LeaseUntil = stateFailed, err.Error(), timestamppb.New(r.now()), nil
-	} else {
-		b.LeaseUntil = nil
+		// Recorded even when the delivery was stopped (its context ended).
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, uerr := st.update(uctx, b, rev); uerr != nil {
+			r.log.Warn("recording the build's failure", zap.String(logging.FieldRecipe, b.GetRecipe()), zap.Error(uerr))
+		}
 	}
-	// Recorded even when the delivery was stopped (its context ended): the next one must find the claim free.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if _, uerr := st.update(ctx, b, rev); uerr != nil {
-		r.log.Warn("recording the build's failure", zap.String(logging.FieldRecipe, b.GetRecipe()), zap.Error(uerr))
+	return r.abandon(ctx, st, rc, t, err)
+}
+
+// abandon frees the line after err and returns err (joined with a failure to free the line, which the lease
+// then frees).
+func (r *Rebuilder) abandon(ctx context.Context, st state, rc recipe, t trigger, err error) error {
+	if rerr := r.release(ctx, st, rc, t, nil); rerr != nil {
+		r.log.Warn("freeing the line after a failed build; its lease frees it", zap.String(logging.FieldRecipe, rc.Name), zap.Error(rerr))
 	}
 	return err
 }

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -45,6 +46,7 @@ type fixture struct {
 	kv      jetstream.KeyValue
 	rb      *rebuilder.Rebuilder
 	deps    rebuilder.Deps
+	recipes []config.Rebuild // with the registry's host
 	metrics *prometheus.Registry
 	lastSeq uint64 // stream sequence of the last message published
 }
@@ -59,7 +61,13 @@ func newFixture(t *testing.T, wrap func(rebuilder.Registry) rebuilder.Registry, 
 // newFixtureWith is newFixture with options for the registry.
 func newFixtureWith(t *testing.T, opts []registrytest.Option, wrap func(rebuilder.Registry) rebuilder.Registry, recipes ...config.Rebuild) *fixture {
 	t.Helper()
-	f := &fixture{t: t, js: bustest.Start(t), reg: registrytest.New(t, opts...)}
+	return newFixtureOn(t, registrytest.New(t, opts...), wrap, recipes...)
+}
+
+// newFixtureOn is newFixture on a registry of the caller's, which tests may share.
+func newFixtureOn(t *testing.T, reg *registrytest.Registry, wrap func(rebuilder.Registry) rebuilder.Registry, recipes ...config.Rebuild) *fixture {
+	t.Helper()
+	f := &fixture{t: t, js: bustest.Start(t), reg: reg}
 	var err error
 	if f.client, err = registry.New([]config.Registry{f.reg.Config()}); err != nil {
 		t.Fatal(err)
@@ -68,8 +76,12 @@ func newFixtureWith(t *testing.T, opts []registrytest.Option, wrap func(rebuilde
 	if f.kv, err = f.js.Bus.KeyValue(context.Background(), event.BucketRebuilds); err != nil {
 		t.Fatal(err)
 	}
+	trees, err := f.js.Bus.KeyValue(context.Background(), event.BucketLayerTrees)
+	if err != nil {
+		t.Fatal(err)
+	}
 	f.metrics = prometheus.NewRegistry()
-	f.deps = rebuilder.Deps{Registry: f.client, State: f.kv, Log: zaptest.NewLogger(t), Metrics: f.metrics}
+	f.deps = rebuilder.Deps{Registry: f.client, State: f.kv, Log: zaptest.NewLogger(t), Metrics: f.metrics, Trees: rebuilder.LayerTrees(trees)}
 	if wrap != nil {
 		f.deps.Registry = wrap(f.client)
 	}
@@ -100,10 +112,55 @@ func newFixtureWith(t *testing.T, opts []registrytest.Option, wrap func(rebuilde
 			}
 		}
 	}
+	f.recipes = recipes
 	if f.rb, err = rebuilder.New(recipes, "update_level", f.deps); err != nil {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// process is another rebuilder on the fixture's state and registry, as another process or replica has: a
+// NATS connection and a registry client of its own (its requests sent through wrap, when not nil) and its own
+// metrics.
+func (f *fixture) process(wrap func(http.RoundTripper) http.RoundTripper) *rebuilder.Rebuilder {
+	rb, _ := f.processConn(wrap)
+	return rb
+}
+
+// processConn is process, with a function that kills it: its NATS connection closes, so that it can no longer
+// change the state (renew a lease, release a line) while its registry requests hang, as a process's would when
+// it is SIGKILLed.
+func (f *fixture) processConn(wrap func(http.RoundTripper) http.RoundTripper) (*rebuilder.Rebuilder, func()) {
+	f.t.Helper()
+	client, err := registry.New([]config.Registry{f.reg.Config()}, registry.WithTransport(wrap))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(client.Close)
+	nc, err := nats.Connect(f.js.URL())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(nc.Close)
+	b, err := bus.New(nc)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	deps := f.deps
+	deps.Registry, deps.Metrics = client, prometheus.NewRegistry()
+	if deps.State, err = b.KeyValue(context.Background(), event.BucketRebuilds); err != nil {
+		f.t.Fatal(err)
+	}
+	trees, err := b.KeyValue(context.Background(), event.BucketLayerTrees)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	deps.Trees = rebuilder.LayerTrees(trees)
+	rb, err := rebuilder.New(f.recipes, "update_level", deps)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return rb, nc.Close
 }
 
 // consume runs the rebuilder on its durable consumer until the test ends.
@@ -127,7 +184,7 @@ func (f *fixture) base(repoTag, level string, platforms ...string) registrytest.
 	var imgs []registrytest.Image
 	for _, p := range platforms {
 		imgs = append(imgs, registrytest.Image{Platform: p, Labels: map[string]string{"update_level": level},
-			Files: map[string]string{"home/wso2carbon/wso2am-4.2.0/README": "update level " + level + " " + p}})
+			Entries: registrytest.WSO2Layers(level + " " + p)})
 	}
 	if len(imgs) == 1 {
 		return f.reg.PushImage(f.t, repoTag, imgs[0])
@@ -361,10 +418,13 @@ func TestOverlayFollowsUpdateLevels(t *testing.T) {
 	if len(top.Manifests) != 2 {
 		t.Fatalf("result has %d platforms, want 2", len(top.Manifests))
 	}
+	// The base is named by a tag that resolves to it: the registry has no 4.2.0 tag, so the trigger's own. Each
+	// platform names the base's image of its platform.
+	baseDigests := []string{b16.Digest, b16.Children[0].Digest, b16.Children[1].Digest}
 	for i, m := range append([]manifestJSON{top}, platforms...) {
-		if m.Annotations["org.opencontainers.image.base.digest"] != b16.Digest ||
-			m.Annotations["org.opencontainers.image.base.name"] != f.reg.Ref("wso2/am:4.2.0") {
-			t.Errorf("manifest %d annotations %v, want the base name and digest", i, m.Annotations)
+		if m.Annotations["org.opencontainers.image.base.digest"] != baseDigests[i] ||
+			m.Annotations["org.opencontainers.image.base.name"] != f.reg.Ref("wso2/am:4.2.0.16") {
+			t.Errorf("manifest %d annotations %v, want the base name 4.2.0.16 and digest %s", i, m.Annotations, baseDigests[i])
 		}
 	}
 	for i := range platforms {
@@ -379,8 +439,9 @@ func TestOverlayFollowsUpdateLevels(t *testing.T) {
 		if h == nil || h.Uid != 802 || h.Gid != 802 || h.Mode&0o777 != 0o640 {
 			t.Errorf("platform %d added layer %v: want the keystore owned by 802:802, mode 0640", i, h)
 		}
-		if _, ok := files[i]["home/wso2carbon"]; ok {
-			t.Errorf("platform %d: the added layer overwrites the base's home directory", i)
+		// The parents are the base's own, which the layer carries as they are.
+		if h := files[i]["home/wso2carbon/"]; h == nil || h.Uid != 802 || h.Mode != 0o750 {
+			t.Errorf("platform %d: the added layer's home directory is %v; want the base's, 802:802 0750", i, h)
 		}
 	}
 
@@ -404,9 +465,9 @@ func TestOverlayFollowsUpdateLevels(t *testing.T) {
 	if d := f.dlq(); len(d) != 0 {
 		t.Errorf("dead letters: %v", d)
 	}
-	// 3 built; 4.2.0.15 skipped; the second trigger of 4.2.0.16 repeated, or skipped when it came while the
+	// 3 built; 4.2.0.15 superseded; the second trigger of 4.2.0.16 repeated, or skipped when it came while the
 	// first was building.
-	if c := f.outcomes(); c["built"] != 3 || c["skipped"]+c["repeated"] != 2 || c["failed"]+c["retried"] != 0 {
+	if c := f.outcomes(); c["built"] != 3 || c["superseded"] != 1 || c["skipped"]+c["repeated"] != 1 || c["failed"]+c["retried"] != 0 {
 		t.Errorf("harborflow_rebuilder_triggers_total by outcome: %v", c)
 	}
 	if n, err := testutil.GatherAndCount(f.metrics, "harborflow_rebuilder_build_duration_seconds"); err != nil || n != 1 {
@@ -659,7 +720,7 @@ func TestDockerfileBuilds(t *testing.T) {
 	}
 	for i := range platforms {
 		if labels[i]["update_level"] != "16" || labels[i][rebuilder.LabelBaseDigest] != b.Digest ||
-			platforms[i].Annotations["org.opencontainers.image.base.digest"] != b.Digest {
+			platforms[i].Annotations["org.opencontainers.image.base.digest"] != b.Children[i].Digest {
 			t.Errorf("platform %d: labels %v, annotations %v", i, labels[i], platforms[i].Annotations)
 		}
 		if files[i]["home/wso2carbon/wso2am-4.2.0/repository/components/lib/mysql-connector.jar"] == nil {
@@ -716,7 +777,7 @@ func TestRebaseMovesTheDerivedImage(t *testing.T) {
 		if files[i]["home/wso2carbon/acme.conf"] == nil {
 			t.Errorf("platform %d lost the customer's layer: %v", i, files[i])
 		}
-		if labels[i]["update_level"] != "17" || p.Annotations["org.opencontainers.image.base.digest"] != b17.Digest {
+		if labels[i]["update_level"] != "17" || p.Annotations["org.opencontainers.image.base.digest"] != base.Digest {
 			t.Errorf("platform %d: labels %v, annotations %v", i, labels[i], p.Annotations)
 		}
 	}

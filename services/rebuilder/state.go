@@ -10,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/event"
@@ -19,10 +18,12 @@ import (
 
 // States of a Build.
 const (
-	stateClaimed = "claimed" // claimed by a delivery; a build number may have been taken
-	statePushed  = "pushed"  // in the registry by digest, not tagged yet
-	stateBuilt   = "built"   // tagged and published
-	stateFailed  = "failed"  // failed in a way retrying cannot fix
+	stateClaimed    = "claimed"    // claimed by a delivery; a build number may have been taken
+	statePushed     = "pushed"     // in the registry by digest, not tagged yet
+	stateBuilt      = "built"      // tagged and published
+	stateFailed     = "failed"     // failed in a way retrying cannot fix
+	stateSuperseded = "superseded" // a newer update level was built first: not tagged (superseded_by names it)
+	stateSkipped    = "skipped"    // the same update level was built from another digest; on_digest_change is off
 )
 
 // counterAttempts bounds the compare-and-set rounds of taking a build number against other replicas.
@@ -119,44 +120,47 @@ func (s state) next(ctx context.Context, recipe, version string) (int64, error) 
 	return 0, bus.Retry(fmt.Errorf("taking a build number of %s %s: %w", recipe, version, errConflict), time.Second)
 }
 
-// recipe reads what recipe built last; nil before its first build.
-func (s state) recipe(ctx context.Context, recipe string) (*harborflowv1.RecipeState, error) {
+// line reads a recipe's line: what it built last and which build holds it. A recipe follows one version line,
+// so its builds are serialised on this one key. Before anything was built or held it is an empty RecipeState
+// at revision 0.
+func (s state) line(ctx context.Context, recipe string) (*harborflowv1.RecipeState, uint64, error) {
 	rs := &harborflowv1.RecipeState{}
 	rev, err := s.get(ctx, recipeKey(recipe), rs)
-	if err != nil || rev == 0 {
-		return nil, err
+	if err != nil {
+		return nil, 0, err
 	}
-	return rs, nil
+	rs.Recipe = recipe
+	return rs, rev, nil
 }
 
-// built records b as what its recipe built last, unless the recipe has built a newer update level meanwhile.
-func (s state) built(ctx context.Context, recipe string, b *harborflowv1.Build, now time.Time) error {
-	for range counterAttempts {
-		rs := &harborflowv1.RecipeState{}
-		rev, err := s.get(ctx, recipeKey(recipe), rs)
-		if err != nil {
-			return err
-		}
-		if rev != 0 && rs.GetUpdateLevel() > b.GetUpdateLevel() {
-			return nil
-		}
-		next := &harborflowv1.RecipeState{Recipe: recipe, UpdateLevel: b.GetUpdateLevel(), BaseDigest: b.GetBaseDigest(),
-			Target: b.GetResult().GetTarget() + "@" + b.GetTargetDigest(), Tag: b.GetTag(), Build: b.GetBuild(),
-			UpdatedAt: timestamppb.New(now)}
-		data, err := protojson.Marshal(next)
-		if err != nil {
-			return bus.Permanent(err)
-		}
-		if rev == 0 {
-			_, err = s.kv.Create(ctx, recipeKey(recipe), data)
-		} else {
-			_, err = s.kv.Update(ctx, recipeKey(recipe), data, rev)
-		}
-		if err == nil {
-			return nil
-		}
+// putLine writes a recipe's line over the revision it was read at (0: it did not exist). A lost
+// compare-and-set is errConflict: read it again.
+func (s state) putLine(ctx context.Context, rs *harborflowv1.RecipeState, rev uint64) error {
+	data, err := protojson.Marshal(rs)
+	if err != nil {
+		return bus.Permanent(err)
 	}
-	return bus.Retry(fmt.Errorf("recording the last build of %s: %w", recipe, errConflict), time.Second)
+	if rev == 0 {
+		_, err = s.kv.Create(ctx, recipeKey(rs.GetRecipe()), data)
+	} else {
+		_, err = s.kv.Update(ctx, recipeKey(rs.GetRecipe()), data, rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return errConflict
+	}
+	if err != nil {
+		return fmt.Errorf("recording the line of %s: %w", rs.GetRecipe(), err)
+	}
+	return nil
+}
+
+// watchLine watches a recipe's line for changes.
+func (s state) watchLine(ctx context.Context, recipe string) (jetstream.KeyWatcher, error) {
+	w, err := s.kv.Watch(ctx, recipeKey(recipe), jetstream.UpdatesOnly())
+	if err != nil {
+		return nil, fmt.Errorf("watching the line of %s: %w", recipe, err)
+	}
+	return w, nil
 }
 
 // writeErr is a failed write of the state: a lost compare-and-set is retried soon (the redelivery reads the

@@ -450,6 +450,37 @@ func tarGzEntries(t testing.TB, entries []Entry) ([]byte, string) {
 	return gzipTar(t, tarBuf.Bytes(), gzip.DefaultCompression)
 }
 
+// WSO2Layers are the layers of a WSO2-shaped base for Image.Entries: a usr-merged OS layer (/lib is a link to
+// usr/lib, /tmp 1777) and a product layer whose home directory belongs to wso2carbon (802:802, mode 0750), with
+// its security directory 0700, a product directory with a sub-second modification time, a setgid conf
+// directory, and a file holding level — so that a new level is a new product layer on the same OS layer.
+func WSO2Layers(level string) [][]Entry {
+	productTime := time.Date(2024, 6, 1, 10, 0, 0, 500, time.UTC)
+	product := []Entry{
+		Dir("home/wso2carbon", 0o750, 802, 802),
+		Dir("home/wso2carbon/security", 0o700, 802, 802),
+		File("home/wso2carbon/security/wso2carbon.jks", "keystore", 0o600, 802, 802),
+		{Name: "home/wso2carbon/wso2am-4.2.0", Type: tar.TypeDir, Mode: 0o755, UID: 802, GID: 802, ModTime: productTime},
+		Dir("home/wso2carbon/wso2am-4.2.0/bin", 0o750, 802, 802),
+		File("home/wso2carbon/wso2am-4.2.0/bin/api-manager.sh", "#!/bin/sh\n", 0o750, 802, 802),
+		Dir("home/wso2carbon/wso2am-4.2.0/repository", 0o755, 802, 802),
+		Dir("home/wso2carbon/wso2am-4.2.0/repository/conf", 0o2750, 802, 802),
+		File("home/wso2carbon/wso2am-4.2.0/repository/conf/deployment.toml", "[server]\n", 0o640, 802, 802),
+		File("home/wso2carbon/wso2am-4.2.0/updates/level", level, 0o644, 802, 802),
+	}
+	os := []Entry{
+		Dir("etc", 0o755, 0, 0),
+		File("etc/os-release", "ID=debian\n", 0o644, 0, 0),
+		Dir("home", 0o755, 0, 0),
+		Link("lib", "usr/lib"),
+		Dir("tmp", 0o1777, 0, 0),
+		Dir("usr", 0o755, 0, 0),
+		Dir("usr/lib", 0o755, 0, 0),
+		File("usr/lib/libc.so", "ELF", 0o755, 0, 0),
+	}
+	return [][]Entry{os, product}
+}
+
 // Index describes a multi-platform image to push.
 type Index struct {
 	Images []Image

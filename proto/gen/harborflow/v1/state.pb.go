@@ -343,8 +343,9 @@ func (x *WatchBaseline) GetUpdatedAt() *timestamppb.Timestamp {
 }
 
 // Build is one build of a recipe from one base digest (KV bucket rebuilds, key build.<recipe>.<base digest>).
-// It is claimed before anything is built, so that a redelivered or duplicated trigger finds it and reuses its
-// build number and tag instead of taking new ones.
+// It is claimed, holding the recipe's line, before anything is built, so that a redelivered or duplicated
+// trigger finds it and reuses its build number and tag instead of taking new ones; a base that is not built
+// (superseded, skipped) is recorded too, with why.
 type Build struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Recipe string                 `protobuf:"bytes,1,opt,name=recipe,proto3" json:"recipe,omitempty"`
@@ -359,11 +360,14 @@ type Build struct {
 	Build int64 `protobuf:"varint,7,opt,name=build,proto3" json:"build,omitempty"`
 	// The tag the build is pushed under, once the build number is known.
 	Tag string `protobuf:"bytes,8,opt,name=tag,proto3" json:"tag,omitempty"`
-	// claimed → pushed (target_digest known, not tagged yet) → built (tagged); or failed.
+	// claimed → pushed (target_digest known, not tagged yet) → built (tagged); or failed; or superseded (a
+	// newer update level was built first: not built, or built and not tagged); or skipped (the same update
+	// level was built from another digest and on_digest_change is off).
 	State string `protobuf:"bytes,9,opt,name=state,proto3" json:"state,omitempty"`
 	// Digest of the pushed result, from state pushed on.
 	TargetDigest string `protobuf:"bytes,10,opt,name=target_digest,json=targetDigest,proto3" json:"target_digest,omitempty"`
-	// Who holds the claim (a delivery: stream sequence of the trigger) and until when.
+	// Who built it last (a delivery: stream and sequence of the trigger; or a process). lease_until is no
+	// longer written: the recipe's line (RecipeState.building) holds the lease.
 	Holder     string                 `protobuf:"bytes,11,opt,name=holder,proto3" json:"holder,omitempty"`
 	LeaseUntil *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=lease_until,json=leaseUntil,proto3" json:"lease_until,omitempty"`
 	Started    *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=started,proto3" json:"started,omitempty"`
@@ -371,7 +375,13 @@ type Build struct {
 	// Why the build failed (state failed).
 	Reason string `protobuf:"bytes,15,opt,name=reason,proto3" json:"reason,omitempty"`
 	// The ImageRebuilt published when the build was done, so that a repeat publishes the same message.
-	Result        *ImageRebuilt `protobuf:"bytes,16,opt,name=result,proto3" json:"result,omitempty"`
+	Result *ImageRebuilt `protobuf:"bytes,16,opt,name=result,proto3" json:"result,omitempty"`
+	// The reference the rebuilt image names as its base (org.opencontainers.image.base.name): the recipe's
+	// followed tag when it pointed at this digest, else the tag the trigger came from. Chosen once, so that a
+	// redone build writes the same image.
+	BaseName string `protobuf:"bytes,17,opt,name=base_name,json=baseName,proto3" json:"base_name,omitempty"`
+	// The tag of the build that superseded this one (state superseded).
+	SupersededBy  string `protobuf:"bytes,18,opt,name=superseded_by,json=supersededBy,proto3" json:"superseded_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -518,18 +528,35 @@ func (x *Build) GetResult() *ImageRebuilt {
 	return nil
 }
 
-// RecipeState is what a recipe last built (KV bucket rebuilds, key recipe.<recipe>): the trigger compares a
-// new base with it.
+func (x *Build) GetBaseName() string {
+	if x != nil {
+		return x.BaseName
+	}
+	return ""
+}
+
+func (x *Build) GetSupersededBy() string {
+	if x != nil {
+		return x.SupersededBy
+	}
+	return ""
+}
+
+// RecipeState is a recipe's line (KV bucket rebuilds, key recipe.<recipe>): what it last built, which a
+// trigger compares its base with, and the build holding the line now.
 type RecipeState struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Recipe      string                 `protobuf:"bytes,1,opt,name=recipe,proto3" json:"recipe,omitempty"`
 	UpdateLevel int64                  `protobuf:"varint,2,opt,name=update_level,json=updateLevel,proto3" json:"update_level,omitempty"`
 	BaseDigest  string                 `protobuf:"bytes,3,opt,name=base_digest,json=baseDigest,proto3" json:"base_digest,omitempty"`
 	// registry/repository@digest and tag of the last image built.
-	Target        string                 `protobuf:"bytes,4,opt,name=target,proto3" json:"target,omitempty"`
-	Tag           string                 `protobuf:"bytes,5,opt,name=tag,proto3" json:"tag,omitempty"`
-	Build         int64                  `protobuf:"varint,6,opt,name=build,proto3" json:"build,omitempty"`
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	Target    string                 `protobuf:"bytes,4,opt,name=target,proto3" json:"target,omitempty"`
+	Tag       string                 `protobuf:"bytes,5,opt,name=tag,proto3" json:"tag,omitempty"`
+	Build     int64                  `protobuf:"varint,6,opt,name=build,proto3" json:"build,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// The build that holds the recipe's line now, if any: one build at a time per recipe, so that builds finish
+	// in update-level order.
+	Building      *LineHold `protobuf:"bytes,8,opt,name=building,proto3" json:"building,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -613,6 +640,84 @@ func (x *RecipeState) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *RecipeState) GetBuilding() *LineHold {
+	if x != nil {
+		return x.Building
+	}
+	return nil
+}
+
+// LineHold is a build holding its recipe's line (RecipeState.building), with a lease its holder renews while
+// it builds; a lease that ran out (its holder died) can be taken over.
+type LineHold struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	BaseDigest  string                 `protobuf:"bytes,1,opt,name=base_digest,json=baseDigest,proto3" json:"base_digest,omitempty"`
+	UpdateLevel int64                  `protobuf:"varint,2,opt,name=update_level,json=updateLevel,proto3" json:"update_level,omitempty"`
+	// A delivery (stream and sequence of the trigger) or a process (a build by hand).
+	Holder        string                 `protobuf:"bytes,3,opt,name=holder,proto3" json:"holder,omitempty"`
+	LeaseUntil    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=lease_until,json=leaseUntil,proto3" json:"lease_until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LineHold) Reset() {
+	*x = LineHold{}
+	mi := &file_harborflow_v1_state_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LineHold) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LineHold) ProtoMessage() {}
+
+func (x *LineHold) ProtoReflect() protoreflect.Message {
+	mi := &file_harborflow_v1_state_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LineHold.ProtoReflect.Descriptor instead.
+func (*LineHold) Descriptor() ([]byte, []int) {
+	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *LineHold) GetBaseDigest() string {
+	if x != nil {
+		return x.BaseDigest
+	}
+	return ""
+}
+
+func (x *LineHold) GetUpdateLevel() int64 {
+	if x != nil {
+		return x.UpdateLevel
+	}
+	return 0
+}
+
+func (x *LineHold) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *LineHold) GetLeaseUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LeaseUntil
+	}
+	return nil
+}
+
 var File_harborflow_v1_state_proto protoreflect.FileDescriptor
 
 const file_harborflow_v1_state_proto_rawDesc = "" +
@@ -663,7 +768,7 @@ const file_harborflow_v1_state_proto_rawDesc = "" +
 	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x1a<\n" +
 	"\x0ePlatformsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9c\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xde\x04\n" +
 	"\x05Build\x12\x16\n" +
 	"\x06recipe\x18\x01 \x01(\tR\x06recipe\x12\x12\n" +
 	"\x04base\x18\x02 \x01(\tR\x04base\x12\x1f\n" +
@@ -683,7 +788,9 @@ const file_harborflow_v1_state_proto_rawDesc = "" +
 	"\astarted\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x126\n" +
 	"\bfinished\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\bfinished\x12\x16\n" +
 	"\x06reason\x18\x0f \x01(\tR\x06reason\x123\n" +
-	"\x06result\x18\x10 \x01(\v2\x1b.harborflow.v1.ImageRebuiltR\x06result\"\xe4\x01\n" +
+	"\x06result\x18\x10 \x01(\v2\x1b.harborflow.v1.ImageRebuiltR\x06result\x12\x1b\n" +
+	"\tbase_name\x18\x11 \x01(\tR\bbaseName\x12#\n" +
+	"\rsuperseded_by\x18\x12 \x01(\tR\fsupersededBy\"\x99\x02\n" +
 	"\vRecipeState\x12\x16\n" +
 	"\x06recipe\x18\x01 \x01(\tR\x06recipe\x12!\n" +
 	"\fupdate_level\x18\x02 \x01(\x03R\vupdateLevel\x12\x1f\n" +
@@ -693,7 +800,15 @@ const file_harborflow_v1_state_proto_rawDesc = "" +
 	"\x03tag\x18\x05 \x01(\tR\x03tag\x12\x14\n" +
 	"\x05build\x18\x06 \x01(\x03R\x05build\x129\n" +
 	"\n" +
-	"updated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAtBGZEgithub.com/harborflow/harborflow/proto/gen/harborflow/v1;harborflowv1b\x06proto3"
+	"updated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x123\n" +
+	"\bbuilding\x18\b \x01(\v2\x17.harborflow.v1.LineHoldR\bbuilding\"\xa3\x01\n" +
+	"\bLineHold\x12\x1f\n" +
+	"\vbase_digest\x18\x01 \x01(\tR\n" +
+	"baseDigest\x12!\n" +
+	"\fupdate_level\x18\x02 \x01(\x03R\vupdateLevel\x12\x16\n" +
+	"\x06holder\x18\x03 \x01(\tR\x06holder\x12;\n" +
+	"\vlease_until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"leaseUntilBGZEgithub.com/harborflow/harborflow/proto/gen/harborflow/v1;harborflowv1b\x06proto3"
 
 var (
 	file_harborflow_v1_state_proto_rawDescOnce sync.Once
@@ -707,37 +822,40 @@ func file_harborflow_v1_state_proto_rawDescGZIP() []byte {
 	return file_harborflow_v1_state_proto_rawDescData
 }
 
-var file_harborflow_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_harborflow_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_harborflow_v1_state_proto_goTypes = []any{
 	(*ImageRecord)(nil),           // 0: harborflow.v1.ImageRecord
 	(*IndexChild)(nil),            // 1: harborflow.v1.IndexChild
 	(*WatchBaseline)(nil),         // 2: harborflow.v1.WatchBaseline
 	(*Build)(nil),                 // 3: harborflow.v1.Build
 	(*RecipeState)(nil),           // 4: harborflow.v1.RecipeState
-	nil,                           // 5: harborflow.v1.ImageRecord.LabelsEntry
-	nil,                           // 6: harborflow.v1.WatchBaseline.PlatformsEntry
-	(*Platform)(nil),              // 7: harborflow.v1.Platform
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
-	(*ImageRebuilt)(nil),          // 9: harborflow.v1.ImageRebuilt
+	(*LineHold)(nil),              // 5: harborflow.v1.LineHold
+	nil,                           // 6: harborflow.v1.ImageRecord.LabelsEntry
+	nil,                           // 7: harborflow.v1.WatchBaseline.PlatformsEntry
+	(*Platform)(nil),              // 8: harborflow.v1.Platform
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*ImageRebuilt)(nil),          // 10: harborflow.v1.ImageRebuilt
 }
 var file_harborflow_v1_state_proto_depIdxs = []int32{
-	7,  // 0: harborflow.v1.ImageRecord.platforms:type_name -> harborflow.v1.Platform
-	5,  // 1: harborflow.v1.ImageRecord.labels:type_name -> harborflow.v1.ImageRecord.LabelsEntry
-	8,  // 2: harborflow.v1.ImageRecord.first_seen:type_name -> google.protobuf.Timestamp
-	8,  // 3: harborflow.v1.ImageRecord.last_seen:type_name -> google.protobuf.Timestamp
-	8,  // 4: harborflow.v1.IndexChild.seen:type_name -> google.protobuf.Timestamp
-	6,  // 5: harborflow.v1.WatchBaseline.platforms:type_name -> harborflow.v1.WatchBaseline.PlatformsEntry
-	8,  // 6: harborflow.v1.WatchBaseline.updated_at:type_name -> google.protobuf.Timestamp
-	8,  // 7: harborflow.v1.Build.lease_until:type_name -> google.protobuf.Timestamp
-	8,  // 8: harborflow.v1.Build.started:type_name -> google.protobuf.Timestamp
-	8,  // 9: harborflow.v1.Build.finished:type_name -> google.protobuf.Timestamp
-	9,  // 10: harborflow.v1.Build.result:type_name -> harborflow.v1.ImageRebuilt
-	8,  // 11: harborflow.v1.RecipeState.updated_at:type_name -> google.protobuf.Timestamp
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	8,  // 0: harborflow.v1.ImageRecord.platforms:type_name -> harborflow.v1.Platform
+	6,  // 1: harborflow.v1.ImageRecord.labels:type_name -> harborflow.v1.ImageRecord.LabelsEntry
+	9,  // 2: harborflow.v1.ImageRecord.first_seen:type_name -> google.protobuf.Timestamp
+	9,  // 3: harborflow.v1.ImageRecord.last_seen:type_name -> google.protobuf.Timestamp
+	9,  // 4: harborflow.v1.IndexChild.seen:type_name -> google.protobuf.Timestamp
+	7,  // 5: harborflow.v1.WatchBaseline.platforms:type_name -> harborflow.v1.WatchBaseline.PlatformsEntry
+	9,  // 6: harborflow.v1.WatchBaseline.updated_at:type_name -> google.protobuf.Timestamp
+	9,  // 7: harborflow.v1.Build.lease_until:type_name -> google.protobuf.Timestamp
+	9,  // 8: harborflow.v1.Build.started:type_name -> google.protobuf.Timestamp
+	9,  // 9: harborflow.v1.Build.finished:type_name -> google.protobuf.Timestamp
+	10, // 10: harborflow.v1.Build.result:type_name -> harborflow.v1.ImageRebuilt
+	9,  // 11: harborflow.v1.RecipeState.updated_at:type_name -> google.protobuf.Timestamp
+	5,  // 12: harborflow.v1.RecipeState.building:type_name -> harborflow.v1.LineHold
+	9,  // 13: harborflow.v1.LineHold.lease_until:type_name -> google.protobuf.Timestamp
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_harborflow_v1_state_proto_init() }
@@ -753,7 +871,7 @@ func file_harborflow_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_harborflow_v1_state_proto_rawDesc), len(file_harborflow_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
