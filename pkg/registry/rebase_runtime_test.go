@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"errors"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -260,4 +261,120 @@ func TestRebaseFidelity(t *testing.T) {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+// checkBase runs regctl image check-base on ref and returns what it printed (standard output and error) and
+// its exit status (-1 when it did not exit).
+func checkBase(t *testing.T, regctl *buildahtest.Regctl, ref string) (string, int) {
+	t.Helper()
+	out, err := regctl.Run("image", "check-base", ref)
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return out, 0
+	case errors.As(err, &exit):
+		return out, exit.ExitCode()
+	}
+	t.Fatalf("regctl image check-base %s: %v\n%s", ref, err, out)
+	return "", -1
+}
+
+// `regctl image check-base` (which reads the top manifest's org.opencontainers.image.base.name and
+// .base.digest, and compares the digest the name resolves to now with the one recorded) must say the base
+// matches for what Overlay, Push and Rebase write when Edit.BaseName is a tag that points at
+// Edit.BaseDigest, and that it has changed once the tag moves to a new update level: what a customer's CI
+// uses to decide to rebuild. With regctl v0.11.7 it prints, on standard output:
+//
+//	base image matches          (exit status 0)
+//	base image has changed      (exit status 1)
+//
+// A BaseName that names a tag the registry does not have makes check-base fail outright, neither matching
+// nor changed (exit status 1):
+//
+//	failed to request manifest head <registry>/wso2/am:4.2.0.16: request failed: not found [http 404]:
+//
+// so a customer's CI could never tell that its base moved: that is why the rebuilder names the base with a
+// tag that resolves to the base's digest, not with a tag of its own making.
+func TestCheckBase(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	store := buildahtest.NewStore(t, buildah.DriverOverlay, reg.Host)
+	regctl := buildahtest.NewRegctl(t, reg.Host)
+	c, _ := newClient(t, []config.Registry{reg.Config()})
+	const floating = "wso2/am:4.2" // the tag that follows the newest update level
+	v15 := store.BuildBase(t, reg.Host, "wso2/am:4.2.0.15", buildahtest.BaseSpec{Platforms: twoPlatforms, UpdateLevel: 15})
+	v16 := store.BuildBase(t, reg.Host, floating, buildahtest.BaseSpec{Platforms: twoPlatforms, UpdateLevel: 16})
+	edit := registry.Edit{BaseName: reg.Ref(floating), BaseDigest: v16}
+	layer := registry.Layer{Dir: writeContext(t, fidelityContext), Owner: "802:802"}
+
+	written := map[string]string{} // how it was written → what was written
+	w, err := c.Overlay(ctxT(t), reg.Ref("wso2/am@"+v16), reg.Ref("acme/overlay"), layer, edit)
+	if err != nil {
+		t.Fatalf("Overlay: %v", err)
+	}
+	written["Overlay"] = w.Ref
+
+	// Push writes what the dockerfile builder (pkg/buildah) built, from its OCI layout.
+	builder, err := buildah.New([]config.Registry{reg.Config()}, buildah.WithWorkDir(t.TempDir()))
+	if err != nil {
+		t.Fatalf("buildah.New: %v", err)
+	}
+	buildDir := writeContext(t, map[string]contextEntry{
+		"Dockerfile": {content: "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY jdbc.jar /lib/jdbc.jar\n", mode: 0o644},
+		"jdbc.jar":   customerContext["jdbc.jar"],
+	})
+	res, err := builder.Build(ctxT(t), buildah.Spec{Context: buildDir, Platforms: twoPlatforms,
+		BuildArgs: map[string]string{"BASE_IMAGE": reg.Ref("wso2/am@" + v16)}})
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := res.Cleanup(); err != nil {
+			t.Error(err)
+		}
+	})
+	if w, err = c.Push(ctxT(t), res.Layout, reg.Ref("acme/push"), edit); err != nil {
+		t.Fatalf("Push: %v", err)
+	}
+	written["Push"] = w.Ref
+
+	customer := store.BuildDerived(t, reg.Host, "acme/am:1", buildahtest.DerivedSpec{Base: reg.Ref("wso2/am:4.2.0.15"),
+		Platforms: twoPlatforms, Dockerfile: customerDockerfile, Context: writeContext(t, customerContext)})
+	if w, err = c.Rebase(ctxT(t), reg.Ref("acme/am@"+customer), "", reg.Ref("wso2/am@"+v16), reg.Ref("acme/rebase"), edit); err != nil {
+		t.Fatalf("Rebase from %s: %v", reg.Ref("wso2/am@"+v15), err)
+	}
+	written["Rebase"] = w.Ref
+
+	for how, ref := range written {
+		out, status := checkBase(t, regctl, ref)
+		t.Logf("%s, base %s: regctl image check-base: exit status %d, printed %q", how, edit.BaseName, status, out)
+		if status != 0 || strings.TrimSpace(out) != "base image matches" {
+			t.Errorf("%s: regctl image check-base %s exits with %d, printing %q; want 0 and \"base image matches\"", how, ref, status, out)
+		}
+	}
+
+	// The next update level moves the tag.
+	if v17 := store.BuildBase(t, reg.Host, floating, buildahtest.BaseSpec{Platforms: twoPlatforms, UpdateLevel: 17}); v17 == v16 {
+		t.Fatalf("update level 17 has the digest of 16, %s", v16)
+	}
+	for how, ref := range written {
+		out, status := checkBase(t, regctl, ref)
+		t.Logf("%s, base %s moved: regctl image check-base: exit status %d, printed %q", how, edit.BaseName, status, out)
+		if status == 0 || !strings.Contains(out, "base image has changed") {
+			t.Errorf("%s after %s moved: regctl image check-base %s exits with %d, printing %q; want a failure and \"base image has changed\"",
+				how, edit.BaseName, ref, status, out)
+		}
+	}
+
+	// A base name that does not resolve: check-base cannot tell anything.
+	missing := registry.Edit{BaseName: reg.Ref("wso2/am:4.2.0.16"), BaseDigest: v16}
+	if w, err = c.Overlay(ctxT(t), reg.Ref("wso2/am@"+v16), reg.Ref("acme/overlay"), layer, missing); err != nil {
+		t.Fatalf("Overlay: %v", err)
+	}
+	out, status := checkBase(t, regctl, w.Ref)
+	t.Logf("Overlay, base %s (no such tag): regctl image check-base: exit status %d, printed %q", missing.BaseName, status, out)
+	if status == 0 || strings.Contains(out, "base image matches") || strings.Contains(out, "base image has changed") {
+		t.Errorf("base named by the missing tag %s: regctl image check-base %s exits with %d, printing %q; want a failure",
+			missing.BaseName, w.Ref, status, out)
+	}
 }
