@@ -16,9 +16,10 @@
 //	if d := buildahtest.Diff(want, got); len(d) > 0 { ... }
 //
 // Runtimes. The tests need buildah (make buildah installs it) and, for the overlay driver, root and a kernel
-// that allows overlay mounts; Tool looks up crane and regctl. When one is missing the test is skipped, with the
-// reason, unless the environment variable HARBORFLOW_REQUIRE_RUNTIMES is 1 (make test sets it): then the test
-// fails, so that a CI machine cannot pass by skipping.
+// that allows overlay mounts; Tool looks up crane and regctl, and NewRegctl gives regctl a configuration of
+// the test's own. When one is missing the test is skipped, with the reason, unless the environment variable
+// HARBORFLOW_REQUIRE_RUNTIMES is 1 (make test sets it): then the test fails, so that a CI machine cannot pass
+// by skipping.
 package buildahtest
 
 import (
@@ -255,16 +256,61 @@ func Tool(t testing.TB, name string) string {
 // is not nil when it fails, and the output says why.
 func RunTool(t testing.TB, name string, args ...string) (string, error) {
 	t.Helper()
-	path := Tool(t, name)
+	return runTool(Tool(t, name), nil, args...)
+}
+
+// runTool runs the command at path with args, in the environment of the test with env added, and returns its
+// standard output and error together.
+func runTool(path string, env []string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, path, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.WaitDelay = 10 * time.Second
 	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("%w after %s", ctx.Err(), commandTimeout)
+	}
 	if err != nil {
-		return string(out), fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
+		return string(out), fmt.Errorf("%s %s: %w", filepath.Base(path), strings.Join(args, " "), err)
 	}
 	return string(out), nil
+}
+
+// Regctl is regctl (see Tool) with a configuration of its own, in a directory of the test that made it: HOME,
+// XDG_CONFIG_HOME, REGCTL_CONFIG and DOCKER_CONFIG point there, so that it neither reads the user's
+// configuration or credentials nor writes to them.
+type Regctl struct {
+	path string
+	env  []string
+}
+
+// NewRegctl returns regctl configured to reach the registries insecureHosts (host:port) over plain HTTP, as
+// `regctl registry set <host> --tls disabled` configures it. Without regctl the test is skipped, or fails when
+// RequireEnv is 1.
+func NewRegctl(t testing.TB, insecureHosts ...string) *Regctl {
+	t.Helper()
+	home := t.TempDir()
+	r := &Regctl{path: Tool(t, "regctl"), env: []string{
+		"HOME=" + home,
+		"XDG_CONFIG_HOME=" + filepath.Join(home, ".config"),
+		"REGCTL_CONFIG=" + filepath.Join(home, ".regctl", "config.json"),
+		"DOCKER_CONFIG=" + filepath.Join(home, ".docker"),
+	}}
+	for _, h := range insecureHosts {
+		if out, err := r.Run("registry", "set", h, "--tls", "disabled", "--skip-check"); err != nil {
+			t.Fatalf("configuring regctl for %s: %v\n%s", h, err, out)
+		}
+	}
+	return r
+}
+
+// Run runs regctl with args and returns its standard output and error together; err is not nil when it
+// fails (a non-zero exit status: *exec.ExitError), and the output says why.
+func (r *Regctl) Run(args ...string) (string, error) {
+	return runTool(r.path, r.env, args...)
 }
 
 // workspaceRoot finds the directory holding go.work, from the working directory up.

@@ -302,3 +302,29 @@ func TestDiff(t *testing.T) {
 		t.Errorf("Diff of a tree with itself: %q", d)
 	}
 }
+
+// NewRegctl's regctl reaches a plain-HTTP registry, and its configuration is the test's own: regctl saves it
+// in the test's directory, not in the user's home.
+func TestNewRegctl(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	img := reg.PushImage(t, "wso2/am:1", registrytest.Image{})
+	regctl := buildahtest.NewRegctl(t, reg.Host)
+
+	out, err := regctl.Run("image", "digest", reg.Ref("wso2/am:1"))
+	if err != nil || strings.TrimSpace(out) != img.Digest {
+		t.Errorf("regctl image digest: %v, printed %q; want %s", err, out, img.Digest)
+	}
+	out, err = regctl.Run("config", "get", "--format", "{{.Filename}}")
+	if err != nil {
+		t.Fatalf("regctl config get: %v\n%s", err, out)
+	}
+	file := strings.TrimSpace(out)
+	if home, _ := os.UserHomeDir(); home != "" && strings.HasPrefix(file, home+string(filepath.Separator)) {
+		t.Errorf("regctl's configuration is %s, in the user's home %s", file, home)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil || !strings.Contains(string(b), reg.Host) {
+		t.Errorf("regctl's configuration %s: %v; want it to hold the registry %s:\n%s", file, err, reg.Host, b)
+	}
+}
