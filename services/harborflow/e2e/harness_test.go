@@ -478,7 +478,8 @@ rebuilds:
 	return path
 }
 
-// harborflow runs `harborflow run --config config`; every run appends its logs to logPath.
+// harborflow runs `harborflow run --config config`, again and again if the test kills it; every run
+// appends its logs to logPath.
 type harborflow struct {
 	bin, config, httpAddr, logPath string
 
@@ -536,6 +537,22 @@ func (h *harborflow) start(ctx context.Context) error {
 	}
 }
 
+// kill SIGKILLs the running harborflow and waits until it is gone.
+func (h *harborflow) kill() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cur == nil {
+		return errors.New("killing harborflow: it is not running")
+	}
+	if err := h.cur.Process.Signal(syscall.SIGKILL); err != nil {
+		return fmt.Errorf("killing harborflow run %d: %w", h.runs, err)
+	}
+	<-h.done
+	h.appendLog(fmt.Sprintf("=== e2e: run %d killed at %s\n", h.runs, time.Now().Format(time.RFC3339Nano)))
+	h.cur = nil
+	return nil
+}
+
 // stop ends the running harborflow with SIGTERM (SIGKILL after 20 s), if one runs.
 func (h *harborflow) stop() {
 	h.mu.Lock()
@@ -551,6 +568,13 @@ func (h *harborflow) stop() {
 		<-h.done
 	}
 	h.cur = nil
+}
+
+func (h *harborflow) appendLog(s string) {
+	if f, err := os.OpenFile(h.logPath, os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
+		_, _ = f.WriteString(s)
+		_ = f.Close()
+	}
 }
 
 // cli runs `harborflow ARGS --config CONFIG` and returns its standard output.
