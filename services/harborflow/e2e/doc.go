@@ -14,4 +14,5 @@
 //	DOCKER_REGISTRY  the registry binary (default: docker-registry on PATH)
 //	E2E_SEED         the seed of the chaos test's kill schedule (default: the clock; the test logs it)
 //	E2E_ARTIFACTS    a directory to keep every test's configs, logs and stores in (default: removed)
+//	E2E_REGISTRY_PROBE=1  also run TestRegistryLinkRace, a probe of the registry itself
 package e2e

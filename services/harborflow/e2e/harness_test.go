@@ -163,6 +163,9 @@ type distribution struct {
 type registryOptions struct {
 	// notifyURL receives the registry's notifications (none when empty), with the Authorization header auth.
 	notifyURL, auth string
+	// cache turns on the in-memory blob descriptor cache (storage.cache.blobdescriptor: inmemory), as Debian's
+	// /etc/docker/registry/config.yml does.
+	cache bool
 }
 
 // startDistribution runs docker-registry on a free port with its storage in dir, configured by o, and waits
@@ -195,6 +198,9 @@ http:
   addr: %s
   secret: %s
 `, filepath.Join(dir, "registry"), host, hex.EncodeToString(secret))
+	if o.cache {
+		cfg = strings.Replace(cfg, "storage:\n", "storage:\n  cache:\n    blobdescriptor: inmemory\n", 1)
+	}
 	if o.notifyURL != "" {
 		// Short timeout and back-off, so that a killed harborflow is retried within a second; blob events and
 		// pulls are left out, as in deploy/distribution-notifications.yml.
