@@ -727,11 +727,17 @@ func (h *harborflow) settled(ctx context.Context) (bool, string, error) {
 // dumpLogs prints what a person diagnosing a failure reads first: harborflow's warnings and errors, the
 // registry's errors (but the 404s of existence checks, which are routine), and where the whole logs are.
 func (e *env) dumpLogs() {
-	e.t.Logf("harborflow warnings and errors (whole log: %s):\n%s", e.hf.logPath, grepLines(e.hf.logPath, func(l string) bool {
+	where := func(path string) string {
+		if os.Getenv("E2E_ARTIFACTS") == "" {
+			return path + ", removed with the test: set E2E_ARTIFACTS=DIR to keep it"
+		}
+		return path
+	}
+	e.t.Logf("harborflow warnings and errors (whole log: %s):\n%s", where(e.hf.logPath), grepLines(e.hf.logPath, func(l string) bool {
 		return strings.Contains(l, `"level":"warn"`) || strings.Contains(l, `"level":"error"`) || strings.HasPrefix(l, "=== e2e:") ||
 			strings.Contains(l, "panic")
 	}))
-	e.t.Logf("registry errors (whole log: %s):\n%s", e.reg.logPath, grepLines(e.reg.logPath, func(l string) bool {
+	e.t.Logf("registry errors (whole log: %s):\n%s", where(e.reg.logPath), grepLines(e.reg.logPath, func(l string) bool {
 		routine := strings.Contains(l, "http.response.status=404") &&
 			(strings.Contains(l, "http.request.method=HEAD") || strings.Contains(l, `err.code="name unknown"`))
 		return !routine && (strings.Contains(l, "level=error") || strings.Contains(l, "level=warn") || strings.Contains(l, "panic"))
