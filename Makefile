@@ -6,6 +6,8 @@ SHELL := /bin/bash
 # Every module of the workspace, found from go.work rather than kept by hand.
 MODULES := $(shell go list -m -f '{{.Dir}}' 2>/dev/null)
 PKGS := $(addsuffix /...,$(MODULES))
+# The end-to-end tests, behind the build tag e2e (make e2e).
+E2E_PKGS := ./services/harborflow/e2e/...
 
 # Tools, pinned, installed into .tmp/bin on first use.
 TOOLS := $(CURDIR)/.tmp/bin
@@ -40,6 +42,10 @@ test: export HARBORFLOW_REQUIRE_RUNTIMES := 1
 test: buildah $(TOOLS)/crane $(TOOLS)/regctl ## Run every test of every module, with the race detector
 	go test -race -count=1 -timeout 12m $(PKGS)
 
+.PHONY: e2e
+e2e: docker-registry build ## End-to-end tests: bin/harborflow as a process against a real registry (docker-registry)
+	HARBORFLOW_BIN=$(CURDIR)/bin/harborflow go test -tags e2e -count=1 -timeout 10m $(E2E_PKGS)
+
 .PHONY: bench
 bench: ## Run the Go benchmarks and the receiver load test (figures side by side with baselines)
 	go test -run '^$$' -bench . -benchmem -count 1 $(PKGS)
@@ -69,7 +75,9 @@ tidy: ## go mod tidy in every module, then sync the workspace
 .PHONY: lint
 lint: $(TOOLS)/staticcheck ## go vet, staticcheck and gofmt over every module
 	go vet $(PKGS)
+	go vet -tags e2e $(E2E_PKGS)
 	staticcheck $(PKGS)
+	staticcheck -tags e2e $(E2E_PKGS)
 	@out=$$(gofmt -l $(MODULES) | grep -v '\.pb\.go$$' || true); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 .PHONY: buildah
@@ -79,6 +87,14 @@ buildah: ## Install buildah (Debian package) for the dockerfile builder, unless 
 		echo "installing buildah (apt-get)"; \
 		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq buildah >/dev/null; }
 	@buildah --version
+
+.PHONY: docker-registry
+docker-registry: ## Install docker-registry (Debian package, CNCF distribution 2.8) for make e2e, unless it is on PATH
+	@command -v docker-registry >/dev/null 2>&1 || { \
+		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		echo "installing docker-registry (apt-get)"; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq docker-registry >/dev/null; }
+	@docker-registry --version
 
 .PHONY: clean
 clean: ## Remove binaries, tools and the local NATS store
