@@ -105,8 +105,8 @@ func TestE2ERebuild(t *testing.T) {
 	if len(ofBase) != 1 {
 		t.Errorf("%d image.inspected of the base %s, want 1: %v", len(ofBase), base, ofBase)
 	}
-	// One image, one inspection. The rebuilder pushes by digest, then by tag; each push is a notification, and
-	// the inspector publishes image.inspected for both (known, being fixed elsewhere).
+	// One image, one inspection: the rebuilder pushes by digest, then by tag, and each push is a notification;
+	// the untagged one waits for its tag.
 	if len(ofTarget) != 1 {
 		t.Errorf("%d image.inspected of the rebuilt image %s, want exactly 1:\n  %s", len(ofTarget), rebuilt.Digest,
 			strings.Join(ofTarget, "\n  "))
@@ -275,7 +275,8 @@ func (e *env) checkNoDeadLetters(ctx context.Context) {
 }
 
 // checkOverlay checks that the rebuilt image is the base with the recipe's context on top: one more layer
-// whose files are the context's, owned by 802:802.
+// whose files are the context's, owned by 802:802, with their parent directories as the base has them (so
+// that overlayfs-based runtimes keep them) or, where the base has none, owned by 802:802 with mode 0755.
 func (e *env) checkOverlay(ctx context.Context, img image) {
 	e.t.Helper()
 	repo, err := e.reg.ref(targetRepo)
@@ -299,15 +300,22 @@ func (e *env) checkOverlay(ctx context.Context, img image) {
 		e.t.Fatal(err)
 	}
 	want := []string{
-		"home/wso2carbon/wso2am-4.2.0/repository/components/lib/acme-jdbc.jar 802:802",
-		"home/wso2carbon/wso2am-4.2.0/repository/conf/acme.toml 802:802",
+		"home/ 0:0 755",
+		"home/wso2carbon/ 802:802 750",
+		"home/wso2carbon/wso2am-4.2.0/ 802:802 755",
+		"home/wso2carbon/wso2am-4.2.0/repository/ 802:802 755",
+		"home/wso2carbon/wso2am-4.2.0/repository/components/ 802:802 755",
+		"home/wso2carbon/wso2am-4.2.0/repository/components/lib/ 802:802 755",
+		"home/wso2carbon/wso2am-4.2.0/repository/components/lib/acme-jdbc.jar 802:802 644",
+		"home/wso2carbon/wso2am-4.2.0/repository/conf/ 802:802 755",
+		"home/wso2carbon/wso2am-4.2.0/repository/conf/acme.toml 802:802 644",
 	}
 	if strings.Join(files, "\n") != strings.Join(want, "\n") {
 		e.t.Errorf("the overlay layer of %s holds %q, want %q", img, files, want)
 	}
 }
 
-// layerFiles lists the entries of a gzip tar layer of acme/am as "path uid:gid".
+// layerFiles lists the entries of a gzip tar layer of acme/am as "path uid:gid mode".
 func (d *distribution) layerFiles(ctx context.Context, layer descriptor.Descriptor) ([]string, error) {
 	repo, err := d.ref(targetRepo)
 	if err != nil {
@@ -332,6 +340,6 @@ func (d *distribution) layerFiles(ctx context.Context, layer descriptor.Descript
 		if err != nil {
 			return nil, fmt.Errorf("reading layer %s: %w", layer.Digest, err)
 		}
-		out = append(out, fmt.Sprintf("%s %d:%d", hdr.Name, hdr.Uid, hdr.Gid))
+		out = append(out, fmt.Sprintf("%s %d:%d %o", hdr.Name, hdr.Uid, hdr.Gid, hdr.Mode))
 	}
 }

@@ -290,13 +290,15 @@ func (d *distribution) ref(s string) (ref.Ref, error) {
 // config's labels. Blobs the repository has are not pushed again (docker push does the same). It returns the
 // manifest's digest.
 func (d *distribution) pushBase(ctx context.Context, level int) (string, error) {
-	osLayer, osDiff, err := tarGz(map[string]string{"etc/os-release": "ID=wso2-e2e\nVERSION_ID=1\n"})
+	osLayer, osDiff, err := tarGz(map[string]string{"etc/os-release": "ID=wso2-e2e\nVERSION_ID=1\n"},
+		tarDir{"etc", 0, 0o755}, tarDir{"home", 0, 0o755})
 	if err != nil {
 		return "", err
 	}
+	// The product layer, as WSO2's: the home directory belongs to wso2carbon (802) and is not world-readable.
 	lvLayer, lvDiff, err := tarGz(map[string]string{
 		"home/wso2carbon/wso2am-4.2.0/updates/level": strconv.Itoa(level) + "\n",
-	})
+	}, tarDir{"home/wso2carbon", 802, 0o750}, tarDir{"home/wso2carbon/wso2am-4.2.0", 802, 0o755})
 	if err != nil {
 		return "", err
 	}
@@ -344,10 +346,24 @@ func blobDesc(mediaType string, b []byte) map[string]any {
 	return map[string]any{"mediaType": mediaType, "digest": digest.FromBytes(b).String(), "size": len(b)}
 }
 
-// tarGz is a reproducible gzip tar of files (path → content, mode 0644, in path order) and its diff ID.
-func tarGz(files map[string]string) ([]byte, string, error) {
+// tarDir is a directory entry of a layer, owned by uid:uid.
+type tarDir struct {
+	name string
+	uid  int
+	mode int64
+}
+
+// tarGz is a reproducible gzip tar of dirs (in the order given) and files (path → content, mode 0644, in path
+// order), and its diff ID.
+func tarGz(files map[string]string, dirs ...tarDir) ([]byte, string, error) {
 	var tb bytes.Buffer
 	tw := tar.NewWriter(&tb)
+	for _, d := range dirs {
+		hdr := &tar.Header{Name: d.name + "/", Mode: d.mode, Uid: d.uid, Gid: d.uid, ModTime: time.Unix(0, 0), Typeflag: tar.TypeDir}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return nil, "", fmt.Errorf("writing a layer: %w", err)
+		}
+	}
 	names := make([]string, 0, len(files))
 	for n := range files {
 		names = append(names, n)
