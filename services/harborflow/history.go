@@ -2,6 +2,7 @@ package harborflow
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -15,13 +16,17 @@ import (
 
 	"github.com/harborflow/harborflow/pkg/event"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
+	"github.com/harborflow/harborflow/services/rebuilder"
 )
 
 func newHistoryCommand(cfgPath func() string) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:     "history REGISTRY/REPOSITORY",
-		Short:   "Print the image history of a repository: update levels, digests, tags, platforms, when",
+		Use:   "history REGISTRY/REPOSITORY",
+		Short: "Print the image history of a repository: update levels, digests, tags, platforms, when, and what each base became",
+		Long: `Print what the inspector learned of each digest of a repository, oldest first, and, for a base that recipes
+follow, what each recipe did with it: the tag it was rebuilt as, or why not (superseded by a newer update
+level's build, skipped, failed), so that no update level and no build number goes unexplained.`,
 		Example: "  harborflow history registry.wso2.com/wso2-apim/am\n  harborflow history harbor.acme.example/wso2-dev/acme-am --json",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -42,13 +47,21 @@ func newHistoryCommand(cfgPath func() string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return printHistoryJSON(cmd.OutOrStdout(), records)
+			rkv, err := b.KeyValue(cmd.Context(), event.BucketRebuilds)
+			if err != nil {
+				return err
 			}
-			return printHistory(cmd.OutOrStdout(), records)
+			builds, err := readBuilds(cmd.Context(), rkv, records)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printHistoryJSON(cmd.OutOrStdout(), records, builds)
+			}
+			return printHistory(cmd.OutOrStdout(), records, builds)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON lines (protojson of ImageRecord) instead of a table")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON lines (protojson of ImageRecord, with \"rebuilds\": the Build records of the digest) instead of a table")
 	return cmd
 }
 
@@ -81,11 +94,71 @@ func readHistory(ctx context.Context, kv jetstream.KeyValue, host, repository st
 	return records, nil
 }
 
-func printHistoryJSON(w io.Writer, records []*harborflowv1.ImageRecord) error {
+// readBuilds returns the rebuilder's build records of the records' digests (what each recipe made of a base),
+// by base digest, in recipe order.
+func readBuilds(ctx context.Context, kv jetstream.KeyValue, records []*harborflowv1.ImageRecord) (map[string][]*harborflowv1.Build, error) {
+	digests := map[string]bool{}
+	for _, r := range records {
+		digests[r.GetDigest()] = true
+	}
+	out := map[string][]*harborflowv1.Build{}
+	if len(digests) == 0 {
+		return out, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	w, err := kv.Watch(ctx, "build.>", jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("reading the rebuild records: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	for e := range w.Updates() {
+		if e == nil {
+			break // every stored record has been seen
+		}
+		b := &harborflowv1.Build{}
+		if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(e.Value(), b); err != nil {
+			return nil, fmt.Errorf("decoding rebuild record %s: %w", e.Key(), err)
+		}
+		if digests[b.GetBaseDigest()] {
+			out[b.GetBaseDigest()] = append(out[b.GetBaseDigest()], b)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("reading the rebuild records: %w", err)
+	}
+	for _, bs := range out {
+		slices.SortFunc(bs, func(a, b *harborflowv1.Build) int { return strings.Compare(a.GetRecipe(), b.GetRecipe()) })
+	}
+	return out, nil
+}
+
+func printHistoryJSON(w io.Writer, records []*harborflowv1.ImageRecord, builds map[string][]*harborflowv1.Build) error {
 	for _, r := range records {
 		b, err := protojson.Marshal(r)
 		if err != nil {
 			return err
+		}
+		if bs := builds[r.GetDigest()]; len(bs) > 0 {
+			// The record's fields as they are, and the digest's build records beside them.
+			fields := map[string]json.RawMessage{}
+			if err := json.Unmarshal(b, &fields); err != nil {
+				return err
+			}
+			var rebuilds []json.RawMessage
+			for _, build := range bs {
+				rb, err := protojson.Marshal(build)
+				if err != nil {
+					return err
+				}
+				rebuilds = append(rebuilds, rb)
+			}
+			if fields["rebuilds"], err = json.Marshal(rebuilds); err != nil {
+				return err
+			}
+			if b, err = json.Marshal(fields); err != nil {
+				return err
+			}
 		}
 		if _, err := fmt.Fprintf(w, "%s\n", b); err != nil {
 			return err
@@ -94,9 +167,37 @@ func printHistoryJSON(w io.Writer, records []*harborflowv1.ImageRecord) error {
 	return nil
 }
 
-func printHistory(w io.Writer, records []*harborflowv1.ImageRecord) error {
+// rebuildSummary says what each recipe made of a base: "acme-am: 4.2.0.16.3", "acme-am: 4.2.0.15.2
+// superseded by 4.2.0.16.3", "acme-am: failed: …".
+func rebuildSummary(bs []*harborflowv1.Build) string {
+	if len(bs) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(bs))
+	for i, b := range bs {
+		what := b.GetTag()
+		if what == "" {
+			what = fmt.Sprintf("update level %d", b.GetUpdateLevel())
+		}
+		switch b.GetState() {
+		case rebuilder.StateBuilt:
+		case rebuilder.StateSuperseded:
+			what += " superseded by " + b.GetSupersededBy()
+		case rebuilder.StateFailed:
+			what += " failed: " + b.GetReason()
+		case rebuilder.StateSkipped:
+			what += " skipped: " + b.GetReason()
+		default:
+			what += " " + b.GetState() // claimed or pushed: being built, or to be redelivered
+		}
+		parts[i] = b.GetRecipe() + ": " + what
+	}
+	return strings.Join(parts, "; ")
+}
+
+func printHistory(w io.Writer, records []*harborflowv1.ImageRecord, builds map[string][]*harborflowv1.Build) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "FIRST SEEN\tUPDATE LEVEL\tDIGEST\tKIND\tTAGS\tPLATFORMS")
+	fmt.Fprintln(tw, "FIRST SEEN\tUPDATE LEVEL\tDIGEST\tKIND\tTAGS\tPLATFORMS\tREBUILDS")
 	for _, r := range records {
 		level := "-"
 		if r.UpdateLevel != nil {
@@ -110,8 +211,8 @@ func printHistory(w io.Writer, records []*harborflowv1.ImageRecord) error {
 			}
 			platforms = append(platforms, s)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.GetFirstSeen().AsTime().UTC().Format(time.RFC3339), level, shortDigest(r.GetDigest()),
-			r.GetArtifactKind(), strings.Join(r.GetTags(), ","), strings.Join(platforms, ","))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetFirstSeen().AsTime().UTC().Format(time.RFC3339), level, shortDigest(r.GetDigest()),
+			r.GetArtifactKind(), strings.Join(r.GetTags(), ","), strings.Join(platforms, ","), rebuildSummary(builds[r.GetDigest()]))
 	}
 	return tw.Flush()
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
+	"github.com/harborflow/harborflow/services/rebuilder"
 )
 
 func TestHistoryPrintsOneRepositoryOldestFirst(t *testing.T) {
@@ -54,13 +55,31 @@ func TestHistoryPrintsOneRepositoryOldestFirst(t *testing.T) {
 	// Another repository whose name starts the same is not listed.
 	put(&harborflowv1.ImageRecord{Registry: "registry.wso2.com", Repository: "wso2-apim/am-tm", Digest: "sha256:" + strings.Repeat("c", 64), FirstSeen: timestamppb.Now()})
 
+	// What the rebuilder made of the two bases: 16 built; 15, redelivered after a crash that left it build 2,
+	// found 16 built meanwhile.
+	rkv, err := js.KeyValue(ctx, event.BucketRebuilds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []*harborflowv1.Build{
+		{Recipe: "acme-am", BaseDigest: "sha256:" + strings.Repeat("b", 64), UpdateLevel: 16, Build: 3, Tag: "4.2.0.16.3", State: rebuilder.StateBuilt},
+		{Recipe: "acme-am", BaseDigest: "sha256:" + strings.Repeat("a", 64), UpdateLevel: 15, Build: 2, Tag: "4.2.0.15.2", State: rebuilder.StateSuperseded,
+			SupersededBy: "4.2.0.16.3"},
+	} {
+		data, _ := protojson.Marshal(b)
+		if _, err := rkv.Put(ctx, event.Key("build", b.Recipe, b.BaseDigest), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	out, err := runCLI(t, "--config", path, "history", "registry.wso2.com/wso2-apim/am")
 	if err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 3 || !strings.Contains(lines[1], "15") || !strings.Contains(lines[1], "4.2.0.15,4.2.0.0") ||
-		!strings.Contains(lines[2], "linux/amd64,linux/arm64/v8") || !strings.Contains(lines[2], "sha256:bbbbbbbbbbbb ") {
+		!strings.Contains(lines[2], "linux/amd64,linux/arm64/v8") || !strings.Contains(lines[2], "sha256:bbbbbbbbbbbb ") ||
+		!strings.Contains(lines[1], "acme-am: 4.2.0.15.2 superseded by 4.2.0.16.3") || !strings.HasSuffix(lines[2], "acme-am: 4.2.0.16.3") {
 		t.Fatalf("history table:\n%s", out)
 	}
 	out, err = runCLI(t, "--config", path, "history", "registry.wso2.com/wso2-apim/am", "--json")
@@ -72,12 +91,18 @@ func TestHistoryPrintsOneRepositoryOldestFirst(t *testing.T) {
 		Digest      string
 		UpdateLevel string
 		FirstSeen   string
+		Rebuilds    []struct {
+			Tag          string
+			State        string
+			SupersededBy string
+		}
 	}
 	lines = strings.Split(strings.TrimSpace(out), "\n")
 	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil || len(lines) != 2 {
 		t.Fatalf("history --json: %v\n%s", err, out)
 	}
-	if first.UpdateLevel != "15" || first.Tags[0] != "4.2.0.15" || first.FirstSeen != "1970-01-01T00:16:40Z" {
+	if first.UpdateLevel != "15" || first.Tags[0] != "4.2.0.15" || first.FirstSeen != "1970-01-01T00:16:40Z" ||
+		len(first.Rebuilds) != 1 || first.Rebuilds[0].State != "superseded" || first.Rebuilds[0].SupersededBy != "4.2.0.16.3" {
 		t.Errorf("first record %+v", first)
 	}
 	if _, err := runCLI(t, "--config", path, "history", "no-slash"); err == nil {

@@ -343,7 +343,7 @@ func TestSupersededAfterCrash(t *testing.T) {
 		t.Fatal("the build of 16 never reached its manifest write")
 	}
 	kill()
-	if b := f.buildRecord("acme-am", b16.Digest); b.GetBuild() != 1 || b.GetState() != "claimed" {
+	if b := f.buildRecord("acme-am", b16.Digest); b.GetBuild() != 1 || b.GetState() != rebuilder.StateClaimed {
 		t.Fatalf("16's build record %v, want claimed with number 1", b)
 	}
 
@@ -362,7 +362,7 @@ func TestSupersededAfterCrash(t *testing.T) {
 		t.Errorf("the redelivery of 16 published %v; want nothing", outs)
 	}
 	b := f.buildRecord("acme-am", b16.Digest)
-	if b.GetState() != "superseded" || b.GetSupersededBy() != "4.2.0.17.2" || b.GetBuild() != 1 || b.GetTag() != "4.2.0.16.1" ||
+	if b.GetState() != rebuilder.StateSuperseded || b.GetSupersededBy() != "4.2.0.17.2" || b.GetBuild() != 1 || b.GetTag() != "4.2.0.16.1" ||
 		!strings.Contains(b.GetReason(), "older than 17") {
 		t.Errorf("16's build record %v; want superseded by 4.2.0.17.2, keeping build 1", b)
 	}
@@ -420,9 +420,9 @@ func TestLineBuildsInLevelOrder(t *testing.T) {
 		level := int64(20 + i)
 		rec := f.buildRecord("acme-am", b.Digest)
 		switch {
-		case built[level] && rec.GetState() != "built":
+		case built[level] && rec.GetState() != rebuilder.StateBuilt:
 			t.Errorf("level %d: published as built, recorded %v", level, rec)
-		case !built[level] && (rec.GetState() != "superseded" || rec.GetSupersededBy() == ""):
+		case !built[level] && (rec.GetState() != rebuilder.StateSuperseded || rec.GetSupersededBy() == ""):
 			t.Errorf("level %d: not built and recorded %v; want superseded, by which build", level, rec)
 		}
 	}

@@ -302,7 +302,7 @@ func (r *Rebuilder) run(ctx context.Context, rc recipe, t trigger) (*bus.Message
 	}
 	if b != nil && !t.force {
 		switch b.GetState() {
-		case stateBuilt:
+		case StateBuilt:
 			// Built before: the same image.rebuilt again (the bus stores it once within its duplicate window). A
 			// crash after the build was recorded may have left the line held by this delivery: free it.
 			if err := r.release(ctx, st, rc, t, b); err != nil {
@@ -310,11 +310,11 @@ func (r *Rebuilder) run(ctx context.Context, rc recipe, t trigger) (*bus.Message
 			}
 			m, err := RebuiltMessage(b.GetResult())
 			return m, outcomeRepeated, err
-		case stateFailed:
+		case StateFailed:
 			log.Info("this base failed to build before; not trying again (harborflow rebuild --force does)",
 				zap.String(logging.FieldReason, b.GetReason()))
 			return nil, outcomeSkipped, r.release(ctx, st, rc, t, nil)
-		case stateSuperseded, stateSkipped:
+		case StateSuperseded, StateSkipped:
 			return nil, outcomeSkipped, r.release(ctx, st, rc, t, nil)
 		}
 	}
@@ -354,7 +354,7 @@ func (r *Rebuilder) buildHeld(ctx context.Context, st state, rc recipe, t trigge
 
 	start := r.now()
 	var w registry.Written
-	if b.GetState() == statePushed && b.GetTargetDigest() != "" {
+	if b.GetState() == StatePushed && b.GetTargetDigest() != "" {
 		// Pushed before a crash or a failed tag: tag what is there.
 		w = registry.Written{Ref: rc.Target + "@" + b.GetTargetDigest(), Digest: b.GetTargetDigest(), Platforms: t.platforms}
 		if len(rc.Platforms) > 0 {
@@ -366,7 +366,7 @@ func (r *Rebuilder) buildHeld(ctx context.Context, st state, rc recipe, t trigge
 		if err != nil {
 			return nil, "", r.failed(ctx, st, rc, t, b, rev, err)
 		}
-		b.State, b.TargetDigest = statePushed, w.Digest
+		b.State, b.TargetDigest = StatePushed, w.Digest
 		if rev, err = st.update(ctx, b, rev); err != nil {
 			return nil, "", r.abandon(ctx, st, rc, t, err)
 		}
@@ -380,7 +380,7 @@ func (r *Rebuilder) buildHeld(ctx context.Context, st state, rc recipe, t trigge
 		DurationMs: r.now().Sub(start).Milliseconds(), CorrelationId: t.correlID, BytesRead: w.BytesRead,
 		BytesWritten: w.BytesWritten, Platforms: w.Platforms, EventId: t.eventID,
 	}
-	b.State, b.Result, b.Finished, b.LeaseUntil = stateBuilt, result, timestamppb.New(r.now()), nil
+	b.State, b.Result, b.Finished, b.LeaseUntil = StateBuilt, result, timestamppb.New(r.now()), nil
 	if _, err := st.update(ctx, b, rev); err != nil {
 		return nil, "", r.abandon(ctx, st, rc, t, err)
 	}
@@ -406,7 +406,7 @@ func (r *Rebuilder) claim(ctx context.Context, st state, rc recipe, t trigger) (
 	}
 	if b == nil || t.force {
 		fresh := &harborflowv1.Build{Recipe: rc.Name, Base: t.base, BaseDigest: t.digest, UpdateLevel: *t.level,
-			Version: rc.baseTag.Version, Suffix: rc.baseTag.Suffix, State: stateClaimed, Started: timestamppb.New(r.now()),
+			Version: rc.baseTag.Version, Suffix: rc.baseTag.Suffix, State: StateClaimed, Started: timestamppb.New(r.now()),
 			Holder: t.holder, BaseName: r.baseName(ctx, rc, t)}
 		if b, rev, err = st.claim(ctx, fresh, rev, b != nil); err != nil {
 			if errors.Is(err, errClaimed) {
@@ -565,10 +565,10 @@ func (r *Rebuilder) passOver(ctx context.Context, st state, rc recipe, t trigger
 	var why, state string
 	switch v {
 	case lineSuperseded:
-		state, why = stateSuperseded, fmt.Sprintf("update level %d of %s is older than %d, built as %s", *t.level, t.base,
+		state, why = StateSuperseded, fmt.Sprintf("update level %d of %s is older than %d, built as %s", *t.level, t.base,
 			last.GetUpdateLevel(), last.GetTag())
 	case lineSkipped:
-		state, why = stateSkipped, fmt.Sprintf("update level %d was built from %s as %s, and on_digest_change is off", *t.level,
+		state, why = StateSkipped, fmt.Sprintf("update level %d was built from %s as %s, and on_digest_change is off", *t.level,
 			last.GetBaseDigest(), last.GetTag())
 	default:
 		log.Info("not rebuilding: this base was built last", zap.String(logging.FieldTag, last.GetTag()))
@@ -583,7 +583,7 @@ func (r *Rebuilder) passOver(ctx context.Context, st state, rc recipe, t trigger
 		if b == nil {
 			b = &harborflowv1.Build{Recipe: rc.Name, Base: t.base, BaseDigest: t.digest, UpdateLevel: *t.level,
 				Version: rc.baseTag.Version, Suffix: rc.baseTag.Suffix, Started: timestamppb.New(r.now())}
-		} else if b.GetState() == stateBuilt {
+		} else if b.GetState() == StateBuilt {
 			return nil // built by another delivery meanwhile
 		}
 		b.State, b.Reason, b.Finished, b.LeaseUntil = state, why, timestamppb.New(r.now()), nil
@@ -757,7 +757,7 @@ func (r *Rebuilder) failed(ctx context.Context, st state, rc recipe, t trigger, 
 	}
 	err = classify(err)
 	if bus.IsPermanent(err) {
-		b.State, b.Reason, b.Finished, b.LeaseUntil = stateFailed, err.Error(), timestamppb.New(r.now()), nil
+		b.State, b.Reason, b.Finished, b.LeaseUntil = StateFailed, err.Error(), timestamppb.New(r.now()), nil
 		// Recorded even when the delivery was stopped (its context ended).
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()

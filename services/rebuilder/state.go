@@ -16,14 +16,14 @@ import (
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 )
 
-// States of a Build.
+// States of a Build (Build.state).
 const (
-	stateClaimed    = "claimed"    // claimed by a delivery; a build number may have been taken
-	statePushed     = "pushed"     // in the registry by digest, not tagged yet
-	stateBuilt      = "built"      // tagged and published
-	stateFailed     = "failed"     // failed in a way retrying cannot fix
-	stateSuperseded = "superseded" // a newer update level was built first: not tagged (superseded_by names it)
-	stateSkipped    = "skipped"    // the same update level was built from another digest; on_digest_change is off
+	StateClaimed    = "claimed"    // claimed by a delivery; a build number may have been taken
+	StatePushed     = "pushed"     // in the registry by digest, not tagged yet
+	StateBuilt      = "built"      // tagged and published
+	StateFailed     = "failed"     // failed in a way retrying cannot fix
+	StateSuperseded = "superseded" // a newer update level was built first: not tagged (superseded_by names it)
+	StateSkipped    = "skipped"    // the same update level was built from another digest; on_digest_change is off
 )
 
 // counterAttempts bounds the compare-and-set rounds of taking a build number against other replicas.
