@@ -596,6 +596,11 @@ func TestManualRebuild(t *testing.T) {
 	if err != nil || first.GetTag() != "4.2.0.16.1" || first.GetEventId() != "manual" {
 		t.Fatalf("rebuild: %v, %v", first, err)
 	}
+	// The followed tag points at the base: the image names it as its base, so that check-base reports
+	// "changed" once 4.2.0 moves on.
+	if top, _, _, _ := f.readBack("acme/am", first.GetDigest()); top.Annotations["org.opencontainers.image.base.name"] != f.reg.Ref("wso2/am:4.2.0") {
+		t.Errorf("base name %q, want the followed tag", top.Annotations["org.opencontainers.image.base.name"])
+	}
 	again, err := f.rb.Rebuild(ctx, "acme-am", false)
 	if err != nil || again.GetDigest() != first.GetDigest() || again.GetTag() != first.GetTag() {
 		t.Errorf("rebuild again: %v, %v; want the first build", again, err)
