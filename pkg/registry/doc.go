@@ -32,14 +32,17 @@
 // way, then reported as ErrUnavailable. regclient never sees Retry-After: it would otherwise wait for any
 // announced delay, however long, and make every other request to the host wait too.
 //
-// Writes. Overlay (a directory as one more layer on a base), Rebase (an image moved from one base to
-// another) and Push (an OCI layout, as buildah writes one) write an image to a repository by digest only,
-// edited with regclient's mod package: labels, env, annotations and the base image annotations, on every
-// platform, and an index keeping only the platforms asked for. Layers go registry to registry, mounted
-// within a registry, never downloaded for that. No write creates a tag; Tag names the finished image. Each
-// write reports the blob bytes it downloaded and uploaded.
+// Writes. Overlay (a directory as one more layer on a base, placed in the base's tree: see tree.go), Rebase
+// (an image moved from one base to another, each platform from its own) and Push (an OCI layout, as buildah
+// writes one) write an image to a repository by digest only: the layer or the move staged with the image,
+// then edited with regclient's mod package (labels, env, annotations, on every platform), with the base
+// annotations per manifest and an index keeping only the platforms asked for. Layers go registry to registry,
+// mounted within a registry, never downloaded to disk. No write creates a tag; Tag names the finished image.
+// Each write reports the blob bytes it downloaded and uploaded, and the same inputs give the same image from
+// any process, so a write redone after a crash gives no second image. An answer that follows an interrupted
+// write (ErrIncompleteWrite) is met by writing again.
 //
-// Errors match ErrNotFound, ErrUnauthorized, ErrRateLimited, ErrUnavailable, ErrInvalidReference,
-// ErrTLS or ErrBaseMismatch with errors.Is; Retryable says which are worth retrying later. Passwords never
-// appear in errors or logs.
+// Errors match ErrNotFound, ErrUnauthorized, ErrRateLimited, ErrUnavailable, ErrIncompleteWrite,
+// ErrInvalidReference, ErrTLS or ErrBaseMismatch with errors.Is; Retryable says which are worth retrying
+// later. Passwords never appear in errors or logs.
 package registry
