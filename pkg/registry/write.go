@@ -38,18 +38,24 @@ import (
 //  1. read the source's manifests and image configs, keeping the platforms the Edit asks for (and dropping
 //     what is not a platform image: buildx attestations, unknown/unknown entries, nested indexes);
 //  2. stage those manifests and configs, and an index listing only the kept platforms, in a temporary OCI
-//     layout (no layer is downloaded for this);
+//     layout (no layer is downloaded for this), with what the write changes in them: an overlay's added layer
+//     (its blob staged too) with its diff ID and history entry, a rebase's move to the new base's layers, diff
+//     IDs and history, and the base annotations of each manifest;
 //  3. copy the layers the result keeps into the target repository, concurrently: a cross-repository mount
 //     when source and target are on the same registry (nothing is downloaded), a download and an upload
-//     otherwise, nothing when the target already has the blob;
-//  4. let regclient's mod.Apply edit the staged image and push it to the target: new blobs, then each
+//     otherwise, nothing when the target already has the blob; an added layer from the stage;
+//  4. let regclient's mod.Apply edit the staged image and push it to the target: new configs, then each
 //     platform manifest, then the index.
+//
+// Steps 3 and 4 are tried again when the registry answers ErrIncompleteWrite.
 //
 // Why a stage: mod has no option that drops an index entry (a platform not asked for, or a buildx
 // attestation, whose vnd.docker.reference.digest would name a platform manifest the edit replaced), and it
-// edits and copies every entry of the index it is given. Given the stage's index, mod sees only the kept
-// platforms, adds the new layer to each and uploads it once. mod copies each unchanged layer from its source
-// (the stage, which has no layers) after a HEAD on the target; step 3 has put them there, so mod skips them.
+// edits and copies every entry of the index it is given; its layer addition dates the new history entry with
+// the time the process started, and its rebase takes one old base for every platform. Given the stage, mod sees
+// only the kept platforms, each already in its final shape but for the edit. mod copies each layer from its
+// source (the stage, which holds only added layers) after a HEAD on the target; step 3 has put them there, so
+// mod skips them.
 //
 // Tagless pushing: mod.Apply pushes the top manifest by digest when the target reference has no tag
 // (dagPut: `if rPut.Tag == "" || rPut.Digest != "" { rPut = rPut.AddDigest(...) }`) and children always by
