@@ -191,7 +191,7 @@ func (bt *baseTrees) tee(ctx context.Context, d descriptor.Descriptor) (regclien
 		done = make(chan struct{})
 		go func() {
 			defer close(done)
-			lt, serr = readCompressedTree(pr)
+			lt, serr = readCompressedTree(ctx, pr)
 			// The copy goes on whatever the scan found: keep draining the pipe so it never blocks.
 			_, _ = io.Copy(io.Discard, pr)
 		}()
@@ -282,7 +282,7 @@ func (c *Client) scanLayer(ctx context.Context, r ref.Ref, d descriptor.Descript
 		return nil, mapErr(err)
 	}
 	defer b.Close()
-	lt, err := readCompressedTree(b)
+	lt, err := readCompressedTree(ctx, b)
 	if err != nil {
 		return nil, err
 	}
@@ -292,26 +292,40 @@ func (c *Client) scanLayer(ctx context.Context, r ref.Ref, d descriptor.Descript
 	return lt, nil
 }
 
-// readCompressedTree reads the tree of a layer blob, decompressing it, and reads the stream to its end
-// (padding after the archive, the compressor's trailer).
-func readCompressedTree(r io.Reader) (*layerTree, error) {
+// readCompressedTree reads the tree of a layer blob, decompressing it, and then reads the rest of the blob
+// (padding after the archive, the compressor's trailer) without decompressing it: the bytes are needed for
+// the blob's digest, what they decompress to is not.
+//
+// Decompression stops when ctx ends, also where it needs no more input (a layer that decompresses to far more
+// than it is).
+func readCompressedTree(ctx context.Context, r io.Reader) (*layerTree, error) {
 	br := bufio.NewReaderSize(r, 1<<16)
 	rd, closeRd, err := decompress(br)
 	if err != nil {
 		return nil, err
 	}
 	defer closeRd()
-	lt, err := readTree(rd)
+	lt, err := readTree(ctxReader{ctx: ctx, r: rd})
 	if err != nil {
 		return nil, err
-	}
-	if _, err := io.Copy(io.Discard, rd); err != nil {
-		return nil, fmt.Errorf("reading the layer: %w", mapErr(err))
 	}
 	if _, err := io.Copy(io.Discard, br); err != nil {
 		return nil, fmt.Errorf("reading the layer: %w", mapErr(err))
 	}
 	return lt, nil
+}
+
+// ctxReader fails its reads once ctx has ended.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // decompress picks the decompressor from the stream's first bytes (a layer's media type may not say, and

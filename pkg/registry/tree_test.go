@@ -3,7 +3,9 @@ package registry
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -73,7 +75,7 @@ func TestReadCompressedTree(t *testing.T) {
 	}
 	for name, blob := range map[string][]byte{"tar": raw, "gzip": gz.Bytes(), "zstd": zs.Bytes()} {
 		r := bytes.NewReader(blob)
-		lt, err := readCompressedTree(r)
+		lt, err := readCompressedTree(context.Background(), r)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -99,7 +101,7 @@ func TestReadCompressedTree(t *testing.T) {
 			t.Errorf("%s: encode/decode: %+v, %v", name, back, err)
 		}
 	}
-	if _, err := readCompressedTree(strings.NewReader("not a tar at all, long enough to be read as a header? no")); err == nil {
+	if _, err := readCompressedTree(context.Background(), strings.NewReader("not a tar at all, long enough to be read as a header? no")); err == nil {
 		t.Error("garbage read as a layer")
 	}
 }
@@ -204,4 +206,63 @@ func TestContextCollisions(t *testing.T) {
 			t.Errorf("%v: %v; want an error saying %q", tc.files, err, tc.want)
 		}
 	}
+}
+
+// FuzzReadCompressedTree: whatever a layer blob holds, reading its tree neither panics nor hangs, and a tree
+// that was read survives its cache encoding.
+func FuzzReadCompressedTree(f *testing.F) {
+	f.Add(tarOf(&testing.T{}, dirH("usr", 0o755, 0), linkH("lib", "usr/lib"), fileH("opt/.wh.x"), fileH("a/.wh..wh..opq")))
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write(tarOf(&testing.T{}, dirH("home/wso2carbon", 0o750, 802)))
+	_ = zw.Close()
+	f.Add(gz.Bytes())
+	f.Add([]byte{0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, blob []byte) {
+		lt, err := readCompressedTree(context.Background(), bytes.NewReader(blob))
+		if err != nil {
+			return
+		}
+		for _, n := range lt.Nodes {
+			if n.Name == "" || strings.HasPrefix(n.Name, "/") || strings.Contains("/"+n.Name+"/", "/../") {
+				t.Fatalf("node name %q is not relative and clean", n.Name)
+			}
+		}
+		data, err := encodeTree(lt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := decodeTree(data)
+		if err != nil || len(back.Nodes) != len(lt.Nodes) {
+			t.Fatalf("round trip: %d nodes, %v; want %d", len(back.Nodes), err, len(lt.Nodes))
+		}
+		mergeTrees([]*layerTree{lt, back})
+	})
+}
+
+// FuzzResolve: whatever links a base holds, a path resolves within the image's root, to a clean relative
+// path, or fails; it never loops.
+func FuzzResolve(f *testing.F) {
+	f.Add("lib", "usr/lib", "lib/jdbc.jar")
+	f.Add("a", "/../../a/b", "a/x/y")
+	f.Add("a", "a", "a/b")
+	f.Add("x/y", "../../..", "x/y/z/w")
+	f.Fuzz(func(t *testing.T, link, target, name string) {
+		link, name = cleanName(link), cleanName(name)
+		if link == "" || name == "" {
+			return
+		}
+		tr := tree{link: &node{Name: link, Kind: nodeLink, Link: target}, "usr": &node{Name: "usr", Kind: nodeDir}}
+		got, err := tr.resolve(name)
+		if err != nil {
+			return
+		}
+		if got == "" || strings.HasPrefix(got, "/") || got != cleanName(got) || strings.HasSuffix(got, "/") {
+			t.Fatalf("resolve(%q) with %s -> %q = %q: not a clean path within the root", name, link, target, got)
+		}
+		if path.Base(got) != path.Base(name) {
+			t.Fatalf("resolve(%q) = %q: the last component changed", name, got)
+		}
+	})
 }
