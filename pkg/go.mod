@@ -13,6 +13,7 @@ require (
 	github.com/opencontainers/go-digest v1.0.0
 	github.com/regclient/regclient v0.11.7
 	go.uber.org/zap v1.28.0
+	golang.org/x/sync v0.19.0
 	google.golang.org/protobuf v1.36.12
 	gopkg.in/yaml.v3 v3.0.1
 )

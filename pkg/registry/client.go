@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -21,6 +19,7 @@ import (
 	"github.com/regclient/regclient/types/descriptor"
 	"github.com/regclient/regclient/types/ref"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/logging"
@@ -583,27 +582,19 @@ func (c *Client) readConfig(ctx context.Context, r ref.Ref, d descJSON) ([]byte,
 }
 
 func (c *Client) platforms(ctx context.Context, r ref.Ref, children []descJSON) ([]Platform, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	out := make([]*Platform, len(children))
-	errs := make([]error, len(children))
-	var wg sync.WaitGroup
+	g, ctx := errgroup.WithContext(ctx)
 	for i, d := range children {
 		if skipChild(d) {
 			continue
 		}
-		wg.Go(func() {
+		g.Go(func() error {
 			p, err := c.platform(ctx, r, d)
-			if err != nil {
-				errs[i] = err
-				cancel()
-				return
-			}
 			out[i] = p
+			return err
 		})
 	}
-	wg.Wait()
-	if err := firstErr(errs); err != nil {
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	ps := make([]Platform, 0, len(children))
@@ -613,23 +604,6 @@ func (c *Client) platforms(ctx context.Context, r ref.Ref, children []descJSON) 
 		}
 	}
 	return ps, nil
-}
-
-// firstErr returns the first error that is not a cancellation caused by another, or the first error.
-func firstErr(errs []error) error {
-	var first error
-	for _, err := range errs {
-		if err == nil {
-			continue
-		}
-		if !errors.Is(err, context.Canceled) {
-			return err
-		}
-		if first == nil {
-			first = err
-		}
-	}
-	return first
 }
 
 func (c *Client) platform(ctx context.Context, r ref.Ref, d descJSON) (*Platform, error) {

@@ -24,6 +24,7 @@ import (
 	"github.com/regclient/regclient/types/descriptor"
 	"github.com/regclient/regclient/types/ref"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/harborflow/harborflow/pkg/logging"
 )
@@ -239,28 +240,21 @@ func (bt *baseTrees) fill(ctx context.Context) error {
 			todo = append(todo, l)
 		}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make([]error, len(todo))
-	var wg sync.WaitGroup
-	for i, l := range todo {
-		wg.Go(func() {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, l := range todo {
+		g.Go(func() error {
 			if len(l.URLs) > 0 {
-				errs[i] = fmt.Errorf("reading base layer %s: a foreign layer (it is fetched from %s), whose tree cannot be read", l.Digest, l.URLs[0])
-				cancel()
-				return
+				return fmt.Errorf("reading base layer %s: a foreign layer (it is fetched from %s), whose tree cannot be read", l.Digest, l.URLs[0])
 			}
 			lt, err := bt.c.scanLayer(ctx, bt.r, l)
 			if err != nil {
-				errs[i] = fmt.Errorf("reading base layer %s of %s: %w", l.Digest, bt.r.CommonName(), err)
-				cancel()
-				return
+				return fmt.Errorf("reading base layer %s of %s: %w", l.Digest, bt.r.CommonName(), err)
 			}
 			bt.keep(ctx, l.Digest, lt)
+			return nil
 		})
 	}
-	wg.Wait()
-	return firstErr(errs)
+	return g.Wait()
 }
 
 // merged is the tree of an image made of layers (all known: after fill).

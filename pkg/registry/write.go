@@ -25,6 +25,7 @@ import (
 	"github.com/regclient/regclient/types/platform"
 	"github.com/regclient/regclient/types/ref"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/harborflow/harborflow/pkg/logging"
 )
@@ -318,23 +319,17 @@ func (c *Client) readSource(ctx context.Context, r ref.Ref, want []platform.Plat
 	if len(keep) == 0 {
 		return nil, fmt.Errorf("reading %s: the index has no platform image", r.CommonName())
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make([]error, len(keep))
-	var wg sync.WaitGroup
+	g, gctx := errgroup.WithContext(ctx)
 	for i, d := range keep {
-		wg.Go(func() {
-			img, err := c.readImage(ctx, r.SetDigest(d.Digest.String()), d, nil)
-			if err != nil {
-				errs[i] = err
-				cancel()
-				return
+		g.Go(func() error {
+			img, err := c.readImage(gctx, r.SetDigest(d.Digest.String()), d, nil)
+			if err == nil {
+				s.images[i] = img
 			}
-			s.images[i] = img
+			return err
 		})
 	}
-	wg.Wait()
-	if err := firstErr(errs); err != nil {
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -644,12 +639,9 @@ func (c *Client) copyBlobs(ctx context.Context, tgt ref.Ref, copies []blobCopy, 
 		seen[b.desc.Digest] = true
 		uniq = append(uniq, b)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make([]error, len(uniq))
-	var wg sync.WaitGroup
-	for i, b := range uniq {
-		wg.Go(func() {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, b := range uniq {
+		g.Go(func() error {
 			var opts []regclient.BlobOpts
 			hook, finish := trees.tee(ctx, b.desc)
 			if hook != nil {
@@ -658,13 +650,12 @@ func (c *Client) copyBlobs(ctx context.Context, tgt ref.Ref, copies []blobCopy, 
 			err := c.rc.BlobCopy(ctx, b.from, tgt, b.desc, opts...)
 			finish(err)
 			if err != nil {
-				errs[i] = fmt.Errorf("copying layer %s to %s: %w", b.desc.Digest, tgt.CommonName(), mapErr(err))
-				cancel()
+				return fmt.Errorf("copying layer %s to %s: %w", b.desc.Digest, tgt.CommonName(), mapErr(err))
 			}
+			return nil
 		})
 	}
-	wg.Wait()
-	return firstErr(errs)
+	return g.Wait()
 }
 
 // writeAttempts bounds how often one write is tried when the registry answers ErrIncompleteWrite, and
