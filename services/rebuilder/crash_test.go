@@ -152,6 +152,40 @@ func delivery(f *fixture, b registrytest.Pushed) *bus.Message {
 	return m
 }
 
+// runningDelivery is a delivery running in the background in a process that is about to die.
+type runningDelivery struct {
+	kill func()
+	done chan struct{}
+	err  error
+}
+
+// wait waits for the delivery's handler to return, and returns its error.
+func (d *runningDelivery) wait() error {
+	<-d.done
+	return d.err
+}
+
+// startDelivery hands m to rb in the background and returns once step has stopped it at its write. The test's
+// end tears the delivery down.
+func startDelivery(t *testing.T, rb *rebuilder.Rebuilder, m *bus.Message, step *writeStep) *runningDelivery {
+	t.Helper()
+	ctx, kill := context.WithCancel(context.Background())
+	d := &runningDelivery{kill: kill, done: make(chan struct{})}
+	go func() {
+		defer close(d.done)
+		_, d.err = rb.Handle(ctx, m)
+	}()
+	t.Cleanup(func() { kill(); <-d.done })
+	select {
+	case <-step.fired:
+	case <-d.done:
+		t.Fatalf("the delivery ended (%v) before write %d", d.err, step.n)
+	case <-time.After(wait):
+		t.Fatalf("write %d never came", step.n)
+	}
+	return d
+}
+
 // redeliver hands the trigger to rb as JetStream would, until it succeeds: a retryable error is redelivered
 // (a few times at most), a permanent one fails the test.
 func redeliver(t *testing.T, rb *rebuilder.Rebuilder, m *bus.Message) []*bus.Message {
@@ -223,26 +257,10 @@ func TestCrashAtEveryWriteStep(t *testing.T) {
 				m := delivery(f, base)
 
 				// The first delivery, in a process that dies (or is refused) at write n.
-				dying := f.process(marked(name))
-				ctx, kill := context.WithCancel(context.Background())
-				var firstErr error
-				done := make(chan struct{})
-				go func() {
-					defer close(done)
-					_, firstErr = dying.Handle(ctx, m)
-				}()
-				t.Cleanup(func() { kill(); <-done })
-				select {
-				case <-step.fired:
-				case <-done:
-					t.Fatalf("the first delivery ended (%v) before write %d", firstErr, n)
-				case <-time.After(wait):
-					t.Fatalf("write %d never came", n)
-				}
+				first := startDelivery(t, f.process(marked(name)), m, step)
 				if mode == "refused" {
-					<-done
-					if bus.IsPermanent(firstErr) {
-						t.Fatalf("refused at write %d (%s): a permanent failure: %v", n, writes[n-1], firstErr)
+					if err := first.wait(); bus.IsPermanent(err) {
+						t.Fatalf("refused at write %d (%s): a permanent failure: %v", n, writes[n-1], err)
 					}
 				}
 
@@ -258,8 +276,8 @@ func TestCrashAtEveryWriteStep(t *testing.T) {
 				f.complete("acme/am-"+name, got.GetDigest())
 
 				// The dead process is torn down (its request fails): nothing it does then changes the result.
-				kill()
-				<-done
+				first.kill()
+				_ = first.wait()
 				again := rebuiltOf(t, redeliver(t, f.process(nil), m))
 				if again.GetDigest() != want.GetDigest() || again.GetTag() != want.GetTag() {
 					t.Errorf("after the dead process was torn down: %v", again)
@@ -329,20 +347,9 @@ func TestSupersededAfterCrash(t *testing.T) {
 
 	// 16 dies at its first manifest write, holding the line.
 	step := steps.add(t, "dying", 8, "exit-before")
-	dying, kill := f.processConn(marked("dying"))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = dying.Handle(ctx, t16)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-step.fired:
-	case <-time.After(wait):
-		t.Fatal("the build of 16 never reached its manifest write")
-	}
-	kill()
+	dying, disconnect := f.processConn(marked("dying"))
+	startDelivery(t, dying, t16, step)
+	disconnect()
 	if b := f.buildRecord("acme-am", b16.Digest); b.GetBuild() != 1 || b.GetState() != rebuilder.StateClaimed {
 		t.Fatalf("16's build record %v, want claimed with number 1", b)
 	}
