@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/harborflow/harborflow/pkg/event"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
@@ -67,25 +68,8 @@ level's build, skipped, failed), so that no update level and no build number goe
 
 // readHistory returns the records of one repository, oldest first.
 func readHistory(ctx context.Context, kv jetstream.KeyValue, host, repository string) ([]*harborflowv1.ImageRecord, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	w, err := kv.Watch(ctx, event.Key(host, repository)+".*", jetstream.IgnoreDeletes())
+	records, err := readEntries(ctx, kv, event.Key(host, repository)+".*", func() *harborflowv1.ImageRecord { return &harborflowv1.ImageRecord{} })
 	if err != nil {
-		return nil, fmt.Errorf("reading the history of %s/%s: %w", host, repository, err)
-	}
-	defer func() { _ = w.Stop() }()
-	var records []*harborflowv1.ImageRecord
-	for e := range w.Updates() {
-		if e == nil {
-			break // every stored record has been seen
-		}
-		r := &harborflowv1.ImageRecord{}
-		if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(e.Value(), r); err != nil {
-			return nil, fmt.Errorf("decoding history record %s: %w", e.Key(), err)
-		}
-		records = append(records, r)
-	}
-	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("reading the history of %s/%s: %w", host, repository, err)
 	}
 	slices.SortStableFunc(records, func(a, b *harborflowv1.ImageRecord) int {
@@ -97,40 +81,51 @@ func readHistory(ctx context.Context, kv jetstream.KeyValue, host, repository st
 // readBuilds returns the rebuilder's build records of the records' digests (what each recipe made of a base),
 // by base digest, in recipe order.
 func readBuilds(ctx context.Context, kv jetstream.KeyValue, records []*harborflowv1.ImageRecord) (map[string][]*harborflowv1.Build, error) {
+	out := map[string][]*harborflowv1.Build{}
+	if len(records) == 0 {
+		return out, nil
+	}
 	digests := map[string]bool{}
 	for _, r := range records {
 		digests[r.GetDigest()] = true
 	}
-	out := map[string][]*harborflowv1.Build{}
-	if len(digests) == 0 {
-		return out, nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	w, err := kv.Watch(ctx, "build.>", jetstream.IgnoreDeletes())
+	builds, err := readEntries(ctx, kv, "build.>", func() *harborflowv1.Build { return &harborflowv1.Build{} })
 	if err != nil {
 		return nil, fmt.Errorf("reading the rebuild records: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
-	for e := range w.Updates() {
-		if e == nil {
-			break // every stored record has been seen
-		}
-		b := &harborflowv1.Build{}
-		if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(e.Value(), b); err != nil {
-			return nil, fmt.Errorf("decoding rebuild record %s: %w", e.Key(), err)
-		}
+	for _, b := range builds {
 		if digests[b.GetBaseDigest()] {
 			out[b.GetBaseDigest()] = append(out[b.GetBaseDigest()], b)
 		}
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("reading the rebuild records: %w", err)
 	}
 	for _, bs := range out {
 		slices.SortFunc(bs, func(a, b *harborflowv1.Build) int { return strings.Compare(a.GetRecipe(), b.GetRecipe()) })
 	}
 	return out, nil
+}
+
+// readEntries decodes every entry of kv whose key matches pattern (protojson; unknown fields are a newer
+// writer's and are passed over).
+func readEntries[T proto.Message](ctx context.Context, kv jetstream.KeyValue, pattern string, newT func() T) ([]T, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	w, err := kv.Watch(ctx, pattern, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = w.Stop() }()
+	var out []T
+	for e := range w.Updates() {
+		if e == nil {
+			return out, nil // every stored entry has been seen
+		}
+		v := newT()
+		if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(e.Value(), v); err != nil {
+			return nil, fmt.Errorf("decoding %s: %w", e.Key(), err)
+		}
+		out = append(out, v)
+	}
+	return nil, ctx.Err()
 }
 
 func printHistoryJSON(w io.Writer, records []*harborflowv1.ImageRecord, builds map[string][]*harborflowv1.Build) error {
