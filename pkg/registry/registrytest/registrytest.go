@@ -1,6 +1,7 @@
 // Package registrytest runs a real OCI registry (olareg, in memory) inside a test and pushes test content
-// built in code: labelled images (optionally built on another image, with files of a directory tree, or with
-// a large random layer), multi-platform indexes with buildx-style attestations, cosign signatures and
+// built in code: labelled images (optionally built on another image, with files of a directory tree, with
+// layers of entries with owners and modes, whose files may be pseudo-random bytes of a chosen seed, or with a
+// large random layer), multi-platform indexes with buildx-style attestations, cosign signatures and
 // attestations, SBOM referrers and non-image artifacts. It can make the registry answer 429 or 503 with
 // Retry-After, drop connections, require basic auth, serve TLS, and page tag lists, so that stages can be
 // tested against the failures they must survive. It counts the blob bytes it serves, reads content back
@@ -17,6 +18,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -400,6 +402,17 @@ func Dir(name string, mode int64, uid, gid int) Entry {
 // File is a regular file of Entries.
 func File(name, content string, mode int64, uid, gid int) Entry {
 	return Entry{Name: name, Type: tar.TypeReg, Mode: mode, UID: uid, GID: gid, Content: content}
+}
+
+// RandomFile is a regular file of Entries holding size pseudo-random (incompressible) bytes made from seed: the
+// same seed and size give the same content, and so the same layer, while another seed gives a new layer of the
+// same size (a new product build, for benchmarks of data transfer).
+func RandomFile(name string, size int, seed uint64, mode int64, uid, gid int) Entry {
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	data := make([]byte, size)
+	_, _ = rand.NewChaCha8(key).Read(data)
+	return File(name, string(data), mode, uid, gid)
 }
 
 // Link is a symbolic link of Entries.
