@@ -131,22 +131,15 @@ func (c *Client) overlayLayers(ctx context.Context, src *source, tgt ref.Ref, cf
 	}
 	var out addedLayers
 	for _, img := range src.images {
-		f, dig, err := cf.layer(trees.merged(img.layers))
+		l, err := cf.layer(trees.merged(img.layers))
 		if err != nil {
 			out.remove()
 			return nil, err
 		}
-		i := slices.IndexFunc(out, func(a *addedLayer) bool { return a.diffID == dig })
-		if i >= 0 {
-			closeRemove(f)
+		if i := slices.IndexFunc(out, func(a *addedLayer) bool { return a.diffID == l.diffID }); i >= 0 {
+			closeRemove(l.gz)
 			img.add = out[i]
 			continue
-		}
-		l, err := gzipLayer(f, dig)
-		closeRemove(f)
-		if err != nil {
-			out.remove()
-			return nil, fmt.Errorf("compressing the layer: %w", err)
 		}
 		l.history = v1.History{Created: historyTime(cf.setTime, img.oc.Created), CreatedBy: fmt.Sprintf("harborflow overlay: %d files", len(cf.names)),
 			Comment: "harborflow"}
@@ -168,35 +161,6 @@ func historyTime(set time.Time, base *time.Time) *time.Time {
 		t = *base
 	}
 	return &t
-}
-
-// gzipLayer compresses the tar f (whose digest is diffID) into a temporary file, reproducibly (Go's gzip at its
-// default level, no name or time in the header), and returns the layer.
-func gzipLayer(f *os.File, diffID digest.Digest) (*addedLayer, error) {
-	gz, err := os.CreateTemp("", "harborflow-layer-*.tar.gz")
-	if err != nil {
-		return nil, err
-	}
-	h := sha256.New()
-	bw := bufio.NewWriterSize(io.MultiWriter(gz, h), 1<<16)
-	zw := gzip.NewWriter(bw)
-	_, err = io.Copy(zw, f)
-	if err == nil {
-		err = zw.Close()
-	}
-	if err == nil {
-		err = bw.Flush()
-	}
-	var size int64
-	if err == nil {
-		size, err = gz.Seek(0, io.SeekCurrent)
-	}
-	if err != nil {
-		closeRemove(gz)
-		return nil, err
-	}
-	return &addedLayer{gz: gz, diffID: diffID, desc: descriptor.Descriptor{MediaType: mediatype.OCI1LayerGzip,
-		Digest: digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)), Size: size}}, nil
 }
 
 func (ls addedLayers) remove() {
@@ -259,11 +223,12 @@ func openContext(l Layer) (*contextFiles, error) {
 
 func (cf *contextFiles) close() { _ = cf.root.Close() }
 
-// layer writes the uncompressed tar of the context placed in the base tree t (see Overlay) to a temporary file
-// and returns it rewound, with the tar's digest; the caller closes and removes it.
-func (cf *contextFiles) layer(t tree) (*os.File, digest.Digest, error) {
-	fail := func(err error) (*os.File, digest.Digest, error) {
-		return nil, "", fmt.Errorf("context directory %q: %w", cf.dir, err)
+// layer writes the layer of the context placed in the base tree t (see Overlay) to a temporary file, as a gzip
+// tar made reproducibly (Go's gzip at its default level, no name or time in its header), and returns it with
+// its descriptor and diff ID; the caller closes and removes the file.
+func (cf *contextFiles) layer(t tree) (*addedLayer, error) {
+	fail := func(err error) (*addedLayer, error) {
+		return nil, fmt.Errorf("context directory %q: %w", cf.dir, err)
 	}
 	// Where each file lands, and the parent directories of those places.
 	at := make(map[string]string, len(cf.names)) // image path → context name
@@ -290,13 +255,15 @@ func (cf *contextFiles) layer(t tree) (*os.File, digest.Digest, error) {
 	}
 	slices.Sort(paths) // a parent sorts before what it holds
 
-	f, err := os.CreateTemp("", "harborflow-layer-*.tar")
+	f, err := os.CreateTemp("", "harborflow-layer-*.tar.gz")
 	if err != nil {
 		return fail(fmt.Errorf("building the layer: %w", err))
 	}
-	h := sha256.New()
-	bw := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<16)
-	tw := tar.NewWriter(bw)
+	// tar → (diff ID) → gzip → (digest) → file, in one pass.
+	gzSum, tarSum := sha256.New(), sha256.New()
+	bw := bufio.NewWriterSize(io.MultiWriter(f, gzSum), 1<<16)
+	zw := gzip.NewWriter(bw)
+	tw := tar.NewWriter(io.MultiWriter(zw, tarSum))
 	for _, p := range paths {
 		if dirs[p] {
 			err = tw.WriteHeader(t.dirHeader(p, cf.uid, cf.gid, cf.mtime))
@@ -311,16 +278,21 @@ func (cf *contextFiles) layer(t tree) (*os.File, digest.Digest, error) {
 		err = tw.Close()
 	}
 	if err == nil {
-		err = bw.Flush()
+		err = zw.Close()
 	}
 	if err == nil {
-		_, err = f.Seek(0, io.SeekStart)
+		err = bw.Flush()
+	}
+	var size int64
+	if err == nil {
+		size, err = f.Seek(0, io.SeekCurrent)
 	}
 	if err != nil {
 		closeRemove(f)
 		return fail(err)
 	}
-	return f, digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)), nil
+	return &addedLayer{gz: f, diffID: digest.NewDigestFromBytes(digest.SHA256, tarSum.Sum(nil)), desc: descriptor.Descriptor{
+		MediaType: mediatype.OCI1LayerGzip, Digest: digest.NewDigestFromBytes(digest.SHA256, gzSum.Sum(nil)), Size: size}}, nil
 }
 
 // addFile writes the regular file or symbolic link name of the context at path p of the image.

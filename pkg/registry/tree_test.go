@@ -197,10 +197,10 @@ func TestContextCollisions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f, _, err := cf.layer(tr)
+		l, err := cf.layer(tr)
 		cf.close()
 		if err == nil {
-			closeRemove(f)
+			closeRemove(l.gz)
 		}
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: %v; want an error saying %q", tc.files, err, tc.want)

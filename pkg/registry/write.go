@@ -426,7 +426,7 @@ func (c *Client) stage(ctx context.Context, s *source) (_ ref.Ref, release func(
 		cdesc, config := img.cdesc, img.config
 		switch {
 		case img.add != nil:
-			cdesc, config, err = c.stageLayer(ctx, st, img)
+			cdesc, config, err = addedConfig(img)
 		case img.rebase != nil:
 			cdesc, config, err = configBlob(img.cdesc.MediaType, rebasedConfig(img))
 		}
@@ -523,18 +523,10 @@ func ociImage(m manifest.Manifest) (manifest.Manifest, error) {
 	return manifest.New(manifest.WithOrig(om))
 }
 
-// stageLayer puts img's added layer into the stage st (each distinct layer once) and returns the image's config
-// with the layer's diff ID and history entry added, and its descriptor.
-func (c *Client) stageLayer(ctx context.Context, st ref.Ref, img *srcImage) (descriptor.Descriptor, []byte, error) {
+// addedConfig returns img's config with its added layer's diff ID and history entry, and its descriptor. The
+// layer itself is pushed from its file (a blobCopy with file).
+func addedConfig(img *srcImage) (descriptor.Descriptor, []byte, error) {
 	l := img.add
-	if _, err := c.rc.BlobHead(ctx, st, l.desc); err != nil {
-		if _, err := l.gz.Seek(0, io.SeekStart); err != nil {
-			return descriptor.Descriptor{}, nil, fmt.Errorf("staging the added layer: %w", err)
-		}
-		if _, err := c.rc.BlobPut(ctx, st, l.desc, l.gz); err != nil {
-			return descriptor.Descriptor{}, nil, fmt.Errorf("staging the added layer %s: %w", l.desc.Digest, err)
-		}
-	}
 	oc := img.oc
 	oc.RootFS.DiffIDs = append(slices.Clone(oc.RootFS.DiffIDs), l.diffID)
 	if oc.History != nil {
@@ -619,9 +611,11 @@ func (c *Client) annotateBase(ctx context.Context, s *source, ed edits) error {
 	return nil
 }
 
-// blobCopy is a blob the target needs, and where it is.
+// blobCopy is a blob the target needs, and where it is: in a repository, or in a file (a layer the write
+// made).
 type blobCopy struct {
 	from ref.Ref
+	file *os.File
 	desc descriptor.Descriptor
 }
 
@@ -642,6 +636,9 @@ func (c *Client) copyBlobs(ctx context.Context, tgt ref.Ref, copies []blobCopy, 
 	g, ctx := errgroup.WithContext(ctx)
 	for _, b := range uniq {
 		g.Go(func() error {
+			if b.file != nil {
+				return c.putFile(ctx, tgt, b)
+			}
 			var opts []regclient.BlobOpts
 			hook, finish := trees.tee(ctx, b.desc)
 			if hook != nil {
@@ -665,6 +662,21 @@ const (
 	writeRetryDelay = 200 * time.Millisecond
 )
 
+// putFile uploads a blob from its file unless the target has it.
+func (c *Client) putFile(ctx context.Context, tgt ref.Ref, b blobCopy) error {
+	if rd, err := c.rc.BlobHead(ctx, tgt, b.desc); err == nil {
+		_ = rd.Close()
+		return nil
+	}
+	if _, err := b.file.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("uploading layer %s: %w", b.desc.Digest, err)
+	}
+	if _, err := c.rc.BlobPut(ctx, tgt, b.desc, b.file); err != nil {
+		return fmt.Errorf("uploading layer %s to %s: %w", b.desc.Digest, tgt.CommonName(), mapErr(err))
+	}
+	return nil
+}
+
 // write stages the source, copies blobs into the target, and applies the options opts returns (then the
 // conversion to OCI media types and the edit) with mod.Apply, pushing the result to the target by digest.
 // opts may be nil; it is called again for each attempt.
@@ -684,7 +696,7 @@ func (c *Client) write(ctx context.Context, tr *transfer, s *source, tgt ref.Ref
 	defer release()
 	for _, img := range s.images {
 		if img.add != nil {
-			copies = append(copies, blobCopy{from: st, desc: img.add.desc})
+			copies = append(copies, blobCopy{file: img.add.gz, desc: img.add.desc})
 		}
 	}
 	var out ref.Ref

@@ -440,15 +440,31 @@ func (r *Rebuilder) claim(ctx context.Context, st state, rc recipe, t trigger) (
 
 // baseName is the reference a rebuilt image names as its base (org.opencontainers.image.base.name), one that
 // resolves to the base digest used, so that `regctl image check-base` says "matches" — and "changed" once
-// the name moves on: the recipe's followed tag when it points at the digest now, else the trigger's tag of the
-// version line (a registry may publish only 4.2.0.N tags, never 4.2.0 itself), else the digest.
+// the name moves on: the recipe's followed tag when it points at the digest now; else a tag of the trigger in
+// the version line that does not move (4.2.0.16: a registry may publish only those, never 4.2.0 itself);
+// else a moving one (4.2.0, 4.2.0.0) that still points at the digest; else the digest itself.
 func (r *Rebuilder) baseName(ctx context.Context, rc recipe, t trigger) string {
-	if d, err := r.deps.Registry.Resolve(ctx, rc.Base); err == nil && d.Digest == t.digest {
+	points := func(ref string) bool {
+		d, err := r.deps.Registry.Resolve(ctx, ref)
+		return err == nil && d.Digest == t.digest
+	}
+	if points(rc.Base) {
 		return rc.Base
 	}
+	var moving []string
 	for _, tag := range t.tags {
-		if tt, err := imagetag.Parse(tag); err == nil && tt.SameLine(rc.baseTag) {
+		tt, err := imagetag.Parse(tag)
+		switch {
+		case err != nil || !tt.SameLine(rc.baseTag):
+		case !tt.Moving():
 			return rc.baseRepo + ":" + tag
+		default:
+			moving = append(moving, rc.baseRepo+":"+tag)
+		}
+	}
+	for _, ref := range moving {
+		if ref != rc.Base && points(ref) {
+			return ref
 		}
 	}
 	return t.base

@@ -195,9 +195,17 @@ func (f *fixture) base(repoTag, level string, platforms ...string) registrytest.
 // inspected returns the image.inspected message the inspector publishes for p under tag.
 func (f *fixture) inspected(p registrytest.Pushed, tag string, level int64) *bus.Message {
 	f.t.Helper()
+	return f.inspectedTags(p, []string{tag}, level)
+}
+
+// inspectedTags is inspected for a digest known under several tags, the event's own last, as the inspector
+// publishes a new tag of a known digest.
+func (f *fixture) inspectedTags(p registrytest.Pushed, tags []string, level int64) *bus.Message {
+	f.t.Helper()
+	tag := tags[len(tags)-1]
 	repo := strings.TrimPrefix(strings.SplitN(p.Ref, "@", 2)[0], f.reg.Host+"/")
 	t, _ := imagetag.Parse(tag)
-	ev := &harborflowv1.ImageInspected{Registry: f.reg.Host, Repository: repo, Digest: p.Digest, Tags: []string{tag},
+	ev := &harborflowv1.ImageInspected{Registry: f.reg.Host, Repository: repo, Digest: p.Digest, Tags: tags,
 		MediaType: p.MediaType, Version: t.Version, Suffix: t.Suffix, CorrelationId: "corr-" + tag}
 	if level >= 0 {
 		ev.UpdateLevel = &level
@@ -398,7 +406,7 @@ func TestOverlayFollowsUpdateLevels(t *testing.T) {
 	b16 := f.base("wso2/am:4.2.0.16", "16", "linux/amd64", "linux/arm64")
 
 	f.publish(f.inspected(b16, "4.2.0.16", 16))
-	f.publish(f.inspected(b16, "4.2.0", 16)) // the rolling tag moved to the same digest
+	f.publish(f.inspectedTags(b16, []string{"4.2.0.16", "4.2.0"}, 16)) // the rolling tag moved to the same digest
 	f.settle()
 	got := f.rebuilt()
 	if len(got) != 1 {
@@ -823,4 +831,27 @@ func (c *countingRegistry) Tag(ctx context.Context, image, tag string) error {
 		return registry.ErrUnavailable
 	}
 	return c.Registry.Tag(ctx, image, tag)
+}
+
+// TestBaseNameResolves: the base a rebuilt image names always resolves to the base used. A trigger known only
+// by a moving tag that has moved on (or never existed here) names the base by digest rather than by a tag that
+// points elsewhere.
+func TestBaseNameResolves(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil, overlayRecipe(t))
+	b16 := f.base("wso2/am:4.2.0.16", "16")
+	m := f.inspected(b16, "4.2.0.0", 16)
+	m.Stream, m.Sequence = event.StreamImage, 1
+	outs, err := f.rb.Handle(context.Background(), m)
+	if err != nil || len(outs) != 1 {
+		t.Fatalf("Handle: %v, %v", outs, err)
+	}
+	r := &harborflowv1.ImageRebuilt{}
+	if err := outs[0].Decode(r); err != nil {
+		t.Fatal(err)
+	}
+	top, _, _, _ := f.readBack("acme/am", r.GetDigest())
+	if got, want := top.Annotations["org.opencontainers.image.base.name"], f.reg.Ref("wso2/am@"+b16.Digest); got != want {
+		t.Errorf("base name %q, want %q: the trigger's only tag, 4.2.0.0, does not point at the base", got, want)
+	}
 }
