@@ -528,7 +528,10 @@ func (r *Rebuilder) acquire(ctx context.Context, st state, rc recipe, t trigger,
 			}
 			lease := time.NewTimer(h.GetLeaseUntil().AsTime().Sub(now) + 10*time.Millisecond)
 			select {
-			case <-w.Updates():
+			case _, ok := <-w.Updates():
+				if !ok {
+					w = nil // the watch ended (the connection closed): watch again, or fail reading the line
+				}
 			case <-lease.C:
 			case <-ctx.Done():
 				lease.Stop()
