@@ -6,12 +6,15 @@
 // built, or, unless the recipe turns it off, when its digest changed at the same update level (an OS patch).
 // A base without an update level is not rebuilt: the trigger is dead-lettered with that reason.
 //
-// Every build is claimed in the rebuilds KV bucket under (recipe, base digest) before anything is built, and
-// takes its build number from a per-recipe-and-version counter once, so a redelivered or duplicated trigger —
-// or two replicas seeing the same base — builds once and reuses the same number and tag. The result is pushed
-// by digest; the tag is added only when every platform and the index are in the registry. A build that cannot
-// succeed (missing context, a Dockerfile error, push denied, base gone) is dead-lettered with a reason a person
-// can act on.
+// A recipe follows one version line, and its builds take turns on it: the recipe's line in the rebuilds KV
+// bucket is held, with a lease renewed while building, before anything is built, so builds of a line finish
+// in update-level order on one process or several replicas; a base older than the one built meanwhile is
+// recorded as superseded by that build. Every build is recorded under (recipe, base digest) and takes its build
+// number from a per-recipe-and-version counter once, so a redelivered or duplicated trigger — or two replicas
+// seeing the same base — builds once and reuses the same number and tag. The result is pushed by digest; the
+// tag is added only when every platform and the index are in the registry. A build that cannot succeed
+// (missing context, a Dockerfile error, push denied, base gone) is dead-lettered with a reason a person can act
+// on; what an interrupted write leaves in the registry is repaired by writing again.
 package rebuilder
 
 import (
