@@ -94,7 +94,7 @@ func (c *Client) Overlay(ctx context.Context, base, target string, layer Layer, 
 		return fail(err)
 	}
 	defer layers.remove()
-	w, err := c.write(ctx, tr, src, rTgt, src.imageLayers(), ed, nil)
+	w, err := c.write(ctx, tr, src, rTgt, src.imageLayers(), ed)
 	if err != nil {
 		return fail(err)
 	}

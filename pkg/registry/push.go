@@ -39,7 +39,7 @@ func (c *Client) Push(ctx context.Context, layoutDir, target string, edit Edit) 
 	if err != nil {
 		return fail(err)
 	}
-	w, err := c.write(ctx, tr, src, rTgt, src.imageLayers(), ed, nil)
+	w, err := c.write(ctx, tr, src, rTgt, src.imageLayers(), ed)
 	if err != nil {
 		return fail(err)
 	}

@@ -86,7 +86,7 @@ func (c *Client) Rebase(ctx context.Context, image, oldBase, newBase, target str
 			copies = append(copies, blobCopy{from: rNew, desc: l})
 		}
 	}
-	w, err := c.write(ctx, tr, src, rTgt, copies, ed, nil)
+	w, err := c.write(ctx, tr, src, rTgt, copies, ed)
 	if err != nil {
 		return fail(err)
 	}

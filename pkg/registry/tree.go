@@ -177,7 +177,7 @@ func (bt *baseTrees) keep(ctx context.Context, d digest.Digest, lt *layerTree) {
 // other blob, nil and a finish that does nothing. A copy that mounts the blob, or finds it in the target, reads
 // nothing: fill reads those layers.
 func (bt *baseTrees) tee(ctx context.Context, d descriptor.Descriptor) (regclient.BlobOpts, func(error)) {
-	if bt == nil || bt.has(d.Digest) || !slices.ContainsFunc(bt.want, func(w descriptor.Descriptor) bool { return w.Digest == d.Digest }) {
+	if bt == nil || bt.has(d.Digest) {
 		return nil, func(error) {}
 	}
 	var (
@@ -268,22 +268,15 @@ func (bt *baseTrees) merged(layers []descriptor.Descriptor) tree {
 	return mergeTrees(lts)
 }
 
-// scanLayer streams the layer blob d of r and reads its tree. The blob is read to its end, so that regclient
-// checks its digest: a tree is only kept from a layer that verified.
+// scanLayer streams the layer blob d of r and reads its tree. readCompressedTree reads the blob to its end, so
+// that regclient checks its digest: a tree is only kept from a layer that verified.
 func (c *Client) scanLayer(ctx context.Context, r ref.Ref, d descriptor.Descriptor) (*layerTree, error) {
 	b, err := c.rc.BlobGet(ctx, r, d)
 	if err != nil {
 		return nil, mapErr(err)
 	}
 	defer b.Close()
-	lt, err := readCompressedTree(ctx, b)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := io.Copy(io.Discard, b); err != nil {
-		return nil, mapErr(err)
-	}
-	return lt, nil
+	return readCompressedTree(ctx, b)
 }
 
 // readCompressedTree reads the tree of a layer blob, decompressing it, and then reads the rest of the blob

@@ -40,11 +40,11 @@ import (
 //     what is not a platform image: buildx attestations, unknown/unknown entries, nested indexes);
 //  2. stage those manifests and configs, and an index listing only the kept platforms, in a temporary OCI
 //     layout (no layer is downloaded for this), with what the write changes in them: an overlay's added layer
-//     (its blob staged too) with its diff ID and history entry, a rebase's move to the new base's layers, diff
-//     IDs and history, and the base annotations of each manifest;
+//     with its diff ID and history entry, a rebase's move to the new base's layers, diff IDs and history, and
+//     the base annotations of each manifest;
 //  3. copy the layers the result keeps into the target repository, concurrently: a cross-repository mount
 //     when source and target are on the same registry (nothing is downloaded), a download and an upload
-//     otherwise, nothing when the target already has the blob; an added layer from the stage;
+//     otherwise, nothing when the target already has the blob; an added layer from its file;
 //  4. let regclient's mod.Apply edit the staged image and push it to the target: new configs, then each
 //     platform manifest, then the index.
 //
@@ -55,8 +55,8 @@ import (
 // edits and copies every entry of the index it is given; its layer addition dates the new history entry with
 // the time the process started, and its rebase takes one old base for every platform. Given the stage, mod sees
 // only the kept platforms, each already in its final shape but for the edit. mod copies each layer from its
-// source (the stage, which holds only added layers) after a HEAD on the target; step 3 has put them there, so
-// mod skips them.
+// source (the stage, which holds no layers) after a HEAD on the target; step 3 has put them there, so mod
+// skips them.
 //
 // Tagless pushing: mod.Apply pushes the top manifest by digest when the target reference has no tag
 // (dagPut: `if rPut.Tag == "" || rPut.Digest != "" { rPut = rPut.AddDigest(...) }`) and children always by
@@ -677,15 +677,14 @@ func (c *Client) putFile(ctx context.Context, tgt ref.Ref, b blobCopy) error {
 	return nil
 }
 
-// write stages the source, copies blobs into the target, and applies the options opts returns (then the
-// conversion to OCI media types and the edit) with mod.Apply, pushing the result to the target by digest.
-// opts may be nil; it is called again for each attempt.
+// write stages the source, copies blobs into the target, and applies the conversion to OCI media types and
+// the edit with mod.Apply, pushing the result to the target by digest.
 //
 // An answer that an interrupted write leaves behind (ErrIncompleteWrite: a blob or child manifest the
 // registry lacks or cannot read, an upload session it forgot) is met by writing again: every blob is checked
 // and what is missing pushed again, then every manifest. A write that still fails after writeAttempts returns
 // the error, which is retryable: the caller's redelivery writes again later.
-func (c *Client) write(ctx context.Context, tr *transfer, s *source, tgt ref.Ref, copies []blobCopy, ed edits, opts func() ([]mod.Opts, error)) (Written, error) {
+func (c *Client) write(ctx context.Context, tr *transfer, s *source, tgt ref.Ref, copies []blobCopy, ed edits) (Written, error) {
 	if err := c.annotateBase(ctx, s, ed); err != nil {
 		return Written{}, err
 	}
@@ -702,7 +701,7 @@ func (c *Client) write(ctx context.Context, tr *transfer, s *source, tgt ref.Ref
 	var out ref.Ref
 	delay := writeRetryDelay
 	for attempt := 1; ; attempt++ {
-		out, err = c.apply(ctx, st, tgt, copies, ed.opts, opts)
+		out, err = c.apply(ctx, st, tgt, copies, ed.opts)
 		if err == nil || !errors.Is(err, ErrIncompleteWrite) || attempt == writeAttempts {
 			break
 		}
@@ -740,22 +739,11 @@ func (c *Client) write(ctx context.Context, tr *transfer, s *source, tgt ref.Ref
 }
 
 // apply is one attempt of a write: the blobs into the target, then mod.Apply from the stage st.
-func (c *Client) apply(ctx context.Context, st, tgt ref.Ref, copies []blobCopy, edit []mod.Opts, opts func() ([]mod.Opts, error)) (ref.Ref, error) {
+func (c *Client) apply(ctx context.Context, st, tgt ref.Ref, copies []blobCopy, edit []mod.Opts) (ref.Ref, error) {
 	if err := c.copyBlobs(ctx, tgt, copies, nil); err != nil {
 		return ref.Ref{}, err
 	}
-	var extra []mod.Opts
-	if opts != nil {
-		var err error
-		if extra, err = opts(); err != nil {
-			return ref.Ref{}, err
-		}
-	}
-	all := make([]mod.Opts, 0, 2+len(extra)+len(edit))
-	all = append(all, mod.WithRefTgt(tgt))
-	all = append(all, extra...) // a rebase compares layers before the conversion to OCI media types
-	all = append(all, mod.WithManifestToOCI())
-	all = append(all, edit...)
+	all := append([]mod.Opts{mod.WithRefTgt(tgt), mod.WithManifestToOCI()}, edit...)
 	out, err := mod.Apply(ctx, c.rc, st, all...)
 	if err != nil {
 		return ref.Ref{}, fmt.Errorf("pushing to %s: %w", tgt.CommonName(), mapErr(err))

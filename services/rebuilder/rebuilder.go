@@ -339,11 +339,7 @@ func (r *Rebuilder) run(ctx context.Context, rc recipe, t trigger) (*bus.Message
 	// redelivery, which holds it under the same name.
 	ctx, stopKeeping := r.keepLine(ctx, st, rc, t)
 	defer stopKeeping()
-	m, outcome, err := r.buildHeld(ctx, st, rc, t, log)
-	if err != nil {
-		return nil, "", err // buildHeld released the line
-	}
-	return m, outcome, nil
+	return r.buildHeld(ctx, st, rc, t, log)
 }
 
 // buildHeld builds, pushes and tags, holding the line, then records the build and frees the line. On an
@@ -410,7 +406,7 @@ func (r *Rebuilder) claim(ctx context.Context, st state, rc recipe, t trigger) (
 	if b == nil || t.force {
 		fresh := &harborflowv1.Build{Recipe: rc.Name, Base: t.base, BaseDigest: t.digest, UpdateLevel: *t.level,
 			Version: rc.baseTag.Version, Suffix: rc.baseTag.Suffix, State: StateClaimed, Started: timestamppb.New(r.now()),
-			Holder: t.holder, BaseName: r.baseName(ctx, rc, t)}
+			Holder: t.holder}
 		if b, rev, err = st.claim(ctx, fresh, rev, b != nil); err != nil {
 			if errors.Is(err, errClaimed) {
 				// Only a holder of the line claims: the record appeared since it was read. Read it again.
@@ -421,7 +417,8 @@ func (r *Rebuilder) claim(ctx context.Context, st state, rc recipe, t trigger) (
 	}
 	b.Holder, b.LeaseUntil = t.holder, nil
 	if b.GetBaseName() == "" {
-		b.BaseName = r.baseName(ctx, rc, t) // a record from before base names were kept
+		// Chosen once, with the number: a redone build names the same base and writes the same image.
+		b.BaseName = r.baseName(ctx, rc, t)
 	}
 	if b.GetBuild() == 0 {
 		n, err := st.next(ctx, rc.Name, b.GetVersion())

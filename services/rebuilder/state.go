@@ -32,7 +32,7 @@ const counterAttempts = 16
 // errConflict is a write that lost to another replica's: the redelivery reads the state again.
 var errConflict = errors.New("the rebuild state changed under this delivery")
 
-// errClaimed is a claim another delivery made first: it builds and publishes the result.
+// errClaimed is a build record another delivery created first.
 var errClaimed = errors.New("another delivery claimed this build first")
 
 // state is the rebuilds KV bucket. Keys:
