@@ -72,15 +72,27 @@ func Start(cfg Config, log *zap.Logger) (*Server, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	ns.SetLoggerV2(&zapLogger{log: log.Named("nats")}, false, false, false)
+	zl := &zapLogger{log: log.Named("nats"), fatal: make(chan string, 1)}
+	ns.SetLoggerV2(zl, false, false, false)
 	go ns.Start()
 	timeout := cfg.StartTimeout
 	if timeout == 0 {
 		timeout = 10 * time.Second
 	}
-	if !ns.ReadyForConnections(timeout) {
-		ns.Shutdown()
-		return nil, fmt.Errorf("embedded NATS server on %s not ready after %s", cfg.Listen, timeout)
+	// The server reports a port it cannot listen on through its logger only, and then never becomes ready:
+	// watch for that rather than wait out the timeout.
+	deadline := time.Now().Add(timeout)
+	for !ns.ReadyForConnections(readyPoll) {
+		select {
+		case msg := <-zl.fatal:
+			ns.Shutdown()
+			return nil, fmt.Errorf("embedded NATS server on %s: %s", cfg.Listen, msg)
+		default:
+		}
+		if time.Now().After(deadline) {
+			ns.Shutdown()
+			return nil, fmt.Errorf("embedded NATS server on %s not ready after %s", cfg.Listen, timeout)
+		}
 	}
 	return &Server{ns: ns}, nil
 }
@@ -94,12 +106,27 @@ func (s *Server) Shutdown() {
 	s.ns.WaitForShutdown()
 }
 
-// zapLogger adapts zap to the server's logger interface.
-type zapLogger struct{ log *zap.Logger }
+// readyPoll is how often Start looks for a fatal start-up error while it waits for the server.
+const readyPoll = 50 * time.Millisecond
+
+// zapLogger adapts zap to the server's logger interface. The first fatal message also goes to fatal, so that
+// Start can return it.
+type zapLogger struct {
+	log   *zap.Logger
+	fatal chan string
+}
 
 func (l *zapLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l *zapLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
-func (l *zapLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *zapLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *zapLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l *zapLogger) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *zapLogger) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	select {
+	case l.fatal <- msg:
+		// Start returns it: logging it too would say it twice.
+	default:
+		l.log.Error(msg)
+	}
+}
+func (l *zapLogger) Errorf(format string, v ...any) { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *zapLogger) Debugf(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *zapLogger) Tracef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
