@@ -14,7 +14,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/logging"
+	"github.com/harborflow/harborflow/pkg/probe"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 )
 
@@ -66,6 +66,9 @@ type Deps struct {
 	Log *zap.Logger
 	// Metrics is where the receiver registers its series and what /metrics serves; a fresh registry when nil.
 	Metrics *prometheus.Registry
+	// Ready decides /readyz: the readiness of the whole process when the receiver serves its probes. Nil:
+	// Bus.Ready.
+	Ready func(ctx context.Context) error
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -133,9 +136,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	e.HTTPErrorHandler = s.handleError
 	e.POST("/webhooks/harbor/:source", s.harbor)
 	e.POST("/webhooks/distribution/:source", s.distribution)
-	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
-	e.GET("/readyz", s.ready)
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
+	ready := deps.Ready
+	if ready == nil {
+		ready = s.bus.Ready
+	}
+	probes := echo.WrapHandler(probe.Handler(ready, reg))
+	for _, path := range []string{probe.PathHealth, probe.PathReady, probe.PathMetrics} {
+		e.GET(path, probes)
+	}
 	s.echo = e
 	return s, nil
 }
@@ -143,11 +151,15 @@ func New(cfg Config, deps Deps) (*Server, error) {
 // Handler is the receiver's HTTP handler, for tests and for embedding.
 func (s *Server) Handler() http.Handler { return s.echo }
 
+// Name is the stage's name.
+func (s *Server) Name() string { return event.StageReceiver }
+
 // Start listens on cfg.Listen and serves in the background.
-func (s *Server) Start() error {
-	ln, err := net.Listen("tcp", s.cfg.Listen)
+func (s *Server) Start(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("listening on %s: %w", s.cfg.Listen, err)
+		return fmt.Errorf("http.listen: %w", err)
 	}
 	s.ln = ln
 	s.done = make(chan error, 1)
@@ -174,34 +186,22 @@ func (s *Server) Start() error {
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Shutdown stops accepting webhooks and waits, within ctx, for the requests in flight: each of them is
-// answered only after its events were stored or refused, so none is lost.
+// answered only after its events were stored or refused, so none is lost. When ctx ends first, the connections
+// left are closed: their senders got no 2xx and deliver again.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if err := s.echo.Shutdown(ctx); err != nil {
-		return fmt.Errorf("shutting down receiver HTTP: %w", err)
+	if s.done == nil {
+		return nil
 	}
-	if s.done != nil {
-		return <-s.done
+	if err := s.echo.Shutdown(ctx); err != nil {
+		s.log.Warn("closing webhook requests still in flight at shutdown", zap.Error(err))
+		if err := s.echo.Close(); err != nil {
+			return fmt.Errorf("closing receiver HTTP: %w", err)
+		}
+	}
+	if err := <-s.done; err != nil {
+		return fmt.Errorf("receiver HTTP server: %w", err)
 	}
 	return nil
-}
-
-// Run serves until ctx ends, then shuts down within shutdownTimeout.
-func Run(ctx context.Context, cfg Config, deps Deps, shutdownTimeout time.Duration) error {
-	s, err := New(cfg, deps)
-	if err != nil {
-		return err
-	}
-	if err := s.Start(); err != nil {
-		return err
-	}
-	select {
-	case <-ctx.Done():
-	case err := <-s.done:
-		return fmt.Errorf("receiver HTTP server stopped: %w", err)
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	return s.Shutdown(sctx)
 }
 
 // httpError is an answer other than 202, with the reason counted in /metrics.
@@ -239,15 +239,6 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if werr := c.JSON(code, map[string]string{"error": msg}); werr != nil {
 		s.log.Debug("writing error response", zap.Error(werr))
 	}
-}
-
-func (s *Server) ready(c echo.Context) error {
-	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
-	defer cancel()
-	if err := s.bus.Ready(ctx); err != nil {
-		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
-	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }
 
 // accepted is the 202 body: {"accepted":N,"ids":[...]} and, when not zero, duplicates, ignored, deadLettered.

@@ -406,7 +406,7 @@ func startTarget(variant string, b *bus.Bus, conc int) (do func(body []byte) err
 			{Name: "bench", Kind: config.SourceHarbor, Host: "harbor.bench.example", Secrets: []config.Secret{secret}},
 		}}, receiver.Deps{Bus: b, Log: zap.NewNop()})
 		if err == nil {
-			err = rs.Start()
+			err = rs.Start(context.Background())
 		}
 		if err != nil {
 			return nil, nil, err
