@@ -55,7 +55,6 @@ bench: ## Run the Go benchmarks and the receiver load test (figures side by side
 build: ## Build the binaries into bin/
 	@mkdir -p bin
 	go build -ldflags "$(LDFLAGS)" -o bin/harborflow ./services/harborflow/cmd/harborflow
-	go build -ldflags "$(LDFLAGS)" -o bin/receiver ./services/receiver/cmd/receiver
 
 ##@ Code
 .PHONY: generate

@@ -32,6 +32,7 @@ type Config struct {
 	NATS       NATS        `yaml:"nats"`
 	HTTP       HTTP        `yaml:"http"`
 	Log        Log         `yaml:"log"`
+	Ops        Ops         `yaml:"ops"`
 	Sources    []Source    `yaml:"sources"`
 	Registries []Registry  `yaml:"registries"`
 	Inspector  Inspector   `yaml:"inspector"`
@@ -87,6 +88,15 @@ type HTTP struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// PublishTimeout bounds the wait for JetStream's ack of one webhook before answering 503.
 	PublishTimeout time.Duration `yaml:"publish_timeout"`
+}
+
+// Ops is what every process serves its operators, and how it stops.
+type Ops struct {
+	// Listen is the address of /healthz, /readyz and /metrics of a process that does not run the receiver
+	// (the receiver serves them on http.listen).
+	Listen string `yaml:"listen"`
+	// ShutdownGrace is how long running handlers get to finish on SIGTERM before they are cancelled.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 }
 
 // Log configures the process logger.
@@ -281,6 +291,7 @@ func Default() Config {
 			PublishTimeout:  2 * time.Second,
 		},
 		Log:       Log{Level: "info"},
+		Ops:       Ops{Listen: "127.0.0.1:8081", ShutdownGrace: 5 * time.Second},
 		Inspector: Inspector{UpdateLevelLabel: "update_level", IndexWait: 10 * time.Second, Concurrency: 8},
 	}
 }

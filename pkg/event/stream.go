@@ -13,7 +13,8 @@ const (
 	StreamDLQ      = "DLQ"
 )
 
-// Durable consumer names, one per stage.
+// Stage names. A consuming stage's name is also its durable consumer's default name and the last token of its
+// DLQ subject dlq.<stage>.
 const (
 	StageInspector = "inspector"
 	StageRebuilder = "rebuilder"
@@ -21,6 +22,8 @@ const (
 	StageRetention = "retention"
 	// StageReceiver has no consumer; it names the receiver's DLQ subject for events it cannot use.
 	StageReceiver = "receiver"
+	// StageWatcher has no consumer: it publishes what it finds by polling.
+	StageWatcher = "watcher"
 )
 
 // StreamOptions are the operator's choices that shape every stream.

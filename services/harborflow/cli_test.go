@@ -21,14 +21,12 @@ import (
 // test ends.
 func startInProcess(t *testing.T, cfg *config.Config) *harborflow.Process {
 	t.Helper()
-	p, err := harborflow.Start(context.Background(), cfg, zap.NewNop())
+	p, err := harborflow.Start(context.Background(), cfg, nil, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := p.Shutdown(ctx); err != nil {
+		if err := p.Shutdown(); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 	})

@@ -1,0 +1,171 @@
+package harborflow
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/harborflow/harborflow/pkg/buildah"
+	"github.com/harborflow/harborflow/pkg/bus"
+	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/registry"
+	"github.com/harborflow/harborflow/pkg/stage"
+	"github.com/harborflow/harborflow/services/inspector"
+	"github.com/harborflow/harborflow/services/rebuilder"
+	"github.com/harborflow/harborflow/services/receiver"
+	"github.com/harborflow/harborflow/services/watcher"
+)
+
+// stageDef is one stage harborflow can run: how to build it from the configuration and the process's parts.
+type stageDef struct {
+	name string
+	// idle says why the stage has nothing to do with cfg (no recipes, no poll sources), or "".
+	idle func(cfg *config.Config) string
+	new  func(ctx context.Context, w *wiring) (stage.Stage, error)
+}
+
+// stages is every stage, in pipeline order: the one list `harborflow run` wires from.
+var stages = []stageDef{
+	{name: event.StageReceiver, new: newReceiver},
+	{name: event.StageWatcher, idle: noPollSources, new: newWatcher},
+	{name: event.StageInspector, new: newInspector},
+	{name: event.StageRebuilder, idle: noRecipes, new: newRebuilderStage},
+}
+
+// StageNames are the names of the stages, in pipeline order.
+func StageNames() []string {
+	names := make([]string, len(stages))
+	for i, d := range stages {
+		names[i] = d.name
+	}
+	return names
+}
+
+// selectStages returns the definitions of names, in pipeline order; no names means every stage.
+func selectStages(names []string) ([]stageDef, error) {
+	if len(names) == 0 {
+		return stages, nil
+	}
+	var out []stageDef
+	for _, d := range stages {
+		if slices.Contains(names, d.name) {
+			out = append(out, d)
+		}
+	}
+	for _, n := range names {
+		if !slices.ContainsFunc(stages, func(d stageDef) bool { return d.name == n }) {
+			return nil, fmt.Errorf("unknown stage %q (stages: %s)", n, strings.Join(StageNames(), ", "))
+		}
+	}
+	return out, nil
+}
+
+// wiring is what a stage is built from: the configuration and the process's shared parts.
+type wiring struct {
+	cfg      *config.Config
+	bus      *bus.Bus
+	log      *zap.Logger
+	metrics  *prometheus.Registry
+	registry func() (*registry.Client, error) // one client per process, made for the first stage that asks
+	ready    func(ctx context.Context) error  // the process's readiness, served by the receiver
+}
+
+func newReceiver(_ context.Context, w *wiring) (stage.Stage, error) {
+	return receiver.New(receiver.ConfigFrom(w.cfg), receiver.Deps{Bus: w.bus, Log: w.log, Metrics: w.metrics, Ready: w.ready})
+}
+
+func noPollSources(cfg *config.Config) string {
+	for _, s := range cfg.Sources {
+		if s.Kind == config.SourcePoll {
+			return ""
+		}
+	}
+	return "no source of kind poll"
+}
+
+func newWatcher(ctx context.Context, w *wiring) (stage.Stage, error) {
+	reg, err := w.registry()
+	if err != nil {
+		return nil, err
+	}
+	baselines, err := w.bus.KeyValue(ctx, event.BucketWatcher)
+	if err != nil {
+		return nil, err
+	}
+	wt, err := watcher.New(w.cfg.Sources, watcher.Deps{Registry: reg, Bus: w.bus, Baselines: baselines, Log: w.log, Metrics: w.metrics})
+	if err != nil {
+		return nil, err
+	}
+	return stage.Loop(event.StageWatcher, wt.Run), nil
+}
+
+func newInspector(ctx context.Context, w *wiring) (stage.Stage, error) {
+	reg, err := w.registry()
+	if err != nil {
+		return nil, err
+	}
+	history, err := w.bus.KeyValue(ctx, event.BucketImageHistory)
+	if err != nil {
+		return nil, err
+	}
+	children, err := w.bus.KeyValue(ctx, event.BucketIndexChildren)
+	if err != nil {
+		return nil, err
+	}
+	insp, err := inspector.New(w.cfg.Inspector, inspector.Deps{Registry: reg, History: history, Children: children, Log: w.log,
+		DuplicateWindow: w.cfg.NATS.DuplicateWindow})
+	if err != nil {
+		return nil, err
+	}
+	return stage.Consuming(w.bus, insp), nil
+}
+
+func noRecipes(cfg *config.Config) string {
+	if len(cfg.Rebuilds) == 0 {
+		return "no rebuilds"
+	}
+	return ""
+}
+
+func newRebuilderStage(ctx context.Context, w *wiring) (stage.Stage, error) {
+	reg, err := w.registry()
+	if err != nil {
+		return nil, err
+	}
+	rb, err := newRebuilder(ctx, w.cfg, w.bus, reg, rebuilder.Deps{Log: w.log, Metrics: w.metrics})
+	if err != nil {
+		return nil, err
+	}
+	return stage.Consuming(w.bus, rb), nil
+}
+
+// newRebuilder builds the rebuilder of cfg's recipes, with buildah when a recipe needs it; deps gives the
+// logger, metrics and holder. `harborflow rebuild` uses it too.
+func newRebuilder(ctx context.Context, cfg *config.Config, b *bus.Bus, reg *registry.Client, deps rebuilder.Deps) (*rebuilder.Rebuilder, error) {
+	kv, err := b.KeyValue(ctx, event.BucketRebuilds)
+	if err != nil {
+		return nil, err
+	}
+	trees, err := b.KeyValue(ctx, event.BucketLayerTrees)
+	if err != nil {
+		return nil, err
+	}
+	deps.Registry, deps.State, deps.Trees = reg, kv, rebuilder.LayerTrees(trees)
+	for i, r := range cfg.Rebuilds {
+		if r.Builder != config.BuilderDockerfile {
+			continue
+		}
+		bh, err := buildah.New(cfg.Registries, buildah.WithLogger(deps.Log))
+		if err != nil {
+			return nil, fmt.Errorf("rebuilds[%d] (%s) uses the dockerfile builder: %w", i, r.Name, err)
+		}
+		deps.Buildah = bh
+		break
+	}
+	return rebuilder.New(cfg.Rebuilds, cfg.Inspector.UpdateLevelLabel, deps)
+}
