@@ -55,12 +55,12 @@ type proc struct {
 	logs *bytes.Buffer
 }
 
-// startHarborflow runs `harborflow run` on cfg and waits until /readyz answers 200.
-func startHarborflow(t *testing.T, bin, cfg, httpAddr, natsAddr string) *proc {
+// startHarborflow runs `harborflow run` on cfg, with env added to its environment, and waits until /readyz answers 200.
+func startHarborflow(t *testing.T, bin, cfg, httpAddr, natsAddr string, env ...string) *proc {
 	t.Helper()
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "run", "--config", cfg)
-	cmd.Env = append(os.Environ(), "HARBOR_WEBHOOK_AUTH=Bearer crash-test")
+	cmd.Env = append(append(os.Environ(), "HARBOR_WEBHOOK_AUTH=Bearer crash-test"), env...)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
