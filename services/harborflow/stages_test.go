@@ -1,0 +1,231 @@
+package harborflow_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/harborflow/harborflow/pkg/bus"
+	"github.com/harborflow/harborflow/pkg/bus/bustest"
+	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/imagetag"
+	"github.com/harborflow/harborflow/pkg/registry/registrytest"
+	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
+	"github.com/harborflow/harborflow/services/harborflow"
+)
+
+// TestStagesInSeparateProcesses runs every stage alone, each in its own process (here, its own Process) on one
+// NATS: a receiver, a watcher, two inspectors and a rebuilder. Webhooks and a poll end as inspected and rebuilt
+// images, the two inspectors share the durable consumer (each image inspected once, both doing part of the
+// work), and a process without the receiver serves its probes and its consumer's metrics on ops.listen.
+func TestStagesInSeparateProcesses(t *testing.T) {
+	srv := bustest.Start(t)
+	reg := registrytest.New(t)
+	const images = 24
+	digests := map[string]int{}
+	for i := 1; i <= images; i++ {
+		pushed := reg.PushImage(t, fmt.Sprintf("wso2-apim/am:4.2.0.%d", i), registrytest.Image{
+			Labels: map[string]string{"update_level": fmt.Sprint(i)},
+			Files:  map[string]string{"home/wso2carbon/README": fmt.Sprint("am ", i)}})
+		digests[pushed.Digest] = i
+	}
+	polled := reg.PushImage(t, "wso2-is/is:7.1.0.4", registrytest.Image{Labels: map[string]string{"update_level": "4"}})
+	overlay := t.TempDir()
+	if err := os.WriteFile(filepath.Join(overlay, "acme.conf"), []byte("acme"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := func() *config.Config {
+		c := config.Default()
+		c.NATS.URL = srv.URL()
+		c.HTTP.Listen, c.Ops.Listen = "127.0.0.1:0", "127.0.0.1:0"
+		c.Registries = []config.Registry{reg.Config()}
+		c.Sources = []config.Source{
+			{Name: "harbor", Kind: config.SourceHarbor, Host: reg.Host, Secrets: []config.Secret{"Bearer p"}},
+			{Name: "upstream", Kind: config.SourcePoll, Interval: time.Hour, Initial: "publish",
+				Repositories: []config.PollRepository{{Repository: reg.Ref("wso2-is/is")}}},
+		}
+		c.Rebuilds = []config.Rebuild{{Name: "acme-am", Base: reg.Ref("wso2-apim/am:4.2.0"), Builder: config.BuilderOverlay,
+			Context: overlay, Owner: "802:802", Target: reg.Ref("acme/am"), Tag: imagetag.DefaultTemplate, Timeout: time.Minute}}
+		return &c
+	}
+	start := func(stages ...string) *harborflow.Process { return startStages(t, cfg(), stages...) }
+	receiver := start(event.StageReceiver)
+	start(event.StageWatcher)
+	inspectors := []*harborflow.Process{start(event.StageInspector), start(event.StageInspector)}
+	start(event.StageRebuilder)
+
+	for d, i := range digests {
+		postWebhookTo(t, receiver.ReceiverAddr(), fmt.Sprintf(`{"type":"PUSH_ARTIFACT","occur_at":%d,"operator":"admin","event_data":{"resources":[{"digest":%q,"tag":"4.2.0.%d"}],"repository":{"name":"am","namespace":"wso2-apim","repo_full_name":"wso2-apim/am","repo_type":"private"}}}`,
+			time.Now().Unix(), d, i))
+	}
+
+	// Every image is inspected once: the pushed ones and the polled one.
+	inspected := readImages[*harborflowv1.ImageInspected](t, srv.URL(), event.SubjectImageInspected, images+1, true)
+	seen := map[string]int{}
+	for _, ii := range inspected {
+		seen[ii.GetDigest()]++
+	}
+	for d, i := range digests {
+		if seen[d] != 1 {
+			t.Errorf("4.2.0.%d (%s) inspected %d times, want once", i, d, seen[d])
+		}
+	}
+	if seen[polled.Digest] != 1 {
+		t.Errorf("the polled image was inspected %d times, want once", seen[polled.Digest])
+	}
+	// The rebuilder, alone in its process, built from what the inspectors published.
+	if rebuilt := readImages[*harborflowv1.ImageRebuilt](t, srv.URL(), event.SubjectImageRebuilt, 1, false); rebuilt[0].GetRecipe() != "acme-am" {
+		t.Errorf("image.rebuilt %v", rebuilt[0])
+	}
+
+	// The two inspectors split the work; each process's metrics count its own part.
+	var total float64
+	for i, p := range inspectors {
+		n := metricValue(t, p.Metrics, "harborflow_consumer_messages_total", map[string]string{"stage": event.StageInspector, "outcome": "handled"})
+		t.Logf("inspector %d handled %v messages", i+1, n)
+		if n == 0 {
+			t.Errorf("inspector %d handled nothing: the durable consumer is not shared", i+1)
+		}
+		total += n
+	}
+	if total != images+1 {
+		t.Errorf("the inspectors handled %v messages together, want %d", total, images+1)
+	}
+
+	// A process without the receiver serves its probes on ops.listen, with its stage's consumer metrics.
+	probes := inspectors[0].ProbeAddr()
+	for path, want := range map[string]string{
+		"/healthz": `"ok"`,
+		"/readyz":  `"ready"`,
+		"/metrics": `harborflow_consumer_messages_total{outcome="handled",stage="inspector"}`,
+	} {
+		code, body := get(t, "http://"+probes+path)
+		if code != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("GET %s: %d, want 200 with %s\n%.2000s", path, code, want, body)
+		}
+	}
+	if _, body := get(t, "http://"+probes+"/metrics"); strings.Contains(body, "harborflow_receiver_") {
+		t.Errorf("the inspector's /metrics has the receiver's series")
+	}
+}
+
+// startStages runs the stages called names of cfg in this process until the test ends.
+func startStages(t *testing.T, cfg *config.Config, names ...string) *harborflow.Process {
+	t.Helper()
+	p, err := harborflow.Start(context.Background(), cfg, names, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Shutdown(); err != nil {
+			t.Errorf("shutdown of %v: %v", names, err)
+		}
+	})
+	return p
+}
+
+func postWebhookTo(t *testing.T, addr, body string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/webhooks/harbor/harbor", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer p")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("webhook answered %s", resp.Status)
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// readImages reads n messages of subject from the IMAGE stream, waiting up to 60 s; with exactly, it fails if
+// another comes within a second of the n-th.
+func readImages[T interface {
+	*E
+	proto.Message
+}, E any](t *testing.T, url, subject string, n int, exactly bool) []T {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, event.StreamImage, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []T
+	for len(out) < n {
+		m, err := cons.Next(jetstream.FetchContext(ctx))
+		if err != nil {
+			t.Fatalf("waiting for %s (have %d of %d): %v", subject, len(out), n, err)
+		}
+		v := T(new(E))
+		if err := (&bus.Message{Subject: m.Subject(), Data: m.Data()}).Decode(v); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, v)
+	}
+	if !exactly {
+		return out
+	}
+	if m, err := cons.Next(jetstream.FetchMaxWait(time.Second)); err == nil {
+		t.Errorf("one %s more than the %d expected: %s", subject, n, m.Data())
+	}
+	return out
+}
+
+// metricValue is the value of the counter or gauge name with labels in reg; 0 when there is none.
+func metricValue(t *testing.T, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range f.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if want, ok := labels[lp.GetName()]; ok && want != lp.GetValue() {
+					continue metrics
+				}
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
+}
