@@ -33,8 +33,13 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z0-9_-]+:.*?##/ { printf "  %-16s %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
 .PHONY: run
-run: build ## Run every stage in one process with an embedded NATS (config: $(CONFIG))
-	./bin/harborflow run --config $(CONFIG)
+run: build ## Run every stage in one process with an embedded NATS (CONFIG=deploy/harborflow.yaml; STAGES=a,b for a subset)
+	./bin/harborflow run --config $(CONFIG) $(if $(STAGES),--stages $(STAGES))
+
+.PHONY: registry
+registry: docker-registry ## Run a local registry on 127.0.0.1:5000 that notifies `make run` of every push (deploy/registry.yml)
+	@mkdir -p var/registry
+	docker-registry serve deploy/registry.yml
 
 .PHONY: test
 # The runtime tests (buildah with the overlay and vfs drivers, crane, regctl) fail here instead of skipping.

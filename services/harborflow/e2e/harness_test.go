@@ -203,7 +203,7 @@ http:
 	}
 	if o.notifyURL != "" {
 		// Short timeout and back-off, so that a killed harborflow is retried within a second; blob events and
-		// pulls are left out, as in deploy/distribution-notifications.yml.
+		// pulls are left out, as in deploy/registry.yml.
 		cfg += fmt.Sprintf(`notifications:
   events:
     includereferences: true
