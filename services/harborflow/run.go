@@ -84,11 +84,12 @@ func run(ctx context.Context, path string, names []string) error {
 	case err := <-p.failed:
 		log.Error("a stage failed", zap.Error(err))
 	}
-	stop()
-	// A second signal: the operator does not want to wait.
+	// A second signal: the operator does not want to wait. Listen for it before the first listener goes, so
+	// that no signal falls between them.
 	again := make(chan os.Signal, 1)
 	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(again)
+	stop()
 	go func() {
 		<-again
 		log.Warn("second signal: exiting at once")

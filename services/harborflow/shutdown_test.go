@@ -35,7 +35,8 @@ func TestShutdown(t *testing.T) {
 		stopWithin(t, p, stopLimit)
 	})
 
-	t.Run("registry does not answer", func(t *testing.T) {
+	// startWaiting runs harborflow with its inspector waiting on a registry that never answers.
+	startWaiting := func(t *testing.T) *proc {
 		silent := silentRegistry(t)
 		dir := t.TempDir()
 		httpAddr, natsAddr := freeAddr(t), freeAddr(t)
@@ -50,7 +51,35 @@ registries:
 		p := startHarborflow(t, bin, cfg, httpAddr, natsAddr)
 		postWebhook(t, httpAddr, push(1))
 		waitFor(t, "the inspector to ask the registry", func() bool { return silent.accepted.Load() > 0 })
-		stopWithin(t, p, stopLimit)
+		return p
+	}
+
+	t.Run("registry does not answer", func(t *testing.T) {
+		stopWithin(t, startWaiting(t), stopLimit)
+	})
+
+	t.Run("second signal", func(t *testing.T) {
+		p := startWaiting(t)
+		exited := make(chan error, 1)
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		go func() { exited <- p.cmd.Wait() }()
+		// The first signal was handled once the process says it is shutting down.
+		waitFor(t, "the shutdown to begin", func() bool { return strings.Contains(p.logs.String(), `"shutting down"`) })
+		start := time.Now()
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-exited:
+			t.Logf("exited %s after the second signal: %v", time.Since(start).Round(time.Millisecond), err)
+			if err == nil {
+				t.Errorf("exit status 0 after a second signal cut the shutdown short, want non-zero")
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("still running 2 s after the second signal (the grace is 5 s)\n%s", p.logs)
+		}
 	})
 
 	t.Run("build running", func(t *testing.T) {
