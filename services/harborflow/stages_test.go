@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -228,4 +229,41 @@ func metricValue(t *testing.T, reg prometheus.Gatherer, name string, labels map[
 		}
 	}
 	return 0
+}
+
+// A port that is taken stops the start at once with an error naming the key to change.
+func TestTakenPortNamesTheKey(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	for _, tc := range []struct {
+		key    string
+		stages []string
+		set    func(c *config.Config)
+	}{
+		{"nats.listen", []string{event.StageInspector}, func(c *config.Config) { c.NATS.Listen = taken.Addr().String() }},
+		{"http.listen", []string{event.StageReceiver}, func(c *config.Config) { c.HTTP.Listen = taken.Addr().String() }},
+		{"ops.listen", []string{event.StageInspector}, func(c *config.Config) { c.Ops.Listen = taken.Addr().String() }},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			c := config.Default()
+			c.NATS.Listen, c.NATS.StoreDir, c.NATS.SyncAlways = "127.0.0.1:0", t.TempDir(), false
+			c.HTTP.Listen, c.Ops.Listen = "127.0.0.1:0", "127.0.0.1:0"
+			tc.set(&c)
+			start := time.Now()
+			p, err := harborflow.Start(context.Background(), &c, tc.stages, zap.NewNop())
+			if err == nil {
+				_ = p.Shutdown()
+				t.Fatal("started on a taken port")
+			}
+			if !strings.Contains(err.Error(), tc.key+": ") || !strings.Contains(err.Error(), "address already in use") {
+				t.Errorf("error %q, want it to name %q and give the cause", err, tc.key)
+			}
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("failing took %s", took)
+			}
+		})
+	}
 }
