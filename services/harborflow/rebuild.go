@@ -27,7 +27,7 @@ func newRebuildCommand(cfgPath func() string) *cobra.Command {
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			cfg, err := config.Load(cfgPath())
+			cfg, err := config.Load(cfgPath(), config.StageRebuilder)
 			if err != nil {
 				return err
 			}

@@ -48,8 +48,8 @@ func newRunCommand(cfgPath func() string) *cobra.Command {
 				return err
 			}
 			<-cmd.Context().Done()
-			log.Info("shutting down", zap.Duration("timeout", cfg.HTTP.ShutdownTimeout))
-			ctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
+			log.Info("shutting down", zap.Duration("timeout", cfg.Ops.StopTimeout()))
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.Ops.StopTimeout())
 			defer cancel()
 			if err := p.Shutdown(ctx); err != nil {
 				log.Error("shutdown incomplete", zap.Error(err))
@@ -80,7 +80,7 @@ func Start(ctx context.Context, cfg *config.Config, log *zap.Logger) (p *Process
 	p = &Process{log: log}
 	defer func() {
 		if err != nil {
-			sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.Ops.StopTimeout())
 			defer cancel()
 			_ = p.Shutdown(sctx)
 			p = nil

@@ -32,7 +32,7 @@ func main() {
 }
 
 func run(ctx context.Context, path string) error {
-	cfg, err := config.Load(path)
+	cfg, err := config.Load(path, config.StageReceiver)
 	if err != nil {
 		return err
 	}
@@ -57,5 +57,5 @@ func run(ctx context.Context, path string) error {
 		return err
 	}
 	log.Info("receiver starting", zap.String(logging.FieldConfigFile, path))
-	return receiver.Run(ctx, receiver.ConfigFrom(cfg), receiver.Deps{Bus: b, Log: log}, cfg.HTTP.ShutdownTimeout)
+	return receiver.Run(ctx, receiver.ConfigFrom(cfg), receiver.Deps{Bus: b, Log: log}, cfg.Ops.StopTimeout())
 }
