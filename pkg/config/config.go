@@ -1,11 +1,15 @@
 // Package config reads harborflow.yaml: one strict YAML file (an unknown key is an error), `${NAME}`
-// expansion of string values from the environment, a safe default for every value, and errors that name the
-// file, the key and the problem.
+// expansion of string values from the environment, a safe default for every value, relative paths relative to
+// the file, and errors that name the file, the key and the problem.
+//
+// A process reads the file for the stages it runs (Load): it expands ${NAME} in, and validates, only nats, log,
+// ops and the sections those stages use (Stages), so an inspector needs none of the receiver's webhook secrets.
+// The ops commands read nats and log only (LoadOps); `harborflow config check` reads everything and lists the
+// variables that are not set with the stages that need them (Check).
 package config
 
 import (
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,16 +31,21 @@ const (
 	SourcePoll         = "poll"
 )
 
-// Config is the whole file. Each stage reads its own section.
+// Config is the whole file. Each stage reads its own sections (Stages); a Config loaded for some stages holds
+// only theirs.
+//
+// A string field tagged config:"path" is a path: relative, it is relative to the config file's directory.
 type Config struct {
-	NATS       NATS        `yaml:"nats"`
-	HTTP       HTTP        `yaml:"http"`
-	Log        Log         `yaml:"log"`
-	Ops        Ops         `yaml:"ops"`
-	Sources    []Source    `yaml:"sources"`
-	Registries []Registry  `yaml:"registries"`
-	Inspector  Inspector   `yaml:"inspector"`
-	Rebuilds   []Rebuild   `yaml:"rebuilds"`
+	NATS       NATS       `yaml:"nats"`
+	HTTP       HTTP       `yaml:"http"`
+	Log        Log        `yaml:"log"`
+	Ops        Ops        `yaml:"ops"`
+	Sources    []Source   `yaml:"sources"`
+	Registries []Registry `yaml:"registries"`
+	Inspector  Inspector  `yaml:"inspector"`
+	Rebuilds   []Rebuild  `yaml:"rebuilds"`
+	// Promotions and Retention are the sections of the promoter and retention stages, which do not exist yet:
+	// a file that sets them is refused ("not supported yet"), so these stay empty until they do.
 	Promotions []Promotion `yaml:"promotions"`
 	Retention  []Retention `yaml:"retention"`
 }
@@ -48,7 +57,7 @@ type NATS struct {
 	// Listen is the embedded server's client address, so the CLI and other processes can connect.
 	Listen string `yaml:"listen"`
 	// StoreDir is the embedded server's JetStream store.
-	StoreDir string `yaml:"store_dir"`
+	StoreDir string `yaml:"store_dir" config:"path"`
 	// Replicas per stream: 1 on one server, 3 on a cluster.
 	Replicas int `yaml:"replicas"`
 	// DuplicateWindow is how long JetStream remembers message ids for de-duplication.
@@ -59,9 +68,9 @@ type NATS struct {
 	// SyncAlways makes the embedded server fsync every write before acknowledging it (default true).
 	SyncAlways bool `yaml:"sync_always"`
 	// CredsFile is a NATS credentials file (user JWT and NKey seed) for an external server.
-	CredsFile string `yaml:"creds_file"`
+	CredsFile string `yaml:"creds_file" config:"path"`
 	// CAFile is an extra CA for a tls:// external server; certificates are always verified.
-	CAFile string `yaml:"ca_file"`
+	CAFile string `yaml:"ca_file" config:"path"`
 }
 
 // ConnectOptions are the nats options the nats section asks for an external server: credentials and an extra
@@ -84,20 +93,29 @@ func (n NATS) ConnectOptions() []nats.Option {
 type HTTP struct {
 	Listen       string `yaml:"listen"`
 	MaxBodyBytes int64  `yaml:"max_body_bytes"`
-	// ShutdownTimeout bounds the whole graceful shutdown: HTTP intake, consumers, NATS.
-	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// PublishTimeout bounds the wait for JetStream's ack of one webhook before answering 503.
 	PublishTimeout time.Duration `yaml:"publish_timeout"`
 }
 
-// Ops is what every process serves its operators, and how it stops.
+// Ops is what every process has besides its stages: a listener for /healthz, /readyz and /metrics, and how it
+// stops.
 type Ops struct {
-	// Listen is the address of /healthz, /readyz and /metrics of a process that does not run the receiver
-	// (the receiver serves them on http.listen).
+	// Listen is the address of /healthz, /readyz and /metrics for a process that does not run the receiver (one
+	// that does serves them on http.listen).
 	Listen string `yaml:"listen"`
-	// ShutdownGrace is how long running handlers get to finish on SIGTERM before they are cancelled.
+	// ShutdownGrace is how long running handlers get to finish on SIGTERM or SIGINT before they are cancelled
+	// (their messages are then redelivered at once).
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 }
+
+// DrainTimeout is what a stop takes at most after ops.shutdown_grace: cancelled handlers return, NATS drains
+// (pending publishes and acks flush) and the embedded server stops. With the default grace the whole stop
+// fits in 10 s.
+const DrainTimeout = 4 * time.Second
+
+// StopTimeout bounds a whole graceful stop: the handlers' grace, then DrainTimeout. (It replaces
+// http.shutdown_timeout, which bounded the same thing without saying how long handlers get.)
+func (o Ops) StopTimeout() time.Duration { return o.ShutdownGrace + DrainTimeout }
 
 // Log configures the process logger.
 type Log struct {
@@ -139,7 +157,7 @@ type Registry struct {
 	Harbor         bool   `yaml:"harbor"`
 	Username       string `yaml:"username"`
 	Password       Secret `yaml:"password"`
-	CAFile         string `yaml:"ca_file"`
+	CAFile         string `yaml:"ca_file" config:"path"`
 	Insecure       bool   `yaml:"insecure"`
 	PlainHTTP      bool   `yaml:"plain_http"`
 	MaxConcurrency int    `yaml:"max_concurrency"`
@@ -172,7 +190,7 @@ type Rebuild struct {
 	Builder string `yaml:"builder"`
 	// Context is the directory of files to add (overlay) or the Dockerfile's build context (dockerfile). A
 	// relative path is relative to the configuration file.
-	Context string `yaml:"context"`
+	Context string `yaml:"context" config:"path"`
 	// Dockerfile is the Dockerfile within Context (dockerfile builder; default Dockerfile). It gets
 	// --build-arg BASE_IMAGE=<base>@<digest>.
 	Dockerfile string `yaml:"dockerfile"`
@@ -208,7 +226,7 @@ const (
 // RebuildOnDigestChange reports whether the recipe rebuilds on a new base digest at the same update level.
 func (r Rebuild) RebuildOnDigestChange() bool { return r.OnDigestChange == nil || *r.OnDigestChange }
 
-func (r *Rebuild) setDefaults(dir string) {
+func (r *Rebuild) setDefaults() {
 	if r.Builder == "" {
 		r.Builder = BuilderOverlay
 	}
@@ -223,9 +241,6 @@ func (r *Rebuild) setDefaults(dir string) {
 	}
 	if r.Timeout == 0 {
 		r.Timeout = 30 * time.Minute
-	}
-	if r.Context != "" && !filepath.IsAbs(r.Context) {
-		r.Context = filepath.Join(dir, r.Context)
 	}
 }
 
@@ -285,10 +300,9 @@ func Default() Config {
 			SyncAlways:      true,
 		},
 		HTTP: HTTP{
-			Listen:          "127.0.0.1:8080",
-			MaxBodyBytes:    1 << 20,
-			ShutdownTimeout: 20 * time.Second,
-			PublishTimeout:  2 * time.Second,
+			Listen:         "127.0.0.1:8080",
+			MaxBodyBytes:   1 << 20,
+			PublishTimeout: 2 * time.Second,
 		},
 		Log:       Log{Level: "info"},
 		Ops:       Ops{Listen: "127.0.0.1:8081", ShutdownGrace: 5 * time.Second},

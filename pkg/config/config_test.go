@@ -165,23 +165,6 @@ func TestEmptyFileIsAllDefaults(t *testing.T) {
 	}
 }
 
-func TestLoadKeepingUnsetLeavesUnsetVariablesAsWritten(t *testing.T) {
-	path := t.TempDir() + "/h.yaml"
-	if err := os.WriteFile(path, []byte("nats:\n  url: nats://n:4222\nsources:\n  - name: h\n    kind: harbor\n    host: h\n    secrets: [\"${HARBORFLOW_TEST_UNSET_SECRET}\"]\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := config.Load(path); err == nil {
-		t.Fatal("Load accepted an unset variable")
-	}
-	cfg, err := config.LoadKeepingUnset(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.NATS.URL != "nats://n:4222" {
-		t.Errorf("nats.url = %q", cfg.NATS.URL)
-	}
-}
-
 func TestRebuildDefaultsAndRelativeContext(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.MkdirAll(dir+"/images/acme-am", 0o755); err != nil {

@@ -3,10 +3,12 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,70 +48,253 @@ func Path(flag string) string {
 	return DefaultFile
 }
 
-// Load reads, expands, decodes and validates the file at path. Every problem found is returned, each as an
+// Load reads the file at path for a process that runs stages (names of StageNames): it expands ${NAME} in,
+// and validates, only nats, log, ops and what those stages use (Stages), and the Config it returns holds
+// nothing else — every other section is left at its default, so a process never holds a value it did not
+// check. The file's structure (YAML, unknown keys, value types, refused sections) is checked whole.
+//
+// No stages (nil or empty) means every stage, as `harborflow run` runs by default: the strictest load. An
+// unknown stage name is an error naming the known ones. Every problem in the file is returned, each as an
 // *Error, joined.
-func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+func Load(path string, stages ...string) (*Config, error) {
+	s, err := forStages(stages)
 	if err != nil {
-		return nil, fmt.Errorf("reading config file: %w", err)
+		return nil, err
 	}
-	return Parse(path, data, os.LookupEnv)
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, _, err := parse(path, data, os.LookupEnv, s)
+	return cfg, err
 }
 
-// LoadKeepingUnset is Load for the operational commands (events, status, ...), which need only the nats
-// section: a ${NAME} whose variable is not set stays as written instead of being an error, so an operator
-// does not need the stages' secrets to look at the streams.
-func LoadKeepingUnset(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+// LoadOps reads the file at path for the ops commands (events, status, history, ...), which only connect to
+// NATS: it expands ${NAME} in, and validates, only nats and log, so an operator needs no stage's secrets. The
+// Config holds nothing else (every other section is at its default).
+func LoadOps(path string) (*Config, error) {
+	data, err := readFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading config file: %w", err)
+		return nil, err
 	}
-	return Parse(path, data, func(name string) (string, bool) {
-		if v, ok := os.LookupEnv(name); ok {
-			return v, true
+	cfg, _, err := parse(path, data, os.LookupEnv, forOps())
+	return cfg, err
+}
+
+// Check reads the file at path as `harborflow config check` does: every section is validated, whichever
+// stage reads it. A ${NAME} whose variable is not set is not an error but returned as an Unset naming the
+// stages that need it; its value stays as written and is not validated further. Any other problem is an error.
+func Check(path string) (*Config, []Unset, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return parse(path, data, os.LookupEnv, scope{all: true})
+}
+
+// Parse is Load for data already read: file names it in errors (and its directory anchors relative paths),
+// lookup resolves ${NAME}, stages are as for Load.
+func Parse(file string, data []byte, lookup func(string) (string, bool), stages ...string) (*Config, error) {
+	s, err := forStages(stages)
+	if err != nil {
+		return nil, err
+	}
+	cfg, _, err := parse(file, data, lookup, s)
+	return cfg, err
+}
+
+// Unset is a ${NAME} in the file whose environment variable is not set.
+type Unset struct {
+	// Name is the variable.
+	Name string
+	// File, Line and Key are where it is used.
+	File string
+	Line int
+	Key  string
+	// Stages are the stages that read Key: every stage for nats, log and ops.
+	Stages []string
+}
+
+// NeededBy reports whether one of names is a stage that needs the variable.
+func (u Unset) NeededBy(names []string) bool {
+	return slices.ContainsFunc(names, func(n string) bool { return slices.Contains(u.Stages, n) })
+}
+
+// String says where the variable is used and who needs it.
+func (u Unset) String() string {
+	return (&Error{File: u.File, Line: u.Line, Key: u.Key, Problem: unsetProblem(u.Name, u.Stages)}).Error()
+}
+
+func unsetProblem(name string, stages []string) string {
+	who := "needed by every process"
+	switch {
+	case len(stages) == 0:
+		who = "read by no stage"
+	case !slices.Equal(stages, StageNames()):
+		who = "needed by the " + strings.Join(stages, ", the ")
+	}
+	return fmt.Sprintf("environment variable %s is not set (%s)", name, who)
+}
+
+// readFile reads the config file, saying how to name one when there is none.
+func readFile(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		tried := path
+		if abs, aerr := filepath.Abs(path); aerr == nil && abs != path {
+			tried = fmt.Sprintf("%s (%s)", path, abs)
 		}
-		return "${" + name + "}", true
-	})
+		how := fmt.Sprintf("name one with --config FILE or $%s", EnvFile)
+		switch {
+		case path == DefaultFile:
+			how = fmt.Sprintf("it is the default when neither --config nor $%s is set; %s", EnvFile, how)
+		case path == os.Getenv(EnvFile):
+			how = fmt.Sprintf("$%s names it", EnvFile)
+		}
+		return nil, &noFileError{msg: fmt.Sprintf("config file %s does not exist: %s (deploy/harborflow.yaml is a sample)", tried, how), err: err}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading config file: %w", err)
+	}
+	return data, nil
 }
 
-// Parse is Load for data already read; file names it in errors and lookup resolves ${NAME}.
-func Parse(file string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
-	l := &loader{file: file, lookup: lookup, lines: map[string]int{}, valueLines: map[int]string{}}
+// noFileError is a config file that is not there; it unwraps to the *fs.PathError (fs.ErrNotExist).
+type noFileError struct {
+	msg string
+	err error
+}
+
+func (e *noFileError) Error() string { return e.msg }
+func (e *noFileError) Unwrap() error { return e.err }
+
+// refused are keys the file may not set, with why: the sections of stages that do not exist yet, and keys
+// that are no longer read.
+var refused = map[string]string{
+	"promotions": "not supported yet: the promoter stage does not exist yet; remove the section",
+	"retention":  "not supported yet: the retention stage does not exist yet; remove the section",
+	"http.shutdown_timeout": fmt.Sprintf("is no longer read: ops.shutdown_grace is how long running handlers get "+
+		"to finish on SIGTERM, and the whole stop takes at most that plus %s", DrainTimeout),
+}
+
+// parse reads data for the scope s; in check mode (s.all), unset variables are returned, not errors.
+func parse(file string, data []byte, lookup func(string) (string, bool), s scope) (*Config, []Unset, error) {
+	dir, err := filepath.Abs(filepath.Dir(file))
+	if err != nil {
+		return nil, nil, fmt.Errorf("locating config file %s: %w", file, err)
+	}
+	l := &loader{file: file, lookup: lookup, scope: s, lines: map[string]int{}, valueLines: map[int]string{},
+		kinds: map[string]string{}, unsetKeys: map[string]bool{}}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, l.yamlError(err)
+		return nil, nil, l.yamlError(err)
 	}
 	cfg := Default()
-	if doc.Kind == 0 || len(doc.Content) == 0 {
-		// An empty file: every default.
-		return &cfg, l.validate(&cfg)
-	}
-	l.walk(&doc, reflect.TypeOf(cfg), "")
-	if len(l.errs) > 0 {
-		return nil, errors.Join(l.errs...)
-	}
-	if err := doc.Decode(&cfg); err != nil {
-		return nil, l.yamlError(err)
+	if doc.Kind != 0 && len(doc.Content) > 0 {
+		l.walk(&doc, reflect.TypeOf(cfg), "")
+		if len(l.errs) > 0 {
+			return nil, nil, errors.Join(l.errs...)
+		}
+		if err := doc.Decode(&cfg); err != nil {
+			return nil, nil, l.yamlError(err)
+		}
 	}
 	for i := range cfg.Sources {
 		cfg.Sources[i].setDefaults()
 	}
 	for i := range cfg.Rebuilds {
-		cfg.Rebuilds[i].setDefaults(filepath.Dir(file))
+		cfg.Rebuilds[i].setDefaults()
 	}
-	return &cfg, l.validate(&cfg)
+	resolvePaths(reflect.ValueOf(&cfg), dir)
+	if err := l.validate(&cfg); err != nil {
+		return nil, nil, err
+	}
+	if !s.all {
+		l.prune(reflect.ValueOf(&cfg).Elem(), reflect.ValueOf(Default()), "")
+	}
+	return &cfg, l.unset, nil
 }
 
 type loader struct {
 	file       string
 	lookup     func(string) (string, bool)
-	lines      map[string]int // key path → line
-	valueLines map[int]string // line of a scalar value → key path
+	scope      scope
+	lines      map[string]int    // key path → line
+	valueLines map[int]string    // line of a scalar value → key path
+	kinds      map[string]string // list item path → its kind: value (sources[0] → harbor)
+	unset      []Unset           // check mode: variables not set
+	unsetKeys  map[string]bool   // check mode: keys whose value holds an unset variable, not validated
 	errs       []error
 }
 
+// fail records a problem of key, unless the scope does not read key (another stage's section) or key holds an
+// unset variable that config check reports already.
 func (l *loader) fail(key, problem string) {
+	if l.scope.covers(key, l.kindOf) == none || l.unsetKeys[key] {
+		return
+	}
 	l.errs = append(l.errs, &Error{File: l.file, Line: l.lines[key], Key: key, Problem: problem})
+}
+
+func (l *loader) kindOf(item string) string { return l.kinds[item] }
+
+// resolvePaths makes every path of the file — a string field tagged config:"path" — absolute against dir, the
+// config file's directory, so that it means the same from any working directory. This is the one place that
+// does it: a new path key needs only the tag.
+func resolvePaths(v reflect.Value, dir string) {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if !v.IsNil() {
+			resolvePaths(v.Elem(), dir)
+		}
+	case reflect.Struct:
+		for i := 0; i < v.NumField(); i++ {
+			f := v.Type().Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			if f.Tag.Get("config") == "path" {
+				if p := v.Field(i).String(); p != "" && !filepath.IsAbs(p) {
+					v.Field(i).SetString(filepath.Join(dir, p))
+				}
+				continue
+			}
+			resolvePaths(v.Field(i), dir)
+		}
+	case reflect.Slice:
+		for i := 0; i < v.Len(); i++ {
+			resolvePaths(v.Index(i), dir)
+		}
+	}
+}
+
+// prune sets every part of v the scope does not read back to its default (def): a list the scope reads some
+// items of keeps only those.
+func (l *loader) prune(v, def reflect.Value, path string) {
+	for name, f := range yamlFields(v.Type()) {
+		key := join(path, name)
+		fv, dv := v.FieldByIndex(f.Index), def.FieldByIndex(f.Index)
+		switch l.scope.covers(key, l.kindOf) {
+		case full:
+		case none:
+			fv.Set(dv)
+		case partial:
+			switch fv.Kind() {
+			case reflect.Struct:
+				l.prune(fv, dv, key)
+			case reflect.Slice:
+				kept := reflect.Zero(fv.Type())
+				for i := 0; i < fv.Len(); i++ {
+					if l.scope.covers(fmt.Sprintf("%s[%d]", key, i), l.kindOf) != none {
+						kept = reflect.Append(kept, fv.Index(i))
+					}
+				}
+				fv.Set(kept)
+			default:
+				fv.Set(dv)
+			}
+		}
+	}
 }
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
@@ -144,6 +329,10 @@ func (l *loader) walk(n *yaml.Node, t reflect.Type, path string) {
 			k, v := n.Content[i], n.Content[i+1]
 			key := join(path, k.Value)
 			l.lines[key] = k.Line
+			if why, ok := refused[key]; ok {
+				l.errs = append(l.errs, &Error{File: l.file, Line: k.Line, Key: key, Problem: why})
+				continue
+			}
 			f, ok := fields[k.Value]
 			if !ok {
 				l.errs = append(l.errs, &Error{File: l.file, Line: k.Line, Key: key, Problem: "unknown key" + suggest(k.Value, fields)})
@@ -159,6 +348,9 @@ func (l *loader) walk(n *yaml.Node, t reflect.Type, path string) {
 		for i, c := range n.Content {
 			key := fmt.Sprintf("%s[%d]", path, i)
 			l.lines[key] = c.Line
+			if kind := mappingValue(c, "kind"); kind != "" {
+				l.kinds[key] = kind
+			}
 			l.walk(c, t.Elem(), key)
 		}
 	case reflect.Map:
@@ -183,20 +375,41 @@ func (l *loader) walk(n *yaml.Node, t reflect.Type, path string) {
 	}
 }
 
-// expand replaces ${NAME} in a string value with the environment variable NAME. An unset variable is an error:
-// an empty secret would silently open a door.
+// expand replaces ${NAME} in a string value with the environment variable NAME, when the scope reads the key;
+// elsewhere the value stays as written (and is pruned later). An unset variable is an error — an empty secret
+// would silently open a door — except in check mode, which lists it.
 func (l *loader) expand(n *yaml.Node, path string) {
-	if !strings.Contains(n.Value, "${") {
+	if !strings.Contains(n.Value, "${") || l.scope.covers(path, l.kindOf) == none {
 		return
 	}
 	n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
 		name := envRef.FindStringSubmatch(ref)[1]
 		v, ok := l.lookup(name)
-		if !ok {
-			l.errs = append(l.errs, &Error{File: l.file, Line: n.Line, Key: path, Problem: fmt.Sprintf("environment variable %s is not set", name)})
+		switch {
+		case ok:
+			return v
+		case l.scope.all:
+			l.unset = append(l.unset, Unset{Name: name, File: l.file, Line: n.Line, Key: path, Stages: stagesUsing(path, l.kindOf)})
+			l.unsetKeys[path] = true
+			return ref
+		default:
+			l.errs = append(l.errs, &Error{File: l.file, Line: n.Line, Key: path, Problem: unsetProblem(name, stagesUsing(path, l.kindOf))})
+			return ref
 		}
-		return v
 	})
+}
+
+// mappingValue is the scalar value of key in the mapping n, or "".
+func mappingValue(n *yaml.Node, key string) string {
+	if n.Kind != yaml.MappingNode {
+		return ""
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key && n.Content[i+1].Kind == yaml.ScalarNode {
+			return n.Content[i+1].Value
+		}
+	}
+	return ""
 }
 
 var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)

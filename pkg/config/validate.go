@@ -55,11 +55,12 @@ func (l *loader) validate(c *Config) error {
 	if c.HTTP.MaxBodyBytes < 1024 {
 		l.fail("http.max_body_bytes", fmt.Sprintf("must be at least 1024, not %d", c.HTTP.MaxBodyBytes))
 	}
-	if c.HTTP.ShutdownTimeout <= 0 {
-		l.fail("http.shutdown_timeout", "must be a positive duration")
-	}
 	if c.HTTP.PublishTimeout <= 0 {
 		l.fail("http.publish_timeout", "must be a positive duration")
+	}
+	l.checkHostPort("ops.listen", c.Ops.Listen)
+	if c.Ops.ShutdownGrace <= 0 {
+		l.fail("ops.shutdown_grace", fmt.Sprintf("must be a positive duration such as 5s, not %s", c.Ops.ShutdownGrace))
 	}
 	if _, err := zapcore.ParseLevel(c.Log.Level); err != nil {
 		l.fail("log.level", fmt.Sprintf("must be debug, info, warn or error, not %q", c.Log.Level))

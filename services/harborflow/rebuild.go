@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/logging"
 	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/services/rebuilder"
@@ -27,7 +28,7 @@ func newRebuildCommand(cfgPath func() string) *cobra.Command {
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			cfg, err := config.Load(cfgPath())
+			cfg, err := config.Load(cfgPath(), event.StageRebuilder)
 			if err != nil {
 				return err
 			}

@@ -38,10 +38,10 @@ func NewCommand() *cobra.Command {
 	return root
 }
 
-// connect loads the config at path and connects to the NATS it names: nats.url, or the client port of a
-// running single process (nats.listen).
+// connect loads the config at path for the ops commands (nats and log only: no stage's secrets) and connects
+// to the NATS it names: nats.url, or the client port of a running single process (nats.listen).
 func connect(ctx context.Context, path string) (*nats.Conn, *bus.Bus, error) {
-	cfg, err := config.LoadKeepingUnset(path)
+	cfg, err := config.LoadOps(path)
 	if err != nil {
 		return nil, nil, err
 	}

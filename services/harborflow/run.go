@@ -30,11 +30,11 @@ import (
 	"github.com/harborflow/harborflow/pkg/stage"
 )
 
-// After the handlers' grace, what is left of a stop is short: the cancelled handlers return, NATS flushes
-// pending publishes and acks, the probes' listener closes.
+// After the handlers' grace, what is left of a stop is short (config.DrainTimeout in all): the cancelled
+// handlers return, then NATS flushes pending publishes and acks.
 const (
-	cancelBound = 2 * time.Second
-	drainBound  = 2 * time.Second
+	cancelBound = config.DrainTimeout / 2
+	drainBound  = config.DrainTimeout - cancelBound
 )
 
 func newRunCommand(cfgPath func() string) *cobra.Command {
@@ -42,7 +42,7 @@ func newRunCommand(cfgPath func() string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the stages, all of them by default, with an embedded NATS JetStream server unless nats.url is set",
-		Long: "Run harborflow's stages in this process: " + strings.Join(StageNames(), ", ") + ".\n" +
+		Long: "Run harborflow's stages in this process: " + strings.Join(config.StageNames(), ", ") + ".\n" +
 			"With nats.url set, any number of processes running a stage share its durable consumer, so a stage scales\n" +
 			"by running more of them. SIGTERM or SIGINT stops intake, lets running handlers finish for ops.shutdown_grace,\n" +
 			"cancels the rest (their messages are redelivered at once) and drains NATS; a second signal exits at once.",
@@ -52,7 +52,7 @@ func newRunCommand(cfgPath func() string) *cobra.Command {
 			return run(cmd.Context(), cfgPath(), names)
 		},
 	}
-	cmd.Flags().StringSliceVar(&names, "stages", nil, "stages to run, comma-separated (default: all of "+strings.Join(StageNames(), ",")+")")
+	cmd.Flags().StringSliceVar(&names, "stages", nil, "stages to run, comma-separated (default: all of "+strings.Join(config.StageNames(), ",")+")")
 	return cmd
 }
 
@@ -61,7 +61,7 @@ func run(ctx context.Context, path string, names []string) error {
 	if _, err := selectStages(names); err != nil {
 		return err
 	}
-	cfg, err := config.Load(path)
+	cfg, err := config.Load(path, names...)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -37,17 +36,11 @@ var stages = []stageDef{
 	{name: event.StageRebuilder, idle: noRecipes, new: newRebuilderStage},
 }
 
-// StageNames are the names of the stages, in pipeline order.
-func StageNames() []string {
-	names := make([]string, len(stages))
-	for i, d := range stages {
-		names[i] = d.name
-	}
-	return names
-}
-
 // selectStages returns the definitions of names, in pipeline order; no names means every stage.
 func selectStages(names []string) ([]stageDef, error) {
+	if err := config.CheckStages(names); err != nil {
+		return nil, err
+	}
 	if len(names) == 0 {
 		return stages, nil
 	}
@@ -55,11 +48,6 @@ func selectStages(names []string) ([]stageDef, error) {
 	for _, d := range stages {
 		if slices.Contains(names, d.name) {
 			out = append(out, d)
-		}
-	}
-	for _, n := range names {
-		if !slices.ContainsFunc(stages, func(d stageDef) bool { return d.name == n }) {
-			return nil, fmt.Errorf("unknown stage %q (stages: %s)", n, strings.Join(StageNames(), ", "))
 		}
 	}
 	return out, nil

@@ -267,3 +267,25 @@ func TestTakenPortNamesTheKey(t *testing.T) {
 		})
 	}
 }
+
+// An inspector-only process starts without the receiver's webhook secret; the whole process would not.
+func TestInspectorStartsWithoutTheReceiversSecrets(t *testing.T) {
+	srv := bustest.Start(t)
+	dir := t.TempDir()
+	path := writeYAML(t, dir, fmt.Sprintf(`nats: {url: %q}
+ops: {listen: "127.0.0.1:0"}
+sources:
+  - {name: harbor, kind: harbor, host: harbor.acme.example, secrets: ["${HARBORFLOW_TEST_UNSET_SECRET}"]}
+`, srv.URL()))
+	if _, err := config.Load(path); err == nil || !strings.Contains(err.Error(), "HARBORFLOW_TEST_UNSET_SECRET") {
+		t.Fatalf("loading for every stage: %v, want the unset variable named", err)
+	}
+	cfg, err := config.Load(path, event.StageInspector)
+	if err != nil {
+		t.Fatalf("loading for the inspector: %v", err)
+	}
+	p := startStages(t, cfg, event.StageInspector)
+	if code, body := get(t, "http://"+p.ProbeAddr()+"/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz of the inspector: %d %s", code, body)
+	}
+}
