@@ -43,6 +43,9 @@ const (
 	FieldBytesRead     = "bytes_read"
 	FieldBytesWritten  = "bytes_written"
 	FieldAttempt       = "attempt"
+	// FieldRetryLayer names the layer that retries a failed request or message: the registry client
+	// ("registry_client") or the caller ("caller"; for a stage, the bus's back-off).
+	FieldRetryLayer = "retry_layer"
 )
 
 // New returns a JSON logger at level (debug, info, warn, error) writing to stderr, or a console logger when

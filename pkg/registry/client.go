@@ -30,18 +30,28 @@ const (
 	// DefaultMaxConcurrency is how many requests run at once against a host whose max_concurrency is 0
 	// (regclient's own default is 3, which costs throughput).
 	DefaultMaxConcurrency = 8
-	// DefaultMaxRetryWait is the longest Retry-After the client waits for inside a call.
-	DefaultMaxRetryWait = 10 * time.Second
+	// DefaultMaxRetryWait is the longest Retry-After the client waits for inside a call: a registry asking
+	// for more gets a *RateLimitError at once, and the caller (the bus) waits instead of a worker.
+	DefaultMaxRetryWait = 2 * time.Second
+	// DefaultResponseTimeout is how long a read (GET, HEAD) waits for the registry's answer (see
+	// WithResponseTimeout).
+	DefaultResponseTimeout = 10 * time.Second
 	// DefaultCacheSize is how many manifests, and how many image configs, the client keeps.
 	DefaultCacheSize = 4096
 	// DefaultVersion is the version in the User-Agent when WithVersion is not given.
 	DefaultVersion = "dev"
 
-	// regclient's retries of failed connections and 5xx answers: a few, quickly, since a stage's messages
-	// are redelivered with the bus's own back-off.
-	retryLimit = 3
-	delayInit  = 100 * time.Millisecond
-	delayMax   = 5 * time.Second
+	// regclient retries nothing (see "Retries" in doc.go): a request that fails (no connection, TLS, a 5xx, a
+	// timeout) fails the call, and the caller retries it later — a stage through the bus's back-off. A
+	// retry limit of 1 is regclient's way of saying so: its count has an intentional extra attempt for the
+	// 401 → token → request exchange of authentication, and the first failure reaches the limit.
+	retryLimit = 1
+	// regclient also delays every request to a host by its back-off of that host, which grows with each
+	// failure (delayInit << failures, up to delayMax) and queues concurrent requests one delay behind
+	// another: against an unreachable host, a call that tries once still waited 4–22 s for its turn. It
+	// cannot be switched off (zero means its defaults), so it is made a nanosecond.
+	delayInit = time.Nanosecond
+	delayMax  = time.Nanosecond
 	// maxConfigSize bounds an image config the client reads.
 	maxConfigSize = 8 << 20
 	// maxManifestSize bounds a manifest the client reads directly (regclient's own limit is 4 MiB too).
@@ -49,7 +59,9 @@ const (
 )
 
 // Client reads registries, and writes images to them (write.go). It is safe for concurrent use. Every call
-// is bounded by its context only (the client sets no timeouts of its own): give it a deadline.
+// ends when its context does. A call to a registry that cannot be reached fails after one attempt (see
+// "Retries" in doc.go): connecting takes at most ConnectTimeout, and a read waits at most the response
+// timeout for an answer; a write is bounded by its context only: give it a deadline.
 type Client struct {
 	rc        *regclient.RegClient
 	log       *zap.Logger
@@ -60,6 +72,9 @@ type Client struct {
 	hosts     *hostTransport
 	direct    *direct
 	stages    stagePool // staging layouts of writes (write.go)
+
+	respTimeout time.Duration // of a read (hostTransport)
+	metrics     *metrics      // nil without WithMetrics
 
 	manifests *lru[string, *cachedManifest] // registry/repository@digest
 	configs   *lru[string, *imageConfig]    // config digest
@@ -96,8 +111,8 @@ func WithTransport(wrap func(http.RoundTripper) http.RoundTripper) Opt {
 	}
 }
 
-// WithMaxRetryWait sets the longest Retry-After the client waits for inside a call (default 10s). A registry
-// asking for more gets a *RateLimitError at once, for the caller to retry later.
+// WithMaxRetryWait sets the longest Retry-After the client waits for inside a call (default 2s). A registry
+// asking for more gets a *RateLimitError at once, for the caller to retry later; 0 never waits.
 func WithMaxRetryWait(d time.Duration) Opt {
 	return func(c *Client) {
 		if d >= 0 {
@@ -124,6 +139,8 @@ func New(regs []config.Registry, opts ...Opt) (*Client, error) {
 		version:   DefaultVersion,
 		maxWait:   DefaultMaxRetryWait,
 		cacheSize: DefaultCacheSize,
+
+		respTimeout: DefaultResponseTimeout,
 	}
 	for _, o := range opts {
 		o(c)
@@ -164,6 +181,7 @@ func New(regs []config.Registry, opts ...Opt) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	ht.respTimeout, ht.metrics, ht.log = c.respTimeout, c.metrics, c.log
 	c.hosts = ht
 	var rt http.RoundTripper = ht
 	rt = transferTransport{next: rt} // blob bytes of each write (transfer.go)
@@ -171,7 +189,7 @@ func New(regs []config.Registry, opts ...Opt) (*Client, error) {
 		rt = c.wraps[i](rt)
 	}
 	ua := "harborflow/" + c.version
-	rt = &retryTransport{next: rt, userAgent: ua, maxWait: c.maxWait, log: c.log, gates: map[string]time.Time{}}
+	rt = &retryTransport{next: rt, userAgent: ua, maxWait: c.maxWait, log: c.log, metrics: c.metrics, gates: map[string]time.Time{}}
 	c.direct = newDirect(rt, regs)
 	rt = authRecorder{next: rt, direct: c.direct}
 
@@ -466,7 +484,10 @@ func (c *Client) fetchManifest(ctx context.Context, r ref.Ref) (*cachedManifest,
 		if cm, ok = c.manifests.get(manifestKey(r, r.Digest)); ok {
 			return cm, nil
 		}
-		cm, _ = c.direct.manifest(ctx, r)
+		var err error
+		if cm, _, err = c.direct.manifest(ctx, r); err != nil {
+			return nil, mapErr(err)
+		}
 	}
 	if cm == nil {
 		m, err := c.rc.ManifestGet(ctx, r)
@@ -536,9 +557,11 @@ func (c *Client) config(ctx context.Context, r ref.Ref, d descJSON) (*imageConfi
 			return nil, fmt.Errorf("image config digest %q: %w", d.Digest, err)
 		}
 	}
-	body, ok := c.direct.blob(ctx, r, d, maxConfigSize)
+	body, ok, err := c.direct.blob(ctx, r, d, maxConfigSize)
+	if err != nil {
+		return nil, fmt.Errorf("reading image config %s: %w", d.Digest, mapErr(err))
+	}
 	if !ok {
-		var err error
 		if body, err = c.readConfig(ctx, r, d); err != nil {
 			return nil, err
 		}

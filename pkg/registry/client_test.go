@@ -294,15 +294,28 @@ func TestRateLimit(t *testing.T) {
 			t.Errorf("requests %+v, want the manifest GET twice", got)
 		}
 	})
-	t.Run("429 without Retry-After backs off", func(t *testing.T) {
-		c, _ := newClient(t, []config.Registry{reg.Config()}, registry.WithCacheSize(0))
-		reg.RateLimit(2, "")
+	t.Run("429 without Retry-After is sent again once, then left to the caller", func(t *testing.T) {
+		c, counter := newClient(t, []config.Registry{reg.Config()}, registry.WithCacheSize(0))
+		reg.RateLimit(1, "")
 		start := time.Now()
 		if _, err := c.Resolve(ctxT(t), reg.Ref("proj/app:1")); err != nil {
 			t.Fatalf("Resolve: %v", err)
 		}
-		if took := time.Since(start); took < 3*time.Second || took > 8*time.Second {
-			t.Errorf("took %s, want 1s + 2s of back-off", took)
+		if took := time.Since(start); took < time.Second || took > 3*time.Second {
+			t.Errorf("took %s, want 1s of back-off", took)
+		}
+		reg.RateLimit(2, "")
+		counter.Reset()
+		start = time.Now()
+		_, err := c.Resolve(ctxT(t), reg.Ref("proj/app:1"))
+		if took := time.Since(start); took > 3*time.Second {
+			t.Errorf("took %s, want one wait of 1s", took)
+		}
+		if !errors.Is(err, registry.ErrRateLimited) || !registry.Retryable(err) {
+			t.Fatalf("err = %v, want a retryable ErrRateLimited", err)
+		}
+		if got := counter.Snapshot().ManifestHead; got != 2 {
+			t.Errorf("%d HEADs, want 2: one retry inside the client", got)
 		}
 	})
 	t.Run("long Retry-After fails at once with the delay", func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -24,11 +25,12 @@ import (
 // net/http itself, which held inspections at concurrency 16 to ~0.75 of plain net/http. So the client sends
 // them itself, through the same transports regclient uses (User-Agent and Retry-After, the WithTransport
 // wrappers, TLS per host), with the Authorization header regclient last used
-// successfully for the repository. regclient keeps everything else: credentials and token exchanges, retries
-// of failures, tags, HEADs, writes. A direct read that gets anything but a 200 with the expected content hands
-// the request back to regclient, which then does it its own way (and so also learns, or renews, the
-// repository's authorization). Until regclient has once read from a repository, direct reads of it are not
-// tried.
+// successfully for the repository. regclient keeps everything else: credentials and token exchanges, tags,
+// HEADs, writes. A direct read that gets an answer other than a 200 with the expected content hands the request
+// back to regclient, which then does it its own way (and so also learns, or renews, the repository's
+// authorization). A direct read that gets no answer at all (no connection, a timeout, a cancelled context) or a
+// 5xx fails the call: sending it again through regclient would be a retry (see "Retries" in doc.go).
+// Until regclient has once read from a repository, direct reads of it are not tried.
 type direct struct {
 	hc    *http.Client
 	plain map[string]bool // hosts reached over http://
@@ -51,15 +53,16 @@ var directManifestAccept = strings.Join([]string{
 	mediatype.OCI1ManifestList, mediatype.OCI1Manifest, mediatype.Docker2ManifestList, mediatype.Docker2Manifest,
 }, ", ")
 
-// manifest reads r's manifest (r has a digest) directly; ok is false when the caller must ask regclient.
-func (d *direct) manifest(ctx context.Context, r ref.Ref) (*cachedManifest, bool) {
-	body, contentType, ok := d.get(ctx, r, "manifests", r.Digest, directManifestAccept, maxManifestSize)
+// manifest reads r's manifest (r has a digest) directly; ok is false when the caller must ask regclient, and
+// err is set when the registry could not be reached.
+func (d *direct) manifest(ctx context.Context, r ref.Ref) (*cachedManifest, bool, error) {
+	body, contentType, ok, err := d.get(ctx, r, "manifests", r.Digest, directManifestAccept, maxManifestSize)
 	if !ok {
-		return nil, false
+		return nil, false, err
 	}
 	cm := &cachedManifest{desc: Descriptor{Digest: r.Digest, Size: int64(len(body))}}
 	if err := json.Unmarshal(body, &cm.m); err != nil {
-		return nil, false
+		return nil, false, nil
 	}
 	cm.desc.MediaType = cm.m.MediaType
 	if cm.desc.MediaType == "" {
@@ -67,31 +70,31 @@ func (d *direct) manifest(ctx context.Context, r ref.Ref) (*cachedManifest, bool
 	}
 	switch cm.desc.MediaType {
 	case mediatype.OCI1ManifestList, mediatype.OCI1Manifest, mediatype.Docker2ManifestList, mediatype.Docker2Manifest:
-		return cm, true
+		return cm, true, nil
 	}
-	return nil, false
+	return nil, false, nil
 }
 
 // blob reads the blob desc names from r's repository directly, verified against its digest and size; ok is
-// false when the caller must ask regclient.
-func (d *direct) blob(ctx context.Context, r ref.Ref, desc descJSON, limit int64) ([]byte, bool) {
-	body, _, ok := d.get(ctx, r, "blobs", desc.Digest, "*/*", limit)
+// false when the caller must ask regclient, and err is set when the registry could not be reached.
+func (d *direct) blob(ctx context.Context, r ref.Ref, desc descJSON, limit int64) ([]byte, bool, error) {
+	body, _, ok, err := d.get(ctx, r, "blobs", desc.Digest, "*/*", limit)
 	if !ok || desc.Size > 0 && int64(len(body)) != desc.Size {
-		return nil, false
+		return nil, false, err
 	}
-	return body, true
+	return body, true, nil
 }
 
 // get GETs /v2/<repository>/<kind>/<dig> and returns the body when the registry answered 200 with content
-// of that digest.
-func (d *direct) get(ctx context.Context, r ref.Ref, kind, dig, accept string, limit int64) ([]byte, string, bool) {
+// of that digest. err is the failure of a request that got no answer, which asking regclient would repeat.
+func (d *direct) get(ctx context.Context, r ref.Ref, kind, dig, accept string, limit int64) ([]byte, string, bool, error) {
 	auth, known := d.authorization(r)
 	if !known {
-		return nil, "", false
+		return nil, "", false, nil
 	}
 	want, err := digest.Parse(dig)
 	if err != nil {
-		return nil, "", false
+		return nil, "", false, nil
 	}
 	scheme := "https://"
 	if d.plain[r.Registry] {
@@ -99,7 +102,7 @@ func (d *direct) get(ctx context.Context, r ref.Ref, kind, dig, accept string, l
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+r.Registry+"/v2/"+r.Repository+"/"+kind+"/"+dig, nil)
 	if err != nil {
-		return nil, "", false
+		return nil, "", false, nil
 	}
 	req.Header["Accept"] = []string{accept}
 	if auth != "" {
@@ -107,7 +110,7 @@ func (d *direct) get(ctx context.Context, r ref.Ref, kind, dig, accept string, l
 	}
 	resp, err := d.hc.Do(req)
 	if err != nil {
-		return nil, "", false
+		return nil, "", false, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -115,7 +118,12 @@ func (d *direct) get(ctx context.Context, r ref.Ref, kind, dig, accept string, l
 			d.forget(r.Registry + "/" + r.Repository)
 		}
 		drain(resp)
-		return nil, "", false
+		if resp.StatusCode >= 500 {
+			// regclient would get the same answer: asking it would be a retry the caller already makes.
+			return nil, "", false, &kindError{kind: ErrUnavailable,
+				err: fmt.Errorf("%s %s: %s", req.Method, req.URL.Redacted(), resp.Status)}
+		}
+		return nil, "", false, nil
 	}
 	n := resp.ContentLength
 	if n < 0 || n > limit {
@@ -123,12 +131,12 @@ func (d *direct) get(ctx context.Context, r ref.Ref, kind, dig, accept string, l
 	}
 	buf := bytes.NewBuffer(make([]byte, 0, n+bytes.MinRead))
 	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, limit+1)); err != nil || int64(buf.Len()) > limit {
-		return nil, "", false
+		return nil, "", false, ctx.Err() // a body cut off by the caller's cancellation is not read again
 	}
 	if want.Algorithm().FromBytes(buf.Bytes()) != want {
-		return nil, "", false
+		return nil, "", false, nil
 	}
-	return buf.Bytes(), resp.Header.Get("Content-Type"), true
+	return buf.Bytes(), resp.Header.Get("Content-Type"), true, nil
 }
 
 func (d *direct) authorization(r ref.Ref) (string, bool) {

@@ -24,13 +24,37 @@
 // transports and with the authorization regclient last used for the repository; anything but a verified 200
 // goes back to regclient. max_concurrency bounds the reads of both together (see hostTransport).
 //
-// Rate limits. A 429 answer is retried inside the client after its Retry-After (seconds or an HTTP date;
-// exponential from one second without one) when the wait fits the client's bound (WithMaxRetryWait, default
-// 10s) and the caller's context; otherwise the call fails at once with a *RateLimitError carrying the delay,
-// which is ErrRateLimited, so a stage can hand the delay to the bus. Until that delay has passed, further
-// requests to the host fail the same way without being sent. A 503 with Retry-After is waited for in the same
-// way, then reported as ErrUnavailable. regclient never sees Retry-After: it would otherwise wait for any
-// announced delay, however long, and make every other request to the host wait too.
+// Retries: one layer. The client tries a request once and fails the call; the caller retries it later (a
+// stage by returning the error to the bus, which redelivers the message with its back-off — 1s, 5s, 30s, 2m
+// by default — and dead-letters it after MaxDeliver; the watcher at its next poll). So a worker is never held
+// by a registry that cannot be reached:
+//
+//	layer                what it retries                                        how long it holds a call
+//	net/http             a request on a reused connection the registry had       no wait; once
+//	                     closed (idempotent requests only)
+//	regclient            the request after a 401, with a token (authentication,  one token request
+//	                     not a retry of a failure); nothing else
+//	retryTransport       a 429, or a 503 with Retry-After, whose delay is at     at most WithMaxRetryWait
+//	                     most WithMaxRetryWait (default 2s): once                (default 2s), once
+//	the caller (the bus) everything else: no connection (DNS, refused, reset,    —
+//	                     ConnectTimeout), TLS, no answer to a read within
+//	                     WithResponseTimeout (default 10s), 5xx, a longer
+//	                     Retry-After (bus.Retry with the delay)
+//
+// A failure that goes to the caller is ErrUnavailable (or ErrRateLimited, with the delay), which Retryable
+// reports as retryable. Every call ends as soon as its context does. The log says which layer retries: the
+// field retry_layer is "registry_client" when the client sends a request again and "caller" when it gives
+// up; WithMetrics counts every request by outcome (harborflow_registry_requests_total) and the client's own
+// retries (harborflow_registry_retries_total).
+//
+// Rate limits. A 429 answer is retried inside the client after its Retry-After (seconds or an HTTP date; one
+// second without one) when the wait fits the client's bound (WithMaxRetryWait, default 2s) and the caller's
+// context; otherwise, or when the second attempt is refused too, the call fails at once with a
+// *RateLimitError carrying the delay, which is ErrRateLimited, so a stage can hand the delay to the bus.
+// Until that delay has passed, further requests to the host fail the same way without being sent. A 503 with
+// Retry-After is waited for in the same way, then reported as ErrUnavailable. regclient never sees
+// Retry-After: it would otherwise wait for any announced delay, however long, and make every other request to
+// the host wait too.
 //
 // Writes. Overlay (a directory as one more layer on a base, placed in the base's tree: see tree.go), Rebase
 // (an image moved from one base to another, each platform from its own) and Push (an OCI layout, as buildah

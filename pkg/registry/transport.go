@@ -27,12 +27,22 @@ import (
 //
 // The client's direct reads (direct.go) enter at retryTransport. regclient only configures TLS on an
 // *http.Transport it is given, so the TLS settings of each host live in hostTransport, where the wrappers
-// above cannot undo them.
+// above cannot undo them. hostTransport also bounds how long a read waits for its answer, and counts every
+// request in harborflow_registry_requests_total.
+//
+// The one retry inside the client is retryTransport's: a request the registry asked to repeat after a short
+// Retry-After (see "Retries" in doc.go).
 
 const (
 	// retryAttempts bounds how often one request is sent when the registry answers 429 or 503 with
-	// Retry-After.
-	retryAttempts = 3
+	// Retry-After: once more, after a wait of at most the client's max retry wait. The registry said when it
+	// will answer, so one short wait costs less than handing the whole call back to the bus; a second refusal
+	// goes to the caller with the delay.
+	retryAttempts = 2
+	// ConnectTimeout bounds connecting to a registry, name resolution included.
+	ConnectTimeout = 5 * time.Second
+	// tlsHandshakeTimeout bounds the TLS handshake of a new connection.
+	tlsHandshakeTimeout = 5 * time.Second
 	// retryBase is the first wait after a 429 without Retry-After; it doubles with each attempt.
 	retryBase = time.Second
 	// drainLimit bounds how much of an error body is read so that the connection can be reused.
@@ -42,13 +52,14 @@ const (
 // retryTransport sets harborflow's User-Agent on every request and owns Retry-After: it waits for a 429 or
 // a 503 with Retry-After when the wait is short enough, and otherwise turns a 429 into a *RateLimitError. It
 // keeps, per host, the time before which a rate-limiting registry wants no requests, and holds or fails new
-// requests until then. Retry-After is removed from what regclient sees, so that regclient's own back-off
-// (bounded by reg.WithDelay) is the only other wait.
+// requests until then. Retry-After is removed from what regclient sees, so that regclient never waits for it
+// (regclient itself retries nothing: see client.go).
 type retryTransport struct {
 	next      http.RoundTripper
 	userAgent string
 	maxWait   time.Duration
 	log       *zap.Logger
+	metrics   *metrics
 
 	mu    sync.Mutex
 	gates map[string]time.Time // host → no requests before
@@ -84,11 +95,14 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		again := attempt < retryAttempts && wait <= t.maxWait && fits(ctx, wait) && replayable(req)
 		fields := []zap.Field{zap.String(logging.FieldRegistry, host), zap.Int(logging.FieldStatus, resp.StatusCode),
-			zap.Duration(logging.FieldDuration, wait)}
+			zap.Duration(logging.FieldDelay, wait), zap.Int(logging.FieldAttempt, attempt)}
 		if again {
-			t.log.Info("registry asked to wait; retrying after the delay", fields...)
+			t.metrics.retried(host, resp.StatusCode)
+			t.log.Info("registry asked to wait; the registry client retries after the delay",
+				append(fields, zap.String(logging.FieldRetryLayer, RetryLayerClient))...)
 		} else {
-			t.log.Warn("registry asked to wait longer than the client waits", fields...)
+			t.log.Warn("registry asked to wait longer than the registry client waits; the caller retries",
+				append(fields, zap.String(logging.FieldRetryLayer, RetryLayerCaller))...)
 		}
 		if again {
 			drain(resp)
@@ -197,10 +211,17 @@ func drain(resp *http.Response) {
 // the client's direct reads; regclient also bounds its own requests, writes included, by the same number.
 // A slot is held until the answer's headers arrive, not while a body streams: a blob copy holds a GET's body
 // open while it uploads, and counting the body would let copies take every slot and wait on each other.
+//
+// A read (GET, HEAD) that has no answer within respTimeout fails with a timeout; a write waits for its
+// answer as long as its context lets it (a registry may verify a large blob before it answers the PUT).
 type hostTransport struct {
 	hosts   map[string]*hostConn // by URL host
 	def     *http.Transport      // hosts without settings: token services, blob redirects, Docker Hub
 	defConc int
+
+	respTimeout time.Duration // 0: none
+	metrics     *metrics
+	log         *zap.Logger
 
 	mu       sync.Mutex
 	unlisted map[string]chan struct{} // read slots of hosts without settings
@@ -212,6 +233,18 @@ type hostConn struct {
 }
 
 func (t *hostTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.roundTrip(req)
+	outcome := requestOutcome(req, resp, err)
+	t.metrics.request(req.URL.Host, outcome)
+	if err != nil && outcome != outcomeCanceled {
+		t.log.Debug("registry request failed; the registry client does not retry it, the caller does",
+			zap.String(logging.FieldRegistry, req.URL.Host), zap.String(logging.FieldReason, outcome),
+			zap.String(logging.FieldRetryLayer, RetryLayerCaller), zap.Error(err))
+	}
+	return resp, err
+}
+
+func (t *hostTransport) roundTrip(req *http.Request) (*http.Response, error) {
 	rt, reads := t.route(req.URL.Host)
 	if req.Method != http.MethodGet && req.Method != http.MethodHead {
 		return rt.RoundTrip(req)
@@ -222,7 +255,57 @@ func (t *hostTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, req.Context().Err()
 	}
 	defer func() { <-reads }()
-	return rt.RoundTrip(req)
+	if t.respTimeout <= 0 {
+		return rt.RoundTrip(req)
+	}
+	return roundTripWithin(rt, req, t.respTimeout)
+}
+
+// roundTripWithin sends req and fails it with a *timeoutError when its answer's headers do not arrive within
+// limit. The body of an answer in time is read without a limit (only req's context bounds it).
+func roundTripWithin(rt http.RoundTripper, req *http.Request, limit time.Duration) (*http.Response, error) {
+	parent := req.Context()
+	ctx, cancel := context.WithCancel(parent)
+	timer := time.AfterFunc(limit, cancel)
+	resp, err := rt.RoundTrip(req.WithContext(ctx))
+	if !timer.Stop() && parent.Err() == nil {
+		// The timer struck: whatever came back, the request was cut off.
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		cancel()
+		return nil, &timeoutError{host: req.URL.Host, limit: limit}
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// timeoutError is a read the registry did not answer in time. It is a net.Error whose Timeout is true.
+type timeoutError struct {
+	host  string
+	limit time.Duration
+}
+
+func (e *timeoutError) Error() string {
+	return fmt.Sprintf("registry %s did not answer within %s", e.host, e.limit)
+}
+func (e *timeoutError) Timeout() bool   { return true }
+func (e *timeoutError) Temporary() bool { return true }
+
+// cancelOnClose releases a request's context when its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 func (t *hostTransport) route(host string) (*http.Transport, chan struct{}) {
@@ -315,6 +398,11 @@ func tlsConfig(r config.Registry) (*tls.Config, error) {
 
 func newHTTPTransport(tlsConf *tls.Config, conc int) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
+	// Shorter than net/http's 30s and 10s: a registry that cannot be reached fails the call within seconds,
+	// for the caller to retry later. A request on a reused connection that the registry had closed is sent
+	// again on a new one by net/http itself (idempotent requests only): the one retry below the client.
+	t.DialContext = (&net.Dialer{Timeout: ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext
+	t.TLSHandshakeTimeout = tlsHandshakeTimeout
 	if tlsConf != nil {
 		t.TLSClientConfig = tlsConf
 	} else {
