@@ -2,6 +2,8 @@ package inspector_test
 
 import (
 	"context"
+	"errors"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -524,5 +526,47 @@ func TestIndexWithoutUpdateLevelPushedByDigestThenTagIsRejectedOnce(t *testing.T
 	}
 	if out := f.inspected(); len(out) != 0 {
 		t.Errorf("image.inspected %v", out)
+	}
+}
+
+// TestUnreachableRegistryGoesToTheBusBackOff: an inspection of an image on a registry that cannot be reached
+// fails within seconds with an error the bus retries with its back-off (not permanent), rather than holding the
+// worker in the registry client's own retries.
+func TestUnreachableRegistryGoesToTheBusBackOff(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 0)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := ln.Addr().String()
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	const digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+	for _, host := range []string{"registry.harborflow.invalid", refused} {
+		for _, tag := range []string{"", "4.2.0.15"} { // by digest: Inspect; by tag: Resolve first
+			ev := &harborflowv1.RegistryEvent{Id: "unreachable-" + host + tag, Source: "test", Kind: event.KindPush, Registry: host,
+				Repository: "wso2/am", Tag: tag, OccurredAt: timestamppb.Now(), ReceivedAt: timestamppb.Now()}
+			if tag == "" {
+				ev.Digest = digest
+			}
+			m, err := bus.NewMessage(event.RegistrySubject("test", event.KindPush), ev.Id, ev.Id, ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			start := time.Now()
+			_, err = f.insp.Handle(ctx, m)
+			took := time.Since(start)
+			cancel()
+			t.Logf("%s tag %q: failed after %s: %v", host, tag, took, err)
+			if err == nil || bus.IsPermanent(err) || !errors.Is(err, registry.ErrUnavailable) {
+				t.Errorf("%s tag %q: %v, want a retryable ErrUnavailable", host, tag, err)
+			}
+			if took > 3*time.Second {
+				t.Errorf("%s tag %q: took %s, want under 3s", host, tag, took)
+			}
+		}
 	}
 }
