@@ -20,6 +20,12 @@
 // OCI index of one image per platform; either is the layout's only entry, named "latest", so
 // "ocidir://"+Result.Layout resolves to it with regclient.
 //
+// Stopping. When a build's context ends (a shutdown, Spec.Timeout), buildah's process group — buildah, its
+// chroot runtime, the RUN step and whatever that forked — gets SIGTERM, buildah a second to stop, and then
+// the group SIGKILL; Build returns once no process of the group is left (not even a zombie: the process
+// becomes a child subreaper on the first build, so that it inherits and reaps the group's orphans) and the
+// work directory is removed, within about a second and a half.
+//
 // Failures are *BuildError values carrying the tail of buildah's output. A build that could not pull a base
 // image matches ErrPullBase, a build that ran out of time matches context.DeadlineExceeded. A missing build
 // context or Dockerfile is reported before buildah runs and matches fs.ErrNotExist.
@@ -253,7 +259,8 @@ var errTimedOut = errors.New("build timed out")
 // Build runs buildah bud for spec in a work directory of its own and writes the result to an OCI image
 // layout. On success the caller owns the Result and removes it with Cleanup; on failure nothing is left
 // behind and the error is a *BuildError unless the spec was wrong or the work directory could not be made.
-// Build stops buildah and every process it started when ctx ends or spec.Timeout passes.
+// Build stops buildah and every process it started when ctx ends or spec.Timeout passes (see "Stopping" in the
+// package documentation).
 func (b *Builder) Build(ctx context.Context, spec Spec) (*Result, error) {
 	dir, dockerfile, err := spec.check()
 	if err != nil {
