@@ -10,6 +10,13 @@
 // runtime. Cleanup removes the work directory; a failed Build removes it itself. The environment is an Env,
 // which NewEnv makes for either storage driver, so that tests can run buildah commands of their own in one.
 //
+// One file is written outside the work directory: buildah (1.28) running as root records, in
+// /var/lib/containers/cache/blob-info-cache-v1.boltdb, which compressed blob digests map to which uncompressed
+// ones and in which registry repositories they were seen (no content, no credentials). containers/image puts
+// it there for every root process whose caller did not set a directory, and no buildah option, environment
+// variable or configuration file sets one for a pull (bud's FROM) or a push; only a mount namespace of its
+// own around buildah would move it.
+//
 // Registries. Credentials of the configured registries go into an auth file (mode 0600) in the work directory,
 // never onto a command line (process arguments are visible to every user) nor into logs or errors. A host's
 // ca_file becomes <home>/.config/containers/certs.d/<host>/ca.crt, where buildah looks for per-host CAs, on
