@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/harborflow/harborflow/pkg/logging"
+	hfplatform "github.com/harborflow/harborflow/pkg/platform"
 )
 
 // Writes.
@@ -267,11 +268,7 @@ func (img *srcImage) platform() platform.Platform {
 
 // platformString is os/arch[/variant] as the manifest or config gives it.
 func platformString(p platform.Platform) string {
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
+	return hfplatform.Format(p.OS, p.Architecture, p.Variant)
 }
 
 // readSource reads r's manifest and, for each platform image kept (every one, or those matching want),

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/platform"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 	"github.com/harborflow/harborflow/services/rebuilder"
 )
@@ -200,11 +201,7 @@ func printHistory(w io.Writer, records []*harborflowv1.ImageRecord, builds map[s
 		}
 		var platforms []string
 		for _, p := range r.GetPlatforms() {
-			s := p.GetOs() + "/" + p.GetArchitecture()
-			if p.GetVariant() != "" {
-				s += "/" + p.GetVariant()
-			}
-			platforms = append(platforms, s)
+			platforms = append(platforms, platform.Format(p.GetOs(), p.GetArchitecture(), p.GetVariant()))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetFirstSeen().AsTime().UTC().Format(time.RFC3339), level, shortDigest(r.GetDigest()),
 			r.GetArtifactKind(), strings.Join(r.GetTags(), ","), strings.Join(platforms, ","), rebuildSummary(builds[r.GetDigest()]))

@@ -38,6 +38,7 @@ import (
 	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/imagetag"
 	"github.com/harborflow/harborflow/pkg/logging"
+	"github.com/harborflow/harborflow/pkg/platform"
 	"github.com/harborflow/harborflow/pkg/registry"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 )
@@ -832,11 +833,7 @@ func platformsOf(ps []*harborflowv1.Platform) []string {
 		if p.GetOs() == "" || p.GetArchitecture() == "" {
 			continue
 		}
-		s := p.GetOs() + "/" + p.GetArchitecture()
-		if p.GetVariant() != "" {
-			s += "/" + p.GetVariant()
-		}
-		out = append(out, s)
+		out = append(out, platform.Format(p.GetOs(), p.GetArchitecture(), p.GetVariant()))
 	}
 	return out
 }

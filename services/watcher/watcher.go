@@ -29,6 +29,7 @@ import (
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/logging"
+	"github.com/harborflow/harborflow/pkg/mediatype"
 	"github.com/harborflow/harborflow/pkg/registry"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 )
@@ -41,12 +42,6 @@ type Registry interface {
 	Resolve(ctx context.Context, ref string) (registry.Descriptor, error)
 	// Manifest reads the manifest at ref (host/path@digest): for an index, each platform's digest.
 	Manifest(ctx context.Context, ref string) (*registry.Artifact, error)
-}
-
-// isIndex reports whether a media type is an OCI index or a Docker manifest list.
-func isIndex(mediaType string) bool {
-	return mediaType == "application/vnd.oci.image.index.v1+json" ||
-		mediaType == "application/vnd.docker.distribution.manifest.list.v2+json"
 }
 
 // Publisher stores events: *bus.Bus.
@@ -242,7 +237,7 @@ func (w *Watcher) check(ctx context.Context, r *repo, tag string) error {
 		return nil // nothing changed: one HEAD, no GET
 	}
 	next := &harborflowv1.WatchBaseline{Source: r.source.Name, Repository: r.ref, Tag: tag, Digest: d.Digest, UpdatedAt: timestamppb.New(w.now())}
-	if isIndex(d.MediaType) && len(r.platforms) > 0 {
+	if mediatype.IsIndex(d.MediaType) && len(r.platforms) > 0 {
 		idx, err := w.deps.Registry.Manifest(ctx, r.ref+"@"+d.Digest)
 		if err != nil {
 			return fmt.Errorf("reading the platforms of %s: %w", ref, err)
