@@ -317,7 +317,7 @@ func (i *Inspector) publish(ev *harborflowv1.RegistryEvent, rec *harborflowv1.Im
 		reason := i.rejection(name, rec)
 		out := &harborflowv1.ImageRejected{Registry: rec.GetRegistry(), Repository: rec.GetRepository(), Digest: rec.GetDigest(),
 			Tags: rec.GetTags(), Reason: reason, EventId: ev.GetId(), CorrelationId: ev.GetCorrelationId()}
-		m, err := bus.NewMessage(event.SubjectImageRejected, event.ID("rejected", name, rec.GetDigest(), ev.GetTag()), ev.GetCorrelationId(), out)
+		m, err := bus.NewMessage(event.SubjectImageRejected, event.RejectedID(name, rec.GetDigest(), ev.GetTag()), ev.GetCorrelationId(), out)
 		if err != nil {
 			return nil, bus.Permanent(err)
 		}
@@ -334,7 +334,7 @@ func (i *Inspector) publish(ev *harborflowv1.RegistryEvent, rec *harborflowv1.Im
 		// The event's own tag decides version and flavour: a digest tagged 4.2.0.15 and 4.2.0.15-rocky is one of each.
 		out.Version, out.Suffix = versionOf(ev.GetTag())
 	}
-	m, err := bus.NewMessage(event.SubjectImageInspected, event.ID("inspected", name, rec.GetDigest(), ev.GetTag()), ev.GetCorrelationId(), out)
+	m, err := bus.NewMessage(event.SubjectImageInspected, event.InspectedID(name, rec.GetDigest(), ev.GetTag()), ev.GetCorrelationId(), out)
 	if err != nil {
 		return nil, bus.Permanent(err)
 	}

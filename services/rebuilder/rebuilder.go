@@ -819,7 +819,7 @@ func RebuiltMessage(out *harborflowv1.ImageRebuilt) (*bus.Message, error) {
 	if out == nil {
 		return nil, nil
 	}
-	m, err := bus.NewMessage(event.SubjectImageRebuilt, event.ID("rebuilt", out.GetRecipe(), out.GetBaseDigest(), out.GetTag()),
+	m, err := bus.NewMessage(event.SubjectImageRebuilt, event.RebuiltID(out.GetRecipe(), out.GetBaseDigest(), out.GetTag()),
 		out.GetCorrelationId(), out)
 	if err != nil {
 		return nil, bus.Permanent(err)

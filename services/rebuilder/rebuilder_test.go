@@ -219,7 +219,7 @@ func (f *fixture) inspectedTags(p registrytest.Pushed, tags []string, level int6
 		ev.Platforms = append(ev.Platforms, &harborflowv1.Platform{Os: pl.OS, Architecture: pl.Architecture, Variant: pl.Variant,
 			Digest: pl.Digest, Labels: pl.Labels})
 	}
-	m, err := bus.NewMessage(event.SubjectImageInspected, event.ID("inspected", repo, p.Digest, tag), ev.CorrelationId, ev)
+	m, err := bus.NewMessage(event.SubjectImageInspected, event.InspectedID(repo, p.Digest, tag), ev.CorrelationId, ev)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -280,9 +280,7 @@ func (w *Watcher) publish(ctx context.Context, r *repo, tag, prev string, d regi
 	now := w.now()
 	project, _, _ := strings.Cut(r.path, "/")
 	ev := &harborflowv1.RegistryEvent{
-		// Hashing the previous digest too keeps a tag that moves back and forth from folding into an earlier
-		// event of the duplicate window.
-		Id:         event.ID("poll", r.source.Name, r.ref, tag, prev, d.Digest),
+		Id:         event.PollID(r.source.Name, r.ref, tag, prev, d.Digest),
 		Source:     r.source.Name,
 		Kind:       event.KindPush,
 		Type:       "TAG_MOVED",
