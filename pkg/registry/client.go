@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/imageref"
 	"github.com/harborflow/harborflow/pkg/logging"
 )
 
@@ -206,134 +207,14 @@ func (c *Client) Close() {
 	c.stages.removeIdle()
 }
 
-// parseRef parses registry/repository[:tag][@digest]. Only registry references are accepted: regclient
-// would read an ocidir:// reference from the local disk.
+// parseRef parses registry/repository[:tag][@digest] (imageref.Parse) into regclient's form. Only registry
+// references are accepted: regclient would read an ocidir:// reference from the local disk.
 func parseRef(s string) (ref.Ref, error) {
-	if r, ok := fastRef(s); ok {
-		return r, nil
+	r, err := imageref.Parse(s)
+	if err != nil {
+		return ref.Ref{}, err
 	}
-	if strings.Contains(s, "://") {
-		return ref.Ref{}, fmt.Errorf("%w %q: want registry/repository[:tag][@digest]", ErrInvalidReference, s)
-	}
-	r, err := ref.New(s)
-	if err != nil || r.Scheme != "reg" {
-		return ref.Ref{}, fmt.Errorf("%w %q: want registry/repository[:tag][@digest]", ErrInvalidReference, s)
-	}
-	if r.Digest != "" {
-		if _, err := digest.Parse(r.Digest); err != nil {
-			return ref.Ref{}, fmt.Errorf("%w %q: %v", ErrInvalidReference, s, err)
-		}
-	}
-	return r, nil
-}
-
-// fastRef parses the references harborflow makes, host/repository[:tag][@sha256:<hex>] with a host that
-// is not Docker Hub, without regclient's regular expressions (a sixth of an inspection's CPU). Anything
-// else is left to ref.New.
-func fastRef(s string) (ref.Ref, bool) {
-	name, dig, hasDig := strings.Cut(s, "@")
-	if hasDig && !validDigest(dig) {
-		return ref.Ref{}, false
-	}
-	host, rest, ok := strings.Cut(name, "/")
-	if !ok || !validHost(host) {
-		return ref.Ref{}, false
-	}
-	repo, tag := rest, ""
-	if i := strings.LastIndexByte(rest, ':'); i >= 0 {
-		repo, tag = rest[:i], rest[i+1:]
-		if !validTag(tag) {
-			return ref.Ref{}, false
-		}
-	}
-	if !validRepository(repo) {
-		return ref.Ref{}, false
-	}
-	if tag == "" && dig == "" {
-		tag = "latest"
-	}
-	return ref.Ref{Scheme: "reg", Reference: s, Registry: host, Repository: repo, Tag: tag, Digest: dig}, true
-}
-
-func validDigest(d string) bool {
-	alg, hex, ok := strings.Cut(d, ":")
-	if !ok || (alg != "sha256" || len(hex) != 64) && (alg != "sha512" || len(hex) != 128) {
-		return false
-	}
-	for i := 0; i < len(hex); i++ {
-		if c := hex[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
-
-// validHost accepts a host name or IPv4 address with an optional port that names a registry (it has a dot
-// or a port, or is localhost) other than Docker Hub, whose names ref.New rewrites.
-func validHost(h string) bool {
-	switch h {
-	case "", "docker.io", "index.docker.io", "registry-1.docker.io":
-		return false
-	case "localhost":
-		return true
-	}
-	if !strings.ContainsAny(h, ".:") {
-		return false
-	}
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		if !isAlnum(c) && c != '.' && c != '-' && c != ':' && (c < 'A' || c > 'Z') {
-			return false
-		}
-	}
-	return true
-}
-
-func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
-
-// validTag is [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}.
-func validTag(t string) bool {
-	if t == "" || len(t) > 128 || t[0] == '.' || t[0] == '-' {
-		return false
-	}
-	for i := 0; i < len(t); i++ {
-		c := t[i]
-		if !isAlnum(c) && (c < 'A' || c > 'Z') && c != '_' && c != '.' && c != '-' {
-			return false
-		}
-	}
-	return true
-}
-
-// validRepository checks the distribution spec's path components: [a-z0-9]+ joined by ".", "_", "__" or
-// runs of "-", separated by "/".
-func validRepository(repo string) bool {
-	if repo == "" || len(repo) > 255 {
-		return false
-	}
-	for comp := range strings.SplitSeq(repo, "/") {
-		if comp == "" || !isAlnum(comp[0]) || !isAlnum(comp[len(comp)-1]) {
-			return false
-		}
-		for i := 1; i < len(comp)-1; i++ {
-			c := comp[i]
-			switch {
-			case isAlnum(c), c == '-':
-			case c == '.' || c == '_':
-				next := comp[i+1]
-				if c == '_' && next == '_' && i+2 < len(comp) && isAlnum(comp[i+2]) {
-					i++ // "__"
-					continue
-				}
-				if !isAlnum(next) {
-					return false
-				}
-			default:
-				return false
-			}
-		}
-	}
-	return true
+	return r.RegClient(), nil
 }
 
 // Resolve asks the registry what ref points to now, with one HEAD (a GET only when the registry's HEAD
@@ -531,7 +412,7 @@ func (c *Client) config(ctx context.Context, r ref.Ref, d descJSON) (*imageConfi
 	if d.Size > maxConfigSize {
 		return nil, fmt.Errorf("image config %s is %d bytes, over the limit of %d", d.Digest, d.Size, maxConfigSize)
 	}
-	if !validDigest(d.Digest) {
+	if !imageref.IsDigest(d.Digest) {
 		if _, err := digest.Parse(d.Digest); err != nil {
 			return nil, fmt.Errorf("image config digest %q: %w", d.Digest, err)
 		}

@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/harborflow/harborflow/pkg/imageref"
 	"github.com/harborflow/harborflow/pkg/logging"
 	hfplatform "github.com/harborflow/harborflow/pkg/platform"
 )
@@ -61,8 +62,8 @@ import (
 //
 // Tagless pushing: mod.Apply pushes the top manifest by digest when the target reference has no tag
 // (dagPut: `if rPut.Tag == "" || rPut.Digest != "" { rPut = rPut.AddDigest(...) }`) and children always by
-// digest. Parsing "registry/repository" gives the tag "latest" (ref.New and fastRef both default it), which
-// mod.Apply would push the image under, so targetRef clears it with SetTag(""). Nothing else a write does
+// digest. A "registry/repository" in regclient's form names the tag "latest" (imageref.Ref.RegClient defaults
+// it, as ref.New does), which mod.Apply would push the image under, so targetRef clears it with SetTag(""). Nothing else a write does
 // creates a tag: blobs have none, and the staged manifests carry no subject, so regclient pushes no
 // referrers fallback tag either.
 
@@ -115,7 +116,7 @@ func (c *Client) Tag(ctx context.Context, image, tag string) error {
 	if err != nil {
 		return fmt.Errorf("tagging %s as %s: %w", image, tag, err)
 	}
-	if !validTag(tag) {
+	if !imageref.IsTag(tag) {
 		return fmt.Errorf("tagging %s: %w: tag %q", image, ErrInvalidReference, tag)
 	}
 	m, err := c.rc.ManifestGet(ctx, r)
@@ -143,11 +144,11 @@ func pinnedRef(s string) (ref.Ref, error) {
 // targetRef parses registry/repository, refusing a tag or a digest, and returns it without a tag (see
 // "Tagless pushing" above).
 func targetRef(s string) (ref.Ref, error) {
-	r, err := parseRef(s)
-	if err != nil || strings.ContainsAny(s[strings.LastIndexByte(s, '/')+1:], ":@") {
-		return ref.Ref{}, fmt.Errorf("%w %q: want registry/repository, without tag or digest", ErrInvalidReference, s)
+	r, err := imageref.ParseRepository(s)
+	if err != nil {
+		return ref.Ref{}, err
 	}
-	return r.SetTag(""), nil
+	return r.RegClient().SetTag(""), nil
 }
 
 // edits is an Edit made ready for a write: mod options, and the base to name in the annotations.

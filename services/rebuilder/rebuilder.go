@@ -36,6 +36,7 @@ import (
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/imageref"
 	"github.com/harborflow/harborflow/pkg/imagetag"
 	"github.com/harborflow/harborflow/pkg/logging"
 	"github.com/harborflow/harborflow/pkg/platform"
@@ -136,9 +137,13 @@ func New(rebuilds []config.Rebuild, levelLabel string, deps Deps) (*Rebuilder, e
 		r.holder = fmt.Sprintf("%s/%d", host, os.Getpid())
 	}
 	for i, rb := range rebuilds {
-		repo := repositoryOf(rb.Base)
-		bt, err := imagetag.Parse(strings.TrimPrefix(rb.Base, repo+":"))
-		if repo == rb.Base || err != nil {
+		base, err := imageref.ParseTagged(rb.Base)
+		if err != nil {
+			return nil, fmt.Errorf("rebuilds[%d].base %q: want registry/repository:<version tag>", i, rb.Base)
+		}
+		repo := base.Name()
+		bt, err := imagetag.Parse(base.Tag)
+		if err != nil {
 			return nil, fmt.Errorf("rebuilds[%d].base %q: want registry/repository:<version tag>", i, rb.Base)
 		}
 		tmpl, err := imagetag.ParseTemplate(rb.Tag)

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/imageref"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 )
 
@@ -179,10 +180,10 @@ func distParseEvent(o Origin, i int, raw json.RawMessage, ownUserAgentPrefix str
 	if t.Repository == "" {
 		return nil, "", fmt.Sprintf("events[%d] (%s) has no target.repository, so it cannot be tied to an image", i, e.Action)
 	}
-	if t.Digest != "" && !payloadIsDigest(t.Digest) {
+	if t.Digest != "" && !imageref.IsDigest(t.Digest) {
 		return nil, "", fmt.Sprintf("events[%d] (%s of %s) has target.digest %q, which is not a digest", i, e.Action, t.Repository, t.Digest)
 	}
-	if payloadIsDigest(t.Tag) {
+	if imageref.IsDigest(t.Tag) {
 		// Distribution never sends one (a tag cannot contain ':'); treated as Harbor's digest-in-tag.
 		if t.Digest == "" {
 			t.Digest = t.Tag
@@ -198,7 +199,7 @@ func distParseEvent(o Origin, i int, raw json.RawMessage, ownUserAgentPrefix str
 		Kind:       kind,
 		Type:       e.Action,
 		Registry:   o.Host,
-		Project:    payloadFirstSegment(t.Repository),
+		Project:    imageref.Project(t.Repository),
 		Repository: t.Repository,
 		Digest:     t.Digest,
 		Tag:        t.Tag,

@@ -15,7 +15,6 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +27,7 @@ import (
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/imageref"
 	"github.com/harborflow/harborflow/pkg/logging"
 	"github.com/harborflow/harborflow/pkg/mediatype"
 	"github.com/harborflow/harborflow/pkg/registry"
@@ -104,11 +104,11 @@ func New(sources []config.Source, deps Deps) (*Watcher, error) {
 			continue
 		}
 		for _, pr := range s.Repositories {
-			host, path, ok := strings.Cut(pr.Repository, "/")
-			if !ok || host == "" || path == "" {
-				return nil, fmt.Errorf("watcher: source %q: repository %q is not host/path", s.Name, pr.Repository)
+			name, err := imageref.ParseRepository(pr.Repository)
+			if err != nil {
+				return nil, fmt.Errorf("watcher: source %q: %w", s.Name, err)
 			}
-			r := &repo{source: s, ref: pr.Repository, host: host, path: path, platforms: slices.Clone(pr.Platforms)}
+			r := &repo{source: s, ref: name.Name(), host: name.Registry, path: name.Repository, platforms: slices.Clone(pr.Platforms)}
 			for _, p := range pr.Tags {
 				re, err := regexp.Compile(p)
 				if err != nil {
@@ -278,7 +278,7 @@ func samePlatforms(old, next *harborflowv1.WatchBaseline) bool {
 // publish stores a registry.<source>.push for tag now at d (previously at prev).
 func (w *Watcher) publish(ctx context.Context, r *repo, tag, prev string, d registry.Descriptor) error {
 	now := w.now()
-	project, _, _ := strings.Cut(r.path, "/")
+	project := imageref.Project(r.path)
 	ev := &harborflowv1.RegistryEvent{
 		Id:         event.PollID(r.source.Name, r.ref, tag, prev, d.Digest),
 		Source:     r.source.Name,
