@@ -223,11 +223,11 @@ func parseRef(s string) (ref.Ref, error) {
 func (c *Client) Resolve(ctx context.Context, ref string) (Descriptor, error) {
 	r, err := parseRef(ref)
 	if err != nil {
-		return Descriptor{}, fmt.Errorf("resolving %s: %w", ref, err)
+		return Descriptor{}, opError("resolving", ref, err)
 	}
 	m, err := c.rc.ManifestHead(ctx, r, regclient.WithManifestRequireDigest())
 	if err != nil {
-		return Descriptor{}, fmt.Errorf("resolving %s: %w", ref, mapErr(err))
+		return Descriptor{}, opError("resolving", ref, mapErr(err))
 	}
 	d := m.GetDescriptor()
 	return Descriptor{Digest: d.Digest.String(), MediaType: d.MediaType, Size: d.Size}, nil
@@ -239,11 +239,11 @@ func (c *Client) Resolve(ctx context.Context, ref string) (Descriptor, error) {
 func (c *Client) Manifest(ctx context.Context, ref string) (*Artifact, error) {
 	r, err := parseRef(ref)
 	if err != nil {
-		return nil, fmt.Errorf("reading manifest %s: %w", ref, err)
+		return nil, opError("reading manifest", ref, err)
 	}
 	a, _, err := c.manifestArtifact(ctx, r)
 	if err != nil {
-		return nil, fmt.Errorf("reading manifest %s: %w", ref, err)
+		return nil, opError("reading manifest", ref, err)
 	}
 	return a, nil
 }
@@ -255,11 +255,11 @@ func (c *Client) Manifest(ctx context.Context, ref string) (*Artifact, error) {
 func (c *Client) Inspect(ctx context.Context, ref string) (*Artifact, error) {
 	r, err := parseRef(ref)
 	if err != nil {
-		return nil, fmt.Errorf("inspecting %s: %w", ref, err)
+		return nil, opError("inspecting", ref, err)
 	}
 	a, cm, err := c.manifestArtifact(ctx, r)
 	if err != nil {
-		return nil, fmt.Errorf("inspecting %s: %w", ref, err)
+		return nil, opError("inspecting", ref, err)
 	}
 	switch a.Kind {
 	case KindImage:
@@ -267,7 +267,7 @@ func (c *Client) Inspect(ctx context.Context, ref string) (*Artifact, error) {
 		if cm.m.Config != nil { // Docker schema 1 manifests have none
 			cfg, err := c.config(ctx, r, *cm.m.Config)
 			if err != nil {
-				return nil, fmt.Errorf("inspecting %s: %w", ref, err)
+				return nil, opError("inspecting", ref, err)
 			}
 			cfg.fill(&p)
 		}
@@ -275,7 +275,7 @@ func (c *Client) Inspect(ctx context.Context, ref string) (*Artifact, error) {
 		a.Labels = maps.Clone(p.Labels)
 	case KindIndex:
 		if a.Platforms, err = c.platforms(ctx, r, cm.m.Manifests); err != nil {
-			return nil, fmt.Errorf("inspecting %s: %w", ref, err)
+			return nil, opError("inspecting", ref, err)
 		}
 		a.Labels = commonLabels(a.Platforms)
 	}
@@ -286,17 +286,26 @@ func (c *Client) Inspect(ctx context.Context, ref string) (*Artifact, error) {
 func (c *Client) Tags(ctx context.Context, repository string) ([]string, error) {
 	r, err := parseRef(repository)
 	if err != nil {
-		return nil, fmt.Errorf("listing tags of %s: %w", repository, err)
+		return nil, opError("listing tags of", repository, err)
 	}
 	tl, err := c.rc.TagList(ctx, r)
 	if err != nil {
-		return nil, fmt.Errorf("listing tags of %s: %w", repository, mapErr(err))
+		return nil, opError("listing tags of", repository, mapErr(err))
 	}
 	tags, err := tl.GetTags()
 	if err != nil {
-		return nil, fmt.Errorf("listing tags of %s: %w", repository, err)
+		return nil, opError("listing tags of", repository, err)
 	}
 	return tags, nil
+}
+
+// opError says what the client was doing and on which reference, naming the reference once: regclient's
+// errors name it themselves ("failed to get manifest <ref>: ..."), and then only the operation is added.
+func opError(op, ref string, err error) error {
+	if strings.Contains(err.Error(), ref) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return fmt.Errorf("%s %s: %w", op, ref, err)
 }
 
 // cachedManifest is a manifest as read from a registry: its descriptor and the fields classification uses.

@@ -114,14 +114,14 @@ type Written struct {
 func (c *Client) Tag(ctx context.Context, image, tag string) error {
 	r, err := pinnedRef(image)
 	if err != nil {
-		return fmt.Errorf("tagging %s as %s: %w", image, tag, err)
+		return opError("tagging as "+tag, image, err)
 	}
 	if !imageref.IsTag(tag) {
 		return fmt.Errorf("tagging %s: %w: tag %q", image, ErrInvalidReference, tag)
 	}
 	m, err := c.rc.ManifestGet(ctx, r)
 	if err != nil {
-		return fmt.Errorf("tagging %s as %s: %w", image, tag, mapErr(err))
+		return opError("tagging as "+tag, image, mapErr(err))
 	}
 	if err := c.rc.ManifestPut(ctx, r.SetTag(tag), m); err != nil {
 		return fmt.Errorf("tagging %s as %s: %w", image, tag, mapErr(err))

@@ -2,6 +2,7 @@ package inspector_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -524,5 +525,29 @@ func TestIndexWithoutUpdateLevelPushedByDigestThenTagIsRejectedOnce(t *testing.T
 	}
 	if out := f.inspected(); len(out) != 0 {
 		t.Errorf("image.inspected %v", out)
+	}
+}
+
+// TestMissingManifestErrorNamesTheReferenceOnce follows a push of a digest the registry does not have through
+// the inspector and the registry client: the error says what failed and names the image once, and is
+// dead-lettered at once (a missing manifest does not appear by retrying).
+func TestMissingManifestErrorNamesTheReferenceOnce(t *testing.T) {
+	f := newFixture(t, 0)
+	missing := "sha256:" + strings.Repeat("0", 64)
+	m := f.push("acme/missing", missing, "")
+	_, err := f.insp.Handle(context.Background(), &bus.Message{Subject: m.Subject, ID: m.ID, Header: m.Header, Data: m.Data})
+	if err == nil {
+		t.Fatal("a missing manifest was inspected")
+	}
+	ref := f.reg.Host + "/acme/missing@" + missing
+	msg := err.Error()
+	if n := strings.Count(msg, ref); n != 1 {
+		t.Errorf("error names %s %d times: %s", ref, n, msg)
+	}
+	if !strings.HasPrefix(msg, "inspecting: ") || !strings.Contains(msg, "not found") {
+		t.Errorf("error does not say what failed: %s", msg)
+	}
+	if !errors.Is(err, registry.ErrNotFound) || !bus.IsPermanent(err) {
+		t.Errorf("error is not a permanent ErrNotFound: %v", err)
 	}
 }

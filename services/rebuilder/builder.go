@@ -99,7 +99,7 @@ func (r *Rebuilder) rebaseSource(ctx context.Context, rc recipe) (rebaseSource, 
 	}
 	d, err := r.deps.Registry.Resolve(ctx, rc.Image)
 	if err != nil {
-		return rebaseSource{}, fmt.Errorf("reading the image to rebase, %s: %w", rc.Image, err)
+		return rebaseSource{}, fmt.Errorf("reading the image to rebase: %w", err) // the registry's error names it
 	}
 	img, err := imageref.Parse(rc.Image)
 	if err != nil {

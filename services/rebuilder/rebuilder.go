@@ -36,6 +36,7 @@ import (
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/fault"
 	"github.com/harborflow/harborflow/pkg/imageref"
 	"github.com/harborflow/harborflow/pkg/imagetag"
 	"github.com/harborflow/harborflow/pkg/logging"
@@ -234,7 +235,7 @@ func (r *Rebuilder) Rebuild(ctx context.Context, name string, force bool) (*harb
 		}
 		art, err := r.deps.Registry.Inspect(ctx, rc.Base)
 		if err != nil {
-			return nil, fmt.Errorf("reading base %s: %w", rc.Base, err)
+			return nil, fmt.Errorf("reading the base of recipe %s: %w", rc.Name, err) // the registry's error names it
 		}
 		t := trigger{
 			base: rc.baseRepo + "@" + art.Digest, digest: art.Digest, eventID: "manual", holder: r.holder,
@@ -377,7 +378,7 @@ func (r *Rebuilder) buildHeld(ctx context.Context, st state, rc recipe, t trigge
 		}
 	}
 	if err := r.deps.Registry.Tag(ctx, w.Ref, b.GetTag()); err != nil {
-		return nil, "", r.failed(ctx, st, rc, t, b, rev, fmt.Errorf("tagging %s as %s: %w", w.Ref, b.GetTag(), err))
+		return nil, "", r.failed(ctx, st, rc, t, b, rev, err) // the registry's error names the image and the tag
 	}
 	result := &harborflowv1.ImageRebuilt{
 		Recipe: rc.Name, Base: t.base, BaseDigest: t.digest, BaseTag: rc.baseTag.Raw, UpdateLevel: b.GetUpdateLevel(),
@@ -780,7 +781,7 @@ func (r *Rebuilder) failed(ctx context.Context, st state, rc recipe, t trigger, 
 	if cause := context.Cause(ctx); errors.Is(cause, errLineLost) {
 		err = fmt.Errorf("%w: %w", cause, err)
 	}
-	err = classify(err)
+	err = fault.Classify(err)
 	if bus.IsPermanent(err) {
 		b.State, b.Reason, b.Finished, b.LeaseUntil = StateFailed, err.Error(), timestamppb.New(r.now()), nil
 		// Recorded even when the delivery was stopped (its context ended).
@@ -800,22 +801,6 @@ func (r *Rebuilder) abandon(ctx context.Context, st state, rc recipe, t trigger,
 		r.log.Warn("freeing the line after a failed build; its lease frees it", zap.String(logging.FieldRecipe, rc.Name), zap.Error(rerr))
 	}
 	return err
-}
-
-// classify maps a build error to the bus: registry errors that may pass (unavailable, rate limited, a context
-// that ended: the stage is stopping) are retried; everything else — not found, denied, a failed Dockerfile, a
-// missing context, the recipe's timeout — is permanent.
-func classify(err error) error {
-	switch {
-	case bus.IsPermanent(err):
-		return err
-	case registry.Retryable(err):
-		if d, ok := registry.RetryAfter(err); ok {
-			return bus.Retry(err, d)
-		}
-		return err
-	}
-	return bus.Permanent(err)
 }
 
 // RebuiltMessage is the image.rebuilt message of a build, with an id derived from recipe, base digest and tag, so
