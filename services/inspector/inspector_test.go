@@ -165,31 +165,7 @@ func (f *fixture) redelivered() {
 // settle waits until the inspector has handled every event published so far (nothing pending or unacked).
 func (f *fixture) settle() {
 	f.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := f.js.Bus.JetStream().Stream(ctx, event.StreamRegistry)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	c, err := s.Consumer(ctx, event.StageInspector)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	for {
-		info, err := c.Info(ctx)
-		if err != nil {
-			f.t.Fatalf("waiting for the inspector: %v", err)
-		}
-		// NumPending alone can lag a publish: wait for the ack floor to pass the last event published.
-		if info.AckFloor.Stream >= f.lastSeq && info.NumPending == 0 && info.NumAckPending == 0 {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			f.t.Fatalf("inspector did not settle: %d pending, %d unacked", info.NumPending, info.NumAckPending)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	f.js.WaitSettled(event.StreamRegistry, event.StageInspector, f.lastSeq)
 }
 
 // outputs returns the messages of the IMAGE stream on subject.

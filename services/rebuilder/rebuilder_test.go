@@ -238,34 +238,7 @@ func (f *fixture) publish(m *bus.Message) {
 // settle waits until the rebuilder has handled every image.inspected published so far.
 func (f *fixture) settle() {
 	f.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	s, err := f.js.Bus.JetStream().Stream(ctx, event.StreamImage)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	c, err := s.Consumer(ctx, event.StageRebuilder)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		info, err := c.Info(ctx)
-		if err != nil {
-			f.t.Fatalf("waiting for the rebuilder: %v", err)
-		}
-		// NumPending alone can lag a publish: wait for the ack floor to pass the last message published.
-		if info.AckFloor.Stream >= f.lastSeq && info.NumPending == 0 && info.NumAckPending == 0 {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			f.t.Fatalf("rebuilder did not settle: ack floor %d of %d, %d pending, %d unacked", info.AckFloor.Stream, f.lastSeq,
-				info.NumPending, info.NumAckPending)
-		case <-tick.C:
-		}
-	}
+	f.js.WaitSettled(event.StreamImage, event.StageRebuilder, f.lastSeq)
 }
 
 func (f *fixture) rebuilt() []*harborflowv1.ImageRebuilt {
