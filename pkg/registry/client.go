@@ -37,6 +37,9 @@ const (
 	DefaultCacheSize = 4096
 	// DefaultVersion is the version in the User-Agent when WithVersion is not given.
 	DefaultVersion = "dev"
+	// UserAgentPrefix starts the User-Agent of every request the client makes (UserAgent): a registry's pull
+	// notifications carrying it are harborflow's own reads.
+	UserAgentPrefix = "harborflow/"
 
 	// regclient's retries of failed connections and 5xx answers: a few, quickly, since a stage's messages
 	// are redelivered with the bus's own back-off.
@@ -171,7 +174,7 @@ func New(regs []config.Registry, opts ...Opt) (*Client, error) {
 	for i := len(c.wraps) - 1; i >= 0; i-- {
 		rt = c.wraps[i](rt)
 	}
-	ua := "harborflow/" + c.version
+	ua := UserAgent(c.version)
 	rt = &retryTransport{next: rt, userAgent: ua, maxWait: c.maxWait, log: c.log, gates: map[string]time.Time{}}
 	c.direct = newDirect(rt, regs)
 	rt = authRecorder{next: rt, direct: c.direct}
@@ -200,6 +203,9 @@ func concurrency(r config.Registry, def int) int {
 	}
 	return def
 }
+
+// UserAgent is the User-Agent of a client of that version: harborflow/<version>.
+func UserAgent(version string) string { return UserAgentPrefix + version }
 
 // Close releases idle connections and the idle staging directories of writes. The Client stays usable.
 func (c *Client) Close() {

@@ -478,8 +478,12 @@ func TestUserAgent(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(agents) != 1 || agents["harborflow/1.2.3"] != int(counter.Snapshot().Total()) {
-		t.Errorf("user agents %v for %d requests, want only harborflow/1.2.3", agents, counter.Snapshot().Total())
+	want := registry.UserAgent("1.2.3")
+	if len(agents) != 1 || agents[want] != int(counter.Snapshot().Total()) {
+		t.Errorf("user agents %v for %d requests, want only %s", agents, counter.Snapshot().Total(), want)
+	}
+	if !strings.HasPrefix(want, registry.UserAgentPrefix) || want != "harborflow/1.2.3" {
+		t.Errorf("User-Agent %q, want harborflow/<version> starting with UserAgentPrefix %q", want, registry.UserAgentPrefix)
 	}
 }
 
