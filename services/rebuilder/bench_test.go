@@ -160,7 +160,8 @@ func benchRebuild(b *testing.B, cold bool) {
 		served, counted := reg.BlobBytesServed(), counter.snapshot()
 		disk, _ := diskWritten()
 		start := time.Now()
-		res, err := rb.Rebuild(ctx, bb.recipe, false)
+		manual, err := rb.Rebuild(ctx, bb.recipe, false)
+		res := manual.Rebuilt
 		took := time.Since(start)
 		diskAfter, _ := diskWritten()
 		if err != nil {

@@ -214,7 +214,7 @@ func (r *Rebuilder) Handle(ctx context.Context, m *bus.Message) ([]*bus.Message,
 			platforms: platformsOf(ev.GetPlatforms()), eventID: m.ID, correlID: ev.GetCorrelationId(),
 			holder: fmt.Sprintf("%s#%d", m.Stream, m.Sequence),
 		}
-		out, err := r.rebuild(ctx, rc, t)
+		out, _, err := r.rebuild(ctx, rc, t)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("recipe %s: %w", rc.Name, err))
 			continue
@@ -226,16 +226,26 @@ func (r *Rebuilder) Handle(ctx context.Context, m *bus.Message) ([]*bus.Message,
 	return outs, joinErrs(errs)
 }
 
+// Manual is what a manual rebuild did.
+type Manual struct {
+	// Rebuilt is the build: a new one or, with AlreadyBuilt, the earlier build of the same base digest. It is nil
+	// when nothing was built (the log says why: superseded, skipped, failed before, being built elsewhere).
+	Rebuilt *harborflowv1.ImageRebuilt
+	// AlreadyBuilt says the base digest was built before and force was not given: nothing was built now.
+	AlreadyBuilt bool
+}
+
 // Rebuild builds recipe by hand from what its base tag points to now (harborflow rebuild). Unless force is
-// set, a base digest the recipe has built before is not built again: the earlier result is returned.
-func (r *Rebuilder) Rebuild(ctx context.Context, name string, force bool) (*harborflowv1.ImageRebuilt, error) {
+// set, a base digest the recipe has built before is not built again: the earlier result is returned, with
+// AlreadyBuilt set.
+func (r *Rebuilder) Rebuild(ctx context.Context, name string, force bool) (Manual, error) {
 	for _, rc := range r.recipes {
 		if rc.Name != name {
 			continue
 		}
 		art, err := r.deps.Registry.Inspect(ctx, rc.Base)
 		if err != nil {
-			return nil, fmt.Errorf("reading the base of recipe %s: %w", rc.Name, err) // the registry's error names it
+			return Manual{}, fmt.Errorf("reading the base of recipe %s: %w", rc.Name, err) // the registry's error names it
 		}
 		t := trigger{
 			base: rc.baseRepo + "@" + art.Digest, digest: art.Digest, eventID: "manual", holder: r.holder,
@@ -247,20 +257,17 @@ func (r *Rebuilder) Rebuild(ctx context.Context, name string, force bool) (*harb
 		for _, p := range art.Platforms {
 			t.platforms = append(t.platforms, p.String())
 		}
-		m, err := r.rebuild(ctx, rc, t)
-		if err != nil {
-			return nil, err
-		}
-		if m == nil {
-			return nil, nil
+		m, outcome, err := r.rebuild(ctx, rc, t)
+		if err != nil || m == nil {
+			return Manual{}, err
 		}
 		out := &harborflowv1.ImageRebuilt{}
 		if err := m.Decode(out); err != nil {
-			return nil, err
+			return Manual{}, err
 		}
-		return out, nil
+		return Manual{Rebuilt: out, AlreadyBuilt: outcome == outcomeRepeated}, nil
 	}
-	return nil, fmt.Errorf("no recipe named %q (recipes: %s)", name, strings.Join(r.Recipes(), ", "))
+	return Manual{}, fmt.Errorf("no recipe named %q (recipes: %s)", name, strings.Join(r.Recipes(), ", "))
 }
 
 // follows reports whether the recipe follows the inspected image: the same repository, and a tag of the
@@ -277,8 +284,8 @@ func (rc recipe) follows(repo string, ev *harborflowv1.ImageInspected) bool {
 	return ev.GetVersion() == rc.baseTag.Version && ev.GetSuffix() == rc.baseTag.Suffix
 }
 
-// rebuild runs one recipe for one trigger and counts its outcome.
-func (r *Rebuilder) rebuild(ctx context.Context, rc recipe, t trigger) (*bus.Message, error) {
+// rebuild runs one recipe for one trigger, counts its outcome and returns it.
+func (r *Rebuilder) rebuild(ctx context.Context, rc recipe, t trigger) (*bus.Message, string, error) {
 	m, outcome, err := r.run(ctx, rc, t)
 	switch {
 	case err == nil:
@@ -288,7 +295,7 @@ func (r *Rebuilder) rebuild(ctx context.Context, rc recipe, t trigger) (*bus.Mes
 		outcome = outcomeRetried
 	}
 	r.m.triggers.WithLabelValues(rc.Name, outcome).Inc()
-	return m, err
+	return m, outcome, err
 }
 
 // run runs one recipe for one trigger, from the line to the tag. It returns the image.rebuilt to publish, or

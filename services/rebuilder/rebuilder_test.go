@@ -573,9 +573,10 @@ func TestManualRebuild(t *testing.T) {
 	f := newFixture(t, nil, overlayRecipe(t))
 	f.base("wso2/am:4.2.0", "16")
 	ctx := context.Background()
-	first, err := f.rb.Rebuild(ctx, "acme-am", false)
-	if err != nil || first.GetTag() != "4.2.0.16.1" || first.GetEventId() != "manual" {
-		t.Fatalf("rebuild: %v, %v", first, err)
+	res, err := f.rb.Rebuild(ctx, "acme-am", false)
+	first := res.Rebuilt
+	if err != nil || first.GetTag() != "4.2.0.16.1" || first.GetEventId() != "manual" || res.AlreadyBuilt {
+		t.Fatalf("rebuild: %+v, %v", res, err)
 	}
 	// The followed tag points at the base: the image names it as its base, so that check-base reports
 	// "changed" once 4.2.0 moves on.
@@ -583,12 +584,12 @@ func TestManualRebuild(t *testing.T) {
 		t.Errorf("base name %q, want the followed tag", top.Annotations["org.opencontainers.image.base.name"])
 	}
 	again, err := f.rb.Rebuild(ctx, "acme-am", false)
-	if err != nil || again.GetDigest() != first.GetDigest() || again.GetTag() != first.GetTag() {
-		t.Errorf("rebuild again: %v, %v; want the first build", again, err)
+	if err != nil || !again.AlreadyBuilt || again.Rebuilt.GetDigest() != first.GetDigest() || again.Rebuilt.GetTag() != first.GetTag() {
+		t.Errorf("rebuild again: %+v, %v; want the first build, marked already built", again, err)
 	}
 	forced, err := f.rb.Rebuild(ctx, "acme-am", true)
-	if err != nil || forced.GetTag() != "4.2.0.16.2" {
-		t.Errorf("rebuild --force: %v, %v; want 4.2.0.16.2", forced, err)
+	if err != nil || forced.AlreadyBuilt || forced.Rebuilt.GetTag() != "4.2.0.16.2" {
+		t.Errorf("rebuild --force: %+v, %v; want a new build 4.2.0.16.2", forced, err)
 	}
 	if _, err := f.rb.Rebuild(ctx, "nope", false); err == nil || !strings.Contains(err.Error(), "acme-am") {
 		t.Errorf("unknown recipe: %v, want an error listing the recipes", err)
