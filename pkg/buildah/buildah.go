@@ -40,7 +40,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/logging"
 )
 
@@ -61,7 +60,7 @@ type Builder struct {
 	workDir string
 	tail    int
 	log     *zap.Logger
-	regs    []config.Registry
+	regs    []Host
 }
 
 // Opt configures a Builder.
@@ -111,7 +110,7 @@ var hostPattern = regexp.MustCompile(`^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9
 // New returns a Builder that reaches the registries of the configuration with their credentials, CAs and
 // TLS settings; other hosts are reached anonymously over verified TLS. It fails when buildah cannot be found
 // or a registry entry cannot be used.
-func New(regs []config.Registry, opts ...Opt) (*Builder, error) {
+func New(regs []Host, opts ...Opt) (*Builder, error) {
 	b := &Builder{workDir: os.TempDir(), tail: DefaultLogTail, log: zap.NewNop()}
 	for _, o := range opts {
 		o(b)

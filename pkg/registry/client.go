@@ -21,7 +21,6 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/imageref"
 	"github.com/harborflow/harborflow/pkg/logging"
 )
@@ -122,7 +121,7 @@ func WithCacheSize(n int) Opt {
 
 // New returns a Client for the registries of the configuration. Hosts not listed are reached anonymously,
 // over verified TLS, with DefaultMaxConcurrency. No credentials are read from anywhere else.
-func New(regs []config.Registry, opts ...Opt) (*Client, error) {
+func New(regs []Host, opts ...Opt) (*Client, error) {
 	c := &Client{
 		log:       zap.NewNop(),
 		version:   DefaultVersion,
@@ -136,18 +135,18 @@ func New(regs []config.Registry, opts ...Opt) (*Client, error) {
 	hosts := make([]rcconfig.Host, 0, len(regs))
 	for _, r := range regs {
 		switch {
-		case r.Host == "" || strings.Contains(r.Host, "/"):
-			return nil, fmt.Errorf("registry host %q: want host or host:port", r.Host)
-		case seen[r.Host]:
-			return nil, fmt.Errorf("registry %s: listed twice", r.Host)
+		case r.Name == "" || strings.Contains(r.Name, "/"):
+			return nil, fmt.Errorf("registry host %q: want host or host:port", r.Name)
+		case seen[r.Name]:
+			return nil, fmt.Errorf("registry %s: listed twice", r.Name)
 		case r.MaxConcurrency < 0:
-			return nil, fmt.Errorf("registry %s: max_concurrency %d is negative", r.Host, r.MaxConcurrency)
+			return nil, fmt.Errorf("registry %s: max_concurrency %d is negative", r.Name, r.MaxConcurrency)
 		}
-		seen[r.Host] = true
+		seen[r.Name] = true
 		h := rcconfig.Host{
-			Name:          r.Host,
+			Name:          r.Name,
 			User:          r.Username,
-			Pass:          r.Password.Value(),
+			Pass:          r.Password,
 			TLS:           rcconfig.TLSEnabled,
 			ReqConcurrent: int64(concurrency(r, DefaultMaxConcurrency)),
 			RepoAuth:      true,
@@ -197,7 +196,7 @@ func New(regs []config.Registry, opts ...Opt) (*Client, error) {
 	return c, nil
 }
 
-func concurrency(r config.Registry, def int) int {
+func concurrency(r Host, def int) int {
 	if r.MaxConcurrency > 0 {
 		return r.MaxConcurrency
 	}

@@ -42,7 +42,7 @@ func newRebuildCommand(cfgPath func() string) *cobra.Command {
 				return err
 			}
 			defer nc.Close()
-			reg, err := registry.New(cfg.Registries, registry.WithLogger(log), registry.WithVersion(Version))
+			reg, err := registry.New(config.RegistryHosts(cfg.Registries), registry.WithLogger(log), registry.WithVersion(Version))
 			if err != nil {
 				return err
 			}

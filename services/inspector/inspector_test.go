@@ -39,7 +39,7 @@ func newFixture(t *testing.T, indexWait time.Duration) *fixture {
 	js := bustest.Start(t)
 	reg := registrytest.New(t)
 	var counter registry.Counter
-	client, err := registry.New([]config.Registry{reg.Config()}, registry.WithTransport(counter.Wrap))
+	client, err := registry.New([]registry.Host{reg.Settings()}, registry.WithTransport(counter.Wrap))
 	if err != nil {
 		t.Fatal(err)
 	}

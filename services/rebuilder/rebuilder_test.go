@@ -69,7 +69,7 @@ func newFixtureOn(t *testing.T, reg *registrytest.Registry, wrap func(rebuilder.
 	t.Helper()
 	f := &fixture{t: t, js: bustest.Start(t), reg: reg}
 	var err error
-	if f.client, err = registry.New([]config.Registry{f.reg.Config()}); err != nil {
+	if f.client, err = registry.New([]registry.Host{f.reg.Settings()}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.client.Close)
@@ -107,7 +107,7 @@ func newFixtureOn(t *testing.T, reg *registrytest.Registry, wrap func(rebuilder.
 			if _, err := exec.LookPath("buildah"); err != nil {
 				t.Skip("buildah is not installed (make buildah installs it)")
 			}
-			if f.deps.Buildah, err = buildah.New([]config.Registry{f.reg.Config()}, buildah.WithWorkDir(t.TempDir())); err != nil {
+			if f.deps.Buildah, err = buildah.New([]buildah.Host{f.reg.Config().BuildahHost()}, buildah.WithWorkDir(t.TempDir())); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -132,7 +132,7 @@ func (f *fixture) process(wrap func(http.RoundTripper) http.RoundTripper) *rebui
 // it is SIGKILLed.
 func (f *fixture) processConn(wrap func(http.RoundTripper) http.RoundTripper) (*rebuilder.Rebuilder, func()) {
 	f.t.Helper()
-	client, err := registry.New([]config.Registry{f.reg.Config()}, registry.WithTransport(wrap))
+	client, err := registry.New([]registry.Host{f.reg.Settings()}, registry.WithTransport(wrap))
 	if err != nil {
 		f.t.Fatal(err)
 	}
