@@ -107,7 +107,7 @@ func WithLogTail(n int) Opt {
 // hostPattern is what a registry host may look like: a name or an address, with an optional port.
 var hostPattern = regexp.MustCompile(`^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]+)?$`)
 
-// New returns a Builder that reaches the registries of the configuration with their credentials, CAs and
+// New returns a Builder that reaches the registry hosts regs with their credentials, CAs and
 // TLS settings; other hosts are reached anonymously over verified TLS. It fails when buildah cannot be found
 // or a registry entry cannot be used.
 func New(regs []Host, opts ...Opt) (*Builder, error) {

@@ -119,7 +119,7 @@ func WithCacheSize(n int) Opt {
 	}
 }
 
-// New returns a Client for the registries of the configuration. Hosts not listed are reached anonymously,
+// New returns a Client for the registry hosts regs. Hosts not listed are reached anonymously,
 // over verified TLS, with DefaultMaxConcurrency. No credentials are read from anywhere else.
 func New(regs []Host, opts ...Opt) (*Client, error) {
 	c := &Client{

@@ -748,4 +748,3 @@ func payloadTimestamp(s string) *timestamppb.Timestamp {
 	}
 	return ts
 }
-
