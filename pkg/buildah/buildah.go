@@ -53,7 +53,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/logging"
 )
 
@@ -74,7 +73,7 @@ type Builder struct {
 	workDir string
 	tail    int
 	log     *zap.Logger
-	regs    []config.Registry
+	regs    []Host
 }
 
 // Opt configures a Builder.
@@ -121,10 +120,10 @@ func WithLogTail(n int) Opt {
 // hostPattern is what a registry host may look like: a name or an address, with an optional port.
 var hostPattern = regexp.MustCompile(`^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]+)?$`)
 
-// New returns a Builder that reaches the registries of the configuration with their credentials, CAs and
+// New returns a Builder that reaches the registry hosts regs with their credentials, CAs and
 // TLS settings; other hosts are reached anonymously over verified TLS. It fails when buildah cannot be found
 // or a registry entry cannot be used.
-func New(regs []config.Registry, opts ...Opt) (*Builder, error) {
+func New(regs []Host, opts ...Opt) (*Builder, error) {
 	b := &Builder{workDir: os.TempDir(), tail: DefaultLogTail, log: zap.NewNop()}
 	for _, o := range opts {
 		o(b)

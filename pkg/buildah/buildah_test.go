@@ -27,7 +27,6 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/harborflow/harborflow/pkg/buildah"
-	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/logging"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
 )
@@ -42,7 +41,7 @@ LABEL com.acme.rebuilt="yes"
 
 // newBuilder returns a Builder for regs whose work directories go under a directory of the test, which it
 // also returns; the test is skipped when buildah is not installed.
-func newBuilder(t *testing.T, regs []config.Registry, opts ...buildah.Opt) (*buildah.Builder, string) {
+func newBuilder(t *testing.T, regs []buildah.Host, opts ...buildah.Opt) (*buildah.Builder, string) {
 	t.Helper()
 	if _, err := exec.LookPath("buildah"); err != nil {
 		t.Skip("buildah is not on PATH")
@@ -83,7 +82,7 @@ func TestBuildSinglePlatform(t *testing.T) {
 	t.Parallel()
 	reg := registrytest.New(t)
 	base := reg.PushImage(t, "wso2/am:4.2.0", registrytest.Image{Labels: map[string]string{"update_level": "7"}})
-	b, work := newBuilder(t, []config.Registry{reg.Config()})
+	b, work := newBuilder(t, []buildah.Host{reg.Config().BuildahHost()})
 
 	res, err := b.Build(context.Background(), buildah.Spec{
 		Context:   buildContext(t, rebuildDockerfile),
@@ -186,7 +185,7 @@ func TestBuildMultiPlatform(t *testing.T) {
 	base := reg.PushIndex(t, "wso2/am:4.2.0", registrytest.Index{Images: []registrytest.Image{
 		{Platform: "linux/amd64"}, {Platform: "linux/arm64"},
 	}})
-	b, work := newBuilder(t, []config.Registry{reg.Config()})
+	b, work := newBuilder(t, []buildah.Host{reg.Config().BuildahHost()})
 
 	platforms := []string{"linux/amd64", "linux/arm64"}
 	res, err := b.Build(context.Background(), buildah.Spec{
@@ -251,7 +250,7 @@ func TestBuildFailingStep(t *testing.T) {
 	reg := registrytest.New(t)
 	base := reg.PushImage(t, "wso2/am:4.2.0", registrytest.Image{})
 	core, logs := observer.New(zap.InfoLevel)
-	b, work := newBuilder(t, []config.Registry{reg.Config()}, buildah.WithLogger(zap.New(core)), buildah.WithLogTail(5))
+	b, work := newBuilder(t, []buildah.Host{reg.Config().BuildahHost()}, buildah.WithLogger(zap.New(core)), buildah.WithLogTail(5))
 
 	res, err := b.Build(context.Background(), buildah.Spec{
 		Context:   buildContext(t, rebuildDockerfile+"RUN /bin/false\n"),
@@ -358,7 +357,7 @@ func TestBuildTimeout(t *testing.T) {
 		})
 	}))
 	base := reg.PushImage(t, "wso2/am:4.2.0", registrytest.Image{})
-	b, work := newBuilder(t, []config.Registry{reg.Config()})
+	b, work := newBuilder(t, []buildah.Host{reg.Config().BuildahHost()})
 
 	start := time.Now()
 	_, err := b.Build(context.Background(), buildah.Spec{
@@ -411,7 +410,7 @@ func TestBuildBasicAuth(t *testing.T) {
 	const password = "pw-7f3c9a41e2"
 	reg := registrytest.New(t, registrytest.WithBasicAuth("robot$builder", password))
 	base := reg.PushImage(t, "wso2/am:4.2.0", registrytest.Image{})
-	b, work := newBuilder(t, []config.Registry{reg.Config()})
+	b, work := newBuilder(t, []buildah.Host{reg.Config().BuildahHost()})
 	spec := buildah.Spec{
 		Context:   buildContext(t, rebuildDockerfile),
 		BuildArgs: map[string]string{"BASE_IMAGE": base.Ref},
@@ -445,9 +444,9 @@ func TestBuildBasicAuth(t *testing.T) {
 	}
 
 	// Without credentials, the pull fails and says so.
-	anon := reg.Config()
+	anon := reg.Config().BuildahHost()
 	anon.Username, anon.Password = "", ""
-	b2, work2 := newBuilder(t, []config.Registry{anon})
+	b2, work2 := newBuilder(t, []buildah.Host{anon})
 	_, err = b2.Build(context.Background(), spec)
 	t.Logf("without credentials: %v", err)
 	if !errors.Is(err, buildah.ErrPullBase) || !errors.As(err, &be) || be.Base != base.Ref ||
@@ -461,7 +460,7 @@ func TestBuildBasicAuth(t *testing.T) {
 func TestBuildMissingBase(t *testing.T) {
 	t.Parallel()
 	reg := registrytest.New(t)
-	b, work := newBuilder(t, []config.Registry{reg.Config()})
+	b, work := newBuilder(t, []buildah.Host{reg.Config().BuildahHost()})
 	missing := reg.Ref("wso2/am:4.2.0.99")
 	_, err := b.Build(context.Background(), buildah.Spec{
 		Context:   buildContext(t, rebuildDockerfile),
@@ -480,12 +479,12 @@ func TestNewEnv(t *testing.T) {
 	if _, err := buildah.NewEnv(t.TempDir(), "btrfs", nil); err == nil || !strings.Contains(err.Error(), `"btrfs"`) {
 		t.Errorf("NewEnv with driver btrfs: %v; want an error naming it", err)
 	}
-	if _, err := buildah.NewEnv(t.TempDir(), buildah.DriverVFS, []config.Registry{{Host: "reg example"}}); err == nil {
+	if _, err := buildah.NewEnv(t.TempDir(), buildah.DriverVFS, []buildah.Host{{Name: "reg example"}}); err == nil {
 		t.Error("NewEnv with registry host \"reg example\": no error")
 	}
 
 	dir := t.TempDir()
-	e, err := buildah.NewEnv(dir, buildah.DriverOverlay, []config.Registry{{Host: "127.0.0.1:5000", PlainHTTP: true}})
+	e, err := buildah.NewEnv(dir, buildah.DriverOverlay, []buildah.Host{{Name: "127.0.0.1:5000", PlainHTTP: true}})
 	if err != nil {
 		t.Fatalf("NewEnv: %v", err)
 	}

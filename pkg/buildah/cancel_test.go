@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/harborflow/harborflow/pkg/buildah"
-	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
 )
 
@@ -48,7 +47,7 @@ func TestBuildCancelledStopsEveryProcess(t *testing.T) {
 		Platform: "linux/" + runtime.GOARCH,
 		Entries:  [][]registrytest.Entry{{registrytest.File("sleeper", string(sleeperBinary(t)), 0o755, 0, 0)}},
 	})
-	b, work := newBuilder(t, []config.Registry{reg.Config()})
+	b, work := newBuilder(t, []buildah.Host{reg.Config().BuildahHost()})
 	token := "cancel-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	dockerfile := "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN [\"/sleeper\", \"" + token + "\"]\n"
 

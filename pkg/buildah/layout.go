@@ -6,12 +6,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/harborflow/harborflow/pkg/mediatype"
+	hfplatform "github.com/harborflow/harborflow/pkg/platform"
 )
 
 // Media types buildah writes to an OCI layout.
 const (
-	mediaIndex    = "application/vnd.oci.image.index.v1+json"
-	mediaManifest = "application/vnd.oci.image.manifest.v1+json"
+	mediaIndex    = mediatype.OCIIndex
+	mediaManifest = mediatype.OCIManifest
 )
 
 type descriptor struct {
@@ -28,13 +31,7 @@ type platform struct {
 	Variant      string `json:"variant,omitempty"`
 }
 
-func (p platform) String() string {
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
-}
+func (p platform) String() string { return hfplatform.Format(p.OS, p.Architecture, p.Variant) }
 
 // readLayout checks that the OCI layout at dir holds one entry and returns it with its platforms: the
 // image's own, or those of the index's images.

@@ -9,8 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-
-	"github.com/harborflow/harborflow/pkg/config"
 )
 
 // Storage drivers an Env can use.
@@ -59,7 +57,7 @@ var passEnv = []string{
 // and insecure hosts are marked insecure in registries.conf, credentials go into the auth file (mode 0600)
 // and a host's ca_file becomes its certs.d CA. Other hosts are reached anonymously over verified TLS.
 // RUN steps default to chroot isolation and built images to the OCI format.
-func NewEnv(dir, driver string, regs []config.Registry) (*Env, error) {
+func NewEnv(dir, driver string, regs []Host) (*Env, error) {
 	if driver != DriverVFS && driver != DriverOverlay {
 		return nil, fmt.Errorf("storage driver %q: want %q or %q", driver, DriverVFS, DriverOverlay)
 	}
@@ -96,23 +94,23 @@ func NewEnv(dir, driver string, regs []config.Registry) (*Env, error) {
 	for _, r := range regs {
 		if r.PlainHTTP || r.Insecure {
 			// buildah's --tls-verify applies to every registry of an invocation; registries.conf is per host.
-			fmt.Fprintf(&regConf, "\n[[registry]]\nlocation = %q\ninsecure = true\n", r.Host)
+			fmt.Fprintf(&regConf, "\n[[registry]]\nlocation = %q\ninsecure = true\n", r.Name)
 		}
-		if r.Username != "" || r.Password.Value() != "" {
-			cred := base64.StdEncoding.EncodeToString([]byte(r.Username + ":" + r.Password.Value()))
-			auths[authKey(r.Host)] = map[string]string{"auth": cred}
+		if r.Username != "" || r.Password != "" {
+			cred := base64.StdEncoding.EncodeToString([]byte(r.Username + ":" + r.Password))
+			auths[authKey(r.Name)] = map[string]string{"auth": cred}
 		}
 		if r.CAFile != "" {
 			ca, err := os.ReadFile(r.CAFile)
 			if err != nil {
-				return nil, fmt.Errorf("registry %s: reading ca_file: %w", r.Host, err)
+				return nil, fmt.Errorf("registry %s: reading ca_file: %w", r.Name, err)
 			}
-			certs := filepath.Join(home, ".config", "containers", "certs.d", r.Host)
+			certs := filepath.Join(home, ".config", "containers", "certs.d", r.Name)
 			if err := os.MkdirAll(certs, 0o700); err != nil {
-				return nil, fmt.Errorf("registry %s: making the CA dir: %w", r.Host, err)
+				return nil, fmt.Errorf("registry %s: making the CA dir: %w", r.Name, err)
 			}
 			if err := os.WriteFile(filepath.Join(certs, "ca.crt"), ca, 0o600); err != nil {
-				return nil, fmt.Errorf("registry %s: writing the CA: %w", r.Host, err)
+				return nil, fmt.Errorf("registry %s: writing the CA: %w", r.Name, err)
 			}
 		}
 	}
@@ -189,19 +187,19 @@ func (e *Env) Environ() []string {
 
 // checkRegistries fails on a registry entry buildah's configuration cannot hold: a host that is not
 // host[:port], a host listed twice, or a ca_file that cannot be read.
-func checkRegistries(regs []config.Registry) error {
+func checkRegistries(regs []Host) error {
 	seen := map[string]bool{}
 	for _, r := range regs {
 		switch {
-		case !hostPattern.MatchString(r.Host):
-			return fmt.Errorf("registry host %q: want host or host:port", r.Host)
-		case seen[r.Host]:
-			return fmt.Errorf("registry %s: listed twice", r.Host)
+		case !hostPattern.MatchString(r.Name):
+			return fmt.Errorf("registry host %q: want host or host:port", r.Name)
+		case seen[r.Name]:
+			return fmt.Errorf("registry %s: listed twice", r.Name)
 		}
-		seen[r.Host] = true
+		seen[r.Name] = true
 		if r.CAFile != "" {
 			if _, err := os.ReadFile(r.CAFile); err != nil {
-				return fmt.Errorf("registry %s: reading ca_file: %w", r.Host, err)
+				return fmt.Errorf("registry %s: reading ca_file: %w", r.Name, err)
 			}
 		}
 	}

@@ -110,26 +110,7 @@ func (e *env) publish(id, correlationID, data string) uint64 {
 // nothing pending, and returns its info.
 func (e *env) waitSettled(stage string, seq uint64) *jetstream.ConsumerInfo {
 	e.t.Helper()
-	var info *jetstream.ConsumerInfo
-	var lastErr error
-	deadline := time.Now().Add(wait)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		var cons jetstream.Consumer
-		if cons, lastErr = e.bus.JetStream().Consumer(ctx, event.StreamRegistry, stage); lastErr == nil {
-			info, lastErr = cons.Info(ctx)
-		}
-		cancel()
-		if lastErr == nil && info.AckFloor.Stream >= seq && info.NumAckPending == 0 && info.NumPending == 0 {
-			return info
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("consumer %s not settled up to %d: info %+v, error %v", stage, seq, info, lastErr)
-		}
-		<-tick.C
-	}
+	return e.srv.WaitSettled(event.StreamRegistry, stage, seq)
 }
 
 // terminated subscribes to the advisories JetStream publishes when the stage terms a message.

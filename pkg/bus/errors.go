@@ -60,6 +60,12 @@ func Wait(reason error, after time.Duration) error {
 	return &retryError{err: reason, after: after, expected: true}
 }
 
+// IsRetry reports whether err, or an error it wraps, was marked with Retry or Wait.
+func IsRetry(err error) bool {
+	var r *retryError
+	return errors.As(err, &r)
+}
+
 // expectedWait reports whether err was marked with Wait.
 func expectedWait(err error) bool {
 	var r *retryError

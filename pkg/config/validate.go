@@ -8,12 +8,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 
 	"go.uber.org/zap/zapcore"
 
 	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/glob"
+	"github.com/harborflow/harborflow/pkg/imageref"
 	"github.com/harborflow/harborflow/pkg/imagetag"
 )
 
@@ -100,8 +100,8 @@ func (l *loader) validate(c *Config) error {
 			}
 			for j, r := range s.Repositories {
 				rk := fmt.Sprintf("%s.repositories[%d]", key, j)
-				if r.Repository == "" {
-					l.fail(rk+".repository", "must be set, e.g. registry.wso2.com/wso2-apim/am")
+				if _, err := imageref.ParseRepository(r.Repository); err != nil {
+					l.fail(rk+".repository", fmt.Sprintf("must be registry/repository, e.g. registry.wso2.com/wso2-apim/am, not %q", r.Repository))
 				}
 				for k, p := range r.Tags {
 					if _, err := regexp.Compile(p); err != nil {
@@ -175,12 +175,12 @@ func (l *loader) validateRebuilds(rebuilds []Rebuild) {
 			l.fail(key+".name", fmt.Sprintf("%q is already the name of rebuilds[%d]", r.Name, j))
 		}
 		names[r.Name] = i
-		if repo, tag, ok := splitTagged(r.Base); !ok {
+		if base, err := imageref.ParseTagged(r.Base); err != nil {
 			l.fail(key+".base", fmt.Sprintf("must be registry/repository:tag, e.g. registry.wso2.com/wso2-apim/am:4.2.0, not %q", r.Base))
-		} else if _, err := imagetag.Parse(tag); err != nil {
-			l.fail(key+".base", fmt.Sprintf("tag %q of %s is not a version tag such as 4.2.0 or 4.2.0-rocky: the recipe follows a version line", tag, repo))
+		} else if _, err := imagetag.Parse(base.Tag); err != nil {
+			l.fail(key+".base", fmt.Sprintf("tag %q of %s is not a version tag such as 4.2.0 or 4.2.0-rocky: the recipe follows a version line", base.Tag, base.Name()))
 		}
-		if _, tag, _ := splitTagged(r.Target); tag != "" || !validRepository(r.Target) {
+		if _, err := imageref.ParseRepository(r.Target); err != nil {
 			l.fail(key+".target", fmt.Sprintf("must be registry/repository without a tag, e.g. harbor.acme.example/wso2-dev/acme-am, not %q", r.Target))
 		}
 		if _, err := imagetag.ParseTemplate(r.Tag); err != nil {
@@ -208,7 +208,7 @@ func (l *loader) validateRebuilds(rebuilds []Rebuild) {
 				}
 			}
 		case BuilderRebase:
-			if r.Image == "" || strings.Contains(r.Image, "://") {
+			if _, err := imageref.Parse(r.Image); err != nil {
 				l.fail(key+".image", "must name the derived image to rebase, registry/repository:tag or @digest")
 			}
 		default:
@@ -230,32 +230,4 @@ func (l *loader) checkDir(key, dir string) {
 	case !st.IsDir():
 		l.fail(key, fmt.Sprintf("%q is not a directory", dir))
 	}
-}
-
-// splitTagged splits registry/repository:tag; ok is false unless both parts are there and there is no digest.
-func splitTagged(s string) (repo, tag string, ok bool) {
-	if strings.Contains(s, "@") {
-		return s, "", false
-	}
-	i := strings.LastIndexByte(s, ':')
-	if i < 0 || strings.Contains(s[i:], "/") {
-		return s, "", false
-	}
-	repo, tag = s[:i], s[i+1:]
-	return repo, tag, validRepository(repo) && tag != ""
-}
-
-// validRepository checks registry/repository loosely: a host with a dot, a port or localhost, then a path of
-// lower-case components.
-func validRepository(s string) bool {
-	host, path, ok := strings.Cut(s, "/")
-	if !ok || path == "" || !(strings.ContainsAny(host, ".:") || host == "localhost") {
-		return false
-	}
-	for _, comp := range strings.Split(path, "/") {
-		if comp == "" || strings.ToLower(comp) != comp || strings.ContainsAny(comp, ":@ ") {
-			return false
-		}
-	}
-	return true
 }

@@ -56,6 +56,30 @@ func DistributionID(source, registryEventID, action, repository, digest, tag str
 	return ID("distribution", source, registryEventID, action, repository, digest, tag)
 }
 
+// InspectedID is the id of an image.inspected: (registry/repository, digest, the push event's tag). The same
+// digest under the same tag is one message, however often it is inspected again.
+func InspectedID(repository, digest, tag string) string {
+	return ID("inspected", repository, digest, tag)
+}
+
+// RejectedID is the id of an image.rejected: (registry/repository, digest, the push event's tag).
+func RejectedID(repository, digest, tag string) string {
+	return ID("rejected", repository, digest, tag)
+}
+
+// RebuiltID is the id of an image.rebuilt: (recipe, base digest, the tag built), so that publishing a build
+// again stores it once.
+func RebuiltID(recipe, baseDigest, tag string) string {
+	return ID("rebuilt", recipe, baseDigest, tag)
+}
+
+// PollID is the id of a push the watcher saw by polling: (source, registry/repository, tag, the digest the tag
+// pointed to before, the digest it points to now). The previous digest keeps a tag that moves back and forth
+// from folding into an earlier event of the duplicate window.
+func PollID(source, repository, tag, previous, digest string) string {
+	return ID("poll", source, repository, tag, previous, digest)
+}
+
 // Canonical returns raw JSON with object keys sorted and insignificant space removed, so that two encodings of
 // the same object compare equal. Numbers keep their text. Invalid JSON is returned as it is.
 func Canonical(raw json.RawMessage) string {

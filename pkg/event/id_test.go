@@ -104,3 +104,22 @@ func TestKeyEscapesWhatKVKeysCannotHold(t *testing.T) {
 		t.Error("a dot inside a part splits it")
 	}
 }
+
+// TestOutputIDsArePinned pins the ids of the stages' outputs: a change would publish, within the duplicate
+// window, a second copy of every message a redelivery publishes again.
+func TestOutputIDsArePinned(t *testing.T) {
+	const repo, digest = "harbor.acme.example/wso2-dev/acme-am", "sha256:ab"
+	for _, tc := range []struct{ name, got, want string }{
+		{"inspected", event.InspectedID(repo, digest, "4.2.0.15"), "42a473043fdd3a1ae2c98740a5725a1c"},
+		{"rejected", event.RejectedID(repo, digest, "4.2.0.15"), "c7533f2c9b08b1df26429697be00930a"},
+		{"rebuilt", event.RebuiltID("acme-am", digest, "4.2.0.15.1"), "caf9beb69e323be5fc80f6687b20e1a7"},
+		{"poll", event.PollID("wso2", "registry.wso2.com/wso2-apim/am", "4.2.0", "sha256:00", digest), "f5e95091413cb9327e475b82a7dfd7e5"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s id = %s, want %s", tc.name, tc.got, tc.want)
+		}
+	}
+	if event.InspectedID(repo, digest, "a") == event.RejectedID(repo, digest, "a") {
+		t.Error("an image.inspected and an image.rejected of the same image share an id")
+	}
+}

@@ -13,6 +13,9 @@ import (
 	"github.com/regclient/regclient/types/docker/schema2"
 	"github.com/regclient/regclient/types/manifest"
 	v1 "github.com/regclient/regclient/types/oci/v1"
+
+	"github.com/harborflow/harborflow/pkg/mediatype"
+	"github.com/harborflow/harborflow/pkg/platform"
 )
 
 // Kind is what an artifact is, for the stages that act on images.
@@ -144,24 +147,18 @@ func (art *Artifact) UpdateLevel(label string) (int64, bool) {
 }
 
 // String returns os/architecture[/variant].
-func (p Platform) String() string {
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
-}
+func (p Platform) String() string { return platform.Format(p.OS, p.Architecture, p.Variant) }
 
 // Media types the classification knows.
 const (
-	mtOCIIndex          = "application/vnd.oci.image.index.v1+json"
-	mtDockerList        = "application/vnd.docker.distribution.manifest.list.v2+json"
-	mtOCIManifest       = "application/vnd.oci.image.manifest.v1+json"
-	mtDockerManifest    = "application/vnd.docker.distribution.manifest.v2+json"
-	mtDocker1Manifest   = "application/vnd.docker.distribution.manifest.v1+json"
-	mtDocker1Signed     = "application/vnd.docker.distribution.manifest.v1+prettyjws"
-	mtOCIConfig         = "application/vnd.oci.image.config.v1+json"
-	mtDockerConfig      = "application/vnd.docker.container.image.v1+json"
+	mtOCIIndex          = mediatype.OCIIndex
+	mtDockerList        = mediatype.DockerList
+	mtOCIManifest       = mediatype.OCIManifest
+	mtDockerManifest    = mediatype.DockerManifest
+	mtDocker1Manifest   = mediatype.Docker1Manifest
+	mtDocker1Signed     = mediatype.Docker1Signed
+	mtOCIConfig         = mediatype.OCIConfig
+	mtDockerConfig      = mediatype.DockerConfig
 	mtCosignSimpleSign  = "application/vnd.dev.cosign.simplesigning.v1+json"
 	mtDSSE              = "application/vnd.dsse.envelope.v1+json"
 	mtInToto            = "application/vnd.in-toto+json"
@@ -311,7 +308,7 @@ func descs(ds []descriptor.Descriptor) []descJSON {
 	return out
 }
 
-func isIndexType(mt string) bool { return mt == mtOCIIndex || mt == mtDockerList }
+func isIndexType(mt string) bool { return mediatype.IsIndex(mt) }
 
 func isImageConfig(mt string) bool { return mt == mtOCIConfig || mt == mtDockerConfig }
 

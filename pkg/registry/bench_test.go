@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
 )
@@ -46,7 +45,7 @@ func BenchmarkInspect(b *testing.B) {
 		{"index-2-platforms/cached", registry.DefaultCacheSize, func(c *registry.Client) error { _, err := c.Inspect(ctx, idx.Ref); return err }},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			c, counter := newClient(b, []config.Registry{reg.Config()}, registry.WithCacheSize(bc.cache))
+			c, counter := newClient(b, []registry.Host{reg.Settings()}, registry.WithCacheSize(bc.cache))
 			if err := bc.op(c); err != nil { // warm the caches and the connections
 				b.Fatal(err)
 			}
@@ -80,9 +79,9 @@ type inspector func(ctx context.Context, img registrytest.Pushed) (map[string]st
 
 // clientInspector inspects with the Client, caches off so that every inspection makes its two requests.
 func clientInspector(b *testing.B, reg *registrytest.Registry, counter *registry.Counter) inspector {
-	cfg := reg.Config()
+	cfg := reg.Settings()
 	cfg.MaxConcurrency = benchConcurrency
-	c, err := registry.New([]config.Registry{cfg}, registry.WithCacheSize(0), registry.WithTransport(counter.Wrap))
+	c, err := registry.New([]registry.Host{cfg}, registry.WithCacheSize(0), registry.WithTransport(counter.Wrap))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -21,7 +21,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/imageref"
 	"github.com/harborflow/harborflow/pkg/logging"
 )
 
@@ -40,6 +40,9 @@ const (
 	DefaultCacheSize = 4096
 	// DefaultVersion is the version in the User-Agent when WithVersion is not given.
 	DefaultVersion = "dev"
+	// UserAgentPrefix starts the User-Agent of every request the client makes (UserAgent): a registry's pull
+	// notifications carrying it are harborflow's own reads.
+	UserAgentPrefix = "harborflow/"
 
 	// regclient retries nothing (see "Retries" in doc.go): a request that fails (no connection, TLS, a 5xx, a
 	// timeout) fails the call, and the caller retries it later — a stage through the bus's back-off. A
@@ -131,9 +134,9 @@ func WithCacheSize(n int) Opt {
 	}
 }
 
-// New returns a Client for the registries of the configuration. Hosts not listed are reached anonymously,
+// New returns a Client for the registry hosts regs. Hosts not listed are reached anonymously,
 // over verified TLS, with DefaultMaxConcurrency. No credentials are read from anywhere else.
-func New(regs []config.Registry, opts ...Opt) (*Client, error) {
+func New(regs []Host, opts ...Opt) (*Client, error) {
 	c := &Client{
 		log:       zap.NewNop(),
 		version:   DefaultVersion,
@@ -149,18 +152,18 @@ func New(regs []config.Registry, opts ...Opt) (*Client, error) {
 	hosts := make([]rcconfig.Host, 0, len(regs))
 	for _, r := range regs {
 		switch {
-		case r.Host == "" || strings.Contains(r.Host, "/"):
-			return nil, fmt.Errorf("registry host %q: want host or host:port", r.Host)
-		case seen[r.Host]:
-			return nil, fmt.Errorf("registry %s: listed twice", r.Host)
+		case r.Name == "" || strings.Contains(r.Name, "/"):
+			return nil, fmt.Errorf("registry host %q: want host or host:port", r.Name)
+		case seen[r.Name]:
+			return nil, fmt.Errorf("registry %s: listed twice", r.Name)
 		case r.MaxConcurrency < 0:
-			return nil, fmt.Errorf("registry %s: max_concurrency %d is negative", r.Host, r.MaxConcurrency)
+			return nil, fmt.Errorf("registry %s: max_concurrency %d is negative", r.Name, r.MaxConcurrency)
 		}
-		seen[r.Host] = true
+		seen[r.Name] = true
 		h := rcconfig.Host{
-			Name:          r.Host,
+			Name:          r.Name,
 			User:          r.Username,
-			Pass:          r.Password.Value(),
+			Pass:          r.Password,
 			TLS:           rcconfig.TLSEnabled,
 			ReqConcurrent: int64(concurrency(r, DefaultMaxConcurrency)),
 			RepoAuth:      true,
@@ -188,7 +191,7 @@ func New(regs []config.Registry, opts ...Opt) (*Client, error) {
 	for i := len(c.wraps) - 1; i >= 0; i-- {
 		rt = c.wraps[i](rt)
 	}
-	ua := "harborflow/" + c.version
+	ua := UserAgent(c.version)
 	rt = &retryTransport{next: rt, userAgent: ua, maxWait: c.maxWait, log: c.log, metrics: c.metrics, gates: map[string]time.Time{}}
 	c.direct = newDirect(rt, regs)
 	rt = authRecorder{next: rt, direct: c.direct}
@@ -211,12 +214,15 @@ func New(regs []config.Registry, opts ...Opt) (*Client, error) {
 	return c, nil
 }
 
-func concurrency(r config.Registry, def int) int {
+func concurrency(r Host, def int) int {
 	if r.MaxConcurrency > 0 {
 		return r.MaxConcurrency
 	}
 	return def
 }
+
+// UserAgent is the User-Agent of a client of that version: harborflow/<version>.
+func UserAgent(version string) string { return UserAgentPrefix + version }
 
 // Close releases idle connections and the idle staging directories of writes. The Client stays usable.
 func (c *Client) Close() {
@@ -224,134 +230,14 @@ func (c *Client) Close() {
 	c.stages.removeIdle()
 }
 
-// parseRef parses registry/repository[:tag][@digest]. Only registry references are accepted: regclient
-// would read an ocidir:// reference from the local disk.
+// parseRef parses registry/repository[:tag][@digest] (imageref.Parse) into regclient's form. Only registry
+// references are accepted: regclient would read an ocidir:// reference from the local disk.
 func parseRef(s string) (ref.Ref, error) {
-	if r, ok := fastRef(s); ok {
-		return r, nil
+	r, err := imageref.Parse(s)
+	if err != nil {
+		return ref.Ref{}, err
 	}
-	if strings.Contains(s, "://") {
-		return ref.Ref{}, fmt.Errorf("%w %q: want registry/repository[:tag][@digest]", ErrInvalidReference, s)
-	}
-	r, err := ref.New(s)
-	if err != nil || r.Scheme != "reg" {
-		return ref.Ref{}, fmt.Errorf("%w %q: want registry/repository[:tag][@digest]", ErrInvalidReference, s)
-	}
-	if r.Digest != "" {
-		if _, err := digest.Parse(r.Digest); err != nil {
-			return ref.Ref{}, fmt.Errorf("%w %q: %v", ErrInvalidReference, s, err)
-		}
-	}
-	return r, nil
-}
-
-// fastRef parses the references harborflow makes, host/repository[:tag][@sha256:<hex>] with a host that
-// is not Docker Hub, without regclient's regular expressions (a sixth of an inspection's CPU). Anything
-// else is left to ref.New.
-func fastRef(s string) (ref.Ref, bool) {
-	name, dig, hasDig := strings.Cut(s, "@")
-	if hasDig && !validDigest(dig) {
-		return ref.Ref{}, false
-	}
-	host, rest, ok := strings.Cut(name, "/")
-	if !ok || !validHost(host) {
-		return ref.Ref{}, false
-	}
-	repo, tag := rest, ""
-	if i := strings.LastIndexByte(rest, ':'); i >= 0 {
-		repo, tag = rest[:i], rest[i+1:]
-		if !validTag(tag) {
-			return ref.Ref{}, false
-		}
-	}
-	if !validRepository(repo) {
-		return ref.Ref{}, false
-	}
-	if tag == "" && dig == "" {
-		tag = "latest"
-	}
-	return ref.Ref{Scheme: "reg", Reference: s, Registry: host, Repository: repo, Tag: tag, Digest: dig}, true
-}
-
-func validDigest(d string) bool {
-	alg, hex, ok := strings.Cut(d, ":")
-	if !ok || (alg != "sha256" || len(hex) != 64) && (alg != "sha512" || len(hex) != 128) {
-		return false
-	}
-	for i := 0; i < len(hex); i++ {
-		if c := hex[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
-
-// validHost accepts a host name or IPv4 address with an optional port that names a registry (it has a dot
-// or a port, or is localhost) other than Docker Hub, whose names ref.New rewrites.
-func validHost(h string) bool {
-	switch h {
-	case "", "docker.io", "index.docker.io", "registry-1.docker.io":
-		return false
-	case "localhost":
-		return true
-	}
-	if !strings.ContainsAny(h, ".:") {
-		return false
-	}
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		if !isAlnum(c) && c != '.' && c != '-' && c != ':' && (c < 'A' || c > 'Z') {
-			return false
-		}
-	}
-	return true
-}
-
-func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
-
-// validTag is [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}.
-func validTag(t string) bool {
-	if t == "" || len(t) > 128 || t[0] == '.' || t[0] == '-' {
-		return false
-	}
-	for i := 0; i < len(t); i++ {
-		c := t[i]
-		if !isAlnum(c) && (c < 'A' || c > 'Z') && c != '_' && c != '.' && c != '-' {
-			return false
-		}
-	}
-	return true
-}
-
-// validRepository checks the distribution spec's path components: [a-z0-9]+ joined by ".", "_", "__" or
-// runs of "-", separated by "/".
-func validRepository(repo string) bool {
-	if repo == "" || len(repo) > 255 {
-		return false
-	}
-	for comp := range strings.SplitSeq(repo, "/") {
-		if comp == "" || !isAlnum(comp[0]) || !isAlnum(comp[len(comp)-1]) {
-			return false
-		}
-		for i := 1; i < len(comp)-1; i++ {
-			c := comp[i]
-			switch {
-			case isAlnum(c), c == '-':
-			case c == '.' || c == '_':
-				next := comp[i+1]
-				if c == '_' && next == '_' && i+2 < len(comp) && isAlnum(comp[i+2]) {
-					i++ // "__"
-					continue
-				}
-				if !isAlnum(next) {
-					return false
-				}
-			default:
-				return false
-			}
-		}
-	}
-	return true
+	return r.RegClient(), nil
 }
 
 // Resolve asks the registry what ref points to now, with one HEAD (a GET only when the registry's HEAD
@@ -360,11 +246,11 @@ func validRepository(repo string) bool {
 func (c *Client) Resolve(ctx context.Context, ref string) (Descriptor, error) {
 	r, err := parseRef(ref)
 	if err != nil {
-		return Descriptor{}, fmt.Errorf("resolving %s: %w", ref, err)
+		return Descriptor{}, opError("resolving", ref, err)
 	}
 	m, err := c.rc.ManifestHead(ctx, r, regclient.WithManifestRequireDigest())
 	if err != nil {
-		return Descriptor{}, fmt.Errorf("resolving %s: %w", ref, mapErr(err))
+		return Descriptor{}, opError("resolving", ref, mapErr(err))
 	}
 	d := m.GetDescriptor()
 	return Descriptor{Digest: d.Digest.String(), MediaType: d.MediaType, Size: d.Size}, nil
@@ -376,11 +262,11 @@ func (c *Client) Resolve(ctx context.Context, ref string) (Descriptor, error) {
 func (c *Client) Manifest(ctx context.Context, ref string) (*Artifact, error) {
 	r, err := parseRef(ref)
 	if err != nil {
-		return nil, fmt.Errorf("reading manifest %s: %w", ref, err)
+		return nil, opError("reading manifest", ref, err)
 	}
 	a, _, err := c.manifestArtifact(ctx, r)
 	if err != nil {
-		return nil, fmt.Errorf("reading manifest %s: %w", ref, err)
+		return nil, opError("reading manifest", ref, err)
 	}
 	return a, nil
 }
@@ -392,11 +278,11 @@ func (c *Client) Manifest(ctx context.Context, ref string) (*Artifact, error) {
 func (c *Client) Inspect(ctx context.Context, ref string) (*Artifact, error) {
 	r, err := parseRef(ref)
 	if err != nil {
-		return nil, fmt.Errorf("inspecting %s: %w", ref, err)
+		return nil, opError("inspecting", ref, err)
 	}
 	a, cm, err := c.manifestArtifact(ctx, r)
 	if err != nil {
-		return nil, fmt.Errorf("inspecting %s: %w", ref, err)
+		return nil, opError("inspecting", ref, err)
 	}
 	switch a.Kind {
 	case KindImage:
@@ -404,7 +290,7 @@ func (c *Client) Inspect(ctx context.Context, ref string) (*Artifact, error) {
 		if cm.m.Config != nil { // Docker schema 1 manifests have none
 			cfg, err := c.config(ctx, r, *cm.m.Config)
 			if err != nil {
-				return nil, fmt.Errorf("inspecting %s: %w", ref, err)
+				return nil, opError("inspecting", ref, err)
 			}
 			cfg.fill(&p)
 		}
@@ -412,7 +298,7 @@ func (c *Client) Inspect(ctx context.Context, ref string) (*Artifact, error) {
 		a.Labels = maps.Clone(p.Labels)
 	case KindIndex:
 		if a.Platforms, err = c.platforms(ctx, r, cm.m.Manifests); err != nil {
-			return nil, fmt.Errorf("inspecting %s: %w", ref, err)
+			return nil, opError("inspecting", ref, err)
 		}
 		a.Labels = commonLabels(a.Platforms)
 	}
@@ -423,17 +309,26 @@ func (c *Client) Inspect(ctx context.Context, ref string) (*Artifact, error) {
 func (c *Client) Tags(ctx context.Context, repository string) ([]string, error) {
 	r, err := parseRef(repository)
 	if err != nil {
-		return nil, fmt.Errorf("listing tags of %s: %w", repository, err)
+		return nil, opError("listing tags of", repository, err)
 	}
 	tl, err := c.rc.TagList(ctx, r)
 	if err != nil {
-		return nil, fmt.Errorf("listing tags of %s: %w", repository, mapErr(err))
+		return nil, opError("listing tags of", repository, mapErr(err))
 	}
 	tags, err := tl.GetTags()
 	if err != nil {
-		return nil, fmt.Errorf("listing tags of %s: %w", repository, err)
+		return nil, opError("listing tags of", repository, err)
 	}
 	return tags, nil
+}
+
+// opError says what the client was doing and on which reference, naming the reference once: regclient's
+// errors name it themselves ("failed to get manifest <ref>: ..."), and then only the operation is added.
+func opError(op, ref string, err error) error {
+	if strings.Contains(err.Error(), ref) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return fmt.Errorf("%s %s: %w", op, ref, err)
 }
 
 // cachedManifest is a manifest as read from a registry: its descriptor and the fields classification uses.
@@ -552,7 +447,7 @@ func (c *Client) config(ctx context.Context, r ref.Ref, d descJSON) (*imageConfi
 	if d.Size > maxConfigSize {
 		return nil, fmt.Errorf("image config %s is %d bytes, over the limit of %d", d.Digest, d.Size, maxConfigSize)
 	}
-	if !validDigest(d.Digest) {
+	if !imageref.IsDigest(d.Digest) {
 		if _, err := digest.Parse(d.Digest); err != nil {
 			return nil, fmt.Errorf("image config digest %q: %w", d.Digest, err)
 		}

@@ -16,13 +16,12 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
 )
 
 // newClient returns a client for regs that counts its requests.
-func newClient(t testing.TB, regs []config.Registry, opts ...registry.Opt) (*registry.Client, *registry.Counter) {
+func newClient(t testing.TB, regs []registry.Host, opts ...registry.Opt) (*registry.Client, *registry.Counter) {
 	t.Helper()
 	var counter registry.Counter
 	c, err := registry.New(regs, append([]registry.Opt{registry.WithTransport(counter.Wrap)}, opts...)...)
@@ -62,7 +61,7 @@ func TestInspectClassifies(t *testing.T) {
 	reg.PushHelmChart(t, "charts/am:1.0.0")
 	buildxAtt := idx.Children[2] // the first attestation manifest of the index
 
-	c, _ := newClient(t, []config.Registry{reg.Config()})
+	c, _ := newClient(t, []registry.Host{reg.Settings()})
 	cases := []struct {
 		name      string
 		ref       string
@@ -161,7 +160,7 @@ func TestRequestBudget(t *testing.T) {
 	s390x := registrytest.Image{Platform: "linux/s390x", Labels: map[string]string{"update_level": "16"}}
 	grown := reg.PushIndex(t, "proj/multi:3.1", registrytest.Index{Images: append(slices.Clone(multi), s390x)})
 
-	c, counter := newClient(t, []config.Registry{reg.Config()})
+	c, counter := newClient(t, []registry.Host{reg.Settings()})
 	ctx := ctxT(t)
 	step := func(name string, want registry.Counts, f func() error) {
 		t.Helper()
@@ -191,7 +190,7 @@ func TestRequestBudget(t *testing.T) {
 	step("the same digest again", registry.Counts{}, inspect(img.Ref))
 	step("known digest with a new tag", registry.Counts{ManifestHead: 1}, resolveInspect(reg.Ref("proj/app:1.0-again")))
 	step("image by tag only, HEAD first", registry.Counts{ManifestHead: 1, ManifestGet: 1, BlobGet: 1}, resolveInspect(reg.Ref("proj/other:2.0")))
-	c2, counter2 := newClient(t, []config.Registry{reg.Config()})
+	c2, counter2 := newClient(t, []registry.Host{reg.Settings()})
 	counter2.Reset()
 	if _, err := c2.Inspect(ctx, reg.Ref("proj/other:2.0")); err != nil {
 		t.Fatal(err)
@@ -214,7 +213,7 @@ func TestRequestBudget(t *testing.T) {
 		}
 		return err
 	})
-	c3, counter3 := newClient(t, []config.Registry{reg.Config()})
+	c3, counter3 := newClient(t, []registry.Host{reg.Settings()})
 	a, err := c3.Manifest(ctx, grown.Ref)
 	if err != nil {
 		t.Fatal(err)
@@ -234,7 +233,7 @@ func TestTags(t *testing.T) {
 	for _, tag := range want {
 		reg.PushImage(t, "wso2/am:"+tag, amd64)
 	}
-	c, counter := newClient(t, []config.Registry{reg.Config()})
+	c, counter := newClient(t, []registry.Host{reg.Settings()})
 	got, err := c.Tags(ctxT(t), reg.Ref("wso2/am"))
 	if err != nil {
 		t.Fatal(err)
@@ -259,7 +258,7 @@ func TestWatcherCycle(t *testing.T) {
 	for i := range 100 {
 		reg.PushImage(t, fmt.Sprintf("wso2/am:4.2.0.%d", i), amd64)
 	}
-	c, counter := newClient(t, []config.Registry{reg.Config()})
+	c, counter := newClient(t, []registry.Host{reg.Settings()})
 	ctx := ctxT(t)
 	tags, err := c.Tags(ctx, reg.Ref("wso2/am"))
 	if err != nil {
@@ -281,7 +280,7 @@ func TestRateLimit(t *testing.T) {
 	img := reg.PushImage(t, "proj/app:1", amd64)
 
 	t.Run("short Retry-After is waited for", func(t *testing.T) {
-		c, counter := newClient(t, []config.Registry{reg.Config()}, registry.WithCacheSize(0))
+		c, counter := newClient(t, []registry.Host{reg.Settings()}, registry.WithCacheSize(0))
 		reg.RateLimit(1, "1")
 		start := time.Now()
 		if _, err := c.Inspect(ctxT(t), img.Ref); err != nil {
@@ -295,7 +294,7 @@ func TestRateLimit(t *testing.T) {
 		}
 	})
 	t.Run("429 without Retry-After is sent again once, then left to the caller", func(t *testing.T) {
-		c, counter := newClient(t, []config.Registry{reg.Config()}, registry.WithCacheSize(0))
+		c, counter := newClient(t, []registry.Host{reg.Settings()}, registry.WithCacheSize(0))
 		reg.RateLimit(1, "")
 		start := time.Now()
 		if _, err := c.Resolve(ctxT(t), reg.Ref("proj/app:1")); err != nil {
@@ -319,7 +318,7 @@ func TestRateLimit(t *testing.T) {
 		}
 	})
 	t.Run("long Retry-After fails at once with the delay", func(t *testing.T) {
-		c, _ := newClient(t, []config.Registry{reg.Config()}, registry.WithCacheSize(0))
+		c, _ := newClient(t, []registry.Host{reg.Settings()}, registry.WithCacheSize(0))
 		reg.RateLimit(1, "3600")
 		start := time.Now()
 		_, err := c.Inspect(ctxT(t), img.Ref)
@@ -342,7 +341,7 @@ func TestRateLimit(t *testing.T) {
 		}
 	})
 	t.Run("Retry-After beyond the caller's deadline fails at once", func(t *testing.T) {
-		c, _ := newClient(t, []config.Registry{reg.Config()}, registry.WithCacheSize(0))
+		c, _ := newClient(t, []registry.Host{reg.Settings()}, registry.WithCacheSize(0))
 		reg.RateLimit(1, "5")
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -353,7 +352,7 @@ func TestRateLimit(t *testing.T) {
 		}
 	})
 	t.Run("503 with Retry-After is waited for", func(t *testing.T) {
-		c, _ := newClient(t, []config.Registry{reg.Config()}, registry.WithCacheSize(0))
+		c, _ := newClient(t, []registry.Host{reg.Settings()}, registry.WithCacheSize(0))
 		reg.Fail(1, http.StatusServiceUnavailable, "1")
 		if _, err := c.Resolve(ctxT(t), reg.Ref("proj/app:1")); err != nil {
 			t.Errorf("Resolve: %v", err)
@@ -372,21 +371,21 @@ func TestUnavailable(t *testing.T) {
 		}
 	}
 	t.Run("5xx", func(t *testing.T) {
-		c, _ := newClient(t, []config.Registry{reg.Config()})
+		c, _ := newClient(t, []registry.Host{reg.Settings()})
 		reg.Fail(10, http.StatusInternalServerError, "")
 		defer reg.Fail(0, 0, "")
 		_, err := c.Inspect(ctxT(t), img.Ref)
 		check(t, err)
 	})
 	t.Run("503", func(t *testing.T) {
-		c, _ := newClient(t, []config.Registry{reg.Config()})
+		c, _ := newClient(t, []registry.Host{reg.Settings()})
 		reg.Fail(10, http.StatusServiceUnavailable, "")
 		defer reg.Fail(0, 0, "")
 		_, err := c.Resolve(ctxT(t), img.Ref)
 		check(t, err)
 	})
 	t.Run("connections dropped", func(t *testing.T) {
-		c, _ := newClient(t, []config.Registry{reg.Config()})
+		c, _ := newClient(t, []registry.Host{reg.Settings()})
 		reg.SetDown(true)
 		defer reg.SetDown(false)
 		start := time.Now()
@@ -398,9 +397,9 @@ func TestUnavailable(t *testing.T) {
 	})
 	t.Run("connection refused", func(t *testing.T) {
 		down := registrytest.New(t)
-		cfg := down.Config()
+		cfg := down.Settings()
 		down.Close()
-		c, _ := newClient(t, []config.Registry{cfg})
+		c, _ := newClient(t, []registry.Host{cfg})
 		_, err := c.Resolve(ctxT(t), down.Ref("proj/app:1"))
 		check(t, err)
 	})
@@ -410,7 +409,7 @@ func TestNotFoundAndBadReferences(t *testing.T) {
 	t.Parallel()
 	reg := registrytest.New(t)
 	reg.PushImage(t, "proj/app:1", amd64)
-	c, _ := newClient(t, []config.Registry{reg.Config()})
+	c, _ := newClient(t, []registry.Host{reg.Settings()})
 	ctx := ctxT(t)
 	for _, ref := range []string{reg.Ref("proj/app:2"), reg.Ref("proj/app@sha256:" + strings.Repeat("0", 64)), reg.Ref("proj/nothing:1")} {
 		_, err := c.Inspect(ctx, ref)
@@ -435,18 +434,18 @@ func TestUnauthorized(t *testing.T) {
 	reg := registrytest.New(t, registrytest.WithBasicAuth("robot$harborflow", password))
 	img := reg.PushImage(t, "proj/app:1", amd64)
 
-	good, _ := newClient(t, []config.Registry{reg.Config()})
+	good, _ := newClient(t, []registry.Host{reg.Settings()})
 	if _, err := good.Inspect(ctxT(t), img.Ref); err != nil {
 		t.Fatalf("with the right password: %v", err)
 	}
 
 	core, logs := observer.New(zapcore.DebugLevel)
-	for name, cfg := range map[string]config.Registry{
-		"wrong password": {Host: reg.Host, PlainHTTP: true, Username: "robot$harborflow", Password: config.Secret(password + "-old")},
-		"no credentials": {Host: reg.Host, PlainHTTP: true},
+	for name, cfg := range map[string]registry.Host{
+		"wrong password": {Name: reg.Host, PlainHTTP: true, Username: "robot$harborflow", Password: password + "-old"},
+		"no credentials": {Name: reg.Host, PlainHTTP: true},
 	} {
 		t.Run(name, func(t *testing.T) {
-			c, _ := newClient(t, []config.Registry{cfg}, registry.WithLogger(zap.New(core)))
+			c, _ := newClient(t, []registry.Host{cfg}, registry.WithLogger(zap.New(core)))
 			_, err := c.Inspect(ctxT(t), img.Ref)
 			if !errors.Is(err, registry.ErrUnauthorized) || registry.Retryable(err) {
 				t.Fatalf("err = %v, want a permanent ErrUnauthorized", err)
@@ -477,7 +476,7 @@ func TestUserAgent(t *testing.T) {
 	}
 	reg := registrytest.New(t, registrytest.WithMiddleware(record), registrytest.WithBasicAuth("u", "p"))
 	idx := reg.PushIndex(t, "proj/app:1", registrytest.Index{Images: []registrytest.Image{amd64, arm64}})
-	c, counter := newClient(t, []config.Registry{reg.Config()}, registry.WithVersion("1.2.3"))
+	c, counter := newClient(t, []registry.Host{reg.Settings()}, registry.WithVersion("1.2.3"))
 	ctx := ctxT(t)
 	reg.RateLimit(1, "1")
 	if _, err := c.Resolve(ctx, reg.Ref("proj/app:1")); err != nil {
@@ -491,8 +490,12 @@ func TestUserAgent(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(agents) != 1 || agents["harborflow/1.2.3"] != int(counter.Snapshot().Total()) {
-		t.Errorf("user agents %v for %d requests, want only harborflow/1.2.3", agents, counter.Snapshot().Total())
+	want := registry.UserAgent("1.2.3")
+	if len(agents) != 1 || agents[want] != int(counter.Snapshot().Total()) {
+		t.Errorf("user agents %v for %d requests, want only %s", agents, counter.Snapshot().Total(), want)
+	}
+	if !strings.HasPrefix(want, registry.UserAgentPrefix) || want != "harborflow/1.2.3" {
+		t.Errorf("User-Agent %q, want harborflow/<version> starting with UserAgentPrefix %q", want, registry.UserAgentPrefix)
 	}
 }
 
@@ -502,7 +505,7 @@ func TestTLS(t *testing.T) {
 	img := reg.PushImage(t, "proj/app:1", amd64)
 	ctx := ctxT(t)
 
-	verified, _ := newClient(t, []config.Registry{{Host: reg.Host}})
+	verified, _ := newClient(t, []registry.Host{{Name: reg.Host}})
 	_, err := verified.Resolve(ctx, img.Ref)
 	if !errors.Is(err, registry.ErrTLS) || registry.Retryable(err) {
 		t.Errorf("without ca_file: %v, want a permanent ErrTLS", err)
@@ -511,24 +514,24 @@ func TestTLS(t *testing.T) {
 	if _, err := unlisted.Resolve(ctx, img.Ref); !errors.Is(err, registry.ErrTLS) {
 		t.Errorf("host not configured: %v, want ErrTLS", err)
 	}
-	withCA, _ := newClient(t, []config.Registry{{Host: reg.Host, CAFile: reg.CAFile()}})
+	withCA, _ := newClient(t, []registry.Host{{Name: reg.Host, CAFile: reg.CAFile()}})
 	if _, err := withCA.Inspect(ctx, img.Ref); err != nil {
 		t.Errorf("with ca_file: %v", err)
 	}
-	insecure, _ := newClient(t, []config.Registry{{Host: reg.Host, Insecure: true}})
+	insecure, _ := newClient(t, []registry.Host{{Name: reg.Host, Insecure: true}})
 	if _, err := insecure.Inspect(ctx, img.Ref); err != nil {
 		t.Errorf("with insecure: %v", err)
 	}
-	plain, _ := newClient(t, []config.Registry{{Host: reg.Host, PlainHTTP: true}})
+	plain, _ := newClient(t, []registry.Host{{Name: reg.Host, PlainHTTP: true}})
 	if _, err := plain.Resolve(ctx, img.Ref); err == nil {
 		t.Errorf("plain HTTP to a TLS listener succeeded")
 	}
 
-	for name, cfg := range map[string]config.Registry{
-		"missing ca_file": {Host: reg.Host, CAFile: t.TempDir() + "/none.pem"},
-		"ca_file not PEM": {Host: reg.Host, CAFile: "registrytest/registrytest.go"},
+	for name, cfg := range map[string]registry.Host{
+		"missing ca_file": {Name: reg.Host, CAFile: t.TempDir() + "/none.pem"},
+		"ca_file not PEM": {Name: reg.Host, CAFile: "registrytest/registrytest.go"},
 	} {
-		if _, err := registry.New([]config.Registry{cfg}); err == nil {
+		if _, err := registry.New([]registry.Host{cfg}); err == nil {
 			t.Errorf("%s: New succeeded", name)
 		}
 	}
@@ -575,9 +578,9 @@ func TestMaxConcurrency(t *testing.T) {
 		refs = append(refs, reg.PushImage(t, "proj/app", registrytest.Image{Labels: map[string]string{"n": fmt.Sprint(i)}}).Ref)
 	}
 	for _, limit := range []int{2, 6} {
-		cfg := reg.Config()
+		cfg := reg.Settings()
 		cfg.MaxConcurrency = limit
-		c, _ := newClient(t, []config.Registry{cfg}, registry.WithCacheSize(0))
+		c, _ := newClient(t, []registry.Host{cfg}, registry.WithCacheSize(0))
 		peak.Store(0)
 		current.Store(&round{limit: int64(limit), full: make(chan struct{})})
 		var wg sync.WaitGroup
@@ -598,11 +601,11 @@ func TestMaxConcurrency(t *testing.T) {
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	t.Parallel()
-	for name, regs := range map[string][]config.Registry{
-		"empty host":           {{Host: ""}},
-		"host with a path":     {{Host: "registry.example/v2"}},
-		"listed twice":         {{Host: "a.example"}, {Host: "a.example"}},
-		"negative concurrency": {{Host: "a.example", MaxConcurrency: -1}},
+	for name, regs := range map[string][]registry.Host{
+		"empty host":           {{Name: ""}},
+		"host with a path":     {{Name: "registry.example/v2"}},
+		"listed twice":         {{Name: "a.example"}, {Name: "a.example"}},
+		"negative concurrency": {{Name: "a.example", MaxConcurrency: -1}},
 	} {
 		if _, err := registry.New(regs); err == nil {
 			t.Errorf("%s: New succeeded", name)
@@ -618,7 +621,7 @@ func TestTokenAuth(t *testing.T) {
 	a1 := reg.PushImage(t, "proj/a:1", amd64)
 	a2 := reg.PushImage(t, "proj/a:2", arm64)
 	b1 := reg.PushImage(t, "proj/b:1", registrytest.Image{Labels: map[string]string{"update_level": "1"}})
-	c, counter := newClient(t, []config.Registry{reg.Config()})
+	c, counter := newClient(t, []registry.Host{reg.Settings()})
 	ctx := ctxT(t)
 	for _, step := range []struct {
 		name string
@@ -638,9 +641,9 @@ func TestTokenAuth(t *testing.T) {
 		}
 	}
 
-	cfg := reg.Config()
-	cfg.Password = config.Secret(password + "-old")
-	bad, _ := newClient(t, []config.Registry{cfg})
+	cfg := reg.Settings()
+	cfg.Password = password + "-old"
+	bad, _ := newClient(t, []registry.Host{cfg})
 	_, err := bad.Inspect(ctx, a1.Ref)
 	if !errors.Is(err, registry.ErrUnauthorized) || registry.Retryable(err) || strings.Contains(err.Error(), password) {
 		t.Errorf("wrong password: %v, want a permanent ErrUnauthorized without the password", err)

@@ -13,8 +13,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/regclient/regclient/types/mediatype"
 	"github.com/regclient/regclient/types/ref"
-
-	"github.com/harborflow/harborflow/pkg/config"
 )
 
 // Direct reads.
@@ -39,10 +37,10 @@ type direct struct {
 	auth map[string]string // registry/repository → Authorization ("" reads anonymously)
 }
 
-func newDirect(rt http.RoundTripper, regs []config.Registry) *direct {
+func newDirect(rt http.RoundTripper, regs []Host) *direct {
 	d := &direct{hc: &http.Client{Transport: rt}, plain: map[string]bool{}, auth: map[string]string{}}
 	for _, r := range regs {
-		d.plain[r.Host] = r.PlainHTTP
+		d.plain[r.Name] = r.PlainHTTP
 	}
 	return d
 }

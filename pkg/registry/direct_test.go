@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
 )
@@ -44,7 +43,7 @@ func TestDirectReadFallbacks(t *testing.T) {
 	first := reg.PushImage(t, "proj/app:1", amd64)
 	second := reg.PushImage(t, "proj/app:2", arm64)
 	third := reg.PushImage(t, "proj/app:3", registrytest.Image{Labels: map[string]string{"update_level": "16"}})
-	c, counter := newClient(t, []config.Registry{reg.Config()}, registry.WithCacheSize(0))
+	c, counter := newClient(t, []registry.Host{reg.Settings()}, registry.WithCacheSize(0))
 	ctx := ctxT(t)
 	inspect := func(name, ref string, want registry.Counts) *registry.Artifact {
 		t.Helper()

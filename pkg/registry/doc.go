@@ -2,10 +2,11 @@
 // digests with HEAD, reads manifests and image configs, classifies every artifact as an image, an index or an
 // accessory (signature, attestation, SBOM, other referrer or non-image artifact), and lists tags.
 //
-// One Client serves every stage. It takes credentials, an extra CA, TLS and a concurrency limit per host from
-// the registries: section of harborflow.yaml, verifies TLS unless a host says insecure: true, never reads
-// ambient credentials (~/.docker/config.json, credential helpers), and sends User-Agent harborflow/<version>
-// on every request so that registries and the receiver can tell harborflow's own reads apart.
+// One Client serves every stage. It takes credentials, an extra CA, TLS and a concurrency limit per host as a
+// Host each (harborflow converts its registries: section with config.RegistryHosts), verifies TLS unless a
+// host says Insecure, never reads ambient credentials (~/.docker/config.json, credential helpers), and sends
+// User-Agent harborflow/<version> (UserAgent) on every request so that registries and the receiver can tell
+// harborflow's own reads apart. References are parsed by imageref.
 //
 // Request budget. Manifests are cached by registry, repository and digest, image configs by digest (both are
 // immutable), so:

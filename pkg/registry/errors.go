@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/regclient/regclient/types/errs"
+
+	"github.com/harborflow/harborflow/pkg/imageref"
 )
 
 // Errors every call returns, matched with errors.Is. The error's message keeps what regclient and the
@@ -27,8 +29,8 @@ var (
 	ErrRateLimited = errors.New("rate limited")
 	// ErrUnavailable: the registry could not answer: 5xx, 408, connection refused or reset, timeouts.
 	ErrUnavailable = errors.New("registry unavailable")
-	// ErrInvalidReference: the reference cannot name an artifact in a registry.
-	ErrInvalidReference = errors.New("invalid reference")
+	// ErrInvalidReference: the reference cannot name an artifact in a registry (imageref.ErrInvalid).
+	ErrInvalidReference = imageref.ErrInvalid
 	// ErrTLS: the registry's certificate did not verify. Set ca_file (or insecure: true) for the host.
 	ErrTLS = errors.New("TLS verification failed")
 	// ErrBaseMismatch: Rebase was asked to move an image off a base it is not built on.

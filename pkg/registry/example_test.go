@@ -9,15 +9,14 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/registry"
 )
 
 // A stage resolves the tag an event names with a HEAD, skips digests it knows, and inspects the rest by
 // digest; a rate limit or an outage is handed back to the bus with the registry's delay.
 func ExampleClient() {
-	c, err := registry.New([]config.Registry{
-		{Host: "harbor.acme.example", Username: "robot$harborflow", Password: config.Secret(os.Getenv("HARBOR_ROBOT_SECRET")), MaxConcurrency: 8},
+	c, err := registry.New([]registry.Host{
+		{Name: "harbor.acme.example", Username: "robot$harborflow", Password: os.Getenv("HARBOR_ROBOT_SECRET"), MaxConcurrency: 8},
 	}, registry.WithVersion("1.2.3"), registry.WithLogger(zap.NewNop()))
 	if err != nil {
 		panic(err)

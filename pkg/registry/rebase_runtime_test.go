@@ -10,7 +10,6 @@ import (
 
 	"github.com/harborflow/harborflow/pkg/buildah"
 	"github.com/harborflow/harborflow/pkg/buildah/buildahtest"
-	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
 )
@@ -101,7 +100,7 @@ func TestRebaseFidelity(t *testing.T) {
 	store := buildahtest.NewStore(t, buildah.DriverOverlay, reg.Host)
 	regctl := buildahtest.NewRegctl(t, reg.Host)
 	buildahtest.Tool(t, "crane")
-	c, _ := newClient(t, []config.Registry{reg.Config()})
+	c, _ := newClient(t, []registry.Host{reg.Settings()})
 	customerDir := writeContext(t, customerContext)
 	overlayDir := writeContext(t, fidelityContext)
 	const owner = "802:802"
@@ -300,7 +299,7 @@ func TestCheckBase(t *testing.T) {
 	reg := registrytest.New(t)
 	store := buildahtest.NewStore(t, buildah.DriverOverlay, reg.Host)
 	regctl := buildahtest.NewRegctl(t, reg.Host)
-	c, _ := newClient(t, []config.Registry{reg.Config()})
+	c, _ := newClient(t, []registry.Host{reg.Settings()})
 	const floating = "wso2/am:4.2" // the tag that follows the newest update level
 	v15 := store.BuildBase(t, reg.Host, "wso2/am:4.2.0.15", buildahtest.BaseSpec{Platforms: twoPlatforms, UpdateLevel: 15})
 	v16 := store.BuildBase(t, reg.Host, floating, buildahtest.BaseSpec{Platforms: twoPlatforms, UpdateLevel: 16})
@@ -315,7 +314,7 @@ func TestCheckBase(t *testing.T) {
 	written["Overlay"] = w.Ref
 
 	// Push writes what the dockerfile builder (pkg/buildah) built, from its OCI layout.
-	builder, err := buildah.New([]config.Registry{reg.Config()}, buildah.WithWorkDir(t.TempDir()))
+	builder, err := buildah.New([]buildah.Host{reg.Config().BuildahHost()}, buildah.WithWorkDir(t.TempDir()))
 	if err != nil {
 		t.Fatalf("buildah.New: %v", err)
 	}

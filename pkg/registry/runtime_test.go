@@ -7,7 +7,6 @@ import (
 
 	"github.com/harborflow/harborflow/pkg/buildah"
 	"github.com/harborflow/harborflow/pkg/buildah/buildahtest"
-	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
 )
@@ -32,7 +31,7 @@ func TestOverlayFidelity(t *testing.T) {
 	over := buildahtest.NewStore(t, buildah.DriverOverlay, reg.Host)
 	vfs := buildahtest.NewStore(t, buildah.DriverVFS, reg.Host)
 	buildahtest.Tool(t, "crane")
-	c, _ := newClient(t, []config.Registry{reg.Config()})
+	c, _ := newClient(t, []registry.Host{reg.Settings()})
 	dir := writeContext(t, fidelityContext)
 	const owner = "802:802"
 

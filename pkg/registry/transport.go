@@ -15,7 +15,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/logging"
 )
 
@@ -330,7 +329,7 @@ func (t *hostTransport) closeIdle() {
 }
 
 // newHostTransport builds one *http.Transport per configured host.
-func newHostTransport(regs []config.Registry, defConcurrency int, log *zap.Logger) (*hostTransport, error) {
+func newHostTransport(regs []Host, defConcurrency int, log *zap.Logger) (*hostTransport, error) {
 	ht := &hostTransport{
 		hosts:    map[string]*hostConn{},
 		def:      newHTTPTransport(nil, defConcurrency),
@@ -343,7 +342,7 @@ func newHostTransport(regs []config.Registry, defConcurrency int, log *zap.Logge
 			return nil, err
 		}
 		if r.Insecure && !r.PlainHTTP {
-			log.Warn("TLS verification is off for a registry (insecure: true)", zap.String(logging.FieldRegistry, r.Host))
+			log.Warn("TLS verification is off for a registry (insecure: true)", zap.String(logging.FieldRegistry, r.Name))
 		}
 		conc := concurrency(r, defConcurrency)
 		hc := &hostConn{t: newHTTPTransport(tlsConf, conc), reads: make(chan struct{}, conc)}
@@ -355,16 +354,16 @@ func newHostTransport(regs []config.Registry, defConcurrency int, log *zap.Logge
 }
 
 // urlHosts are the spellings of a configured host that can appear in a request URL.
-func urlHosts(r config.Registry) []string {
-	hosts := []string{r.Host}
-	if _, _, err := net.SplitHostPort(r.Host); err != nil {
+func urlHosts(r Host) []string {
+	hosts := []string{r.Name}
+	if _, _, err := net.SplitHostPort(r.Name); err != nil {
 		if r.PlainHTTP {
-			hosts = append(hosts, r.Host+":80")
+			hosts = append(hosts, r.Name+":80")
 		} else {
-			hosts = append(hosts, r.Host+":443")
+			hosts = append(hosts, r.Name+":443")
 		}
 	}
-	if r.Host == "docker.io" || r.Host == "index.docker.io" {
+	if r.Name == "docker.io" || r.Name == "index.docker.io" {
 		hosts = append(hosts, "registry-1.docker.io")
 	}
 	return hosts
@@ -372,7 +371,7 @@ func urlHosts(r config.Registry) []string {
 
 // tlsConfig is the TLS configuration of a host: system roots plus ca_file, verification off only with
 // insecure: true.
-func tlsConfig(r config.Registry) (*tls.Config, error) {
+func tlsConfig(r Host) (*tls.Config, error) {
 	conf := &tls.Config{MinVersion: tls.VersionTLS12}
 	if r.Insecure {
 		conf.InsecureSkipVerify = true //nolint:gosec // insecure: true in the configuration asks for this
@@ -383,14 +382,14 @@ func tlsConfig(r config.Registry) (*tls.Config, error) {
 	}
 	pem, err := os.ReadFile(r.CAFile)
 	if err != nil {
-		return nil, fmt.Errorf("registry %s: reading ca_file: %w", r.Host, err)
+		return nil, fmt.Errorf("registry %s: reading ca_file: %w", r.Name, err)
 	}
 	pool, err := x509.SystemCertPool()
 	if err != nil {
 		pool = x509.NewCertPool()
 	}
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("registry %s: ca_file %s holds no PEM certificate", r.Host, r.CAFile)
+		return nil, fmt.Errorf("registry %s: ca_file %s holds no PEM certificate", r.Name, r.CAFile)
 	}
 	conf.RootCAs = pool
 	return conf, nil

@@ -17,7 +17,6 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/harborflow/harborflow/pkg/bus"
-	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/logging"
 	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
@@ -115,20 +114,20 @@ func TestUnreachableFailsFast(t *testing.T) {
 
 	cases := []struct {
 		name string
-		host config.Registry
+		host registry.Host
 		opts []registry.Opt
 	}{
-		{"unresolvable host", config.Registry{Host: "registry.harborflow.invalid"}, nil},
-		{"connection refused", config.Registry{Host: refusedHost(t), PlainHTTP: true}, nil},
-		{"no answer", config.Registry{Host: hanging, PlainHTTP: true}, []registry.Opt{registry.WithResponseTimeout(500 * time.Millisecond)}},
-		{"5xx", failing.Config(), nil},
-		{"TLS not verified", config.Registry{Host: tlsReg.Host}, nil},
+		{"unresolvable host", registry.Host{Name: "registry.harborflow.invalid"}, nil},
+		{"connection refused", registry.Host{Name: refusedHost(t), PlainHTTP: true}, nil},
+		{"no answer", registry.Host{Name: hanging, PlainHTTP: true}, []registry.Opt{registry.WithResponseTimeout(500 * time.Millisecond)}},
+		{"5xx", failing.Settings(), nil},
+		{"TLS not verified", registry.Host{Name: tlsReg.Host}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c, _ := newClient(t, []config.Registry{tc.host}, tc.opts...)
-			ref := tc.host.Host + digestRef
+			c, _ := newClient(t, []registry.Host{tc.host}, tc.opts...)
+			ref := tc.host.Name + digestRef
 			var slowest atomic.Int64
 			defer func() { t.Logf("slowest of 24 calls: %s", time.Duration(slowest.Load())) }()
 			// Rounds of concurrent calls: the second round meets whatever state the first left behind.
@@ -143,7 +142,7 @@ func TestUnreachableFailsFast(t *testing.T) {
 						if i%2 == 0 {
 							_, err = c.Inspect(ctx, ref)
 						} else {
-							_, err = c.Resolve(ctx, tc.host.Host+"/proj/app:1")
+							_, err = c.Resolve(ctx, tc.host.Name+"/proj/app:1")
 						}
 						took := time.Since(start)
 						for old := slowest.Load(); int64(took) > old && !slowest.CompareAndSwap(old, int64(took)); old = slowest.Load() {
@@ -171,7 +170,7 @@ func TestUnreachableFailsFast(t *testing.T) {
 func TestCancelWhileRegistryHangs(t *testing.T) {
 	t.Parallel()
 	host, requested := hangingListener(t)
-	c, _ := newClient(t, []config.Registry{{Host: host, PlainHTTP: true}})
+	c, _ := newClient(t, []registry.Host{{Name: host, PlainHTTP: true}})
 	for _, call := range []struct {
 		name string
 		do   func(context.Context) error
@@ -215,7 +214,7 @@ func TestRetryLayerIsVisible(t *testing.T) {
 	refused := refusedHost(t)
 	metrics := prometheus.NewRegistry()
 	core, logs := observer.New(zapcore.DebugLevel)
-	c, _ := newClient(t, []config.Registry{reg.Config(), {Host: refused, PlainHTTP: true}},
+	c, _ := newClient(t, []registry.Host{reg.Settings(), {Name: refused, PlainHTTP: true}},
 		registry.WithMetrics(metrics), registry.WithLogger(zap.New(core)))
 	// A second client on the same metrics registry shares the series rather than panicking.
 	newClient(t, nil, registry.WithMetrics(metrics))
@@ -282,7 +281,7 @@ func TestFailureIsOneRequest(t *testing.T) {
 	t.Parallel()
 	reg := registrytest.New(t)
 	img := reg.PushImage(t, "proj/app:1", amd64)
-	c, counter := newClient(t, []config.Registry{reg.Config()}, registry.WithCacheSize(0))
+	c, counter := newClient(t, []registry.Host{reg.Settings()}, registry.WithCacheSize(0))
 	if _, err := c.Inspect(ctxT(t), img.Ref); err != nil { // learns the repository's authorization
 		t.Fatalf("Inspect: %v", err)
 	}

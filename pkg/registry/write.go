@@ -27,7 +27,9 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/harborflow/harborflow/pkg/imageref"
 	"github.com/harborflow/harborflow/pkg/logging"
+	hfplatform "github.com/harborflow/harborflow/pkg/platform"
 )
 
 // Writes.
@@ -60,8 +62,8 @@ import (
 //
 // Tagless pushing: mod.Apply pushes the top manifest by digest when the target reference has no tag
 // (dagPut: `if rPut.Tag == "" || rPut.Digest != "" { rPut = rPut.AddDigest(...) }`) and children always by
-// digest. Parsing "registry/repository" gives the tag "latest" (ref.New and fastRef both default it), which
-// mod.Apply would push the image under, so targetRef clears it with SetTag(""). Nothing else a write does
+// digest. A "registry/repository" in regclient's form names the tag "latest" (imageref.Ref.RegClient defaults
+// it, as ref.New does), which mod.Apply would push the image under, so targetRef clears it with SetTag(""). Nothing else a write does
 // creates a tag: blobs have none, and the staged manifests carry no subject, so regclient pushes no
 // referrers fallback tag either.
 
@@ -112,14 +114,14 @@ type Written struct {
 func (c *Client) Tag(ctx context.Context, image, tag string) error {
 	r, err := pinnedRef(image)
 	if err != nil {
-		return fmt.Errorf("tagging %s as %s: %w", image, tag, err)
+		return opError("tagging as "+tag, image, err)
 	}
-	if !validTag(tag) {
+	if !imageref.IsTag(tag) {
 		return fmt.Errorf("tagging %s: %w: tag %q", image, ErrInvalidReference, tag)
 	}
 	m, err := c.rc.ManifestGet(ctx, r)
 	if err != nil {
-		return fmt.Errorf("tagging %s as %s: %w", image, tag, mapErr(err))
+		return opError("tagging as "+tag, image, mapErr(err))
 	}
 	if err := c.rc.ManifestPut(ctx, r.SetTag(tag), m); err != nil {
 		return fmt.Errorf("tagging %s as %s: %w", image, tag, mapErr(err))
@@ -142,11 +144,11 @@ func pinnedRef(s string) (ref.Ref, error) {
 // targetRef parses registry/repository, refusing a tag or a digest, and returns it without a tag (see
 // "Tagless pushing" above).
 func targetRef(s string) (ref.Ref, error) {
-	r, err := parseRef(s)
-	if err != nil || strings.ContainsAny(s[strings.LastIndexByte(s, '/')+1:], ":@") {
-		return ref.Ref{}, fmt.Errorf("%w %q: want registry/repository, without tag or digest", ErrInvalidReference, s)
+	r, err := imageref.ParseRepository(s)
+	if err != nil {
+		return ref.Ref{}, err
 	}
-	return r.SetTag(""), nil
+	return r.RegClient().SetTag(""), nil
 }
 
 // edits is an Edit made ready for a write: mod options, and the base to name in the annotations.
@@ -267,11 +269,7 @@ func (img *srcImage) platform() platform.Platform {
 
 // platformString is os/arch[/variant] as the manifest or config gives it.
 func platformString(p platform.Platform) string {
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
+	return hfplatform.Format(p.OS, p.Architecture, p.Variant)
 }
 
 // readSource reads r's manifest and, for each platform image kept (every one, or those matching want),

@@ -20,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
 )
@@ -287,7 +286,7 @@ func TestOverlayImage(t *testing.T) {
 	when := time.Date(2025, 3, 1, 12, 30, 45, 0, time.UTC)
 	edit := amEdit
 	edit.BaseName, edit.BaseDigest = reg.Ref("wso2-apim/am:4.2.0.16"), base.Digest
-	c, counter := newClient(t, []config.Registry{reg.Config()})
+	c, counter := newClient(t, []registry.Host{reg.Settings()})
 	served := reg.BlobBytesServed()
 
 	w, err := c.Overlay(ctxT(t), base.Ref, reg.Ref("acme/am"), registry.Layer{Dir: dir, Owner: "802:802", Time: when}, edit)
@@ -382,10 +381,10 @@ func TestOverlayReadsEachBaseLayerOnce(t *testing.T) {
 		t.Run(map[bool]string{false: "same registry", true: "other registry"}[other], func(t *testing.T) {
 			t.Parallel()
 			src := registrytest.New(t)
-			dst, regs := src, []config.Registry{src.Config()}
+			dst, regs := src, []registry.Host{src.Settings()}
 			if other {
 				dst = registrytest.New(t)
-				regs = append(regs, dst.Config())
+				regs = append(regs, dst.Settings())
 			}
 			c, _ := newClient(t, regs)
 			dir := writeContext(t, amContext)
@@ -432,7 +431,7 @@ func TestOverlayIndex(t *testing.T) {
 	dir := writeContext(t, amContext)
 	edit := amEdit
 	edit.BaseName, edit.BaseDigest = reg.Ref("wso2-apim/am:4.2.0.16"), idx.Digest
-	c, _ := newClient(t, []config.Registry{reg.Config()})
+	c, _ := newClient(t, []registry.Host{reg.Settings()})
 
 	w, err := c.Overlay(ctxT(t), idx.Ref, reg.Ref("acme/am"), registry.Layer{Dir: dir, Owner: "802:802"}, edit)
 	if err != nil {
@@ -484,7 +483,7 @@ func TestOverlayIndexPerPlatformTrees(t *testing.T) {
 	idx := reg.PushIndex(t, "wso2-apim/am:4.2.0.16", registrytest.Index{Images: []registrytest.Image{
 		{Platform: "linux/amd64", Entries: registrytest.WSO2Layers("16")}, {Platform: "linux/arm64", Entries: arm},
 	}})
-	c, _ := newClient(t, []config.Registry{reg.Config()})
+	c, _ := newClient(t, []registry.Host{reg.Settings()})
 	dir := writeContext(t, map[string]contextEntry{"home/wso2carbon/security/custom.jks": {content: "jks", mode: 0o600}})
 	w, err := c.Overlay(ctxT(t), idx.Ref, reg.Ref("acme/am"), registry.Layer{Dir: dir, Owner: "802:802"}, registry.Edit{})
 	if err != nil {
@@ -518,7 +517,7 @@ func TestOverlayDocker(t *testing.T) {
 	t.Parallel()
 	reg := registrytest.New(t)
 	list := reg.PushIndex(t, "wso2-apim/am:4.2.0.16", registrytest.Index{Images: []registrytest.Image{amd64, arm64}, Docker: true})
-	c, _ := newClient(t, []config.Registry{reg.Config()})
+	c, _ := newClient(t, []registry.Host{reg.Settings()})
 	w, err := c.Overlay(ctxT(t), list.Ref, reg.Ref("acme/am"), registry.Layer{Dir: writeContext(t, amContext)}, amEdit)
 	if err != nil {
 		t.Fatalf("Overlay: %v", err)
@@ -546,7 +545,7 @@ func TestOverlayPlatforms(t *testing.T) {
 	idx := reg.PushIndex(t, "wso2-apim/am:4.2.0.16", registrytest.Index{Images: []registrytest.Image{amd64, arm64}, Attestations: true})
 	img := reg.PushImage(t, "wso2-apim/am:amd64", amd64)
 	dir := writeContext(t, amContext)
-	c, _ := newClient(t, []config.Registry{reg.Config()})
+	c, _ := newClient(t, []registry.Host{reg.Settings()})
 	ctx := ctxT(t)
 
 	w, err := c.Overlay(ctx, idx.Ref, reg.Ref("acme/am"), registry.Layer{Dir: dir}, registry.Edit{Platforms: []string{"linux/arm64"}})
@@ -601,7 +600,7 @@ func TestOverlayOtherRegistry(t *testing.T) {
 		{Platform: "linux/amd64", LayerSize: 300 << 10}, {Platform: "linux/arm64", LayerSize: 200 << 10},
 	}})
 	dir := writeContext(t, amContext)
-	c, _ := newClient(t, []config.Registry{src.Config(), dst.Config()})
+	c, _ := newClient(t, []registry.Host{src.Settings(), dst.Settings()})
 
 	w, err := c.Overlay(ctxT(t), idx.Ref, dst.Ref("acme/am"), registry.Layer{Dir: dir, Owner: "802:802"}, amEdit)
 	if err != nil {
@@ -633,7 +632,7 @@ func TestOverlayConcurrentCounts(t *testing.T) {
 	src := registrytest.New(t)
 	dst := registrytest.New(t)
 	dir := writeContext(t, amContext)
-	c, _ := newClient(t, []config.Registry{src.Config(), dst.Config()})
+	c, _ := newClient(t, []registry.Host{src.Settings(), dst.Settings()})
 	ctx := ctxT(t)
 	sizes := []int{64 << 10, 192 << 10, 512 << 10, 1 << 20}
 	var wg sync.WaitGroup
@@ -665,7 +664,7 @@ func TestOverlayLayerReproducible(t *testing.T) {
 	when := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
 	overlay := func(target string, l registry.Layer) (image, registry.Written) {
 		t.Helper()
-		c, _ := newClient(t, []config.Registry{reg.Config()}) // a client of its own: another process
+		c, _ := newClient(t, []registry.Host{reg.Settings()}) // a client of its own: another process
 		w, err := c.Overlay(ctx, base.Ref, reg.Ref(target), l, amEdit)
 		if err != nil {
 			t.Fatalf("Overlay: %v", err)
@@ -711,7 +710,7 @@ func TestOverlayRejects(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(empty, "only/directories"), 0o750); err != nil {
 		t.Fatal(err)
 	}
-	c, counter := newClient(t, []config.Registry{reg.Config()})
+	c, counter := newClient(t, []registry.Host{reg.Settings()})
 	missing := reg.Ref("wso2-apim/am@sha256:" + strings.Repeat("0", 64))
 	for _, tc := range []struct {
 		name, base, target string
@@ -756,7 +755,7 @@ func TestOverlayPushDenied(t *testing.T) {
 	}
 	reg := registrytest.New(t, registrytest.WithMiddleware(deny))
 	base := reg.PushImage(t, "wso2-apim/am:4.2.0.16", amd64)
-	c, _ := newClient(t, []config.Registry{reg.Config()})
+	c, _ := newClient(t, []registry.Host{reg.Settings()})
 	_, err := c.Overlay(ctxT(t), base.Ref, reg.Ref("acme/am"), registry.Layer{Dir: writeContext(t, amContext)}, registry.Edit{})
 	if !errors.Is(err, registry.ErrUnauthorized) || !strings.Contains(err.Error(), reg.Ref("acme/am")) || registry.Retryable(err) {
 		t.Errorf("Overlay to a registry that denies pushes: %v; want ErrUnauthorized naming the target, not retryable", err)
@@ -794,7 +793,7 @@ func TestOverlayRewritesAnIncompleteWrite(t *testing.T) {
 			}
 			reg := registrytest.New(t, registrytest.WithMiddleware(refuse))
 			base := reg.PushImage(t, "wso2-apim/am:4.2.0.16", registrytest.Image{Entries: registrytest.WSO2Layers("16")})
-			c, _ := newClient(t, []config.Registry{reg.Config()})
+			c, _ := newClient(t, []registry.Host{reg.Settings()})
 			w, err := c.Overlay(ctxT(t), base.Ref, reg.Ref("acme/am"), registry.Layer{Dir: writeContext(t, amContext)}, registry.Edit{})
 			switch {
 			case tc.ok && err != nil:
@@ -823,7 +822,7 @@ func TestRebase(t *testing.T) {
 	app := reg.PushImage(t, "acme/am:4.2.0.15.1", registrytest.Image{Base: &v1, Labels: map[string]string{"update_level": "15"},
 		Files: map[string]string{"home/wso2carbon/acme.jar": "jar"}})
 	other := reg.PushImage(t, "other/base:1", registrytest.Image{Files: map[string]string{"etc/other": "x"}})
-	c, _ := newClient(t, []config.Registry{reg.Config()})
+	c, _ := newClient(t, []registry.Host{reg.Settings()})
 	ctx := ctxT(t)
 	edit := registry.Edit{Labels: map[string]string{"update_level": "16"}, BaseName: reg.Ref("wso2-apim/am:4.2.0.16"), BaseDigest: v2.Digest}
 
@@ -863,7 +862,7 @@ func TestRebaseDocker(t *testing.T) {
 	v1 := reg.PushImage(t, "wso2-apim/am:4.2.0.15", registrytest.Image{Docker: true, Files: map[string]string{"opt/wso2/update_level": "15"}})
 	v2 := reg.PushImage(t, "wso2-apim/am:4.2.0.16", registrytest.Image{Docker: true, Files: map[string]string{"opt/wso2/update_level": "16"}})
 	app := reg.PushImage(t, "acme/am:4.2.0.15.1", registrytest.Image{Docker: true, Base: &v1, Files: map[string]string{"acme.jar": "jar"}})
-	c, _ := newClient(t, []config.Registry{reg.Config()})
+	c, _ := newClient(t, []registry.Host{reg.Settings()})
 	w, err := c.Rebase(ctxT(t), app.Ref, v1.Ref, v2.Ref, reg.Ref("acme/am-rebuilt"), registry.Edit{Labels: map[string]string{"update_level": "16"}})
 	if err != nil {
 		t.Fatalf("Rebase: %v", err)
@@ -900,7 +899,7 @@ func TestRebaseIndex(t *testing.T) {
 		appImgs = append(appImgs, registrytest.Image{Platform: p, Base: &v1.Children[i], Files: map[string]string{"home/wso2carbon/acme.jar": p}})
 	}
 	app := reg.PushIndex(t, "acme/am:4.2.0.15.1", registrytest.Index{Images: appImgs, Attestations: true})
-	c, _ := newClient(t, []config.Registry{reg.Config()})
+	c, _ := newClient(t, []registry.Host{reg.Settings()})
 	edit := registry.Edit{Labels: map[string]string{"update_level": "16"}, Annotations: map[string]string{"com.acme.build": "2"},
 		BaseName: reg.Ref("wso2-apim/am:4.2.0.16"), BaseDigest: v2.Digest}
 
@@ -954,7 +953,7 @@ func TestRebaseFindsEachPlatformsBase(t *testing.T) {
 		return reg.PushIndex(t, repo+":1", registrytest.Index{Images: imgs, Annotations: index})
 	}
 	none := func(int) map[string]string { return nil }
-	c, _ := newClient(t, []config.Registry{reg.Config()})
+	c, _ := newClient(t, []registry.Host{reg.Settings()})
 	ctx := ctxT(t)
 	for _, tc := range []struct {
 		name    string
@@ -1008,7 +1007,7 @@ func TestPush(t *testing.T) {
 	built := reg.PushIndex(t, "build/am:1", registrytest.Index{Images: imgs, Attestations: true})
 	layout := t.TempDir()
 	reg.WriteLayout(t, "build/am:1", layout)
-	c, _ := newClient(t, []config.Registry{reg.Config()})
+	c, _ := newClient(t, []registry.Host{reg.Settings()})
 	edit := amEdit
 	edit.BaseName, edit.BaseDigest = reg.Ref("wso2-apim/am:4.2.0.16"), base.Digest
 
@@ -1045,7 +1044,7 @@ func TestPushLayoutChoice(t *testing.T) {
 	layout := t.TempDir()
 	reg.WriteLayout(t, "build/am:a", layout)
 	reg.WriteLayout(t, "build/am:b", layout)
-	c, _ := newClient(t, []config.Registry{reg.Config()})
+	c, _ := newClient(t, []registry.Host{reg.Settings()})
 	ctx := ctxT(t)
 
 	if _, err := c.Push(ctx, layout, reg.Ref("acme/am"), registry.Edit{}); err == nil || !strings.Contains(err.Error(), "holds 2 images") {
@@ -1087,7 +1086,7 @@ func TestTag(t *testing.T) {
 	t.Parallel()
 	reg := registrytest.New(t)
 	base := reg.PushIndex(t, "wso2-apim/am:4.2.0.16", registrytest.Index{Images: []registrytest.Image{amd64, arm64}})
-	c, _ := newClient(t, []config.Registry{reg.Config()})
+	c, _ := newClient(t, []registry.Host{reg.Settings()})
 	ctx := ctxT(t)
 	w, err := c.Overlay(ctx, base.Ref, reg.Ref("acme/am"), registry.Layer{Dir: writeContext(t, amContext)}, amEdit)
 	if err != nil {
@@ -1140,9 +1139,9 @@ func BenchmarkOverlay(b *testing.B) {
 			if err := os.WriteFile(filepath.Join(dir, "deployment.toml"), bytes.Repeat([]byte("x = 1\n"), 1000), 0o600); err != nil {
 				b.Fatal(err)
 			}
-			regs := []config.Registry{src.Config()}
+			regs := []registry.Host{src.Settings()}
 			if bc.other {
-				regs = append(regs, dst.Config())
+				regs = append(regs, dst.Settings())
 			}
 			c, counter := newClient(b, regs)
 			ctx := ctxT(b)

@@ -16,6 +16,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/imageref"
+	"github.com/harborflow/harborflow/pkg/platform"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 	"github.com/harborflow/harborflow/services/rebuilder"
 )
@@ -31,10 +33,11 @@ level's build, skipped, failed), so that no update level and no build number goe
 		Example: "  harborflow history registry.wso2.com/wso2-apim/am\n  harborflow history harbor.acme.example/wso2-dev/acme-am --json",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			host, repository, ok := strings.Cut(args[0], "/")
-			if !ok || host == "" || repository == "" {
-				return fmt.Errorf("%q is not REGISTRY/REPOSITORY, e.g. registry.wso2.com/wso2-apim/am", args[0])
+			name, err := imageref.ParseRepository(args[0])
+			if err != nil {
+				return fmt.Errorf("%w, e.g. registry.wso2.com/wso2-apim/am", err)
 			}
+			host, repository := name.Registry, name.Repository
 			nc, b, err := connect(cmd.Context(), cfgPath())
 			if err != nil {
 				return err
@@ -200,11 +203,7 @@ func printHistory(w io.Writer, records []*harborflowv1.ImageRecord, builds map[s
 		}
 		var platforms []string
 		for _, p := range r.GetPlatforms() {
-			s := p.GetOs() + "/" + p.GetArchitecture()
-			if p.GetVariant() != "" {
-				s += "/" + p.GetVariant()
-			}
-			platforms = append(platforms, s)
+			platforms = append(platforms, platform.Format(p.GetOs(), p.GetArchitecture(), p.GetVariant()))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetFirstSeen().AsTime().UTC().Format(time.RFC3339), level, shortDigest(r.GetDigest()),
 			r.GetArtifactKind(), strings.Join(r.GetTags(), ","), strings.Join(platforms, ","), rebuildSummary(builds[r.GetDigest()]))

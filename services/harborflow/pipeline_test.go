@@ -107,7 +107,7 @@ func TestWebhookAndPollBecomeInspectedImages(t *testing.T) {
 	if rb.GetRecipe() != "acme-am" || rb.GetTag() != "4.2.0.15.1" || rb.GetBaseDigest() != pushed.Digest {
 		t.Errorf("image.rebuilt %v, want acme-am 4.2.0.15.1 from the pushed base", rb)
 	}
-	client, err := registry.New(cfg.Registries)
+	client, err := registry.New(config.RegistryHosts(cfg.Registries))
 	if err != nil {
 		t.Fatal(err)
 	}

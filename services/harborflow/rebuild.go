@@ -42,7 +42,7 @@ func newRebuildCommand(cfgPath func() string) *cobra.Command {
 				return err
 			}
 			defer nc.Close()
-			reg, err := registry.New(cfg.Registries, registry.WithLogger(log), registry.WithVersion(Version))
+			reg, err := registry.New(config.RegistryHosts(cfg.Registries), registry.WithLogger(log), registry.WithVersion(Version))
 			if err != nil {
 				return err
 			}
@@ -53,11 +53,11 @@ func newRebuildCommand(cfgPath func() string) *cobra.Command {
 				return err
 			}
 			start := time.Now()
-			out, err := rb.Rebuild(ctx, args[0], force)
+			res, err := rb.Rebuild(ctx, args[0], force)
 			if err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
+			out, w := res.Rebuilt, cmd.OutOrStdout()
 			if out == nil {
 				_, err = fmt.Fprintf(w, "%s: nothing to build (see the log for why)\n", args[0])
 				return err
@@ -69,6 +69,11 @@ func newRebuildCommand(cfgPath func() string) *cobra.Command {
 			if _, err := b.Publish(ctx, m); err != nil {
 				log.Warn("publishing image.rebuilt", zap.Error(err))
 				return fmt.Errorf("built %s:%s but publishing image.rebuilt failed: %w", out.GetTarget(), out.GetTag(), err)
+			}
+			if res.AlreadyBuilt {
+				_, err = fmt.Fprintf(w, "%s: already built: %s:%s (%s) from %s, update level %d, build %d; --force builds it again\n",
+					out.GetRecipe(), out.GetTarget(), out.GetTag(), out.GetDigest(), out.GetBase(), out.GetUpdateLevel(), out.GetBuild())
+				return err
 			}
 			_, err = fmt.Fprintf(w, "%s: %s:%s (%s) from %s, update level %d, build %d, %s builder, %s\n",
 				out.GetRecipe(), out.GetTarget(), out.GetTag(), out.GetDigest(), out.GetBase(), out.GetUpdateLevel(), out.GetBuild(),

@@ -55,7 +55,7 @@ rebuilds:
 		want string
 	}{
 		{[]string{"rebuild", "acme-am"}, "acme-am: " + reg.Ref("acme/am") + ":4.2.0.16.1 (sha256:"},
-		{[]string{"rebuild", "acme-am"}, ":4.2.0.16.1 (sha256:"},
+		{[]string{"rebuild", "acme-am"}, "acme-am: already built: " + reg.Ref("acme/am") + ":4.2.0.16.1 (sha256:"},
 		{[]string{"rebuild", "acme-am", "--force"}, ":4.2.0.16.2 (sha256:"},
 	} {
 		out, err := runCLI(t, append([]string{"--config", path}, step.args...)...)

@@ -173,7 +173,7 @@ func Start(ctx context.Context, cfg *config.Config, names []string, log *zap.Log
 	var regErr error
 	w.registry = func() (*registry.Client, error) {
 		regOnce.Do(func() {
-			p.registry, regErr = registry.New(cfg.Registries, registry.WithLogger(log), registry.WithVersion(Version),
+			p.registry, regErr = registry.New(config.RegistryHosts(cfg.Registries), registry.WithLogger(log), registry.WithVersion(Version),
 				registry.WithMetrics(p.Metrics))
 		})
 		return p.registry, regErr

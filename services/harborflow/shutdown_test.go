@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
 )
 
@@ -89,7 +90,7 @@ registries:
 		// buildah's pull of a base layer never gets an answer; harborflow's own reads (the inspector's) do.
 		reg := registrytest.New(t, registrytest.WithMiddleware(func(next http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") && !strings.HasPrefix(r.UserAgent(), "harborflow/") {
+				if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") && !strings.HasPrefix(r.UserAgent(), registry.UserAgentPrefix) {
 					blobWaits.Add(1)
 					select {
 					case <-release:

@@ -148,7 +148,7 @@ func newRebuilder(ctx context.Context, cfg *config.Config, b *bus.Bus, reg *regi
 		if r.Builder != config.BuilderDockerfile {
 			continue
 		}
-		bh, err := buildah.New(cfg.Registries, buildah.WithLogger(deps.Log))
+		bh, err := buildah.New(config.BuildahHosts(cfg.Registries), buildah.WithLogger(deps.Log))
 		if err != nil {
 			return nil, fmt.Errorf("rebuilds[%d] (%s) uses the dockerfile builder: %w", i, r.Name, err)
 		}

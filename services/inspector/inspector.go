@@ -36,6 +36,7 @@ import (
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/fault"
 	"github.com/harborflow/harborflow/pkg/glob"
 	"github.com/harborflow/harborflow/pkg/imagetag"
 	"github.com/harborflow/harborflow/pkg/logging"
@@ -128,7 +129,7 @@ func (i *Inspector) Handle(ctx context.Context, m *bus.Message) ([]*bus.Message,
 	if digest == "" {
 		d, err := i.deps.Registry.Resolve(ctx, repo+":"+ev.GetTag())
 		if err != nil {
-			return nil, classify(fmt.Errorf("resolving %s:%s: %w", repo, ev.GetTag(), err))
+			return nil, fault.Classify(err)
 		}
 		digest = d.Digest
 	}
@@ -145,7 +146,7 @@ func (i *Inspector) Handle(ctx context.Context, m *bus.Message) ([]*bus.Message,
 
 	art, err := i.deps.Registry.Inspect(ctx, repo+"@"+digest)
 	if err != nil {
-		return nil, classify(fmt.Errorf("inspecting %s@%s: %w", repo, digest, err))
+		return nil, fault.Classify(err)
 	}
 	switch art.Kind {
 	case registry.KindAccessory:
@@ -317,7 +318,7 @@ func (i *Inspector) publish(ev *harborflowv1.RegistryEvent, rec *harborflowv1.Im
 		reason := i.rejection(name, rec)
 		out := &harborflowv1.ImageRejected{Registry: rec.GetRegistry(), Repository: rec.GetRepository(), Digest: rec.GetDigest(),
 			Tags: rec.GetTags(), Reason: reason, EventId: ev.GetId(), CorrelationId: ev.GetCorrelationId()}
-		m, err := bus.NewMessage(event.SubjectImageRejected, event.ID("rejected", name, rec.GetDigest(), ev.GetTag()), ev.GetCorrelationId(), out)
+		m, err := bus.NewMessage(event.SubjectImageRejected, event.RejectedID(name, rec.GetDigest(), ev.GetTag()), ev.GetCorrelationId(), out)
 		if err != nil {
 			return nil, bus.Permanent(err)
 		}
@@ -334,7 +335,7 @@ func (i *Inspector) publish(ev *harborflowv1.RegistryEvent, rec *harborflowv1.Im
 		// The event's own tag decides version and flavour: a digest tagged 4.2.0.15 and 4.2.0.15-rocky is one of each.
 		out.Version, out.Suffix = versionOf(ev.GetTag())
 	}
-	m, err := bus.NewMessage(event.SubjectImageInspected, event.ID("inspected", name, rec.GetDigest(), ev.GetTag()), ev.GetCorrelationId(), out)
+	m, err := bus.NewMessage(event.SubjectImageInspected, event.InspectedID(name, rec.GetDigest(), ev.GetTag()), ev.GetCorrelationId(), out)
 	if err != nil {
 		return nil, bus.Permanent(err)
 	}
@@ -408,17 +409,4 @@ func (i *Inspector) create(ctx context.Context, key string, rec *harborflowv1.Im
 		return fmt.Errorf("recording the history of %s: %w", rec.GetDigest(), err)
 	}
 	return nil
-}
-
-// classify maps a registry error to the bus: what will not change (not found, a bad reference) is
-// permanent; a rate limit is retried after the registry's Retry-After; anything else with the back-off
-// (bad credentials included: they may be fixed before the deliveries run out).
-func classify(err error) error {
-	if errors.Is(err, registry.ErrNotFound) || errors.Is(err, registry.ErrInvalidReference) {
-		return bus.Permanent(err)
-	}
-	if after, ok := registry.RetryAfter(err); ok {
-		return bus.Retry(err, after)
-	}
-	return err
 }

@@ -40,7 +40,7 @@ func newFixture(t *testing.T, indexWait time.Duration) *fixture {
 	js := bustest.Start(t)
 	reg := registrytest.New(t)
 	var counter registry.Counter
-	client, err := registry.New([]config.Registry{reg.Config()}, registry.WithTransport(counter.Wrap))
+	client, err := registry.New([]registry.Host{reg.Settings()}, registry.WithTransport(counter.Wrap))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,31 +166,7 @@ func (f *fixture) redelivered() {
 // settle waits until the inspector has handled every event published so far (nothing pending or unacked).
 func (f *fixture) settle() {
 	f.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := f.js.Bus.JetStream().Stream(ctx, event.StreamRegistry)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	c, err := s.Consumer(ctx, event.StageInspector)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	for {
-		info, err := c.Info(ctx)
-		if err != nil {
-			f.t.Fatalf("waiting for the inspector: %v", err)
-		}
-		// NumPending alone can lag a publish: wait for the ack floor to pass the last event published.
-		if info.AckFloor.Stream >= f.lastSeq && info.NumPending == 0 && info.NumAckPending == 0 {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			f.t.Fatalf("inspector did not settle: %d pending, %d unacked", info.NumPending, info.NumAckPending)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	f.js.WaitSettled(event.StreamRegistry, event.StageInspector, f.lastSeq)
 }
 
 // outputs returns the messages of the IMAGE stream on subject.
@@ -568,5 +544,29 @@ func TestUnreachableRegistryGoesToTheBusBackOff(t *testing.T) {
 				t.Errorf("%s tag %q: took %s, want under 3s", host, tag, took)
 			}
 		}
+	}
+}
+
+// TestMissingManifestErrorNamesTheReferenceOnce follows a push of a digest the registry does not have through
+// the inspector and the registry client: the error says what failed and names the image once, and is
+// dead-lettered at once (a missing manifest does not appear by retrying).
+func TestMissingManifestErrorNamesTheReferenceOnce(t *testing.T) {
+	f := newFixture(t, 0)
+	missing := "sha256:" + strings.Repeat("0", 64)
+	m := f.push("acme/missing", missing, "")
+	_, err := f.insp.Handle(context.Background(), &bus.Message{Subject: m.Subject, ID: m.ID, Header: m.Header, Data: m.Data})
+	if err == nil {
+		t.Fatal("a missing manifest was inspected")
+	}
+	ref := f.reg.Host + "/acme/missing@" + missing
+	msg := err.Error()
+	if n := strings.Count(msg, ref); n != 1 {
+		t.Errorf("error names %s %d times: %s", ref, n, msg)
+	}
+	if !strings.HasPrefix(msg, "inspecting: ") || !strings.Contains(msg, "not found") {
+		t.Errorf("error does not say what failed: %s", msg)
+	}
+	if !errors.Is(err, registry.ErrNotFound) || !bus.IsPermanent(err) {
+		t.Errorf("error is not a permanent ErrNotFound: %v", err)
 	}
 }

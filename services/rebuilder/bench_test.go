@@ -119,7 +119,7 @@ func benchRebuild(b *testing.B, cold bool) {
 	}
 	builders := []*benchBuilder{{recipe: "overlay"}}
 	recipes := []config.Rebuild{recipe("overlay", config.BuilderOverlay, overlayDir)}
-	client, err := registry.New([]config.Registry{reg.Config()})
+	client, err := registry.New([]registry.Host{reg.Settings()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func benchRebuild(b *testing.B, cold bool) {
 	}
 	deps := rebuilder.Deps{Registry: client, State: kv, Trees: rebuilder.LayerTrees(trees)}
 	if _, err := exec.LookPath("buildah"); err == nil {
-		bh, err := buildah.New([]config.Registry{reg.Config()}, buildah.WithWorkDir(b.TempDir()))
+		bh, err := buildah.New([]buildah.Host{reg.Config().BuildahHost()}, buildah.WithWorkDir(b.TempDir()))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -160,7 +160,8 @@ func benchRebuild(b *testing.B, cold bool) {
 		served, counted := reg.BlobBytesServed(), counter.snapshot()
 		disk, _ := diskWritten()
 		start := time.Now()
-		res, err := rb.Rebuild(ctx, bb.recipe, false)
+		manual, err := rb.Rebuild(ctx, bb.recipe, false)
+		res := manual.Rebuilt
 		took := time.Since(start)
 		diskAfter, _ := diskWritten()
 		if err != nil {

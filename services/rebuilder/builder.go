@@ -9,6 +9,7 @@ import (
 	"github.com/harborflow/harborflow/pkg/buildah"
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/imageref"
 	"github.com/harborflow/harborflow/pkg/registry"
 )
 
@@ -98,16 +99,11 @@ func (r *Rebuilder) rebaseSource(ctx context.Context, rc recipe) (rebaseSource, 
 	}
 	d, err := r.deps.Registry.Resolve(ctx, rc.Image)
 	if err != nil {
-		return rebaseSource{}, fmt.Errorf("reading the image to rebase, %s: %w", rc.Image, err)
+		return rebaseSource{}, fmt.Errorf("reading the image to rebase: %w", err) // the registry's error names it
 	}
-	return rebaseSource{image: repositoryOf(rc.Image) + "@" + d.Digest}, nil
-}
-
-// repositoryOf drops the tag or digest of a reference.
-func repositoryOf(ref string) string {
-	ref, _, _ = strings.Cut(ref, "@")
-	if i := strings.LastIndexByte(ref, ':'); i >= 0 && !strings.Contains(ref[i:], "/") {
-		ref = ref[:i]
+	img, err := imageref.Parse(rc.Image)
+	if err != nil {
+		return rebaseSource{}, bus.Permanent(fmt.Errorf("rebuilds[].image: %w", err))
 	}
-	return ref
+	return rebaseSource{image: img.Name() + "@" + d.Digest}, nil
 }

@@ -36,8 +36,11 @@ import (
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/fault"
+	"github.com/harborflow/harborflow/pkg/imageref"
 	"github.com/harborflow/harborflow/pkg/imagetag"
 	"github.com/harborflow/harborflow/pkg/logging"
+	"github.com/harborflow/harborflow/pkg/platform"
 	"github.com/harborflow/harborflow/pkg/registry"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 )
@@ -135,9 +138,13 @@ func New(rebuilds []config.Rebuild, levelLabel string, deps Deps) (*Rebuilder, e
 		r.holder = fmt.Sprintf("%s/%d", host, os.Getpid())
 	}
 	for i, rb := range rebuilds {
-		repo := repositoryOf(rb.Base)
-		bt, err := imagetag.Parse(strings.TrimPrefix(rb.Base, repo+":"))
-		if repo == rb.Base || err != nil {
+		base, err := imageref.ParseTagged(rb.Base)
+		if err != nil {
+			return nil, fmt.Errorf("rebuilds[%d].base %q: want registry/repository:<version tag>", i, rb.Base)
+		}
+		repo := base.Name()
+		bt, err := imagetag.Parse(base.Tag)
+		if err != nil {
 			return nil, fmt.Errorf("rebuilds[%d].base %q: want registry/repository:<version tag>", i, rb.Base)
 		}
 		tmpl, err := imagetag.ParseTemplate(rb.Tag)
@@ -207,7 +214,7 @@ func (r *Rebuilder) Handle(ctx context.Context, m *bus.Message) ([]*bus.Message,
 			platforms: platformsOf(ev.GetPlatforms()), eventID: m.ID, correlID: ev.GetCorrelationId(),
 			holder: fmt.Sprintf("%s#%d", m.Stream, m.Sequence),
 		}
-		out, err := r.rebuild(ctx, rc, t)
+		out, _, err := r.rebuild(ctx, rc, t)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("recipe %s: %w", rc.Name, err))
 			continue
@@ -219,16 +226,26 @@ func (r *Rebuilder) Handle(ctx context.Context, m *bus.Message) ([]*bus.Message,
 	return outs, joinErrs(errs)
 }
 
+// Manual is what a manual rebuild did.
+type Manual struct {
+	// Rebuilt is the build: a new one or, with AlreadyBuilt, the earlier build of the same base digest. It is nil
+	// when nothing was built (the log says why: superseded, skipped, failed before, being built elsewhere).
+	Rebuilt *harborflowv1.ImageRebuilt
+	// AlreadyBuilt says the base digest was built before and force was not given: nothing was built now.
+	AlreadyBuilt bool
+}
+
 // Rebuild builds recipe by hand from what its base tag points to now (harborflow rebuild). Unless force is
-// set, a base digest the recipe has built before is not built again: the earlier result is returned.
-func (r *Rebuilder) Rebuild(ctx context.Context, name string, force bool) (*harborflowv1.ImageRebuilt, error) {
+// set, a base digest the recipe has built before is not built again: the earlier result is returned, with
+// AlreadyBuilt set.
+func (r *Rebuilder) Rebuild(ctx context.Context, name string, force bool) (Manual, error) {
 	for _, rc := range r.recipes {
 		if rc.Name != name {
 			continue
 		}
 		art, err := r.deps.Registry.Inspect(ctx, rc.Base)
 		if err != nil {
-			return nil, fmt.Errorf("reading base %s: %w", rc.Base, err)
+			return Manual{}, fmt.Errorf("reading the base of recipe %s: %w", rc.Name, err) // the registry's error names it
 		}
 		t := trigger{
 			base: rc.baseRepo + "@" + art.Digest, digest: art.Digest, eventID: "manual", holder: r.holder,
@@ -240,20 +257,17 @@ func (r *Rebuilder) Rebuild(ctx context.Context, name string, force bool) (*harb
 		for _, p := range art.Platforms {
 			t.platforms = append(t.platforms, p.String())
 		}
-		m, err := r.rebuild(ctx, rc, t)
-		if err != nil {
-			return nil, err
-		}
-		if m == nil {
-			return nil, nil
+		m, outcome, err := r.rebuild(ctx, rc, t)
+		if err != nil || m == nil {
+			return Manual{}, err
 		}
 		out := &harborflowv1.ImageRebuilt{}
 		if err := m.Decode(out); err != nil {
-			return nil, err
+			return Manual{}, err
 		}
-		return out, nil
+		return Manual{Rebuilt: out, AlreadyBuilt: outcome == outcomeRepeated}, nil
 	}
-	return nil, fmt.Errorf("no recipe named %q (recipes: %s)", name, strings.Join(r.Recipes(), ", "))
+	return Manual{}, fmt.Errorf("no recipe named %q (recipes: %s)", name, strings.Join(r.Recipes(), ", "))
 }
 
 // follows reports whether the recipe follows the inspected image: the same repository, and a tag of the
@@ -270,8 +284,8 @@ func (rc recipe) follows(repo string, ev *harborflowv1.ImageInspected) bool {
 	return ev.GetVersion() == rc.baseTag.Version && ev.GetSuffix() == rc.baseTag.Suffix
 }
 
-// rebuild runs one recipe for one trigger and counts its outcome.
-func (r *Rebuilder) rebuild(ctx context.Context, rc recipe, t trigger) (*bus.Message, error) {
+// rebuild runs one recipe for one trigger, counts its outcome and returns it.
+func (r *Rebuilder) rebuild(ctx context.Context, rc recipe, t trigger) (*bus.Message, string, error) {
 	m, outcome, err := r.run(ctx, rc, t)
 	switch {
 	case err == nil:
@@ -281,7 +295,7 @@ func (r *Rebuilder) rebuild(ctx context.Context, rc recipe, t trigger) (*bus.Mes
 		outcome = outcomeRetried
 	}
 	r.m.triggers.WithLabelValues(rc.Name, outcome).Inc()
-	return m, err
+	return m, outcome, err
 }
 
 // run runs one recipe for one trigger, from the line to the tag. It returns the image.rebuilt to publish, or
@@ -371,7 +385,7 @@ func (r *Rebuilder) buildHeld(ctx context.Context, st state, rc recipe, t trigge
 		}
 	}
 	if err := r.deps.Registry.Tag(ctx, w.Ref, b.GetTag()); err != nil {
-		return nil, "", r.failed(ctx, st, rc, t, b, rev, fmt.Errorf("tagging %s as %s: %w", w.Ref, b.GetTag(), err))
+		return nil, "", r.failed(ctx, st, rc, t, b, rev, err) // the registry's error names the image and the tag
 	}
 	result := &harborflowv1.ImageRebuilt{
 		Recipe: rc.Name, Base: t.base, BaseDigest: t.digest, BaseTag: rc.baseTag.Raw, UpdateLevel: b.GetUpdateLevel(),
@@ -774,7 +788,7 @@ func (r *Rebuilder) failed(ctx context.Context, st state, rc recipe, t trigger, 
 	if cause := context.Cause(ctx); errors.Is(cause, errLineLost) {
 		err = fmt.Errorf("%w: %w", cause, err)
 	}
-	err = classify(err)
+	err = fault.Classify(err)
 	if bus.IsPermanent(err) {
 		b.State, b.Reason, b.Finished, b.LeaseUntil = StateFailed, err.Error(), timestamppb.New(r.now()), nil
 		// Recorded even when the delivery was stopped (its context ended).
@@ -796,29 +810,13 @@ func (r *Rebuilder) abandon(ctx context.Context, st state, rc recipe, t trigger,
 	return err
 }
 
-// classify maps a build error to the bus: registry errors that may pass (unavailable, rate limited, a context
-// that ended: the stage is stopping) are retried; everything else — not found, denied, a failed Dockerfile, a
-// missing context, the recipe's timeout — is permanent.
-func classify(err error) error {
-	switch {
-	case bus.IsPermanent(err):
-		return err
-	case registry.Retryable(err):
-		if d, ok := registry.RetryAfter(err); ok {
-			return bus.Retry(err, d)
-		}
-		return err
-	}
-	return bus.Permanent(err)
-}
-
 // RebuiltMessage is the image.rebuilt message of a build, with an id derived from recipe, base digest and tag, so
 // that publishing it again stores it once.
 func RebuiltMessage(out *harborflowv1.ImageRebuilt) (*bus.Message, error) {
 	if out == nil {
 		return nil, nil
 	}
-	m, err := bus.NewMessage(event.SubjectImageRebuilt, event.ID("rebuilt", out.GetRecipe(), out.GetBaseDigest(), out.GetTag()),
+	m, err := bus.NewMessage(event.SubjectImageRebuilt, event.RebuiltID(out.GetRecipe(), out.GetBaseDigest(), out.GetTag()),
 		out.GetCorrelationId(), out)
 	if err != nil {
 		return nil, bus.Permanent(err)
@@ -832,11 +830,7 @@ func platformsOf(ps []*harborflowv1.Platform) []string {
 		if p.GetOs() == "" || p.GetArchitecture() == "" {
 			continue
 		}
-		s := p.GetOs() + "/" + p.GetArchitecture()
-		if p.GetVariant() != "" {
-			s += "/" + p.GetVariant()
-		}
-		out = append(out, s)
+		out = append(out, platform.Format(p.GetOs(), p.GetArchitecture(), p.GetVariant()))
 	}
 	return out
 }

@@ -69,7 +69,7 @@ func newFixtureOn(t *testing.T, reg *registrytest.Registry, wrap func(rebuilder.
 	t.Helper()
 	f := &fixture{t: t, js: bustest.Start(t), reg: reg}
 	var err error
-	if f.client, err = registry.New([]config.Registry{f.reg.Config()}); err != nil {
+	if f.client, err = registry.New([]registry.Host{f.reg.Settings()}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.client.Close)
@@ -107,7 +107,7 @@ func newFixtureOn(t *testing.T, reg *registrytest.Registry, wrap func(rebuilder.
 			if _, err := exec.LookPath("buildah"); err != nil {
 				t.Skip("buildah is not installed (make buildah installs it)")
 			}
-			if f.deps.Buildah, err = buildah.New([]config.Registry{f.reg.Config()}, buildah.WithWorkDir(t.TempDir())); err != nil {
+			if f.deps.Buildah, err = buildah.New([]buildah.Host{f.reg.Config().BuildahHost()}, buildah.WithWorkDir(t.TempDir())); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -132,7 +132,7 @@ func (f *fixture) process(wrap func(http.RoundTripper) http.RoundTripper) *rebui
 // it is SIGKILLed.
 func (f *fixture) processConn(wrap func(http.RoundTripper) http.RoundTripper) (*rebuilder.Rebuilder, func()) {
 	f.t.Helper()
-	client, err := registry.New([]config.Registry{f.reg.Config()}, registry.WithTransport(wrap))
+	client, err := registry.New([]registry.Host{f.reg.Settings()}, registry.WithTransport(wrap))
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -219,7 +219,7 @@ func (f *fixture) inspectedTags(p registrytest.Pushed, tags []string, level int6
 		ev.Platforms = append(ev.Platforms, &harborflowv1.Platform{Os: pl.OS, Architecture: pl.Architecture, Variant: pl.Variant,
 			Digest: pl.Digest, Labels: pl.Labels})
 	}
-	m, err := bus.NewMessage(event.SubjectImageInspected, event.ID("inspected", repo, p.Digest, tag), ev.CorrelationId, ev)
+	m, err := bus.NewMessage(event.SubjectImageInspected, event.InspectedID(repo, p.Digest, tag), ev.CorrelationId, ev)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -238,34 +238,7 @@ func (f *fixture) publish(m *bus.Message) {
 // settle waits until the rebuilder has handled every image.inspected published so far.
 func (f *fixture) settle() {
 	f.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	s, err := f.js.Bus.JetStream().Stream(ctx, event.StreamImage)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	c, err := s.Consumer(ctx, event.StageRebuilder)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		info, err := c.Info(ctx)
-		if err != nil {
-			f.t.Fatalf("waiting for the rebuilder: %v", err)
-		}
-		// NumPending alone can lag a publish: wait for the ack floor to pass the last message published.
-		if info.AckFloor.Stream >= f.lastSeq && info.NumPending == 0 && info.NumAckPending == 0 {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			f.t.Fatalf("rebuilder did not settle: ack floor %d of %d, %d pending, %d unacked", info.AckFloor.Stream, f.lastSeq,
-				info.NumPending, info.NumAckPending)
-		case <-tick.C:
-		}
-	}
+	f.js.WaitSettled(event.StreamImage, event.StageRebuilder, f.lastSeq)
 }
 
 func (f *fixture) rebuilt() []*harborflowv1.ImageRebuilt {
@@ -600,9 +573,10 @@ func TestManualRebuild(t *testing.T) {
 	f := newFixture(t, nil, overlayRecipe(t))
 	f.base("wso2/am:4.2.0", "16")
 	ctx := context.Background()
-	first, err := f.rb.Rebuild(ctx, "acme-am", false)
-	if err != nil || first.GetTag() != "4.2.0.16.1" || first.GetEventId() != "manual" {
-		t.Fatalf("rebuild: %v, %v", first, err)
+	res, err := f.rb.Rebuild(ctx, "acme-am", false)
+	first := res.Rebuilt
+	if err != nil || first.GetTag() != "4.2.0.16.1" || first.GetEventId() != "manual" || res.AlreadyBuilt {
+		t.Fatalf("rebuild: %+v, %v", res, err)
 	}
 	// The followed tag points at the base: the image names it as its base, so that check-base reports
 	// "changed" once 4.2.0 moves on.
@@ -610,12 +584,12 @@ func TestManualRebuild(t *testing.T) {
 		t.Errorf("base name %q, want the followed tag", top.Annotations["org.opencontainers.image.base.name"])
 	}
 	again, err := f.rb.Rebuild(ctx, "acme-am", false)
-	if err != nil || again.GetDigest() != first.GetDigest() || again.GetTag() != first.GetTag() {
-		t.Errorf("rebuild again: %v, %v; want the first build", again, err)
+	if err != nil || !again.AlreadyBuilt || again.Rebuilt.GetDigest() != first.GetDigest() || again.Rebuilt.GetTag() != first.GetTag() {
+		t.Errorf("rebuild again: %+v, %v; want the first build, marked already built", again, err)
 	}
 	forced, err := f.rb.Rebuild(ctx, "acme-am", true)
-	if err != nil || forced.GetTag() != "4.2.0.16.2" {
-		t.Errorf("rebuild --force: %v, %v; want 4.2.0.16.2", forced, err)
+	if err != nil || forced.AlreadyBuilt || forced.Rebuilt.GetTag() != "4.2.0.16.2" {
+		t.Errorf("rebuild --force: %+v, %v; want a new build 4.2.0.16.2", forced, err)
 	}
 	if _, err := f.rb.Rebuild(ctx, "nope", false); err == nil || !strings.Contains(err.Error(), "acme-am") {
 		t.Errorf("unknown recipe: %v, want an error listing the recipes", err)

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/imageref"
+	"github.com/harborflow/harborflow/pkg/mediatype"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 )
 
@@ -43,17 +45,6 @@ const (
 
 // distFormat is RegistryEvent.format of distribution events.
 const distFormat = "distribution"
-
-// distManifestMediaTypes are the manifest media types (OCI image-spec, Docker schema 2 and schema 1).
-var distManifestMediaTypes = map[string]bool{
-	"application/vnd.oci.image.manifest.v1+json":                true,
-	"application/vnd.oci.image.index.v1+json":                   true,
-	"application/vnd.oci.artifact.manifest.v1+json":             true,
-	"application/vnd.docker.distribution.manifest.v2+json":      true,
-	"application/vnd.docker.distribution.manifest.list.v2+json": true,
-	"application/vnd.docker.distribution.manifest.v1+json":      true,
-	"application/vnd.docker.distribution.manifest.v1+prettyjws": true,
-}
 
 // distEnvelope is a notification envelope (distribution notifications/event.go Envelope). The events stay raw so
 // that one bad event can go to the DLQ as it was while the others are kept.
@@ -179,10 +170,10 @@ func distParseEvent(o Origin, i int, raw json.RawMessage, ownUserAgentPrefix str
 	if t.Repository == "" {
 		return nil, "", fmt.Sprintf("events[%d] (%s) has no target.repository, so it cannot be tied to an image", i, e.Action)
 	}
-	if t.Digest != "" && !payloadIsDigest(t.Digest) {
+	if t.Digest != "" && !imageref.IsDigest(t.Digest) {
 		return nil, "", fmt.Sprintf("events[%d] (%s of %s) has target.digest %q, which is not a digest", i, e.Action, t.Repository, t.Digest)
 	}
-	if payloadIsDigest(t.Tag) {
+	if imageref.IsDigest(t.Tag) {
 		// Distribution never sends one (a tag cannot contain ':'); treated as Harbor's digest-in-tag.
 		if t.Digest == "" {
 			t.Digest = t.Tag
@@ -198,7 +189,7 @@ func distParseEvent(o Origin, i int, raw json.RawMessage, ownUserAgentPrefix str
 		Kind:       kind,
 		Type:       e.Action,
 		Registry:   o.Host,
-		Project:    payloadFirstSegment(t.Repository),
+		Project:    imageref.Project(t.Repository),
 		Repository: t.Repository,
 		Digest:     t.Digest,
 		Tag:        t.Tag,
@@ -213,17 +204,17 @@ func distParseEvent(o Origin, i int, raw json.RawMessage, ownUserAgentPrefix str
 	return ev, "", ""
 }
 
-// distIsManifest reports whether a push or pull target is a manifest: a manifest media type, or else a target URL
-// of the manifests endpoint (distribution builds /v2/<name>/manifests/<digest> for manifests and
-// /v2/<name>/blobs/<digest> for blobs), which also catches manifest media types this list does not know.
+// distIsManifest reports whether a push or pull target is a manifest. The media type decides when it is a
+// known one: a manifest type is a manifest and a layer or config type is a blob, whatever the URL says. An
+// unknown media type (or none) falls back to the target URL of the manifests endpoint (distribution builds
+// /v2/<name>/manifests/<digest> for manifests and /v2/<name>/blobs/<digest> for blobs), which also catches
+// manifest media types the list does not know.
 func distIsManifest(mediaType, url string) bool {
-	mt := mediaType
-	if i := strings.IndexByte(mt, ';'); i >= 0 {
-		mt = mt[:i]
-	}
-	mt = strings.ToLower(strings.TrimSpace(mt))
-	if distManifestMediaTypes[mt] {
+	switch {
+	case mediatype.IsManifest(mediaType):
 		return true
+	case mediatype.IsBlob(mediaType):
+		return false
 	}
 	return strings.Contains(url, "/manifests/")
 }

@@ -11,12 +11,14 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/registry"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 )
 
 var distTestOrigin = Origin{Source: "dev-registry", Host: "registry.acme.example:5000"}
 
-const distTestUserAgentPrefix = "harborflow/"
+// distTestUserAgentPrefix is what the server passes: the prefix of the registry client's own User-Agent.
+const distTestUserAgentPrefix = registry.UserAgentPrefix
 
 // distTestEvent mirrors distribution's notifications.Event JSON (field order and omitempty as in
 // notifications/event.go, v3.1.1).
@@ -58,7 +60,7 @@ const (
 	distMTDocker2  = "application/vnd.docker.distribution.manifest.v2+json"
 	distMTLayer    = "application/vnd.oci.image.layer.v1.tar+gzip"
 	distDockerUA   = "docker/27.3.1 go/go1.22.7 git-commit/41ca978 kernel/6.8.0 os/linux arch/amd64 UpstreamClient(Docker-Client/27.3.1 \\(linux\\))"
-	distOwnUA      = "harborflow/0.1.0 regclient/v0.8.2"
+	distOwnUA      = "harborflow/0.1.0 regclient/v0.8.2" // registry.UserAgent("0.1.0"), as distribution records it
 	distTimestamp  = "2025-06-15T15:04:05.123456789Z"
 )
 

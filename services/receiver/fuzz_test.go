@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/imageref"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 )
 
@@ -33,10 +34,10 @@ func harborFuzzCheck(t *testing.T, ev *harborflowv1.RegistryEvent, o Origin, for
 	if ev.GetCorrelationId() != "" || ev.GetReceivedAt() != nil {
 		t.Fatalf("correlation_id %q / received_at %v set by the parser", ev.GetCorrelationId(), ev.GetReceivedAt())
 	}
-	if ev.GetDigest() != "" && !payloadIsDigest(ev.GetDigest()) {
+	if ev.GetDigest() != "" && !imageref.IsDigest(ev.GetDigest()) {
 		t.Fatalf("digest %q is not a digest", ev.GetDigest())
 	}
-	if payloadIsDigest(ev.GetTag()) {
+	if imageref.IsDigest(ev.GetTag()) {
 		t.Fatalf("tag %q is a digest", ev.GetTag())
 	}
 	needDigest := false

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
-	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/imageref"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 )
 
@@ -381,7 +381,7 @@ func harborRepositoryNames(r *harborRepository) (repository, project string) {
 	}
 	project = r.Namespace
 	if project == "" {
-		project = payloadFirstSegment(repository)
+		project = imageref.Project(repository)
 	}
 	return repository, project
 }
@@ -418,11 +418,11 @@ func harborArtifactEvent(ev *harborflowv1.RegistryEvent, data *harborEventData, 
 		return fmt.Errorf("%w: %s.resources[0] is missing for %s", ErrInvalidPayload, env.dataName, env.typ)
 	}
 	if res != nil {
-		if res.Digest != "" && !payloadIsDigest(res.Digest) {
+		if res.Digest != "" && !imageref.IsDigest(res.Digest) {
 			return fmt.Errorf("%w: %s.resources[0].digest %q is not a digest", ErrInvalidPayload, env.dataName, res.Digest)
 		}
 		ev.Digest, ev.Tag = res.Digest, res.Tag
-		if payloadIsDigest(ev.Tag) {
+		if imageref.IsDigest(ev.Tag) {
 			// A push or pull by digest: Harbor puts the digest in tag (HARBOR.md §1.4).
 			if ev.Digest == "" {
 				ev.Digest = ev.Tag
@@ -747,69 +747,4 @@ func payloadTimestamp(s string) *timestamppb.Timestamp {
 		return nil
 	}
 	return ts
-}
-
-// payloadFirstSegment is the part of a repository name before the first slash: its project.
-func payloadFirstSegment(repository string) string {
-	if i := strings.IndexByte(repository, '/'); i >= 0 {
-		return repository[:i]
-	}
-	return repository
-}
-
-// payloadIsDigest reports whether s is an OCI digest (image-spec descriptor.md): algorithm
-// [a-z0-9]+([+._-][a-z0-9]+)* ":" encoded [a-zA-Z0-9=_-]+. The registered algorithms are checked strictly
-// (sha256: 64, sha512: 128 lower-case hex characters); other algorithms need an encoded part of 32 or more
-// characters, so a tag can never pass (a tag cannot contain ':' anyway).
-func payloadIsDigest(s string) bool {
-	i := strings.IndexByte(s, ':')
-	if i <= 0 || i == len(s)-1 {
-		return false
-	}
-	alg, enc := s[:i], s[i+1:]
-	switch alg {
-	case "sha256":
-		return len(enc) == 64 && payloadIsLowerHex(enc)
-	case "sha512":
-		return len(enc) == 128 && payloadIsLowerHex(enc)
-	}
-	if len(enc) < 32 {
-		return false
-	}
-	// algorithm-component (algorithm-separator algorithm-component)*
-	prevSep := true
-	for j := 0; j < len(alg); j++ {
-		c := alg[j]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-			prevSep = false
-		case c == '+' || c == '.' || c == '_' || c == '-':
-			if prevSep {
-				return false
-			}
-			prevSep = true
-		default:
-			return false
-		}
-	}
-	if prevSep {
-		return false
-	}
-	for j := 0; j < len(enc); j++ {
-		c := enc[j]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '=' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-func payloadIsLowerHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }

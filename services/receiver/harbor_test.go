@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/imageref"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 )
 
@@ -896,8 +897,8 @@ func TestPayloadIsDigest(t *testing.T) {
 		"x:" + strings.Repeat("a", 31) + "/":                              false,
 	}
 	for s, want := range cases {
-		if got := payloadIsDigest(s); got != want {
-			t.Errorf("payloadIsDigest(%q) = %v, want %v", s, got, want)
+		if got := imageref.IsDigest(s); got != want {
+			t.Errorf("imageref.IsDigest(%q) = %v, want %v", s, got, want)
 		}
 	}
 }

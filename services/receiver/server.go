@@ -22,12 +22,9 @@ import (
 	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/logging"
 	"github.com/harborflow/harborflow/pkg/probe"
+	"github.com/harborflow/harborflow/pkg/registry"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 )
-
-// UserAgentPrefix starts the User-Agent of every registry request harborflow makes; distribution pulls carrying
-// it are our own and are dropped.
-const UserAgentPrefix = "harborflow/"
 
 // Media types the receiver accepts.
 const (
@@ -285,16 +282,28 @@ func (a *accepted) send(c echo.Context) error {
 func (s *Server) intake(c echo.Context, kind string) (*source, []byte, error) {
 	name := c.Param("source")
 	src, ok := s.sources[name]
-	if !ok || src.cfg.Kind != kind {
+	if !ok {
 		s.m.rejected.WithLabelValues(unknownLabel, "unknown_source").Inc()
 		return nil, nil, reject(http.StatusNotFound, "unknown_source", "unknown %s source %q", kind, name)
 	}
-	if !src.authorized(c.Request().Header.Get(echo.HeaderAuthorization)) {
+	if src.cfg.Kind != kind {
+		// A configured source, posted to the other kind's endpoint: a misconfigured webhook or registry.
+		s.m.rejected.WithLabelValues(unknownLabel, "unknown_source").Inc()
+		msg := fmt.Sprintf("source %q is of kind %s, not %s: post its events to /webhooks/%s/%s", name, src.cfg.Kind, kind, src.cfg.Kind, name)
+		s.log.Warn("webhook refused", zap.String(logging.FieldSource, name), zap.String(logging.FieldRemote, c.Request().RemoteAddr),
+			zap.String(logging.FieldPath, c.Request().URL.Path), zap.String(logging.FieldReason, msg))
+		return nil, nil, reject(http.StatusNotFound, "unknown_source", "%s", msg)
+	}
+	if header := c.Request().Header.Get(echo.HeaderAuthorization); !src.authorized(header) {
 		s.m.rejected.WithLabelValues(name, "unauthorized").Inc()
-		if c.Request().Header.Get(echo.HeaderAuthorization) == "" {
-			return src, nil, reject(http.StatusUnauthorized, "unauthorized", "missing Authorization header")
+		why := fmt.Sprintf("Authorization header does not match any secret of source %q", name)
+		if header == "" {
+			why = "missing Authorization header"
 		}
-		return src, nil, reject(http.StatusUnauthorized, "unauthorized", "Authorization header does not match any secret of source %q", name)
+		// Logged, never with the header's value: a wrong secret would otherwise leave no trace here.
+		s.log.Warn("webhook refused: unauthorized", zap.String(logging.FieldSource, name), zap.String(logging.FieldRemote, c.Request().RemoteAddr),
+			zap.String(logging.FieldReason, why))
+		return src, nil, reject(http.StatusUnauthorized, "unauthorized", "%s", why)
 	}
 	req := c.Request()
 	if req.ContentLength > s.cfg.MaxBodyBytes {
@@ -401,7 +410,7 @@ func (s *Server) distribution(c echo.Context) (err error) {
 	var result DistributionResult
 	switch mt := mediaType(c); mt {
 	case mediaDistributionEvents1, mediaDistributionEvents2, mediaJSON:
-		result = ParseDistribution(src.origin, body, UserAgentPrefix)
+		result = ParseDistribution(src.origin, body, registry.UserAgentPrefix)
 	default:
 		result.Unusable = []Unusable{{
 			Reason: fmt.Sprintf("Content-Type %q is not a distribution events media type (%s or %s)", c.Request().Header.Get(echo.HeaderContentType), mediaDistributionEvents1, mediaDistributionEvents2),

@@ -22,6 +22,7 @@ import (
 	"github.com/harborflow/harborflow/pkg/bus/bustest"
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/registry"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 	"github.com/harborflow/harborflow/services/receiver"
 )
@@ -192,7 +193,10 @@ func TestBadInputIsRefusedClearlyAndStoresNothing(t *testing.T) {
 		{"no content type", "/webhooks/harbor/harbor", "", secret, pushDefault("a", 1), 415, "Content-Type"},
 		{"oversize body", "/webhooks/harbor/harbor", "application/json", secret, big, 413, "over the limit"},
 		{"unknown source", "/webhooks/harbor/nope", "application/json", secret, pushDefault("a", 1), 404, `unknown harbor source "nope"`},
-		{"source of another kind", "/webhooks/harbor/registry", "application/json", secret, pushDefault("a", 1), 404, "unknown harbor source"},
+		{"source of another kind", "/webhooks/harbor/registry", "application/json", secret, pushDefault("a", 1), 404,
+			`source "registry" is of kind distribution, not harbor: post its events to /webhooks/distribution/registry`},
+		{"source of another kind, the other way", "/webhooks/distribution/harbor", "application/vnd.docker.distribution.events.v2+json", secret, `{"events":[]}`, 404,
+			`source "harbor" is of kind harbor, not distribution: post its events to /webhooks/harbor/harbor`},
 		{"no Authorization", "/webhooks/harbor/harbor", "application/json", "", pushDefault("a", 1), 401, "missing Authorization"},
 		{"wrong Authorization", "/webhooks/harbor/harbor", "application/json", "Bearer s3cr3t-valuX", pushDefault("a", 1), 401, "does not match"},
 		{"distribution wrong Authorization", "/webhooks/distribution/registry", "application/vnd.docker.distribution.events.v2+json", "Bearer nope", `{"events":[]}`, 401, "does not match"},
@@ -513,5 +517,91 @@ func TestEventIsStoredWhenTheSenderHangsUp(t *testing.T) {
 			t.Fatalf("the event of a sender that hung up was not stored: %v %+v", err, info)
 		}
 		<-time.After(20 * time.Millisecond)
+	}
+}
+
+// TestRefusedAuthIsLoggedOnceWithoutTheSecret: a Harbor or registry with a wrong secret must leave a trace in
+// the log, naming the source and who sent it, never what it sent.
+func TestRefusedAuthIsLoggedOnceWithoutTheSecret(t *testing.T) {
+	f := newFixture(t, nil)
+	for _, tc := range []struct{ name, path, ct, auth, body, reason string }{
+		{"harbor, wrong secret", "/webhooks/harbor/harbor", "application/json", "Bearer s3cr3t-valuX", pushDefault("a", 1), "does not match any secret"},
+		{"harbor, no secret", "/webhooks/harbor/harbor", "application/json", "", pushDefault("a", 1), "missing Authorization header"},
+		{"distribution, wrong secret", "/webhooks/distribution/registry", "application/vnd.docker.distribution.events.v2+json", "Bearer s3cr3t-nope", `{"events":[]}`, "does not match any secret"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := f.logs.Len()
+			if a := f.post(tc.path, tc.ct, tc.auth, tc.body); a.Code != 401 {
+				t.Fatalf("%d %s", a.Code, a.Raw)
+			}
+			var warns []observer.LoggedEntry
+			for _, e := range f.logs.All()[before:] {
+				if e.Level == zapcore.WarnLevel {
+					warns = append(warns, e)
+				}
+			}
+			if len(warns) != 1 {
+				t.Fatalf("%d warnings for a refused request, want 1: %v", len(warns), warns)
+			}
+			fields := warns[0].ContextMap()
+			source := strings.Split(tc.path, "/")[3]
+			if fields["source"] != source || !strings.HasPrefix(fmt.Sprint(fields["remote"]), "127.0.0.1:") ||
+				!strings.Contains(fmt.Sprint(fields["reason"]), tc.reason) {
+				t.Errorf("warning %q %v, want source %s, the remote address and %q", warns[0].Message, fields, source, tc.reason)
+			}
+			if line := fmt.Sprint(warns[0].Message, fields); tc.auth != "" && strings.Contains(line, tc.auth) {
+				t.Errorf("the Authorization header reached the log: %s", line)
+			}
+		})
+	}
+}
+
+// TestOwnPullsAreRecognised: a pull a registry reports with the User-Agent the registry client sends is
+// harborflow's own read, and is dropped; the same pull by another client is stored.
+func TestOwnPullsAreRecognised(t *testing.T) {
+	f := newFixture(t, nil)
+	pull := func(id, ua string) string {
+		return `{"events":[{"id":"` + id + `","timestamp":"2026-11-22T10:00:00Z","action":"pull","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"` + digestA + `","size":1000,"length":1000,"repository":"acme/am","url":"http://localhost:5000/v2/acme/am/manifests/` + digestA + `"},"request":{"id":"r-` + id + `","addr":"127.0.0.1:1","host":"localhost:5000","method":"GET","useragent":"` + ua + `"},"actor":{},"source":{"addr":"reg:5000"}}]}`
+	}
+	own := registry.UserAgent("1.2.3") // what pkg/registry sends on every request
+	if a := f.post("/webhooks/distribution/registry", "application/vnd.docker.distribution.events.v2+json", secret, pull("own", own)); a.Code != 202 || a.Body["accepted"] != float64(0) {
+		t.Errorf("own pull: %d %s", a.Code, a.Raw)
+	}
+	if a := f.post("/webhooks/distribution/registry", "application/vnd.docker.distribution.events.v2+json", secret, pull("other", "containerd/2.0.0")); a.Code != 202 || a.Body["accepted"] != float64(1) {
+		t.Errorf("other pull: %d %s", a.Code, a.Raw)
+	}
+	if m := f.metrics(); !strings.Contains(m, `harborflow_receiver_events_dropped_total{reason="own-pull",source="registry"} 1`) {
+		t.Errorf("own pull not counted:\n%s", grep(m, "dropped"))
+	}
+}
+
+// TestBlobEventsAreBlobsWhateverTheirURL: distribution reports a layer or config push with the media type of
+// the blob; a URL that says /manifests/ (a proxy rewriting URLs, a registry building them its own way) must not
+// turn it into a manifest push.
+func TestBlobEventsAreBlobsWhateverTheirURL(t *testing.T) {
+	f := newFixture(t, nil)
+	const layer = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+	const config = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+	ev := func(id, mediaType, digest, url string) string {
+		return `{"id":"` + id + `","timestamp":"2026-11-22T10:00:00.1Z","action":"push","target":{"mediaType":"` + mediaType + `","digest":"` + digest + `","size":31337,"length":31337,"repository":"acme/am","url":"` + url + `"},"request":{"id":"r-` + id + `","addr":"10.0.0.7:53122","host":"localhost:5000","method":"PUT","useragent":"buildah/1.39.3"},"actor":{"name":"ci"},"source":{"addr":"reg:5000","instanceID":"i"}}`
+	}
+	env := `{"events":[` +
+		ev("l1", "application/vnd.oci.image.layer.v1.tar+gzip", layer, "http://localhost:5000/v2/acme/am/manifests/"+layer) + `,` +
+		ev("l2", "application/vnd.docker.image.rootfs.diff.tar.gzip", layer, "http://localhost:5000/v2/acme/am/manifests/"+layer) + `,` +
+		ev("c1", "application/vnd.oci.image.config.v1+json", config, "http://localhost:5000/v2/acme/am/manifests/"+config) + `,` +
+		ev("m1", "application/vnd.oci.image.manifest.v1+json", digestA, "http://localhost:5000/v2/acme/am/blobs/"+digestA) + `,` +
+		ev("u1", "application/vnd.example.unknown.manifest+json", digestA, "http://localhost:5000/v2/acme/am/manifests/"+digestA) +
+		`]}`
+	a := f.post("/webhooks/distribution/registry", "application/vnd.docker.distribution.events.v2+json", secret, env)
+	if a.Code != 202 || a.Body["accepted"] != float64(2) {
+		t.Fatalf("%d %s", a.Code, a.Raw)
+	}
+	for _, m := range f.stored(event.StreamRegistry, "registry.registry.push") {
+		if ev := decodeEvent(t, m); ev.GetDigest() != digestA {
+			t.Errorf("a blob was stored as a manifest push: %v", ev)
+		}
+	}
+	if m := f.metrics(); !strings.Contains(m, `harborflow_receiver_events_dropped_total{reason="blob",source="registry"} 3`) {
+		t.Errorf("blob events not counted:\n%s", grep(m, "dropped"))
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -28,7 +27,9 @@ import (
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/imageref"
 	"github.com/harborflow/harborflow/pkg/logging"
+	"github.com/harborflow/harborflow/pkg/mediatype"
 	"github.com/harborflow/harborflow/pkg/registry"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 )
@@ -41,12 +42,6 @@ type Registry interface {
 	Resolve(ctx context.Context, ref string) (registry.Descriptor, error)
 	// Manifest reads the manifest at ref (host/path@digest): for an index, each platform's digest.
 	Manifest(ctx context.Context, ref string) (*registry.Artifact, error)
-}
-
-// isIndex reports whether a media type is an OCI index or a Docker manifest list.
-func isIndex(mediaType string) bool {
-	return mediaType == "application/vnd.oci.image.index.v1+json" ||
-		mediaType == "application/vnd.docker.distribution.manifest.list.v2+json"
 }
 
 // Publisher stores events: *bus.Bus.
@@ -109,11 +104,11 @@ func New(sources []config.Source, deps Deps) (*Watcher, error) {
 			continue
 		}
 		for _, pr := range s.Repositories {
-			host, path, ok := strings.Cut(pr.Repository, "/")
-			if !ok || host == "" || path == "" {
-				return nil, fmt.Errorf("watcher: source %q: repository %q is not host/path", s.Name, pr.Repository)
+			name, err := imageref.ParseRepository(pr.Repository)
+			if err != nil {
+				return nil, fmt.Errorf("watcher: source %q: %w", s.Name, err)
 			}
-			r := &repo{source: s, ref: pr.Repository, host: host, path: path, platforms: slices.Clone(pr.Platforms)}
+			r := &repo{source: s, ref: name.Name(), host: name.Registry, path: name.Repository, platforms: slices.Clone(pr.Platforms)}
 			for _, p := range pr.Tags {
 				re, err := regexp.Compile(p)
 				if err != nil {
@@ -242,7 +237,7 @@ func (w *Watcher) check(ctx context.Context, r *repo, tag string) error {
 		return nil // nothing changed: one HEAD, no GET
 	}
 	next := &harborflowv1.WatchBaseline{Source: r.source.Name, Repository: r.ref, Tag: tag, Digest: d.Digest, UpdatedAt: timestamppb.New(w.now())}
-	if isIndex(d.MediaType) && len(r.platforms) > 0 {
+	if mediatype.IsIndex(d.MediaType) && len(r.platforms) > 0 {
 		idx, err := w.deps.Registry.Manifest(ctx, r.ref+"@"+d.Digest)
 		if err != nil {
 			return fmt.Errorf("reading the platforms of %s: %w", ref, err)
@@ -283,11 +278,9 @@ func samePlatforms(old, next *harborflowv1.WatchBaseline) bool {
 // publish stores a registry.<source>.push for tag now at d (previously at prev).
 func (w *Watcher) publish(ctx context.Context, r *repo, tag, prev string, d registry.Descriptor) error {
 	now := w.now()
-	project, _, _ := strings.Cut(r.path, "/")
+	project := imageref.Project(r.path)
 	ev := &harborflowv1.RegistryEvent{
-		// Hashing the previous digest too keeps a tag that moves back and forth from folding into an earlier
-		// event of the duplicate window.
-		Id:         event.ID("poll", r.source.Name, r.ref, tag, prev, d.Digest),
+		Id:         event.PollID(r.source.Name, r.ref, tag, prev, d.Digest),
 		Source:     r.source.Name,
 		Kind:       event.KindPush,
 		Type:       "TAG_MOVED",

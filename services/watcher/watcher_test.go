@@ -33,9 +33,9 @@ type fixture struct {
 func newFixture(t *testing.T, regs ...*registrytest.Registry) *fixture {
 	t.Helper()
 	f := &fixture{t: t, js: bustest.Start(t), regs: regs, counter: &registry.Counter{}}
-	var cfgs []config.Registry
+	var cfgs []registry.Host
 	for _, r := range regs {
-		cfgs = append(cfgs, r.Config())
+		cfgs = append(cfgs, r.Settings())
 	}
 	c, err := registry.New(cfgs, registry.WithTransport(f.counter.Wrap), registry.WithMaxRetryWait(0))
 	if err != nil {
@@ -222,9 +222,9 @@ func TestFailingRegistriesDoNotStopTheOthers(t *testing.T) {
 	down := registrytest.New(t)
 	f := newFixture(t, good, limited, down)
 	// The locked registry is configured with the wrong password.
-	lockedCfg := locked.Config()
+	lockedCfg := locked.Settings()
 	lockedCfg.Password = "wrong-s3cr3t"
-	client, err := registry.New([]config.Registry{good.Config(), limited.Config(), down.Config(), lockedCfg}, registry.WithMaxRetryWait(0))
+	client, err := registry.New([]registry.Host{good.Settings(), limited.Settings(), down.Settings(), lockedCfg}, registry.WithMaxRetryWait(0))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,6 @@ import (
 	"time"
 
 	"github.com/harborflow/harborflow/pkg/buildah"
-	"github.com/harborflow/harborflow/pkg/config"
 )
 
 // RequireEnv is the environment variable that turns a missing runtime or tool from a skip into a failure,
@@ -99,9 +98,9 @@ func NewStore(t testing.TB, driver string, insecureHosts ...string) *Store {
 			unavailable(t, "buildah's overlay driver cannot work here: %v", err)
 		}
 	}
-	regs := make([]config.Registry, len(insecureHosts))
+	regs := make([]buildah.Host, len(insecureHosts))
 	for i, h := range insecureHosts {
-		regs[i] = config.Registry{Host: h, PlainHTTP: true}
+		regs[i] = buildah.Host{Name: h, PlainHTTP: true}
 	}
 	env, err := buildah.NewEnv(filepath.Join(dir, "buildah"), driver, regs)
 	if err != nil {

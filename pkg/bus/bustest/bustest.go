@@ -147,6 +147,40 @@ func (s *Server) Messages(stream, filter string) []jetstream.RawStreamMsg {
 	return out
 }
 
+// SettleTimeout bounds WaitSettled.
+const SettleTimeout = 30 * time.Second
+
+// WaitSettled waits until the durable consumer of stream has settled (acked or termed) every message up to
+// stream sequence seq and has nothing pending or unacked, and returns its state then. NumPending alone can lag
+// a publish, so the ack floor must reach seq too. It fails the test after SettleTimeout.
+func (s *Server) WaitSettled(stream, consumer string, seq uint64) *jetstream.ConsumerInfo {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), SettleTimeout)
+	defer cancel()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var info *jetstream.ConsumerInfo
+	var err error
+	for {
+		var c jetstream.Consumer
+		if c, err = s.Bus.JetStream().Consumer(ctx, stream, consumer); err == nil {
+			info, err = c.Info(ctx)
+		}
+		if err == nil && info.AckFloor.Stream >= seq && info.NumPending == 0 && info.NumAckPending == 0 {
+			return info
+		}
+		select {
+		case <-ctx.Done():
+			if info == nil {
+				s.t.Fatalf("consumer %s of %s did not settle up to %d: %v", consumer, stream, seq, err)
+			}
+			s.t.Fatalf("consumer %s of %s did not settle up to %d: ack floor %d, %d pending, %d unacked (%v)", consumer, stream, seq,
+				info.AckFloor.Stream, info.NumPending, info.NumAckPending, err)
+		case <-tick.C:
+		}
+	}
+}
+
 // URL is the server's client URL.
 func (s *Server) URL() string { return "nats://" + s.addr }
 

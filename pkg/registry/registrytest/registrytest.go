@@ -49,6 +49,7 @@ import (
 	"github.com/regclient/regclient/types/ref"
 
 	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/registry"
 )
 
 // Media types of the content this package pushes.
@@ -206,6 +207,9 @@ func (r *Registry) Config() config.Registry {
 	}
 	return c
 }
+
+// Settings is the registry client's settings for this registry (Config as registry.Host).
+func (r *Registry) Settings() registry.Host { return r.Config().RegistryHost() }
 
 // CAFile is the PEM file of the TLS listener's certificate ("" without WithTLS).
 func (r *Registry) CAFile() string { return r.caFile }

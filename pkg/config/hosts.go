@@ -1,0 +1,36 @@
+package config
+
+import (
+	"github.com/harborflow/harborflow/pkg/buildah"
+	"github.com/harborflow/harborflow/pkg/registry"
+)
+
+// RegistryHost is the registry client's settings for this registries: entry.
+func (r Registry) RegistryHost() registry.Host {
+	return registry.Host{Name: r.Host, Username: r.Username, Password: r.Password.Value(), CAFile: r.CAFile,
+		Insecure: r.Insecure, PlainHTTP: r.PlainHTTP, MaxConcurrency: r.MaxConcurrency}
+}
+
+// BuildahHost is buildah's settings for this registries: entry.
+func (r Registry) BuildahHost() buildah.Host {
+	return buildah.Host{Name: r.Host, Username: r.Username, Password: r.Password.Value(), CAFile: r.CAFile,
+		Insecure: r.Insecure, PlainHTTP: r.PlainHTTP}
+}
+
+// RegistryHosts are the registry client's settings for every registries: entry.
+func RegistryHosts(regs []Registry) []registry.Host {
+	out := make([]registry.Host, len(regs))
+	for i, r := range regs {
+		out[i] = r.RegistryHost()
+	}
+	return out
+}
+
+// BuildahHosts are buildah's settings for every registries: entry.
+func BuildahHosts(regs []Registry) []buildah.Host {
+	out := make([]buildah.Host, len(regs))
+	for i, r := range regs {
+		out[i] = r.BuildahHost()
+	}
+	return out
+}

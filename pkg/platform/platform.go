@@ -1,0 +1,29 @@
+// Package platform formats and parses the platform of an image as harborflow writes it everywhere:
+// os/architecture[/variant], e.g. linux/amd64 or linux/arm64/v8.
+package platform
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Format returns os/architecture, with /variant when variant is set.
+func Format(os, architecture, variant string) string {
+	s := os + "/" + architecture
+	if variant != "" {
+		s += "/" + variant
+	}
+	return s
+}
+
+// Parse splits os/architecture[/variant].
+func Parse(s string) (os, architecture, variant string, err error) {
+	parts := strings.Split(s, "/")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" || len(parts) == 3 && parts[2] == "" {
+		return "", "", "", fmt.Errorf("platform %q: want os/architecture[/variant], e.g. linux/amd64", s)
+	}
+	if len(parts) == 3 {
+		variant = parts[2]
+	}
+	return parts[0], parts[1], variant, nil
+}
