@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/harborflow/harborflow/pkg/broker"
 	"github.com/harborflow/harborflow/pkg/bus"
@@ -110,39 +109,21 @@ func (s *Server) Restart() {
 }
 
 // Messages returns every message stored in stream on a subject matching filter (wildcards allowed), in
-// stream order. It fails the test when the stream cannot be read within ten seconds.
-func (s *Server) Messages(stream, filter string) []jetstream.RawStreamMsg {
+// stream order. It fails the test when the stream cannot be read within ten seconds, or when filter is not a
+// subject of stream.
+func (s *Server) Messages(stream, filter string) []*bus.Message {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	js := s.Bus.JetStream()
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
-	if err != nil {
-		s.t.Fatalf("reading stream %s: %v", stream, err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		s.t.Fatalf("reading stream %s: %v", stream, err)
-	}
-	var out []jetstream.RawStreamMsg
-	for remaining := info.NumPending; remaining > 0; {
-		batch, err := cons.Fetch(int(min(remaining, 256)), jetstream.FetchMaxWait(2*time.Second))
+	var out []*bus.Message
+	for m, err := range s.Bus.Read(ctx, bus.ReadConfig{Subject: filter}) {
 		if err != nil {
 			s.t.Fatalf("reading stream %s: %v", stream, err)
 		}
-		n := 0
-		for m := range batch.Messages() {
-			md, err := m.Metadata()
-			if err != nil {
-				s.t.Fatalf("reading stream %s: %v", stream, err)
-			}
-			out = append(out, jetstream.RawStreamMsg{Subject: m.Subject(), Sequence: md.Sequence.Stream, Header: m.Headers(), Data: m.Data(), Time: md.Timestamp})
-			n++
+		if m.Stream != stream {
+			s.t.Fatalf("reading stream %s: %s is a subject of stream %s", stream, filter, m.Stream)
 		}
-		if n == 0 {
-			s.t.Fatalf("reading stream %s: stalled with %d messages left", stream, remaining)
-		}
-		remaining -= uint64(n)
+		out = append(out, m)
 	}
 	return out
 }
