@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
@@ -43,7 +42,7 @@ type fixture struct {
 	js      *bustest.Server
 	reg     *registrytest.Registry
 	client  *registry.Client
-	kv      jetstream.KeyValue
+	kv      *bus.KV
 	rb      *rebuilder.Rebuilder
 	deps    rebuilder.Deps
 	recipes []config.Rebuild // with the registry's host
@@ -172,7 +171,16 @@ func (f *fixture) consume() {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	f.t.Cleanup(c.Stop)
+	f.t.Cleanup(func() { shutdown(f.t, c) })
+}
+
+// shutdown stops a consumer without a grace: its handlers are cancelled at once and must return promptly.
+func shutdown(t *testing.T, c *bus.Consumer) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.Shutdown(ctx); err != nil {
+		t.Errorf("shutting the rebuilder's consumer down: %v", err)
+	}
 }
 
 // base pushes a base image (one platform, or an index of several) labelled with the update level.
@@ -240,29 +248,21 @@ func (f *fixture) settle() {
 	f.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	s, err := f.js.Bus.JetStream().Stream(ctx, event.StreamImage)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	c, err := s.Consumer(ctx, event.StageRebuilder)
-	if err != nil {
-		f.t.Fatal(err)
-	}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		info, err := c.Info(ctx)
+		info, err := f.js.Bus.ConsumerInfo(ctx, event.StreamImage, event.StageRebuilder)
 		if err != nil {
 			f.t.Fatalf("waiting for the rebuilder: %v", err)
 		}
-		// NumPending alone can lag a publish: wait for the ack floor to pass the last message published.
-		if info.AckFloor.Stream >= f.lastSeq && info.NumPending == 0 && info.NumAckPending == 0 {
+		// Pending alone can lag a publish: wait for the ack floor to pass the last message published.
+		if info.AckFloor >= f.lastSeq && info.Pending == 0 && info.AckPending == 0 {
 			return
 		}
 		select {
 		case <-ctx.Done():
-			f.t.Fatalf("rebuilder did not settle: ack floor %d of %d, %d pending, %d unacked", info.AckFloor.Stream, f.lastSeq,
-				info.NumPending, info.NumAckPending)
+			f.t.Fatalf("rebuilder did not settle: ack floor %d of %d, %d pending, %d unacked", info.AckFloor, f.lastSeq,
+				info.Pending, info.AckPending)
 		case <-tick.C:
 		}
 	}
