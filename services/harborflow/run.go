@@ -243,7 +243,7 @@ func (p *Process) Shutdown(ctx context.Context) error {
 		p.watcher()
 	}
 	for _, c := range p.consumers {
-		if err := c.Drain(ctx); err != nil {
+		if err := c.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
 		}
 	}
