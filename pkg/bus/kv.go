@@ -68,14 +68,15 @@ func (b *Bus) KeyValue(ctx context.Context, bucket string) (*KV, error) {
 func (kv *KV) Bucket() string { return kv.bucket }
 
 // Get decodes the value of key into m and returns its revision. Unknown fields are discarded. A key that does
-// not exist, or was deleted, is ErrKeyNotFound; a value that does not decode is an error that says so.
+// not exist, or was deleted, is ErrKeyNotFound; a value that does not decode is a Permanent error: reading it
+// again will not help.
 func (kv *KV) Get(ctx context.Context, key string, m proto.Message) (uint64, error) {
 	e, err := kv.GetBytes(ctx, key)
 	if err != nil {
 		return 0, err
 	}
 	if err := e.Decode(m); err != nil {
-		return 0, fmt.Errorf("reading %s of KV bucket %s: %w", key, kv.bucket, err)
+		return 0, Permanent(fmt.Errorf("reading %s of KV bucket %s: %w", key, kv.bucket, err))
 	}
 	return e.Revision, nil
 }
@@ -89,7 +90,8 @@ func (kv *KV) GetBytes(ctx context.Context, key string) (Entry, error) {
 	return entry(e), nil
 }
 
-// Put stores m as the value of key, whatever is there, and returns the new revision.
+// Put stores m as the value of key, whatever is there, and returns the new revision. A message that cannot
+// be encoded (a string that is not UTF-8) is a Permanent error, here and in Create and Update.
 func (kv *KV) Put(ctx context.Context, key string, m proto.Message) (uint64, error) {
 	data, err := encode(m)
 	if err != nil {
@@ -235,7 +237,7 @@ func entry(e jetstream.KeyValueEntry) Entry {
 func encode(m proto.Message) ([]byte, error) {
 	data, err := protojson.Marshal(m)
 	if err != nil {
-		return nil, fmt.Errorf("encoding %s: %w", m.ProtoReflect().Descriptor().FullName(), err)
+		return nil, Permanent(fmt.Errorf("encoding %s: %w", m.ProtoReflect().Descriptor().FullName(), err))
 	}
 	return data, nil
 }
