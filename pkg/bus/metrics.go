@@ -88,7 +88,7 @@ func (m *metrics) observe(stage string, d time.Duration) {
 // redelivered messages per stream. The stage is a constant label, so that each stage of a process registers
 // its own collector in the shared registry.
 type infoCollector struct {
-	c                                   *Consumer
+	c                                *Consumer
 	pending, ackPending, redelivered *prometheus.Desc
 }
 

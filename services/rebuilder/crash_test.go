@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
