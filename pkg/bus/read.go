@@ -130,6 +130,8 @@ type ConsumerInfo struct {
 	// message is settled.
 	Delivered uint64
 	AckFloor  uint64
+	// Waiting is how many pull requests of running consumers wait for a message on the server.
+	Waiting int
 }
 
 // StreamInfo returns the state of the stream called name: ErrStreamNotFound if there is none.
@@ -199,7 +201,7 @@ func infoOf(ctx context.Context, c jetstream.Consumer) (*ConsumerInfo, error) {
 func consumerInfo(ci *jetstream.ConsumerInfo) ConsumerInfo {
 	return ConsumerInfo{
 		Stream: ci.Stream, Durable: ci.Name, Pending: ci.NumPending, AckPending: ci.NumAckPending,
-		Redelivered: ci.NumRedelivered, Delivered: ci.Delivered.Stream, AckFloor: ci.AckFloor.Stream,
+		Redelivered: ci.NumRedelivered, Delivered: ci.Delivered.Stream, AckFloor: ci.AckFloor.Stream, Waiting: ci.NumWaiting,
 	}
 }
 

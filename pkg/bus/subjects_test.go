@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -34,7 +35,7 @@ func TestConsumeSubjectsAcrossStreams(t *testing.T) {
 	registrySeq := e.publishTo("registry.harbor.scan", "scan-1")
 
 	want := map[string]bool{"IMAGE image.inspected inspected-1": true, "REGISTRY registry.harbor.scan scan-1": true}
-	for range want {
+	for range len(want) {
 		m := recv(t, got, "a message")
 		if !want[m] {
 			t.Errorf("handled %q", m)
@@ -103,8 +104,12 @@ func TestConsumeReplicasOfADurableSplitTheWork(t *testing.T) {
 			return nil, nil
 		})
 	}
+	// Publish when both replicas wait for a message, so that the server, which serves pull requests in the
+	// order they came, has the idle replica's request ahead of the busy one's next.
+	e.waitForPullRequests("inspector", 2)
 	e.publish("in-1", "", `{}`)
 	first := recv(t, started, "the first handler")
+	e.waitForPullRequests("inspector", 2)
 	// The replica that took in-1 is busy (one handler at a time): in-2 goes to the other, while in-1 runs.
 	seq := e.publish("in-2", "", `{}`)
 	second := recv(t, started, "the second handler")
@@ -117,5 +122,24 @@ func TestConsumeReplicasOfADurableSplitTheWork(t *testing.T) {
 	defer mu.Unlock()
 	if handled["in-1"] != 1 || handled["in-2"] != 1 {
 		t.Errorf("handled %v, want each message once", handled)
+	}
+}
+
+// waitForPullRequests waits until n pull requests of the durable consumer on REGISTRY wait on the server.
+func (e *env) waitForPullRequests(durable string, n int) {
+	e.t.Helper()
+	ctx := testContext(e.t)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		info, err := e.bus.ConsumerInfo(ctx, event.StreamRegistry, durable)
+		if err == nil && info.Waiting >= n {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			e.t.Fatalf("%s: not %d pull requests waiting: %+v, %v", durable, n, info, err)
+		case <-tick.C:
+		}
 	}
 }
