@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/harborflow/harborflow/pkg/event"
@@ -22,9 +23,10 @@ var ErrNotReady = errors.New("bus not ready")
 // Bus publishes to and consumes from JetStream over a connection it does not own: the caller connects (see
 // Connect) and drains the connection after the consumers.
 type Bus struct {
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	log *zap.Logger
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	log     *zap.Logger
+	metrics *metrics
 }
 
 // Opt configures a Bus.
@@ -32,6 +34,16 @@ type Opt func(*Bus)
 
 // WithLogger sets the logger; the default discards.
 func WithLogger(l *zap.Logger) Opt { return func(b *Bus) { b.log = l } }
+
+// WithMetrics registers the consumer metrics (harborflow_consumer_*, labelled by stage) with reg; the default
+// is none. The Buses and stages of one process may share one registry.
+func WithMetrics(reg prometheus.Registerer) Opt {
+	return func(b *Bus) {
+		if reg != nil {
+			b.metrics = newMetrics(reg)
+		}
+	}
+}
 
 // New returns a Bus on nc.
 func New(nc *nats.Conn, opts ...Opt) (*Bus, error) {
@@ -46,9 +58,6 @@ func New(nc *nats.Conn, opts ...Opt) (*Bus, error) {
 	b.js = js
 	return b, nil
 }
-
-// JetStream returns the JetStream context, for the operational commands (status, events).
-func (b *Bus) JetStream() jetstream.JetStream { return b.js }
 
 // Connect connects to url as name. It retries the first connection and reconnects for ever, so that a
 // restarting NATS server makes publishes fail (and the receiver answer 503) rather than kill the process.
@@ -111,15 +120,6 @@ func (b *Bus) EnsureKeyValues(ctx context.Context, o event.StreamOptions) error 
 		}
 	}
 	return nil
-}
-
-// KeyValue opens the KV bucket called name (see EnsureKeyValues).
-func (b *Bus) KeyValue(ctx context.Context, name string) (jetstream.KeyValue, error) {
-	kv, err := b.js.KeyValue(ctx, name)
-	if err != nil {
-		return nil, fmt.Errorf("opening KV bucket %s: %w", name, err)
-	}
-	return kv, nil
 }
 
 // Ack is JetStream's answer to a publish.

@@ -26,7 +26,8 @@ import (
 //
 // A message may be delivered more than once (a redelivery after a crash, a duplicate event), so a handler must
 // be idempotent, and its outputs should carry a content-derived ID so that JetStream stores each once. ctx ends
-// shortly before the consumer's AckWait, and when the consumer is stopped.
+// shortly before the consumer's AckWait (or after HandlerTimeout), and when Shutdown's grace is over: a handler
+// returns promptly then, and its message is handed back.
 type HandlerFunc func(ctx context.Context, m *Message) ([]*Message, error)
 
 // Defaults of ConsumerConfig.
@@ -42,22 +43,25 @@ func defaultBackOff() []time.Duration {
 	return []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute}
 }
 
-// handBackDelay is how long a message handed back on Stop waits before its redelivery. Stop unsubscribes
-// asynchronously; redelivered at once, the message could reach this consumer's last pull request before the
-// unsubscription does, be handed back again, and use up a delivery each time.
-const handBackDelay = time.Second
+// cancelWait bounds how long Shutdown waits for the handlers to return after it cancelled their contexts. A
+// handler that honours its context returns within milliseconds; one that does not is reported, not waited for.
+const cancelWait = 3 * time.Second
 
 // stageName is what a durable consumer name and the last token of dlq.<stage> may be.
 var stageName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
 // ConsumerConfig describes a stage's durable pull consumer. Zero values take the defaults.
 type ConsumerConfig struct {
-	// Stage names the durable consumer, shared by every replica of the stage, and its DLQ subject dlq.<Stage>.
+	// Stage names the stage: its DLQ subject dlq.<Stage>, and the stage field of its logs and label of its
+	// metrics.
 	Stage string
-	// Stream is the stream the stage reads: event.StreamRegistry or event.StreamImage.
-	Stream string
-	// FilterSubjects are the subjects of Stream the stage handles; empty means all of them.
-	FilterSubjects []string
+	// Durable names the durable consumer, shared by every replica of the stage (default: Stage). Two
+	// consumers with different durable names each get every message; replicas with the same one split them.
+	Durable string
+	// Subjects are the subjects (wildcards allowed) the stage handles. They may lie in several streams
+	// (image.inspected and registry.*.scan): each subject's stream is found from event.Streams, and the
+	// consumer is one durable consumer per stream, all called Durable, all feeding the one handler.
+	Subjects []string
 	// MaxDeliver is how many deliveries a message gets before the stage gives up and dead-letters it
 	// (default 5).
 	MaxDeliver int
@@ -67,9 +71,10 @@ type ConsumerConfig struct {
 	// AckWait is how long the server waits for a delivered message to be settled before it redelivers it
 	// (default 30s). A handler's context ends a tenth of it earlier.
 	AckWait time.Duration
-	// MaxAckPending bounds the messages delivered and not yet settled, across all replicas (default 64).
+	// MaxAckPending bounds the messages delivered and not yet settled, across all replicas, per stream
+	// (default 64).
 	MaxAckPending int
-	// Concurrency is how many handlers run at once in this process (default 1).
+	// Concurrency is how many handlers run at once in this process, over all the streams (default 1).
 	Concurrency int
 	// HandlerTimeout lets a handler run longer than AckWait (a build, say): its context ends after
 	// HandlerTimeout, and while it runs the runner tells the server the message is in progress every third of
@@ -79,6 +84,10 @@ type ConsumerConfig struct {
 }
 
 func (c *ConsumerConfig) setDefaults() {
+	if c.Durable == "" {
+		c.Durable = c.Stage
+	}
+	c.Subjects = slices.Clone(c.Subjects)
 	if c.MaxDeliver == 0 {
 		c.MaxDeliver = defaultMaxDeliver
 	}
@@ -104,13 +113,14 @@ func (c ConsumerConfig) Validate() error {
 	if !stageName.MatchString(c.Stage) {
 		errs = append(errs, fmt.Errorf("stage %q must match %s", c.Stage, stageName))
 	}
-	if c.Stream == "" {
-		errs = append(errs, errors.New("stream is empty"))
+	if c.Durable != "" && !stageName.MatchString(c.Durable) {
+		errs = append(errs, fmt.Errorf("durable %q must match %s", c.Durable, stageName))
 	}
-	for _, s := range c.FilterSubjects {
-		if s == "" {
-			errs = append(errs, errors.New("a filter subject is empty"))
-		}
+	if len(c.Subjects) == 0 {
+		errs = append(errs, errors.New("no subjects"))
+	}
+	if _, err := c.streams(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.MaxDeliver < 0 {
 		errs = append(errs, fmt.Errorf("max deliver %d is negative", c.MaxDeliver))
@@ -138,37 +148,81 @@ func (c ConsumerConfig) Validate() error {
 	return nil
 }
 
+// streams groups the subjects by the stream that holds them, in the order of event.Streams.
+func (c ConsumerConfig) streams() ([]streamSubjects, error) {
+	var out []streamSubjects
+	var errs []error
+	for _, subject := range c.Subjects {
+		stream, err := streamOf(subject)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("subject %w", err))
+			continue
+		}
+		i := slices.IndexFunc(out, func(s streamSubjects) bool { return s.stream == stream })
+		if i < 0 {
+			out = append(out, streamSubjects{stream: stream})
+			i = len(out) - 1
+		}
+		if !slices.Contains(out[i].subjects, subject) {
+			out[i].subjects = append(out[i].subjects, subject)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+type streamSubjects struct {
+	stream   string
+	subjects []string
+}
+
 // backOff is the delay before redelivering a message whose delivery-th delivery failed.
 func (c *ConsumerConfig) backOff(delivery uint64) time.Duration {
 	i := int(min(max(delivery, 1)-1, uint64(len(c.BackOff)-1)))
 	return c.BackOff[i]
 }
 
-// Consumer runs a stage's handler on its durable consumer. Stop it with Drain (graceful) or Stop.
+// Consumer runs a stage's handler on its durable consumers, one per stream. Stop it with Shutdown.
 type Consumer struct {
 	bus     *Bus
 	cfg     ConsumerConfig
 	handler HandlerFunc
 	log     *zap.Logger
-	cc      jetstream.ConsumeContext
+	subs    []subscription
 
-	// base is the runner's own context, not a caller's: every handler context derives from it, and Stop
-	// cancels it.
-	base   context.Context
-	cancel context.CancelFunc
+	// handlers is the runner's own context, not a caller's: every handler context derives from it, and
+	// Shutdown cancels it when the grace is over.
+	handlers       context.Context
+	cancelHandlers context.CancelFunc
+	// settling bounds publishing outputs and settling messages; Shutdown cancels it only when it gives up
+	// on handlers that do not return.
+	settling context.Context
+	abandon  context.CancelFunc
 
-	slots     chan struct{} // one per running handler
-	running   sync.WaitGroup
-	done      chan struct{} // closed when consuming has ended and every handler has returned
-	drainOnce sync.Once
-	stopOnce  sync.Once
+	intake       chan struct{} // closed when Shutdown starts: no handler starts after it
+	intakeClosed chan struct{} // closed when every subscription has ended, its unsubscription sent first
+	slots        chan struct{} // one per running handler
+	running      sync.WaitGroup
+	done         chan struct{} // closed when intake has closed and every handler has returned
+	stopOnce     sync.Once
+	finishOnce   sync.Once
+
+	metrics *metrics
+	info    *infoCollector // nil when not registered
 }
 
-// Consume creates the stage's durable pull consumer on cfg.Stream, or updates it to cfg, and runs h on its
-// messages, cfg.Concurrency at a time, until Drain or Stop. ctx bounds the setup only.
+// subscription is the consumer on one stream.
+type subscription struct {
+	stream string
+	jc     jetstream.Consumer
+	cc     jetstream.ConsumeContext
+}
+
+// Consume creates the stage's durable pull consumers, one per stream of cfg.Subjects, or updates them to cfg,
+// and runs h on their messages, cfg.Concurrency at a time over all streams, until Shutdown. ctx bounds the
+// setup only.
 //
-// The consumer delivers every message of the filter subjects from the start of the stream, with explicit
-// acks. Each result of h becomes one action:
+// The consumers deliver every message of the subjects from the start of each stream, with explicit acks. Each
+// result of h becomes one action:
 //
 //   - nil: publish the outputs with Publish (each output without a correlation id gets the input's), and
 //     only when all are stored, ack and wait for the server to confirm the ack.
@@ -176,8 +230,8 @@ type Consumer struct {
 //     only when it is stored, term the input with the reason.
 //   - any other error: nak with the delay requested with Retry, or else the back-off of this delivery; on
 //     delivery MaxDeliver, dead-letter with the reason "gave up after N deliveries: <error>".
-//   - any error while the consumer is stopping: nak, so that another replica or the next start takes the
-//     message a second later; this is not counted as a failure.
+//   - any error after Shutdown cancelled the handler: hand the message back with a nak, so that another
+//     replica or the next start takes it at once; this is not counted as a failure.
 //
 // A failed publish of an output or of the dead letter naks with back-off: nothing is dropped. The server
 // itself never gives up on a message (its MaxDeliver is unlimited): the runner enforces cfg.MaxDeliver, and
@@ -185,6 +239,9 @@ type Consumer struct {
 // (the stage stopped or crashed during it). So a nak on the last delivery cannot strand a message, and a message
 // that crashes the process cannot loop for ever. cfg.BackOff is not set on the server consumer: JetStream would
 // use it in place of AckWait, giving a handler BackOff[0] before a redelivery.
+//
+// With a metrics registry (WithMetrics), the consumer counts its messages by outcome and times its handler,
+// and reports its consumers' pending and redelivered messages at each scrape.
 func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h HandlerFunc) (*Consumer, error) {
 	if h == nil {
 		return nil, fmt.Errorf("consumer %q: nil handler", cfg.Stage)
@@ -193,100 +250,188 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h HandlerFunc) (*
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	jc, err := b.js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
-		Durable:        cfg.Stage,
-		Description:    "harborflow stage " + cfg.Stage,
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        cfg.AckWait,
-		MaxDeliver:     -1,
-		MaxAckPending:  cfg.MaxAckPending,
-		FilterSubjects: cfg.FilterSubjects,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("creating consumer %q on stream %q: %w", cfg.Stage, cfg.Stream, err)
-	}
-	base, cancel := context.WithCancel(context.Background())
+	streams, _ := cfg.streams()
+	handlers, cancelHandlers := context.WithCancel(context.Background())
+	settling, abandon := context.WithCancel(context.Background())
 	c := &Consumer{
-		bus:     b,
-		cfg:     cfg,
-		handler: h,
-		log:     b.log.With(zap.String(logging.FieldStage, cfg.Stage)),
-		base:    base,
-		cancel:  cancel,
-		slots:   make(chan struct{}, cfg.Concurrency),
-		done:    make(chan struct{}),
+		bus:            b,
+		cfg:            cfg,
+		handler:        h,
+		log:            b.log.With(zap.String(logging.FieldStage, cfg.Stage)),
+		handlers:       handlers,
+		cancelHandlers: cancelHandlers,
+		settling:       settling,
+		abandon:        abandon,
+		intake:         make(chan struct{}),
+		intakeClosed:   make(chan struct{}),
+		slots:          make(chan struct{}, cfg.Concurrency),
+		done:           make(chan struct{}),
+		metrics:        b.metrics,
 	}
-	cc, err := jc.Consume(c.receive,
-		// Buffer no more than the handlers can take: a buffered message's ack wait is already running.
-		jetstream.PullMaxMessages(cfg.Concurrency),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			c.log.Warn("consumer error", zap.String(logging.FieldStream, cfg.Stream), zap.Error(err))
-		}),
-	)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("consuming %q from stream %q: %w", cfg.Stage, cfg.Stream, err)
+	fail := func(err error) (*Consumer, error) {
+		for _, s := range c.subs {
+			s.cc.Stop()
+		}
+		cancelHandlers()
+		abandon()
+		return nil, err
 	}
-	c.cc = cc
-	closed := cc.Closed()
+	for _, s := range streams {
+		jc, err := b.js.CreateOrUpdateConsumer(ctx, s.stream, jetstream.ConsumerConfig{
+			Durable:        cfg.Durable,
+			Description:    "harborflow stage " + cfg.Stage,
+			DeliverPolicy:  jetstream.DeliverAllPolicy,
+			AckPolicy:      jetstream.AckExplicitPolicy,
+			AckWait:        cfg.AckWait,
+			MaxDeliver:     -1,
+			MaxAckPending:  cfg.MaxAckPending,
+			FilterSubjects: s.subjects,
+		})
+		if err != nil {
+			return fail(fmt.Errorf("creating consumer %q on stream %s: %w", cfg.Durable, s.stream, err))
+		}
+		stream := s.stream
+		cc, err := jc.Consume(c.receive,
+			// Buffer no more than the handlers can take: a buffered message's ack wait is already running.
+			jetstream.PullMaxMessages(cfg.Concurrency),
+			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+				c.log.Warn("consumer error", zap.String(logging.FieldStream, stream), zap.Error(err))
+			}),
+		)
+		if err != nil {
+			return fail(fmt.Errorf("consuming %q from stream %s: %w", cfg.Durable, s.stream, err))
+		}
+		c.subs = append(c.subs, subscription{stream: s.stream, jc: jc, cc: cc})
+	}
+	closed := make([]<-chan struct{}, len(c.subs))
+	for i, s := range c.subs {
+		closed[i] = s.cc.Closed()
+	}
 	go func() {
-		// The subscription calls receive, which adds to running, only before closed is closed.
-		<-closed
+		// A subscription calls receive, which adds to running, only before its closed channel is closed.
+		for _, ch := range closed {
+			<-ch
+		}
+		close(c.intakeClosed)
 		c.running.Wait()
 		close(c.done)
 	}()
+	c.info = c.registerInfo()
 	return c, nil
 }
 
-// Drain stops fetching messages, lets the handlers finish the messages already delivered (and settle them),
-// and returns when they have. If ctx ends first, Drain stops the consumer as Stop does and returns ctx's
-// error. Drain may be called more than once, and after Stop, to wait for the handlers to return.
-func (c *Consumer) Drain(ctx context.Context) error {
-	c.drainOnce.Do(c.cc.Drain)
+// Shutdown stops the consumer. It stops intake at once: no handler starts after it, and messages delivered to
+// this process but not yet handled are handed back. It lets running handlers finish until ctx ends (ctx's
+// deadline is the grace), then cancels their contexts; a handler that then returns an error has its message
+// handed back too. A message handed back is nak'ed without a delay, so another replica, or the next start,
+// gets it at once rather than after AckWait. Shutdown returns when every handler has returned and its message
+// is settled (acked, dead-lettered, retried or handed back): nil, also when handlers had to be cancelled, since
+// that is what a shutdown does. It returns an error only when handlers did not return within a few seconds of
+// their cancellation; their messages are redelivered after AckWait.
+//
+// Shutdown may be called more than once, from any goroutine; a later call waits again.
+func (c *Consumer) Shutdown(ctx context.Context) error {
+	c.stopOnce.Do(func() {
+		close(c.intake)
+		// Drain rather than stop: messages the client has buffered come to receive, which hands them back,
+		// instead of being dropped and waiting out their ack wait on the server.
+		for _, s := range c.subs {
+			s.cc.Drain()
+		}
+	})
 	select {
 	case <-c.done:
-		return nil
+		return c.finish()
 	case <-ctx.Done():
 	}
+	c.cancelHandlers()
+	t := time.NewTimer(cancelWait)
+	defer t.Stop()
 	select {
 	case <-c.done:
-		return nil
-	default:
+		return c.finish()
+	case <-t.C:
 	}
-	c.Stop()
-	return fmt.Errorf("draining consumer %q: %w", c.cfg.Stage, ctx.Err())
+	_ = c.finish()
+	return fmt.Errorf("shutting down consumer %q: %d handlers still running %s after their cancellation", c.cfg.Stage,
+		len(c.slots), cancelWait)
 }
 
-// Stop stops fetching messages and cancels the handlers' contexts, at once: messages not yet handled are
-// handed back with a nak, and so are those whose handler returns an error because of the cancellation; they
-// are redelivered a second later. Stop does not wait for the handlers to return; Drain does.
-func (c *Consumer) Stop() {
-	c.stopOnce.Do(func() {
-		c.cancel()
-		c.cc.Stop()
+// finish releases what the consumer holds once it has stopped.
+func (c *Consumer) finish() error {
+	c.finishOnce.Do(func() {
+		c.cancelHandlers()
+		c.abandon()
+		c.unregisterInfo()
 	})
+	return nil
 }
 
-// receive is called by the subscription, one message at a time; it blocks while every handler slot is taken,
-// which holds back the next pull.
+// Info returns the state of the consumer on each of its streams.
+func (c *Consumer) Info(ctx context.Context) ([]ConsumerInfo, error) {
+	out := make([]ConsumerInfo, 0, len(c.subs))
+	for _, s := range c.subs {
+		info, err := infoOf(ctx, s.jc)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *info)
+	}
+	return out, nil
+}
+
+// receive is called by a subscription, one message at a time; it blocks while every handler slot is taken,
+// which holds back the subscription's next pull.
 func (c *Consumer) receive(jm jetstream.Msg) {
-	if c.base.Err() == nil {
+	select {
+	case <-c.intake:
+	default:
 		select {
 		case c.slots <- struct{}{}:
-			c.running.Add(1)
-			go func() {
-				defer c.running.Done()
-				defer func() { <-c.slots }()
-				c.handle(jm)
-			}()
-			return
-		case <-c.base.Done():
+			select {
+			case <-c.intake:
+				// Shutdown started while this waited for a slot: start nothing new.
+				<-c.slots
+			default:
+				c.running.Add(1)
+				go func() {
+					defer c.running.Done()
+					defer func() { <-c.slots }()
+					c.handle(jm)
+				}()
+				return
+			}
+		case <-c.intake:
 		}
 	}
 	// Stopped: hand the message back, to another replica or the next start.
-	if err := jm.NakWithDelay(handBackDelay); err != nil {
-		c.log.Debug("handing back a message on stop", zap.String(logging.FieldSubject, jm.Subject()), zap.Error(err))
+	c.running.Add(1)
+	go func() {
+		defer c.running.Done()
+		c.handBack(jm, c.log.With(zap.String(logging.FieldSubject, jm.Subject())), nil)
+	}()
+}
+
+// handBack naks a message without a delay once intake has closed, so that another replica or the next start
+// takes it at once.
+//
+// It waits for intake to close first: a subscription's unsubscription is sent asynchronously after Shutdown
+// asks for it, and a message nak'ed before the server sees that unsubscription could be redelivered to this
+// consumer's own pull request, handed back again, and use up a delivery each time. Once every subscription has
+// closed, its unsubscription went out on this connection ahead of the nak, and the server, which handles a
+// connection's messages in order, no longer delivers to it (a delivery it finds no interest for is queued again
+// at once). So no delay is needed.
+func (c *Consumer) handBack(jm jetstream.Msg, log *zap.Logger, cause error) {
+	select {
+	case <-c.intakeClosed:
+	case <-c.settling.Done():
+	}
+	c.metrics.count(c.cfg.Stage, outcomeHandedBack)
+	if cause != nil {
+		log.Info("stopping: handing the message back", zap.Error(cause))
+	}
+	if err := jm.Nak(); err != nil {
+		log.Warn("handing the message back failed; it is redelivered after the ack wait", zap.Error(err))
 	}
 }
 
@@ -317,7 +462,9 @@ func (c *Consumer) handle(jm jetstream.Msg) {
 	_ = jm.InProgress()
 	start := time.Now()
 	outs, err := c.run(jm, in)
-	log = log.With(zap.Duration(logging.FieldDuration, time.Since(start)))
+	took := time.Since(start)
+	c.metrics.observe(c.cfg.Stage, took)
+	log = log.With(zap.Duration(logging.FieldDuration, took))
 	if err != nil && len(outs) > 0 {
 		// Outputs the handler finished before it failed (one recipe of several, say) are stored first.
 		if perr := c.publish(jm, outs); perr != nil {
@@ -330,9 +477,8 @@ func (c *Consumer) handle(jm jetstream.Msg) {
 		c.succeed(jm, md, log, outs)
 	case IsPermanent(err):
 		c.deadLetter(jm, md, log, err, err.Error())
-	case c.base.Err() != nil:
-		log.Info("stopping: handing the message back", zap.Error(err))
-		c.nakWithDelay(jm, log, handBackDelay)
+	case c.handlers.Err() != nil:
+		c.handBack(jm, log, err)
 	default:
 		c.retry(jm, md, log, err)
 	}
@@ -345,7 +491,7 @@ func (c *Consumer) run(jm jetstream.Msg, in *Message) (outs []*Message, err erro
 	if c.cfg.HandlerTimeout > 0 {
 		timeout = c.cfg.HandlerTimeout
 	}
-	ctx, cancel := context.WithTimeout(c.base, timeout)
+	ctx, cancel := context.WithTimeout(c.handlers, timeout)
 	defer cancel()
 	if c.cfg.HandlerTimeout > 0 {
 		beat := time.NewTicker(c.cfg.AckWait / 3)
@@ -381,6 +527,7 @@ func (c *Consumer) succeed(jm jetstream.Msg, md *jetstream.MsgMetadata, log *zap
 		log.Warn("acknowledging failed; the message is redelivered after the ack wait", zap.Error(err))
 		return
 	}
+	c.metrics.count(c.cfg.Stage, outcomeHandled)
 	log.Debug("handled")
 }
 
@@ -417,8 +564,10 @@ func (c *Consumer) retry(jm jetstream.Msg, md *jetstream.MsgMetadata, log *zap.L
 		delay = c.cfg.backOff(md.NumDelivered)
 	}
 	if expectedWait(err) {
+		c.metrics.count(c.cfg.Stage, outcomeWaiting)
 		log.Debug("not ready yet; retrying later", zap.Duration(logging.FieldDelay, delay), zap.Error(err))
 	} else {
+		c.metrics.count(c.cfg.Stage, outcomeRetried)
 		log.Warn("handling failed; retrying after the back-off", zap.Duration(logging.FieldDelay, delay), zap.Error(err))
 	}
 	c.nakWithDelay(jm, log, delay)
@@ -440,6 +589,7 @@ func (c *Consumer) deadLetter(jm jetstream.Msg, md *jetstream.MsgMetadata, log *
 	if p := (*panicError)(nil); errors.As(cause, &p) {
 		fields = append(fields, zap.ByteString("stacktrace", p.stack))
 	}
+	c.metrics.count(c.cfg.Stage, outcomeDeadLettered)
 	log.Error("dead-lettered", fields...)
 	if err := jm.TermWithReason(reason); err != nil {
 		// Redelivered later, it is dead-lettered again under the same id, which the DLQ stores once.
@@ -454,10 +604,11 @@ func (c *Consumer) nakWithDelay(jm jetstream.Msg, log *zap.Logger, delay time.Du
 }
 
 // settleContext bounds publishing outputs or the dead letter and settling the message, after restarting the
-// message's ack wait.
+// message's ack wait. It does not end when the handlers are cancelled: a handler that finished its work as
+// the grace ran out still has its outputs stored and its message acked.
 func (c *Consumer) settleContext(jm jetstream.Msg) (context.Context, context.CancelFunc) {
 	_ = jm.InProgress()
-	return context.WithTimeout(c.base, c.cfg.AckWait)
+	return context.WithTimeout(c.settling, c.cfg.AckWait)
 }
 
 // consumed returns a delivered message as a Message, with its own copy of the headers and body.
@@ -473,6 +624,7 @@ func consumed(jm jetstream.Msg, md *jetstream.MsgMetadata) *Message {
 		Data:       slices.Clone(jm.Data()),
 		Stream:     md.Stream,
 		Sequence:   md.Sequence.Stream,
+		Time:       md.Timestamp,
 		Deliveries: md.NumDelivered,
 	}
 }

@@ -60,21 +60,26 @@ func (e *env) consume(cfg bus.ConsumerConfig, h bus.HandlerFunc) *bus.Consumer {
 // consumeOn starts a consumer on b that is stopped, and waited for, when the test ends.
 func (e *env) consumeOn(b *bus.Bus, cfg bus.ConsumerConfig, h bus.HandlerFunc) *bus.Consumer {
 	e.t.Helper()
-	if cfg.Stream == "" {
-		cfg.Stream = event.StreamRegistry
-		cfg.FilterSubjects = []string{inSubject}
+	if len(cfg.Subjects) == 0 {
+		cfg.Subjects = []string{inSubject}
 	}
 	c, err := b.Consume(testContext(e.t), cfg, h)
 	if err != nil {
 		e.t.Fatalf("Consume: %v", err)
 	}
 	e.t.Cleanup(func() {
-		c.Stop()
-		if err := c.Drain(testContext(e.t)); err != nil {
-			e.t.Errorf("waiting for the stopped consumer: %v", err)
+		if err := c.Shutdown(expired()); err != nil {
+			e.t.Errorf("shutting the consumer down: %v", err)
 		}
 	})
 	return c
+}
+
+// expired is a context that has ended: Shutdown with it cancels the handlers at once.
+func expired() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
 }
 
 // process connects a Bus of its own, as another process would, and returns it with its connection.
@@ -108,9 +113,15 @@ func (e *env) publish(id, correlationID, data string) uint64 {
 
 // waitSettled waits until the stage's consumer has settled (acked or termed) everything up to seq and has
 // nothing pending, and returns its info.
-func (e *env) waitSettled(stage string, seq uint64) *jetstream.ConsumerInfo {
+func (e *env) waitSettled(stage string, seq uint64) *bus.ConsumerInfo {
 	e.t.Helper()
-	return e.srv.WaitSettled(event.StreamRegistry, stage, seq)
+	return e.waitSettledOn(event.StreamRegistry, stage, seq)
+}
+
+// waitSettledOn is waitSettled of the durable consumer on stream.
+func (e *env) waitSettledOn(stream, durable string, seq uint64) *bus.ConsumerInfo {
+	e.t.Helper()
+	return e.srv.WaitSettled(stream, durable, seq)
 }
 
 // terminated subscribes to the advisories JetStream publishes when the stage terms a message.
@@ -150,32 +161,22 @@ func (e *env) waitTerminated(ch <-chan *nats.Msg) termAdvisory {
 }
 
 // lastMsg returns the last message stored on subject of stream.
-func (e *env) lastMsg(stream, subject string) *jetstream.RawStreamMsg {
+func (e *env) lastMsg(stream, subject string) *bus.Message {
 	e.t.Helper()
-	ctx := testContext(e.t)
-	s, err := e.bus.JetStream().Stream(ctx, stream)
-	if err != nil {
-		e.t.Fatal(err)
+	msgs := e.srv.Messages(stream, subject)
+	if len(msgs) == 0 {
+		e.t.Fatalf("no message on %s", subject)
 	}
-	m, err := s.GetLastMsgForSubject(ctx, subject)
-	if err != nil {
-		e.t.Fatalf("getting the last message on %s: %v", subject, err)
-	}
-	return m
+	return msgs[len(msgs)-1]
 }
 
 func (e *env) streamMsgs(stream string) uint64 {
 	e.t.Helper()
-	ctx := testContext(e.t)
-	s, err := e.bus.JetStream().Stream(ctx, stream)
+	info, err := e.bus.StreamInfo(testContext(e.t), stream)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return info.State.Msgs
+	return info.Messages
 }
 
 // recv waits for a value on ch.
@@ -213,8 +214,8 @@ func TestConsumeSuccessPublishesOutputsThenAcks(t *testing.T) {
 			m, inSubject, seq)
 	}
 	info := e.waitSettled("ok", seq)
-	if info.NumRedelivered != 0 {
-		t.Errorf("redelivered %d messages", info.NumRedelivered)
+	if info.Redelivered != 0 {
+		t.Errorf("redelivered %d messages", info.Redelivered)
 	}
 
 	out1 := e.lastMsg(event.StreamImage, event.SubjectImageInspected)
@@ -360,8 +361,8 @@ func TestConsumeGivesUpAfterMaxDeliver(t *testing.T) {
 		t.Errorf("terminated %+v, want sequence %d after 3 deliveries with reason %q", a, seq, reason)
 	}
 	e.checkDeadLetter("give-up", seq, 3, reason)
-	if info := e.waitSettled("give-up", seq); info.NumRedelivered != 0 {
-		t.Errorf("%d messages still to be redelivered", info.NumRedelivered)
+	if info := e.waitSettled("give-up", seq); info.Redelivered != 0 {
+		t.Errorf("%d messages still to be redelivered", info.Redelivered)
 	}
 	if n := calls.Load(); n != 3 {
 		t.Errorf("handler called %d times, want MaxDeliver 3", n)
@@ -432,7 +433,7 @@ func TestConsumePublishesFinishedOutputsBeforeDeadLettering(t *testing.T) {
 	}
 }
 
-func TestConsumeDrainWaitsForHandlers(t *testing.T) {
+func TestShutdownLetsRunningHandlersFinishAndStopsIntake(t *testing.T) {
 	e := newEnv(t)
 	started := make(chan string, 4)
 	release := make(chan struct{})
@@ -453,34 +454,35 @@ func TestConsumeDrainWaitsForHandlers(t *testing.T) {
 	if id := recv(t, started, "the handler"); id != "in-1" {
 		t.Fatalf("handler started with %s", id)
 	}
-	// in-2 arrives while in-1 is handled: it is handled before Drain returns, or left for the next start.
+	// in-2 arrives while in-1 is handled: no handler starts once Shutdown has, so it is left for the next start.
 	seq := e.publish("in-2", "", `{}`)
 
-	drained := make(chan error, 1)
-	go func() { drained <- c.Drain(testContext(t)) }()
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- c.Shutdown(testContext(t)) }()
 	select {
-	case err := <-drained:
-		t.Fatalf("Drain returned while a handler was running: %v", err)
+	case err := <-shutdown:
+		t.Fatalf("Shutdown returned while a handler was running within the grace: %v", err)
 	case <-time.After(quiet):
 	}
 	close(release)
-	if err := recv(t, drained, "Drain"); err != nil {
-		t.Fatalf("Drain: %v", err)
+	if err := recv(t, shutdown, "Shutdown"); err != nil {
+		t.Fatalf("Shutdown: %v", err)
 	}
-	if err := c.Drain(testContext(t)); err != nil {
-		t.Errorf("second Drain: %v", err)
+	if len(started) != 0 {
+		t.Errorf("a handler started after Shutdown: %s", <-started)
+	}
+	if err := c.Shutdown(testContext(t)); err != nil {
+		t.Errorf("second Shutdown: %v", err)
 	}
 
-	// Whatever the drained consumer did not take, the next start does: nothing is lost or left unacked.
+	// Whatever the stopped consumer did not take, the next start does: nothing is lost or left unacked.
 	e.consume(bus.ConsumerConfig{Stage: "drain"}, func(_ context.Context, m *bus.Message) ([]*bus.Message, error) {
 		if _, again := handled.LoadOrStore(m.ID, true); again {
 			t.Errorf("%s handled twice", m.ID)
 		}
 		return []*bus.Message{output(event.SubjectImageInspected, "out-"+m.ID)}, nil
 	})
-	if info := e.waitSettled("drain", seq); info.NumRedelivered != 0 {
-		t.Errorf("%d messages redelivered", info.NumRedelivered)
-	}
+	e.waitSettled("drain", seq)
 	for _, id := range []string{"in-1", "in-2"} {
 		if _, ok := handled.Load(id); !ok {
 			t.Errorf("%s was never handled", id)
@@ -491,37 +493,72 @@ func TestConsumeDrainWaitsForHandlers(t *testing.T) {
 	}
 }
 
-func TestConsumeDrainTimeoutHandsMessagesBack(t *testing.T) {
+func TestShutdownCancelsHandlersAfterTheGraceAndHandsTheirMessagesBackAtOnce(t *testing.T) {
 	e := newEnv(t)
+	const ackWait = 30 * time.Second
+	const grace = 200 * time.Millisecond
 	started := make(chan struct{}, 1)
-	c := e.consume(bus.ConsumerConfig{Stage: "drain-timeout"}, func(ctx context.Context, _ *bus.Message) ([]*bus.Message, error) {
+	cancelled := make(chan time.Time, 1)
+	c := e.consume(bus.ConsumerConfig{Stage: "grace", AckWait: ackWait}, func(ctx context.Context, _ *bus.Message) ([]*bus.Message, error) {
 		started <- struct{}{}
-		<-ctx.Done() // a handler that outlives the shutdown's patience
+		<-ctx.Done() // a handler that outlives the grace
+		cancelled <- time.Now()
 		return nil, ctx.Err()
 	})
 	seq := e.publish("in-1", "", `{}`)
 	recv(t, started, "the handler")
 
-	ctx, cancel := context.WithTimeout(context.Background(), quiet)
+	begin := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	if err := c.Drain(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Drain = %v, want the deadline error", err)
+	if err := c.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown = %v, want nil: a cancelled handler whose message was handed back is a clean shutdown", err)
 	}
-	// The handler's context was cancelled; once it has returned, its message is back in the stream.
-	if err := c.Drain(testContext(t)); err != nil {
-		t.Fatalf("waiting for the stopped consumer: %v", err)
+	if at := recv(t, cancelled, "the cancellation"); at.Sub(begin) < grace {
+		t.Errorf("the handler was cancelled %s after Shutdown began, before the grace of %s", at.Sub(begin), grace)
 	}
+
+	// The message is back at once: a new consumer gets it long before the ack wait would have passed.
+	handedBack := time.Now()
 	redelivered := make(chan uint64, 1)
-	e.consume(bus.ConsumerConfig{Stage: "drain-timeout"}, func(_ context.Context, m *bus.Message) ([]*bus.Message, error) {
+	e.consume(bus.ConsumerConfig{Stage: "grace", AckWait: ackWait}, func(_ context.Context, m *bus.Message) ([]*bus.Message, error) {
 		redelivered <- m.Deliveries
 		return nil, nil
 	})
-	if n := recv(t, redelivered, "the redelivery"); n != 2 {
-		t.Errorf("redelivered as delivery %d, want 2", n)
+	select {
+	case n := <-redelivered:
+		if n != 2 {
+			t.Errorf("redelivered as delivery %d, want 2", n)
+		}
+	case <-time.After(ackWait / 6):
+		t.Fatalf("not redelivered within %s of the shutdown (ack wait %s)", ackWait/6, ackWait)
 	}
-	e.waitSettled("drain-timeout", seq)
+	t.Logf("redelivered %s after the shutdown", time.Since(handedBack))
+	e.waitSettled("grace", seq)
 	if n := e.streamMsgs(event.StreamDLQ); n != 0 {
-		t.Errorf("DLQ holds %d messages: a stop is not a failure", n)
+		t.Errorf("DLQ holds %d messages: a shutdown is not a failure", n)
+	}
+}
+
+func TestShutdownReportsAHandlerThatIgnoresCancellation(t *testing.T) {
+	e := newEnv(t)
+	started := make(chan struct{}, 1)
+	stuck := make(chan struct{})
+	t.Cleanup(func() { close(stuck) })
+	c, err := e.bus.Consume(testContext(t), bus.ConsumerConfig{Stage: "stuck", Subjects: []string{inSubject}},
+		func(context.Context, *bus.Message) ([]*bus.Message, error) {
+			started <- struct{}{}
+			<-stuck // ignores its context
+			return nil, nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.publish("in-1", "", `{}`)
+	recv(t, started, "the handler")
+	err = c.Shutdown(expired())
+	if err == nil || !strings.Contains(err.Error(), `consumer "stuck": 1 handlers still running`) {
+		t.Fatalf("Shutdown = %v, want an error naming the handler that did not return", err)
 	}
 }
 
@@ -537,8 +574,7 @@ func TestConsumeDeadLettersAnUnsettledLastDelivery(t *testing.T) {
 	seq := e.publish("in-1", "corr-1", `{"n":1}`)
 	recv(t, started, "the handler")
 	// Stopped during its only allowed delivery, the message is handed back ...
-	c.Stop()
-	if err := c.Drain(testContext(t)); err != nil {
+	if err := c.Shutdown(expired()); err != nil {
 		t.Fatal(err)
 	}
 	// ... and the next start dead-letters it without running the handler again.
@@ -703,8 +739,8 @@ func TestConsumeHandlerTimeoutKeepsTheMessageInProgress(t *testing.T) {
 	if took := time.Since(start); took < 2*ackWait {
 		t.Errorf("the handler ran %s, want it to outlive the ack wait of %s", took, ackWait)
 	}
-	if info.NumRedelivered != 0 || len(deliveries) != 0 {
-		t.Errorf("redelivered while the handler ran (%d redelivered, %d more calls)", info.NumRedelivered, len(deliveries))
+	if info.Redelivered != 0 || len(deliveries) != 0 {
+		t.Errorf("redelivered while the handler ran (%d redelivered, %d more calls)", info.Redelivered, len(deliveries))
 	}
 	if n := e.streamMsgs(event.StreamImage); n != 1 {
 		t.Errorf("IMAGE holds %d outputs, want 1", n)
@@ -714,28 +750,52 @@ func TestConsumeHandlerTimeoutKeepsTheMessageInProgress(t *testing.T) {
 func TestConsumeRejectsBadConfig(t *testing.T) {
 	e := newEnv(t)
 	ok := func(context.Context, *bus.Message) ([]*bus.Message, error) { return nil, nil }
+	subjects := []string{inSubject}
 	for _, tc := range []struct {
 		name string
 		cfg  bus.ConsumerConfig
 		h    bus.HandlerFunc
 	}{
-		{"no stage", bus.ConsumerConfig{Stream: event.StreamRegistry}, ok},
-		{"stage with a dot", bus.ConsumerConfig{Stage: "a.b", Stream: event.StreamRegistry}, ok},
-		{"no stream", bus.ConsumerConfig{Stage: "x"}, ok},
-		{"negative max deliver", bus.ConsumerConfig{Stage: "x", Stream: event.StreamRegistry, MaxDeliver: -1}, ok},
-		{"zero back-off", bus.ConsumerConfig{Stage: "x", Stream: event.StreamRegistry, BackOff: []time.Duration{0}}, ok},
-		{"empty filter subject", bus.ConsumerConfig{Stage: "x", Stream: event.StreamRegistry, FilterSubjects: []string{""}}, ok},
-		{"nil handler", bus.ConsumerConfig{Stage: "x", Stream: event.StreamRegistry}, nil},
-		{"unknown stream", bus.ConsumerConfig{Stage: "x", Stream: "NOPE"}, ok},
+		{"no stage", bus.ConsumerConfig{Subjects: subjects}, ok},
+		{"stage with a dot", bus.ConsumerConfig{Stage: "a.b", Subjects: subjects}, ok},
+		{"durable with a dot", bus.ConsumerConfig{Stage: "x", Durable: "a.b", Subjects: subjects}, ok},
+		{"no subjects", bus.ConsumerConfig{Stage: "x"}, ok},
+		{"negative max deliver", bus.ConsumerConfig{Stage: "x", Subjects: subjects, MaxDeliver: -1}, ok},
+		{"zero back-off", bus.ConsumerConfig{Stage: "x", Subjects: subjects, BackOff: []time.Duration{0}}, ok},
+		{"empty subject", bus.ConsumerConfig{Stage: "x", Subjects: []string{""}}, ok},
+		{"subject of no stream", bus.ConsumerConfig{Stage: "x", Subjects: []string{"nope.push"}}, ok},
+		{"subject spanning streams", bus.ConsumerConfig{Stage: "x", Subjects: []string{">"}}, ok},
+		{"nil handler", bus.ConsumerConfig{Stage: "x", Subjects: subjects}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if c, err := e.bus.Consume(testContext(t), tc.cfg, tc.h); err == nil {
-				c.Stop()
+				_ = c.Shutdown(expired())
 				t.Error("Consume accepted it")
 			}
 		})
 	}
-	if err := (bus.ConsumerConfig{Stage: "inspector", Stream: event.StreamRegistry}).Validate(); err != nil {
+	if err := (bus.ConsumerConfig{Stage: "inspector", Subjects: []string{"registry.*.push"}}).Validate(); err != nil {
 		t.Errorf("Validate with defaults: %v", err)
+	}
+}
+
+// A consumer is ready while its durables exist on the server, and says which is missing when one is deleted.
+func TestConsumerReadyWhileItsDurablesExist(t *testing.T) {
+	e := newEnv(t)
+	c := e.consume(bus.ConsumerConfig{Stage: "ready", Subjects: []string{inSubject, event.SubjectImageInspected}},
+		func(context.Context, *bus.Message) ([]*bus.Message, error) { return nil, nil })
+	if err := c.Ready(testContext(t)); err != nil {
+		t.Fatalf("Ready of a running consumer: %v", err)
+	}
+	js, err := jetstream.New(e.srv.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteConsumer(testContext(t), event.StreamImage, "ready"); err != nil {
+		t.Fatal(err)
+	}
+	err = c.Ready(testContext(t))
+	if !errors.Is(err, bus.ErrNotReady) || !strings.Contains(err.Error(), "ready") || !strings.Contains(err.Error(), event.StreamImage) {
+		t.Errorf("Ready after its IMAGE durable was deleted: %v, want ErrNotReady naming the stage and the stream", err)
 	}
 }

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -21,9 +22,11 @@ type Message struct {
 	// Data is the body: protojson for every harborflow message.
 	Data []byte
 
-	// Set on consumed messages only.
+	// Set on consumed and read messages only: where the message is stored, when it was stored, and (consumed
+	// only) how many times the stage's consumer has delivered it, this time included.
 	Stream     string
 	Sequence   uint64
+	Time       time.Time
 	Deliveries uint64
 }
 

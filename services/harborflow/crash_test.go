@@ -18,10 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/bus"
 )
 
 // buildBinary builds cmd/harborflow once per test binary run.
@@ -207,37 +204,31 @@ func TestAcknowledgedWebhooksSurviveSIGKILL(t *testing.T) {
 // storedIDs returns the Nats-Msg-Id of every message in REGISTRY.
 func storedIDs(t *testing.T, natsAddr string) map[string]bool {
 	t.Helper()
-	nc, err := nats.Connect("nats://" + natsAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, event.StreamRegistry, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ids := map[string]bool{}
-	for remaining := info.NumPending; remaining > 0; {
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
+	for m, err := range connectBus(t, "nats://"+natsAddr).Read(ctx, bus.ReadConfig{Subject: "registry.>"}) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n := 0
-		for m := range batch.Messages() {
-			ids[m.Headers().Get(event.HeaderMsgID)] = true
-			n++
-		}
-		if n == 0 {
-			t.Fatalf("stream read stalled with %d left", remaining)
-		}
-		remaining -= uint64(n)
+		ids[m.ID] = true
 	}
 	return ids
+}
+
+// connectBus connects a Bus of its own to url, as another process would, until the test ends.
+func connectBus(t *testing.T, url string) *bus.Bus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nc, err := bus.Connect(ctx, url, t.Name(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	b, err := bus.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

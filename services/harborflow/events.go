@@ -3,13 +3,12 @@ package harborflow
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
+
+	"github.com/harborflow/harborflow/pkg/bus"
 )
 
 func newEventsCommand(cfgPath func() string) *cobra.Command {
@@ -30,7 +29,7 @@ func newEventsCommand(cfgPath func() string) *cobra.Command {
 				return err
 			}
 			defer nc.Close()
-			return printEvents(cmd.Context(), b.JetStream(), cmd.OutOrStdout(), subject, follow, since)
+			return printEvents(cmd.Context(), b, cmd.OutOrStdout(), subject, follow, since)
 		},
 	}
 	cmd.Flags().StringVar(&subject, "subject", "registry.>", "subject filter (wildcards * and >)")
@@ -49,56 +48,23 @@ type eventLine struct {
 	Data     json.RawMessage     `json:"data"`
 }
 
-func printEvents(ctx context.Context, js jetstream.JetStream, w io.Writer, subject string, follow bool, since time.Duration) error {
-	stream, err := js.StreamNameBySubject(ctx, subject)
-	if err != nil {
-		return fmt.Errorf("finding the stream of %q: %w", subject, err)
-	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}, DeliverPolicy: jetstream.DeliverAllPolicy}
+func printEvents(ctx context.Context, b *bus.Bus, w io.Writer, subject string, follow bool, since time.Duration) error {
+	cfg := bus.ReadConfig{Subject: subject, Follow: follow}
 	if since > 0 {
-		start := time.Now().Add(-since)
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
-	}
-	cons, err := js.OrderedConsumer(ctx, stream, cfg)
-	if err != nil {
-		return fmt.Errorf("reading stream %s: %w", stream, err)
-	}
-	if !follow {
-		info, err := cons.Info(ctx)
-		if err != nil {
-			return fmt.Errorf("reading stream %s: %w", stream, err)
-		}
-		if info.NumPending == 0 {
-			return nil
-		}
+		cfg.Since = time.Now().Add(-since)
 	}
 	enc := json.NewEncoder(w)
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil
-		}
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
+	for m, err := range b.Read(ctx, cfg) {
 		if err != nil {
-			return fmt.Errorf("fetching from %s: %w", stream, err)
+			return err
 		}
-		for msg := range batch.Messages() {
-			md, err := msg.Metadata()
-			if err != nil {
-				return err
-			}
-			line := eventLine{Stream: md.Stream, Sequence: md.Sequence.Stream, Subject: msg.Subject(), Time: md.Timestamp.UTC(), Headers: msg.Headers(), Data: msg.Data()}
-			if !json.Valid(line.Data) {
-				line.Data, _ = json.Marshal(string(msg.Data()))
-			}
-			if err := enc.Encode(line); err != nil {
-				return err
-			}
-			if !follow && md.NumPending == 0 {
-				return nil
-			}
+		line := eventLine{Stream: m.Stream, Sequence: m.Sequence, Subject: m.Subject, Time: m.Time.UTC(), Headers: m.Header, Data: m.Data}
+		if !json.Valid(line.Data) {
+			line.Data, _ = json.Marshal(string(m.Data))
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, context.Canceled) {
-			return fmt.Errorf("fetching from %s: %w", stream, err)
+		if err := enc.Encode(line); err != nil {
+			return err
 		}
 	}
+	return nil
 }

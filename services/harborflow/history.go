@@ -10,11 +10,11 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/imageref"
 	"github.com/harborflow/harborflow/pkg/platform"
@@ -29,7 +29,8 @@ func newHistoryCommand(cfgPath func() string) *cobra.Command {
 		Short: "Print the image history of a repository: update levels, digests, tags, platforms, when, and what each base became",
 		Long: `Print what the inspector learned of each digest of a repository, oldest first, and, for a base that recipes
 follow, what each recipe did with it: the tag it was rebuilt as, or why not (superseded by a newer update
-level's build, skipped, failed), so that no update level and no build number goes unexplained.`,
+level's build, skipped, failed), so that no update level and no build number goes unexplained. A tag is shown
+on the digest it points to now. A repository with no history prints that nothing is recorded (with --json: []).`,
 		Example: "  harborflow history registry.wso2.com/wso2-apim/am\n  harborflow history harbor.acme.example/wso2-dev/acme-am --json",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -51,6 +52,14 @@ level's build, skipped, failed), so that no update level and no build number goe
 			if err != nil {
 				return err
 			}
+			if len(records) == 0 {
+				if asJSON {
+					_, err := fmt.Fprintln(cmd.OutOrStdout(), "[]")
+					return err
+				}
+				_, err := fmt.Fprintf(cmd.OutOrStdout(), "nothing is recorded for %s/%s: no push of it has been inspected\n", host, repository)
+				return err
+			}
 			rkv, err := b.KeyValue(cmd.Context(), event.BucketRebuilds)
 			if err != nil {
 				return err
@@ -69,21 +78,50 @@ level's build, skipped, failed), so that no update level and no build number goe
 	return cmd
 }
 
-// readHistory returns the records of one repository, oldest first.
-func readHistory(ctx context.Context, kv jetstream.KeyValue, host, repository string) ([]*harborflowv1.ImageRecord, error) {
+// readHistory returns the records of one repository, oldest first, each tag on the digest it points to now
+// (see currentTags).
+func readHistory(ctx context.Context, kv *bus.KV, host, repository string) ([]*harborflowv1.ImageRecord, error) {
 	records, err := readEntries(ctx, kv, event.Key(host, repository)+".*", func() *harborflowv1.ImageRecord { return &harborflowv1.ImageRecord{} })
 	if err != nil {
 		return nil, fmt.Errorf("reading the history of %s/%s: %w", host, repository, err)
 	}
+	currentTags(records)
 	slices.SortStableFunc(records, func(a, b *harborflowv1.ImageRecord) int {
 		return a.GetFirstSeen().AsTime().Compare(b.GetFirstSeen().AsTime())
 	})
 	return records, nil
 }
 
+// currentTags leaves each tag on one record only: the one it points to now. A record keeps every tag it was
+// ever pushed with, so after a tag moves, the digest it left still lists it. The newest record carrying a tag
+// wins: the one last seen latest (the inspector sets last_seen when it adds a tag to a record, and a new
+// record's last_seen is when it was first seen), ties going to the record written last (records come in KV
+// write order). A tag that moves back to a digest that already lists it is not recorded again by the
+// inspector, so it stays on the digest it moved to last.
+func currentTags(records []*harborflowv1.ImageRecord) {
+	owner := map[string]*harborflowv1.ImageRecord{}
+	for _, r := range records {
+		for _, tag := range r.GetTags() {
+			if o, ok := owner[tag]; !ok || !lastSeen(r).Before(lastSeen(o)) {
+				owner[tag] = r
+			}
+		}
+	}
+	for _, r := range records {
+		r.Tags = slices.DeleteFunc(r.Tags, func(tag string) bool { return owner[tag] != r })
+	}
+}
+
+func lastSeen(r *harborflowv1.ImageRecord) time.Time {
+	if r.GetLastSeen() != nil {
+		return r.GetLastSeen().AsTime()
+	}
+	return r.GetFirstSeen().AsTime()
+}
+
 // readBuilds returns the rebuilder's build records of the records' digests (what each recipe made of a base),
 // by base digest, in recipe order.
-func readBuilds(ctx context.Context, kv jetstream.KeyValue, records []*harborflowv1.ImageRecord) (map[string][]*harborflowv1.Build, error) {
+func readBuilds(ctx context.Context, kv *bus.KV, records []*harborflowv1.ImageRecord) (map[string][]*harborflowv1.Build, error) {
 	out := map[string][]*harborflowv1.Build{}
 	if len(records) == 0 {
 		return out, nil
@@ -107,28 +145,24 @@ func readBuilds(ctx context.Context, kv jetstream.KeyValue, records []*harborflo
 	return out, nil
 }
 
-// readEntries decodes every entry of kv whose key matches pattern (protojson; unknown fields are a newer
-// writer's and are passed over).
-func readEntries[T proto.Message](ctx context.Context, kv jetstream.KeyValue, pattern string, newT func() T) ([]T, error) {
+// readEntries decodes every entry of kv whose key matches pattern, in the order they were written (unknown
+// fields are a newer writer's and are passed over).
+func readEntries[T proto.Message](ctx context.Context, kv *bus.KV, pattern string, newT func() T) ([]T, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	w, err := kv.Watch(ctx, pattern, jetstream.IgnoreDeletes())
+	entries, err := kv.List(ctx, pattern)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = w.Stop() }()
-	var out []T
-	for e := range w.Updates() {
-		if e == nil {
-			return out, nil // every stored entry has been seen
-		}
+	out := make([]T, 0, len(entries))
+	for _, e := range entries {
 		v := newT()
-		if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(e.Value(), v); err != nil {
-			return nil, fmt.Errorf("decoding %s: %w", e.Key(), err)
+		if err := e.Decode(v); err != nil {
+			return nil, err
 		}
 		out = append(out, v)
 	}
-	return nil, ctx.Err()
+	return out, nil
 }
 
 func printHistoryJSON(w io.Writer, records []*harborflowv1.ImageRecord, builds map[string][]*harborflowv1.Build) error {

@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harborflow/harborflow/pkg/config"
@@ -28,22 +25,16 @@ func TestHistoryPrintsOneRepositoryOldestFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startInProcess(t, cfg)
-	nc, err := nats.Connect(p.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	b := connectBus(t, p.NATSURL)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, event.BucketImageHistory)
+	kv, err := b.KeyValue(ctx, event.BucketImageHistory)
 	if err != nil {
 		t.Fatal(err)
 	}
 	level := func(n int64) *int64 { return &n }
 	put := func(r *harborflowv1.ImageRecord) {
-		b, _ := protojson.Marshal(r)
-		if _, err := kv.Put(ctx, event.Key(r.Registry, r.Repository, r.Digest), b); err != nil {
+		if _, err := kv.Put(ctx, event.Key(r.Registry, r.Repository, r.Digest), r); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -57,7 +48,7 @@ func TestHistoryPrintsOneRepositoryOldestFirst(t *testing.T) {
 
 	// What the rebuilder made of the two bases: 16 built; 15, redelivered after a crash that left it build 2,
 	// found 16 built meanwhile.
-	rkv, err := js.KeyValue(ctx, event.BucketRebuilds)
+	rkv, err := b.KeyValue(ctx, event.BucketRebuilds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,8 +57,7 @@ func TestHistoryPrintsOneRepositoryOldestFirst(t *testing.T) {
 		{Recipe: "acme-am", BaseDigest: "sha256:" + strings.Repeat("a", 64), UpdateLevel: 15, Build: 2, Tag: "4.2.0.15.2", State: rebuilder.StateSuperseded,
 			SupersededBy: "4.2.0.16.3"},
 	} {
-		data, _ := protojson.Marshal(b)
-		if _, err := rkv.Put(ctx, event.Key("build", b.Recipe, b.BaseDigest), data); err != nil {
+		if _, err := rkv.Put(ctx, event.Key("build", b.Recipe, b.BaseDigest), b); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -107,5 +97,30 @@ func TestHistoryPrintsOneRepositoryOldestFirst(t *testing.T) {
 	}
 	if _, err := runCLI(t, "--config", path, "history", "no-slash"); err == nil {
 		t.Error("a reference without a repository was accepted")
+	}
+
+	// A repository nothing is recorded for says so, and is an empty list in JSON.
+	out, err = runCLI(t, "--config", path, "history", "registry.wso2.com/wso2-apim/nope")
+	if err != nil || strings.TrimSpace(out) != "nothing is recorded for registry.wso2.com/wso2-apim/nope: no push of it has been inspected" {
+		t.Errorf("history of an unknown repository: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, "--config", path, "history", "registry.wso2.com/wso2-apim/nope", "--json")
+	if err != nil || strings.TrimSpace(out) != "[]" {
+		t.Errorf("history --json of an unknown repository: %v\n%q", err, out)
+	}
+
+	// The tag 4.2.0.15 moves to a rebuilt digest: it is shown there only, and the digest it left keeps 4.2.0.0.
+	put(&harborflowv1.ImageRecord{Registry: "registry.wso2.com", Repository: "wso2-apim/am", Digest: "sha256:" + strings.Repeat("d", 64),
+		Tags: []string{"4.2.0.15"}, UpdateLevel: level(15), ArtifactKind: "image", FirstSeen: timestamppb.New(time.Unix(3000, 0)),
+		LastSeen: timestamppb.New(time.Unix(3000, 0))})
+	out, err = runCLI(t, "--config", path, "history", "registry.wso2.com/wso2-apim/am")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines = strings.Split(strings.TrimSpace(out), "\n")
+	// FIRST SEEN, UPDATE LEVEL, DIGEST, KIND, TAGS, ...
+	if len(lines) != 4 || strings.Fields(lines[1])[2] != "sha256:aaaaaaaaaaaa" || strings.Fields(lines[1])[4] != "4.2.0.0" ||
+		strings.Fields(lines[3])[2] != "sha256:dddddddddddd" || strings.Fields(lines[3])[4] != "4.2.0.15" {
+		t.Errorf("history after a tag moved:\n%s", out)
 	}
 }

@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
@@ -61,29 +58,26 @@ func TestWebhookAndPollBecomeInspectedImages(t *testing.T) {
 	}
 	resp.Body.Close()
 
-	nc, err := nats.Connect(p.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	b := connectBus(t, p.NATSURL)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, event.StreamImage, jetstream.OrderedConsumerConfig{FilterSubjects: []string{event.SubjectImageInspected}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	got := map[string]*harborflowv1.ImageInspected{}
-	for len(got) < 2 {
-		m, err := cons.Next(jetstream.FetchMaxWait(20 * time.Second))
+	inspected, stop := context.WithTimeout(ctx, 20*time.Second)
+	defer stop()
+	for m, err := range b.Read(inspected, bus.ReadConfig{Subject: event.SubjectImageInspected, Follow: true}) {
 		if err != nil {
 			t.Fatalf("waiting for image.inspected (have %d): %v", len(got), err)
 		}
 		ii := &harborflowv1.ImageInspected{}
-		if err := (&bus.Message{Subject: m.Subject(), Data: m.Data()}).Decode(ii); err != nil {
+		if err := m.Decode(ii); err != nil {
 			t.Fatal(err)
 		}
-		got[ii.GetDigest()] = ii
+		if got[ii.GetDigest()] = ii; len(got) == 2 {
+			break
+		}
+	}
+	if len(got) < 2 {
+		t.Fatalf("%d image.inspected within 20s, want 2", len(got))
 	}
 	if ii := got[pushed.Digest]; ii == nil || ii.GetUpdateLevel() != 15 || ii.GetVersion() != "4.2.0" || ii.GetRepository() != "wso2-apim/am" {
 		t.Errorf("webhook image: %v", ii)
@@ -92,17 +86,21 @@ func TestWebhookAndPollBecomeInspectedImages(t *testing.T) {
 		t.Errorf("polled image: %v", ii)
 	}
 
-	rebuilt, err := js.OrderedConsumer(ctx, event.StreamImage, jetstream.OrderedConsumerConfig{FilterSubjects: []string{event.SubjectImageRebuilt}})
-	if err != nil {
-		t.Fatal(err)
+	rebuilt, stop := context.WithTimeout(ctx, 20*time.Second)
+	defer stop()
+	var rb *harborflowv1.ImageRebuilt
+	for m, err := range b.Read(rebuilt, bus.ReadConfig{Subject: event.SubjectImageRebuilt, Follow: true}) {
+		if err != nil {
+			t.Fatalf("waiting for image.rebuilt: %v", err)
+		}
+		rb = &harborflowv1.ImageRebuilt{}
+		if err := m.Decode(rb); err != nil {
+			t.Fatal(err)
+		}
+		break
 	}
-	m, err := rebuilt.Next(jetstream.FetchMaxWait(20 * time.Second))
-	if err != nil {
-		t.Fatalf("waiting for image.rebuilt: %v", err)
-	}
-	rb := &harborflowv1.ImageRebuilt{}
-	if err := (&bus.Message{Subject: m.Subject(), Data: m.Data()}).Decode(rb); err != nil {
-		t.Fatal(err)
+	if rb == nil {
+		t.Fatal("no image.rebuilt within 20s")
 	}
 	if rb.GetRecipe() != "acme-am" || rb.GetTag() != "4.2.0.15.1" || rb.GetBaseDigest() != pushed.Digest {
 		t.Errorf("image.rebuilt %v, want acme-am 4.2.0.15.1 from the pushed base", rb)

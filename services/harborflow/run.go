@@ -158,7 +158,7 @@ func Start(ctx context.Context, cfg *config.Config, names []string, log *zap.Log
 	if err != nil {
 		return p, err
 	}
-	p.bus, err = bus.New(p.nc, bus.WithLogger(log))
+	p.bus, err = bus.New(p.nc, bus.WithLogger(log), bus.WithMetrics(p.Metrics))
 	if err != nil {
 		return p, err
 	}

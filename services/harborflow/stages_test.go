@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
@@ -171,35 +169,45 @@ func readImages[T interface {
 	proto.Message
 }, E any](t *testing.T, url, subject string, n int, exactly bool) []T {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	nc, err := bus.Connect(context.Background(), url, "stages-test", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, event.StreamImage, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	b, err := bus.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
 	var out []T
-	for len(out) < n {
-		m, err := cons.Next(jetstream.FetchContext(ctx))
+	var more *bus.Message
+	for m, err := range b.Read(ctx, bus.ReadConfig{Subject: subject, Follow: true}) {
 		if err != nil {
-			t.Fatalf("waiting for %s (have %d of %d): %v", subject, len(out), n, err)
+			t.Fatalf("reading %s (have %d of %d): %v", subject, len(out), n, err)
+		}
+		if len(out) == n {
+			more = m
+			break
 		}
 		v := T(new(E))
-		if err := (&bus.Message{Subject: m.Subject(), Data: m.Data()}).Decode(v); err != nil {
+		if err := m.Decode(v); err != nil {
 			t.Fatal(err)
 		}
 		out = append(out, v)
+		if len(out) == n && !exactly {
+			break
+		}
+		if len(out) == n {
+			// One too many would come within a second; the read ends without an error when ctx does.
+			time.AfterFunc(time.Second, cancel)
+		}
 	}
-	if !exactly {
-		return out
+	if len(out) < n {
+		t.Fatalf("read %d %s of %d within 60 s", len(out), subject, n)
 	}
-	if m, err := cons.Next(jetstream.FetchMaxWait(time.Second)); err == nil {
-		t.Errorf("one %s more than the %d expected: %s", subject, n, m.Data())
+	if more != nil {
+		t.Errorf("one %s more than the %d expected: %s", subject, n, more.Data)
 	}
 	return out
 }

@@ -8,9 +8,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/event"
 )
 
@@ -26,7 +26,7 @@ func newStatusCommand(cfgPath func() string) *cobra.Command {
 				return err
 			}
 			defer nc.Close()
-			st, err := readStatus(cmd.Context(), b.JetStream())
+			st, err := readStatus(cmd.Context(), b)
 			if err != nil {
 				return err
 			}
@@ -63,29 +63,23 @@ type status struct {
 	Streams []streamStatus `json:"streams"`
 }
 
-func readStatus(ctx context.Context, js jetstream.JetStream) (*status, error) {
+func readStatus(ctx context.Context, b *bus.Bus) (*status, error) {
 	st := &status{}
 	for _, name := range []string{event.StreamRegistry, event.StreamImage, event.StreamDLQ} {
-		s, err := js.Stream(ctx, name)
+		info, err := b.StreamInfo(ctx, name)
 		if err != nil {
-			return nil, fmt.Errorf("reading stream %s: %w", name, err)
+			return nil, err
 		}
-		info, err := s.Info(ctx)
+		ss := streamStatus{Name: name, Messages: info.Messages, Bytes: info.Bytes, FirstSeq: info.FirstSeq,
+			LastSeq: info.LastSeq, LastTime: info.LastTime, Replicas: info.Replicas, Consumers: []consumerStatus{}}
+		// Durable consumers only: an ephemeral reader such as `harborflow events` is not a stage.
+		consumers, err := b.Consumers(ctx, name)
 		if err != nil {
-			return nil, fmt.Errorf("reading stream %s: %w", name, err)
+			return nil, err
 		}
-		ss := streamStatus{Name: name, Messages: info.State.Msgs, Bytes: info.State.Bytes, FirstSeq: info.State.FirstSeq,
-			LastSeq: info.State.LastSeq, LastTime: info.State.LastTime, Replicas: info.Config.Replicas, Consumers: []consumerStatus{}}
-		lister := s.ListConsumers(ctx)
-		for ci := range lister.Info() {
-			if ci.Config.Durable == "" {
-				continue // an ephemeral reader such as `harborflow events`, not a stage
-			}
-			ss.Consumers = append(ss.Consumers, consumerStatus{Name: ci.Name, Pending: ci.NumPending, AckPending: ci.NumAckPending,
-				Redelivered: ci.NumRedelivered, Delivered: ci.Delivered.Stream})
-		}
-		if err := lister.Err(); err != nil {
-			return nil, fmt.Errorf("listing consumers of %s: %w", name, err)
+		for _, ci := range consumers {
+			ss.Consumers = append(ss.Consumers, consumerStatus{Name: ci.Durable, Pending: ci.Pending, AckPending: ci.AckPending,
+				Redelivered: ci.Redelivered, Delivered: ci.Delivered})
 		}
 		st.Streams = append(st.Streams, ss)
 	}

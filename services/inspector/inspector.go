@@ -28,9 +28,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harborflow/harborflow/pkg/bus"
@@ -54,8 +52,8 @@ type Registry interface {
 type Deps struct {
 	Registry Registry
 	// History and Children are the image-history and index-children KV buckets.
-	History  jetstream.KeyValue
-	Children jetstream.KeyValue
+	History  *bus.KV
+	Children *bus.KV
 	Log      *zap.Logger
 	// DuplicateWindow is JetStream's (nats.duplicate_window): within it a message published again under the
 	// same id is stored once.
@@ -104,11 +102,10 @@ func New(cfg config.Inspector, deps Deps) (*Inspector, error) {
 // for an untagged push to wait IndexWait for its index or its tag, two seconds at a time.
 func (i *Inspector) ConsumerConfig() bus.ConsumerConfig {
 	return bus.ConsumerConfig{
-		Stage:          event.StageInspector,
-		Stream:         event.StreamRegistry,
-		FilterSubjects: []string{event.RegistrySubject("*", event.KindPush)},
-		MaxDeliver:     int(i.cfg.IndexWait/indexPoll) + 5,
-		Concurrency:    i.cfg.Concurrency,
+		Stage:       event.StageInspector,
+		Subjects:    []string{event.RegistrySubject("*", event.KindPush)},
+		MaxDeliver:  int(i.cfg.IndexWait/indexPoll) + 5,
+		Concurrency: i.cfg.Concurrency,
 	}
 }
 
@@ -237,11 +234,7 @@ func (i *Inspector) recordChildren(ctx context.Context, ev *harborflowv1.Registr
 	for _, p := range art.Platforms {
 		c := &harborflowv1.IndexChild{Registry: ev.GetRegistry(), Repository: ev.GetRepository(), ChildDigest: p.Digest,
 			IndexDigest: art.Digest, Seen: timestamppb.New(i.now())}
-		data, err := protojson.Marshal(c)
-		if err != nil {
-			return bus.Permanent(err)
-		}
-		if _, err := i.deps.Children.Put(ctx, event.Key(ev.GetRegistry(), ev.GetRepository(), p.Digest), data); err != nil {
+		if _, err := i.deps.Children.Put(ctx, event.Key(ev.GetRegistry(), ev.GetRepository(), p.Digest), c); err != nil {
 			return fmt.Errorf("recording %s as a child of %s: %w", p.Digest, art.Digest, err)
 		}
 	}
@@ -250,8 +243,8 @@ func (i *Inspector) recordChildren(ctx context.Context, ev *harborflowv1.Registr
 
 // covered reports whether an index that names digest as a platform manifest was inspected.
 func (i *Inspector) covered(ctx context.Context, ev *harborflowv1.RegistryEvent, digest string) (bool, error) {
-	_, err := i.deps.Children.Get(ctx, event.Key(ev.GetRegistry(), ev.GetRepository(), digest))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	_, err := i.deps.Children.GetBytes(ctx, event.Key(ev.GetRegistry(), ev.GetRepository(), digest))
+	if errors.Is(err, bus.ErrKeyNotFound) {
 		return false, nil
 	}
 	if err != nil {
@@ -373,39 +366,28 @@ func (i *Inspector) rejection(name string, rec *harborflowv1.ImageRecord) string
 
 // record reads the history of a digest; nil when there is none.
 func (i *Inspector) record(ctx context.Context, key string) (*harborflowv1.ImageRecord, uint64, error) {
-	e, err := i.deps.History.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	rec := &harborflowv1.ImageRecord{}
+	rev, err := i.deps.History.Get(ctx, key, rec)
+	if errors.Is(err, bus.ErrKeyNotFound) {
 		return nil, 0, nil
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("reading image history %s: %w", key, err)
+		return nil, 0, err // it names the key and the bucket; one that does not decode is permanent
 	}
-	rec := &harborflowv1.ImageRecord{}
-	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(e.Value(), rec); err != nil {
-		return nil, 0, bus.Permanent(fmt.Errorf("decoding image history %s: %w", key, err))
-	}
-	return rec, e.Revision(), nil
+	return rec, rev, nil
 }
 
 // update writes a changed history record over revision rev. When another replica changed it first, it fails,
 // and the redelivery reads the record again.
 func (i *Inspector) update(ctx context.Context, key string, rec *harborflowv1.ImageRecord, rev uint64) error {
-	data, err := protojson.Marshal(rec)
-	if err != nil {
-		return bus.Permanent(err)
-	}
-	_, err = i.deps.History.Update(ctx, key, data, rev)
+	_, err := i.deps.History.Update(ctx, key, rec, rev)
 	return err
 }
 
 // create writes a new history record; when another replica wrote it first, theirs stands and this delivery is
 // retried to publish from it.
 func (i *Inspector) create(ctx context.Context, key string, rec *harborflowv1.ImageRecord) error {
-	data, err := protojson.Marshal(rec)
-	if err != nil {
-		return bus.Permanent(err)
-	}
-	if _, err := i.deps.History.Create(ctx, key, data); err != nil {
+	if _, err := i.deps.History.Create(ctx, key, rec); err != nil {
 		return fmt.Errorf("recording the history of %s: %w", rec.GetDigest(), err)
 	}
 	return nil

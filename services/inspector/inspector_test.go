@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harborflow/harborflow/pkg/bus"
@@ -29,7 +27,7 @@ type fixture struct {
 	reg     *registrytest.Registry
 	counter *registry.Counter
 	insp    *inspector.Inspector
-	history jetstream.KeyValue
+	history *bus.KV
 	cons    *bus.Consumer
 	seq     int
 	lastSeq uint64 // stream sequence of the last event published
@@ -65,7 +63,13 @@ func newFixture(t *testing.T, indexWait time.Duration) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(cons.Stop)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // no grace: cancel the handlers at once
+		if err := cons.Shutdown(ctx); err != nil {
+			t.Errorf("shutting the inspector's consumer down: %v", err)
+		}
+	})
 	return &fixture{t: t, js: js, reg: reg, counter: &counter, insp: insp, history: history, cons: cons}
 }
 
@@ -113,19 +117,30 @@ func (f *fixture) awaitRecord(repository, digest string, ok func(*harborflowv1.I
 	f.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	w, err := f.history.Watch(ctx, event.Key(f.reg.Host, repository, digest))
+	key := event.Key(f.reg.Host, repository, digest)
+	// Watch first, then read, so that no change between the two is missed.
+	w, err := f.history.Watch(ctx, key)
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	defer func() { _ = w.Stop() }()
+	rec := &harborflowv1.ImageRecord{}
+	if _, err := f.history.Get(ctx, key, rec); err == nil && ok(rec) {
+		return
+	} else if err != nil && !errors.Is(err, bus.ErrKeyNotFound) {
+		f.t.Fatal(err)
+	}
 	for {
 		select {
-		case e := <-w.Updates():
-			if e == nil || e.Operation() != jetstream.KeyValuePut {
+		case e, open := <-w.Updates():
+			if !open {
+				f.t.Fatalf("image history of %s@%s: the watch ended", repository, digest)
+			}
+			if e.Deleted {
 				continue
 			}
 			rec := &harborflowv1.ImageRecord{}
-			if err := protojson.Unmarshal(e.Value(), rec); err != nil {
+			if err := e.Decode(rec); err != nil {
 				f.t.Fatal(err)
 			}
 			if ok(rec) {
@@ -143,16 +158,12 @@ func (f *fixture) redelivered() {
 	f.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := f.js.Bus.JetStream().Consumer(ctx, event.StreamRegistry, event.StageInspector)
-	if err != nil {
-		f.t.Fatal(err)
-	}
 	for {
-		info, err := c.Info(ctx)
+		info, err := f.js.Bus.ConsumerInfo(ctx, event.StreamRegistry, event.StageInspector)
 		if err != nil {
 			f.t.Fatalf("waiting for a redelivery: %v", err)
 		}
-		if info.NumRedelivered > 0 {
+		if info.Redelivered > 0 {
 			return
 		}
 		select {
@@ -191,7 +202,7 @@ func (f *fixture) inspected() []*harborflowv1.ImageInspected {
 	return out
 }
 
-func (f *fixture) dlq() []jetstream.RawStreamMsg {
+func (f *fixture) dlq() []*bus.Message {
 	f.t.Helper()
 	return f.js.Messages(event.StreamDLQ, "dlq.>")
 }

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
@@ -317,13 +315,9 @@ func (f *fixture) complete(repo, digest string) {
 // buildRecord reads the build record of recipe from base digest.
 func (f *fixture) buildRecord(recipe, digest string) *harborflowv1.Build {
 	f.t.Helper()
-	e, err := f.kv.Get(context.Background(), event.Key("build", recipe, digest))
-	if err != nil {
-		f.t.Fatalf("build record of %s from %s: %v", recipe, digest, err)
-	}
 	b := &harborflowv1.Build{}
-	if err := protojson.Unmarshal(e.Value(), b); err != nil {
-		f.t.Fatal(err)
+	if _, err := f.kv.Get(context.Background(), event.Key("build", recipe, digest), b); err != nil {
+		f.t.Fatalf("build record of %s from %s: %v", recipe, digest, err)
 	}
 	return b
 }
@@ -401,7 +395,7 @@ func TestLineBuildsInLevelOrder(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(c.Stop)
+		t.Cleanup(func() { shutdown(t, c) })
 	}
 	f.settle()
 

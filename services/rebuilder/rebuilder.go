@@ -27,7 +27,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
@@ -69,7 +68,7 @@ type Deps struct {
 	// that reason).
 	Buildah Buildah
 	// State is the rebuilds KV bucket.
-	State jetstream.KeyValue
+	State *bus.KV
 	Log   *zap.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
@@ -167,8 +166,7 @@ func New(rebuilds []config.Rebuild, levelLabel string, deps Deps) (*Rebuilder, e
 func (r *Rebuilder) ConsumerConfig() bus.ConsumerConfig {
 	return bus.ConsumerConfig{
 		Stage:          event.StageRebuilder,
-		Stream:         event.StreamImage,
-		FilterSubjects: []string{event.SubjectImageInspected},
+		Subjects:       []string{event.SubjectImageInspected},
 		HandlerTimeout: r.timeout + time.Minute,
 		Concurrency:    2,
 	}
@@ -511,7 +509,7 @@ const lineRetry = 5 * time.Second
 // redelivery. The line held, it decides whether the trigger is still worth a build: the verdict is lineHeld
 // only then. last is the line as read.
 func (r *Rebuilder) acquire(ctx context.Context, st state, rc recipe, t trigger, log *zap.Logger) (verdict, *harborflowv1.RecipeState, error) {
-	var w jetstream.KeyWatcher
+	var w *bus.KeyWatcher
 	defer func() {
 		if w != nil {
 			_ = w.Stop()

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
@@ -43,7 +42,7 @@ type fixture struct {
 	js      *bustest.Server
 	reg     *registrytest.Registry
 	client  *registry.Client
-	kv      jetstream.KeyValue
+	kv      *bus.KV
 	rb      *rebuilder.Rebuilder
 	deps    rebuilder.Deps
 	recipes []config.Rebuild // with the registry's host
@@ -172,7 +171,16 @@ func (f *fixture) consume() {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	f.t.Cleanup(c.Stop)
+	f.t.Cleanup(func() { shutdown(f.t, c) })
+}
+
+// shutdown stops a consumer without a grace: its handlers are cancelled at once and must return promptly.
+func shutdown(t *testing.T, c *bus.Consumer) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.Shutdown(ctx); err != nil {
+		t.Errorf("shutting the rebuilder's consumer down: %v", err)
+	}
 }
 
 // base pushes a base image (one platform, or an index of several) labelled with the update level.

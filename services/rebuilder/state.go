@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/harborflow/harborflow/pkg/bus"
@@ -41,7 +39,7 @@ var errClaimed = errors.New("another delivery claimed this build first")
 //	recipe.<recipe>                 RecipeState
 //	counter.<recipe>.<version>      the last build number taken, in decimal
 type state struct {
-	kv jetstream.KeyValue
+	kv *bus.KV
 }
 
 func buildKey(recipe, digest string) string    { return event.Key("build", recipe, digest) }
@@ -61,17 +59,14 @@ func (s state) build(ctx context.Context, recipe, digest string) (*harborflowv1.
 // claim writes a fresh Build: created when there was none, or replacing the one at rev (a forced rebuild). A
 // claim that loses to another delivery's is retried.
 func (s state) claim(ctx context.Context, b *harborflowv1.Build, rev uint64, replace bool) (*harborflowv1.Build, uint64, error) {
-	data, err := protojson.Marshal(b)
-	if err != nil {
-		return nil, 0, bus.Permanent(err)
-	}
+	var err error
 	key := buildKey(b.GetRecipe(), b.GetBaseDigest())
 	if replace {
-		rev, err = s.kv.Update(ctx, key, data, rev)
+		rev, err = s.kv.Update(ctx, key, b, rev)
 	} else {
-		rev, err = s.kv.Create(ctx, key, data)
+		rev, err = s.kv.Create(ctx, key, b)
 	}
-	if !replace && errors.Is(err, jetstream.ErrKeyExists) {
+	if !replace && errors.Is(err, bus.ErrKeyExists) {
 		return nil, 0, errClaimed
 	}
 	if err != nil {
@@ -82,11 +77,7 @@ func (s state) claim(ctx context.Context, b *harborflowv1.Build, rev uint64, rep
 
 // update writes b over the revision it was read at.
 func (s state) update(ctx context.Context, b *harborflowv1.Build, rev uint64) (uint64, error) {
-	data, err := protojson.Marshal(b)
-	if err != nil {
-		return 0, bus.Permanent(err)
-	}
-	rev, err = s.kv.Update(ctx, buildKey(b.GetRecipe(), b.GetBaseDigest()), data, rev)
+	rev, err := s.kv.Update(ctx, buildKey(b.GetRecipe(), b.GetBaseDigest()), b, rev)
 	if err != nil {
 		return 0, writeErr(fmt.Sprintf("recording the build of %s from %s", b.GetRecipe(), b.GetBase()), err)
 	}
@@ -97,22 +88,22 @@ func (s state) update(ctx context.Context, b *harborflowv1.Build, rev uint64) (u
 func (s state) next(ctx context.Context, recipe, version string) (int64, error) {
 	key := counterKey(recipe, version)
 	for range counterAttempts {
-		e, err := s.kv.Get(ctx, key)
+		e, err := s.kv.GetBytes(ctx, key)
 		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-			if _, err := s.kv.Create(ctx, key, []byte("1")); err == nil {
+		case errors.Is(err, bus.ErrKeyNotFound):
+			if _, err := s.kv.CreateBytes(ctx, key, []byte("1")); err == nil {
 				return 1, nil
-			} else if !errors.Is(err, jetstream.ErrKeyExists) {
+			} else if !errors.Is(err, bus.ErrKeyExists) {
 				return 0, fmt.Errorf("creating the build counter of %s %s: %w", recipe, version, err)
 			}
 		case err != nil:
 			return 0, fmt.Errorf("reading the build counter of %s %s: %w", recipe, version, err)
 		default:
-			n, err := strconv.ParseInt(string(e.Value()), 10, 64)
+			n, err := strconv.ParseInt(string(e.Value), 10, 64)
 			if err != nil {
-				return 0, bus.Permanent(fmt.Errorf("build counter %s holds %q: %w", key, e.Value(), err))
+				return 0, bus.Permanent(fmt.Errorf("build counter %s holds %q: %w", key, e.Value, err))
 			}
-			if _, err := s.kv.Update(ctx, key, []byte(strconv.FormatInt(n+1, 10)), e.Revision()); err == nil {
+			if _, err := s.kv.UpdateBytes(ctx, key, []byte(strconv.FormatInt(n+1, 10)), e.Revision); err == nil {
 				return n + 1, nil
 			}
 		}
@@ -136,16 +127,13 @@ func (s state) line(ctx context.Context, recipe string) (*harborflowv1.RecipeSta
 // putLine writes a recipe's line over the revision it was read at (0: it did not exist). A lost
 // compare-and-set is errConflict: read it again.
 func (s state) putLine(ctx context.Context, rs *harborflowv1.RecipeState, rev uint64) error {
-	data, err := protojson.Marshal(rs)
-	if err != nil {
-		return bus.Permanent(err)
-	}
+	var err error
 	if rev == 0 {
-		_, err = s.kv.Create(ctx, recipeKey(rs.GetRecipe()), data)
+		_, err = s.kv.Create(ctx, recipeKey(rs.GetRecipe()), rs)
 	} else {
-		_, err = s.kv.Update(ctx, recipeKey(rs.GetRecipe()), data, rev)
+		_, err = s.kv.Update(ctx, recipeKey(rs.GetRecipe()), rs, rev)
 	}
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	if errors.Is(err, bus.ErrRevisionMismatch) { // ErrKeyExists too
 		return errConflict
 	}
 	if err != nil {
@@ -155,8 +143,8 @@ func (s state) putLine(ctx context.Context, rs *harborflowv1.RecipeState, rev ui
 }
 
 // watchLine watches a recipe's line for changes.
-func (s state) watchLine(ctx context.Context, recipe string) (jetstream.KeyWatcher, error) {
-	w, err := s.kv.Watch(ctx, recipeKey(recipe), jetstream.UpdatesOnly())
+func (s state) watchLine(ctx context.Context, recipe string) (*bus.KeyWatcher, error) {
+	w, err := s.kv.Watch(ctx, recipeKey(recipe))
 	if err != nil {
 		return nil, fmt.Errorf("watching the line of %s: %w", recipe, err)
 	}
@@ -166,7 +154,7 @@ func (s state) watchLine(ctx context.Context, recipe string) (jetstream.KeyWatch
 // writeErr is a failed write of the state: a lost compare-and-set is retried soon (the redelivery reads the
 // state again), anything else (NATS unavailable) with the back-off.
 func writeErr(what string, err error) error {
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	if errors.Is(err, bus.ErrRevisionMismatch) {
 		return bus.Retry(fmt.Errorf("%s: %w", what, errConflict), time.Second)
 	}
 	return fmt.Errorf("%s: %w", what, err)
@@ -174,15 +162,10 @@ func writeErr(what string, err error) error {
 
 // get reads key into m and returns its revision, 0 when the key does not exist.
 func (s state) get(ctx context.Context, key string, m proto.Message) (uint64, error) {
-	e, err := s.kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	rev, err := s.kv.Get(ctx, key, m)
+	if errors.Is(err, bus.ErrKeyNotFound) {
 		return 0, nil
 	}
-	if err != nil {
-		return 0, fmt.Errorf("reading rebuild state %s: %w", key, err)
-	}
-	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(e.Value(), m); err != nil {
-		return 0, bus.Permanent(fmt.Errorf("decoding rebuild state %s: %w", key, err))
-	}
-	return e.Revision(), nil
+	// An error names the key and the bucket; a value that does not decode is permanent.
+	return rev, err
 }

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -113,12 +112,12 @@ func (f *fixture) harbor(contentType, body string) answer {
 }
 
 // stored returns the messages of stream on subjects matching filter.
-func (f *fixture) stored(stream, filter string) []jetstream.RawStreamMsg {
+func (f *fixture) stored(stream, filter string) []*bus.Message {
 	f.t.Helper()
 	return f.js.Messages(stream, filter)
 }
 
-func decodeEvent(t *testing.T, m jetstream.RawStreamMsg) *harborflowv1.RegistryEvent {
+func decodeEvent(t *testing.T, m *bus.Message) *harborflowv1.RegistryEvent {
 	t.Helper()
 	ev := &harborflowv1.RegistryEvent{}
 	if err := (&bus.Message{Subject: m.Subject, Data: m.Data}).Decode(ev); err != nil {
@@ -468,10 +467,9 @@ func TestShutdownFinishesRequestsInFlight(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, _ := js.Bus.JetStream().Stream(ctx, event.StreamRegistry)
-	info, _ := s.Info(ctx)
-	if info.State.Msgs != n {
-		t.Errorf("stored %d of %d", info.State.Msgs, n)
+	info, err := js.Bus.StreamInfo(ctx, event.StreamRegistry)
+	if err != nil || info.Messages != n {
+		t.Errorf("stored %+v of %d: %v", info, n, err)
 	}
 }
 
@@ -507,10 +505,9 @@ func TestEventIsStoredWhenTheSenderHangsUp(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		sctx, scancel := context.WithTimeout(context.Background(), time.Second)
-		s, _ := js.Bus.JetStream().Stream(sctx, event.StreamRegistry)
-		info, err := s.Info(sctx)
+		info, err := js.Bus.StreamInfo(sctx, event.StreamRegistry)
 		scancel()
-		if err == nil && info.State.Msgs == 1 {
+		if err == nil && info.Messages == 1 {
 			return
 		}
 		if time.Now().After(deadline) {

@@ -18,10 +18,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harborflow/harborflow/pkg/bus"
@@ -53,7 +51,7 @@ type Publisher interface {
 type Deps struct {
 	Registry  Registry
 	Bus       Publisher
-	Baselines jetstream.KeyValue
+	Baselines *bus.KV
 	Log       *zap.Logger
 	Metrics   prometheus.Registerer
 	// Now is the clock (time.Now when nil).
@@ -308,28 +306,20 @@ func (w *Watcher) publish(ctx context.Context, r *repo, tag, prev string, d regi
 	return nil
 }
 
+// baseline reads the baseline of key; nil when there is none. Fields a newer watcher wrote are passed over.
 func (w *Watcher) baseline(ctx context.Context, key string) (*harborflowv1.WatchBaseline, error) {
-	e, err := w.deps.Baselines.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	b := &harborflowv1.WatchBaseline{}
+	_, err := w.deps.Baselines.Get(ctx, key, b)
+	if errors.Is(err, bus.ErrKeyNotFound) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading baseline %s: %w", key, err)
-	}
-	b := &harborflowv1.WatchBaseline{}
-	if err := protojson.Unmarshal(e.Value(), b); err != nil {
-		return nil, fmt.Errorf("decoding baseline %s: %w", key, err)
+		return nil, err // it names the key and the bucket
 	}
 	return b, nil
 }
 
 func (w *Watcher) store(ctx context.Context, key string, b *harborflowv1.WatchBaseline) error {
-	data, err := protojson.Marshal(b)
-	if err != nil {
-		return err
-	}
-	if _, err := w.deps.Baselines.Put(ctx, key, data); err != nil {
-		return fmt.Errorf("writing baseline %s: %w", key, err)
-	}
-	return nil
+	_, err := w.deps.Baselines.Put(ctx, key, b) // an error names the key and the bucket
+	return err
 }

@@ -279,7 +279,7 @@ func TestADeletedTagKeepsItsBaselineAndSendsNothing(t *testing.T) {
 		t.Fatalf("%d events after a tag was deleted, want the 2 of the first run", n)
 	}
 	kv, _ := f.js.Bus.KeyValue(context.Background(), event.BucketWatcher)
-	if _, err := kv.Get(context.Background(), event.Key("wso2", reg.Ref("wso2-apim/am"), "4.2.0.21")); err != nil {
+	if _, err := kv.GetBytes(context.Background(), event.Key("wso2", reg.Ref("wso2-apim/am"), "4.2.0.21")); err != nil {
 		t.Errorf("the deleted tag's baseline is gone: %v", err)
 	}
 	// The tag comes back pointing where it did: no event either.
@@ -289,6 +289,38 @@ func TestADeletedTagKeepsItsBaselineAndSendsNothing(t *testing.T) {
 	}
 	if n := len(f.events()); n != 2 {
 		t.Fatalf("a tag restored to its digest gave an event (%d in all)", n)
+	}
+}
+
+func TestABaselineWithFieldsOfANewerWatcherIsKept(t *testing.T) {
+	reg := registrytest.New(t)
+	f := newFixture(t, reg)
+	reg.PushImage(t, "wso2-apim/am:4.2.0.21", image(21))
+	src := source("wso2", reg.Ref("wso2-apim/am"), "publish", nil)
+	if err := f.watcher(src).PollOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// A newer replica rewrites the baseline with a field this one does not know.
+	ctx := context.Background()
+	kv, err := f.js.Bus.KeyValue(ctx, event.BucketWatcher)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := event.Key("wso2", reg.Ref("wso2-apim/am"), "4.2.0.21")
+	e, err := kv.GetBytes(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := append([]byte(`{"addedByANewerWatcher":{"reason":"x"},`), e.Value[1:]...)
+	if _, err := kv.PutBytes(ctx, key, newer); err != nil {
+		t.Fatal(err)
+	}
+	// This watcher reads the baseline, sees the tag has not moved, and sends nothing.
+	if err := f.watcher(src).PollOnce(ctx); err != nil {
+		t.Fatalf("polling over a newer watcher's baseline: %v", err)
+	}
+	if n := len(f.events()); n != 1 {
+		t.Errorf("%d events, want only the first run's: the baseline was not read", n)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/harborflow/harborflow/pkg/broker"
 	"github.com/harborflow/harborflow/pkg/bus"
@@ -110,39 +109,21 @@ func (s *Server) Restart() {
 }
 
 // Messages returns every message stored in stream on a subject matching filter (wildcards allowed), in
-// stream order. It fails the test when the stream cannot be read within ten seconds.
-func (s *Server) Messages(stream, filter string) []jetstream.RawStreamMsg {
+// stream order. It fails the test when the stream cannot be read within ten seconds, or when filter is not a
+// subject of stream.
+func (s *Server) Messages(stream, filter string) []*bus.Message {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	js := s.Bus.JetStream()
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
-	if err != nil {
-		s.t.Fatalf("reading stream %s: %v", stream, err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		s.t.Fatalf("reading stream %s: %v", stream, err)
-	}
-	var out []jetstream.RawStreamMsg
-	for remaining := info.NumPending; remaining > 0; {
-		batch, err := cons.Fetch(int(min(remaining, 256)), jetstream.FetchMaxWait(2*time.Second))
+	var out []*bus.Message
+	for m, err := range s.Bus.Read(ctx, bus.ReadConfig{Subject: filter}) {
 		if err != nil {
 			s.t.Fatalf("reading stream %s: %v", stream, err)
 		}
-		n := 0
-		for m := range batch.Messages() {
-			md, err := m.Metadata()
-			if err != nil {
-				s.t.Fatalf("reading stream %s: %v", stream, err)
-			}
-			out = append(out, jetstream.RawStreamMsg{Subject: m.Subject(), Sequence: md.Sequence.Stream, Header: m.Headers(), Data: m.Data(), Time: md.Timestamp})
-			n++
+		if m.Stream != stream {
+			s.t.Fatalf("reading stream %s: %s is a subject of stream %s", stream, filter, m.Stream)
 		}
-		if n == 0 {
-			s.t.Fatalf("reading stream %s: stalled with %d messages left", stream, remaining)
-		}
-		remaining -= uint64(n)
+		out = append(out, m)
 	}
 	return out
 }
@@ -153,20 +134,18 @@ const SettleTimeout = 30 * time.Second
 // WaitSettled waits until the durable consumer of stream has settled (acked or termed) every message up to
 // stream sequence seq and has nothing pending or unacked, and returns its state then. NumPending alone can lag
 // a publish, so the ack floor must reach seq too. It fails the test after SettleTimeout.
-func (s *Server) WaitSettled(stream, consumer string, seq uint64) *jetstream.ConsumerInfo {
+func (s *Server) WaitSettled(stream, consumer string, seq uint64) *bus.ConsumerInfo {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), SettleTimeout)
 	defer cancel()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	var info *jetstream.ConsumerInfo
+	var info *bus.ConsumerInfo
 	var err error
 	for {
-		var c jetstream.Consumer
-		if c, err = s.Bus.JetStream().Consumer(ctx, stream, consumer); err == nil {
-			info, err = c.Info(ctx)
-		}
-		if err == nil && info.AckFloor.Stream >= seq && info.NumPending == 0 && info.NumAckPending == 0 {
+		// Pending alone can lag a publish: the ack floor must pass the last message published.
+		info, err = s.Bus.ConsumerInfo(ctx, stream, consumer)
+		if err == nil && info.AckFloor >= seq && info.Pending == 0 && info.AckPending == 0 {
 			return info
 		}
 		select {
@@ -175,7 +154,7 @@ func (s *Server) WaitSettled(stream, consumer string, seq uint64) *jetstream.Con
 				s.t.Fatalf("consumer %s of %s did not settle up to %d: %v", consumer, stream, seq, err)
 			}
 			s.t.Fatalf("consumer %s of %s did not settle up to %d: ack floor %d, %d pending, %d unacked (%v)", consumer, stream, seq,
-				info.AckFloor.Stream, info.NumPending, info.NumAckPending, err)
+				info.AckFloor, info.Pending, info.AckPending, err)
 		case <-tick.C:
 		}
 	}

@@ -348,15 +348,11 @@ func startStore(root string, syncAlways bool) (*store, error) {
 func (s *store) stored() (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := s.bus.JetStream().Stream(ctx, event.StreamRegistry)
+	info, err := s.bus.StreamInfo(ctx, event.StreamRegistry)
 	if err != nil {
 		return 0, err
 	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return info.State.Msgs, nil
+	return info.Messages, nil
 }
 
 func (s *store) stop() {
