@@ -211,6 +211,16 @@ func (i *Inspector) known(ctx context.Context, ev *harborflowv1.RegistryEvent, k
 		return i.publish(ev, rec)
 	case tag == "" && len(rec.GetTags()) > 0:
 		return nil, nil
+	case tag != "" && slices.Contains(rec.GetTags(), tag) && ev.GetOccurredAt().AsTime().After(rec.GetLastSeen().AsTime()):
+		// A push of a tag this digest already had, made after the digest was last seen: the tag moved away
+		// and came back (a rollback). Seen again, the digest is where the tag is now (what `harborflow
+		// history` shows), and it is published again. A redelivered or duplicated event occurred before the
+		// record was last written, and is handled below.
+		rec.LastSeen = timestamppb.New(i.now())
+		if err := i.update(ctx, key, rec, rev); err != nil {
+			return nil, fmt.Errorf("recording tag %s back on %s: %w", tag, rec.GetDigest(), err)
+		}
+		return i.publish(ev, rec)
 	case tag == "" || slices.Contains(rec.GetTags(), tag):
 		if i.now().Sub(rec.GetLastSeen().AsTime()) < i.deps.DuplicateWindow {
 			return i.publish(ev, rec)

@@ -581,3 +581,35 @@ func TestMissingManifestErrorNamesTheReferenceOnce(t *testing.T) {
 		t.Errorf("error is not a permanent ErrNotFound: %v", err)
 	}
 }
+
+// TestTagMovedBackIsSeenOnItsDigestAgain: 4.2.0 moves from A to B and back to A (a rollback). A is seen again
+// after B, so the history shows the tag where it is now, and a duplicate of an old event changes nothing.
+func TestTagMovedBackIsSeenOnItsDigestAgain(t *testing.T) {
+	f := newFixture(t, time.Second)
+	a := f.reg.PushImage(t, "acme/am:4.2.0", registrytest.Image{Labels: map[string]string{"update_level": "15"}})
+	b := f.reg.PushImage(t, "acme/am:4.2.0", registrytest.Image{Labels: map[string]string{"update_level": "16"}})
+	lastSeen := func(digest string) time.Time {
+		rec := &harborflowv1.ImageRecord{}
+		if _, err := f.history.Get(context.Background(), event.Key(f.reg.Host, "acme/am", digest), rec); err != nil {
+			t.Fatal(err)
+		}
+		return rec.GetLastSeen().AsTime()
+	}
+	first := f.push("acme/am", a.Digest, "4.2.0")
+	f.settle()
+	f.push("acme/am", b.Digest, "4.2.0")
+	f.settle()
+	if !lastSeen(b.Digest).After(lastSeen(a.Digest)) {
+		t.Fatalf("B, pushed after A, was not seen after it")
+	}
+	f.push("acme/am", a.Digest, "4.2.0")
+	f.settle()
+	back := lastSeen(a.Digest)
+	if !back.After(lastSeen(b.Digest)) {
+		t.Errorf("A, tagged 4.2.0 again after B, is not seen after B: the tag would still show on B")
+	}
+	f.redeliver(first)
+	if got := lastSeen(a.Digest); !got.Equal(back) {
+		t.Errorf("a redelivery of the first push changed A's last seen from %s to %s", back, got)
+	}
+}
