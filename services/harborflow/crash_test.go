@@ -49,20 +49,38 @@ type proc struct {
 	cmd  *exec.Cmd
 	http string
 	nats string
-	logs *bytes.Buffer
+	logs *logBuffer
+}
+
+// logBuffer collects a process's output; it is read while the process writes it.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // startHarborflow runs `harborflow run` on cfg, with env added to its environment, and waits until /readyz answers 200.
 func startHarborflow(t *testing.T, bin, cfg, httpAddr, natsAddr string, env ...string) *proc {
 	t.Helper()
-	var logs bytes.Buffer
+	logs := &logBuffer{}
 	cmd := exec.Command(bin, "run", "--config", cfg)
 	cmd.Env = append(append(os.Environ(), "HARBOR_WEBHOOK_AUTH=Bearer crash-test"), env...)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, http: httpAddr, nats: natsAddr, logs: &logs}
+	p := &proc{cmd: cmd, http: httpAddr, nats: natsAddr, logs: logs}
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			_ = cmd.Process.Kill()

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -76,6 +77,11 @@ func run(ctx context.Context, path string, names []string) error {
 	defer stop()
 	p, err := Start(ctx, cfg, names, log)
 	if err != nil {
+		if ctx.Err() != nil {
+			// A signal during the start: what was started is stopped again, as asked.
+			log.Info("stopped while starting", zap.Error(err))
+			return nil
+		}
 		log.Error("start failed", zap.Error(err))
 		return err
 	}
@@ -118,7 +124,8 @@ type Process struct {
 	stages   []stage.Stage // started, in pipeline order
 	ops      *http.Server  // the probes' listener, when the receiver does not serve them
 	opsAddr  string
-	failed   chan error // a stage's background work that ended on its own
+	failed   chan error  // a stage's background work that ended on its own
+	started  atomic.Bool // every stage has started: until then the process is not ready
 	// NATSURL is where the stages' NATS is.
 	NATSURL string
 	// Metrics is what /metrics serves.
@@ -203,6 +210,7 @@ func Start(ctx context.Context, cfg *config.Config, names []string, log *zap.Log
 			return p, err
 		}
 	}
+	p.started.Store(true)
 	return p, nil
 }
 
@@ -247,6 +255,9 @@ func (p *Process) ReceiverAddr() string {
 // Ready returns nil when the process can do its work: NATS connected, the streams present, and every stage
 // that can tell (a consumer, say) ready.
 func (p *Process) Ready(ctx context.Context) error {
+	if !p.started.Load() {
+		return fmt.Errorf("%w: stages still starting", bus.ErrNotReady)
+	}
 	if err := p.bus.Ready(ctx); err != nil {
 		return err
 	}
