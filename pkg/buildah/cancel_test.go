@@ -59,23 +59,8 @@ func TestBuildCancelledStopsEveryProcess(t *testing.T) {
 		done <- err
 	}()
 
-	// Wait for the RUN step and its child: nothing else tells when they are running.
-	var sleepers []proc
-	deadline := time.Now().Add(2 * time.Minute)
-	for len(sleepers) < 2 {
-		select {
-		case err := <-done:
-			t.Fatalf("Build returned before its RUN step ran: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the RUN step did not start within 2 minutes")
-		}
-		sleepers = processes(t, token)
-		if len(sleepers) < 2 {
-			time.Sleep(20 * time.Millisecond) // polling /proc: no event to wait on
-		}
-	}
+	// The RUN step and its child.
+	sleepers := awaitProcesses(t, done, token, 2*time.Minute)
 	build := processes(t, work)
 	groups := map[int]bool{}
 	for _, p := range append(build, sleepers...) {
@@ -127,21 +112,8 @@ func TestBuildStopsABuildahThatIgnoresSIGTERM(t *testing.T) {
 		_, err := b.Build(ctx, buildah.Spec{Context: buildContext(t, rebuildDockerfile)})
 		done <- err
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	var running []proc
-	for len(running) < 2 { // the shell and its sleep, which both have the work dir in their environment
-		select {
-		case err := <-done:
-			t.Fatalf("Build returned before it was cancelled: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the fake buildah did not start within 30s")
-		}
-		if running = processes(t, work); len(running) < 2 {
-			time.Sleep(10 * time.Millisecond) // polling /proc: no event to wait on
-		}
-	}
+	// The shell and its sleep, which both have the work dir in their environment.
+	running := awaitProcesses(t, done, work, 30*time.Second)
 
 	cancel()
 	start := time.Now()
@@ -208,4 +180,25 @@ func keys(m map[int]bool) []int {
 		out = append(out, k)
 	}
 	return out
+}
+
+// awaitProcesses waits up to limit until at least two processes mention token, and returns them; it fails the
+// test if the build (done) returns first. Nothing else tells when a build's processes run: it polls /proc.
+func awaitProcesses(t *testing.T, done <-chan error, token string, limit time.Duration) []proc {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		if running := processes(t, token); len(running) >= 2 {
+			return running
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("Build returned before its processes ran: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no two processes of %s within %s", token, limit)
+		}
+		time.Sleep(10 * time.Millisecond) // polling /proc: no event to wait on
+	}
 }

@@ -4,34 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
 
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/services/harborflow"
 )
-
-// startInProcess runs every stage of cfg in this process and shuts it down, checking the shutdown, when the
-// test ends.
-func startInProcess(t *testing.T, cfg *config.Config) *harborflow.Process {
-	t.Helper()
-	p, err := harborflow.Start(context.Background(), cfg, nil, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Shutdown(); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return p
-}
 
 func runCLI(t *testing.T, args ...string) (string, error) {
 	t.Helper()
@@ -160,15 +142,8 @@ func TestRunEventsStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := startInProcess(t, cfg)
-	req, _ := http.NewRequest(http.MethodPost, "http://"+p.ReceiverAddr()+"/webhooks/harbor/harbor", strings.NewReader(push(1)))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer cli")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 202 {
-		t.Fatalf("webhook: %v %v", err, resp)
-	}
-	resp.Body.Close()
+	p := startStages(t, cfg)
+	postWebhook(t, p.ReceiverAddr(), "Bearer cli", push(1))
 
 	// The ops commands need no secrets.
 	t.Setenv("HARBOR_WEBHOOK_AUTH", "")

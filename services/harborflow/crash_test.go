@@ -128,8 +128,14 @@ sources:
 }
 
 func push(i int) string {
-	return fmt.Sprintf(`{"type":"PUSH_ARTIFACT","occur_at":%d,"operator":"admin","event_data":{"resources":[{"digest":"sha256:%064x","tag":"4.2.0.%d"}],"repository":{"name":"am","namespace":"wso2-apim","repo_full_name":"wso2-apim/am","repo_type":"private"}}}`,
-		1763855000+i, i, i)
+	return harborPush(fmt.Sprintf("sha256:%064x", i), fmt.Sprintf("4.2.0.%d", i), int64(1763855000+i))
+}
+
+// harborPush is the body of Harbor's PUSH_ARTIFACT webhook for wso2-apim/am@digest tagged tag, occurred at the
+// unix time at.
+func harborPush(digest, tag string, at int64) string {
+	return fmt.Sprintf(`{"type":"PUSH_ARTIFACT","occur_at":%d,"operator":"admin","event_data":{"resources":[{"digest":%q,"tag":%q}],"repository":{"name":"am","namespace":"wso2-apim","repo_full_name":"wso2-apim/am","repo_type":"private"}}}`,
+		at, digest, tag)
 }
 
 // TestAcknowledgedWebhooksSurviveSIGKILL loads `harborflow run`, kills it with SIGKILL in the middle of the

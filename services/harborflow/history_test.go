@@ -24,7 +24,7 @@ func TestHistoryPrintsOneRepositoryOldestFirst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := startInProcess(t, cfg)
+	p := startStages(t, cfg)
 	b := connectBus(t, p.NATSURL)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

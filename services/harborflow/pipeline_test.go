@@ -2,11 +2,8 @@ package harborflow_test
 
 import (
 	"context"
-	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -46,17 +43,8 @@ func TestWebhookAndPollBecomeInspectedImages(t *testing.T) {
 	}
 	cfg.Rebuilds = []config.Rebuild{{Name: "acme-am", Base: reg.Ref("wso2-apim/am:4.2.0"), Builder: config.BuilderOverlay,
 		Context: overlay, Owner: "802:802", Target: reg.Ref("acme/am"), Tag: imagetag.DefaultTemplate, Timeout: time.Minute}}
-	p := startInProcess(t, &cfg)
-	body := fmt.Sprintf(`{"type":"PUSH_ARTIFACT","occur_at":%d,"operator":"admin","event_data":{"resources":[{"digest":%q,"tag":"4.2.0.15"}],"repository":{"name":"am","namespace":"wso2-apim","repo_full_name":"wso2-apim/am","repo_type":"private"}}}`,
-		time.Now().Unix(), pushed.Digest)
-	req, _ := http.NewRequest(http.MethodPost, "http://"+p.ReceiverAddr()+"/webhooks/harbor/harbor", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer p")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 202 {
-		t.Fatalf("webhook: %v %v", err, resp)
-	}
-	resp.Body.Close()
+	p := startStages(t, &cfg)
+	postWebhook(t, p.ReceiverAddr(), "Bearer p", harborPush(pushed.Digest, "4.2.0.15", time.Now().Unix()))
 
 	b := connectBus(t, p.NATSURL)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -46,7 +46,7 @@ rebuilds:
 	if err != nil {
 		t.Fatal(err)
 	}
-	startInProcess(t, cfg)
+	startStages(t, cfg)
 	// harborflow rebuild runs the rebuilder: it needs the registries' credentials, not the receiver's secrets.
 	unsetenv(t, "HARBOR_WEBHOOK_AUTH")
 

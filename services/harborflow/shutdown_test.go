@@ -41,16 +41,9 @@ func TestShutdown(t *testing.T) {
 		silent := silentRegistry(t)
 		dir := t.TempDir()
 		httpAddr, natsAddr := freeAddr(t), freeAddr(t)
-		cfg := writeYAML(t, dir, fmt.Sprintf(`nats: {listen: %s, store_dir: %s}
-http: {listen: %s}
-log: {level: info}
-sources:
-  - {name: harbor, kind: harbor, host: %q, secrets: ["${HARBOR_WEBHOOK_AUTH}"]}
-registries:
-  - {host: %q, plain_http: true}
-`, natsAddr, filepath.Join(dir, "nats"), httpAddr, silent.addr, silent.addr))
+		cfg := writeYAML(t, dir, registryConfig(dir, httpAddr, natsAddr, silent.addr))
 		p := startHarborflow(t, bin, cfg, httpAddr, natsAddr)
-		postWebhook(t, httpAddr, push(1))
+		postWebhook(t, httpAddr, "Bearer crash-test", push(1))
 		waitFor(t, "the inspector to ask the registry", func() bool { return silent.accepted.Load() > 0 })
 		return p
 	}
@@ -112,23 +105,15 @@ registries:
 			t.Fatal(err)
 		}
 		httpAddr, natsAddr := freeAddr(t), freeAddr(t)
-		cfg := writeYAML(t, dir, fmt.Sprintf(`nats: {listen: %s, store_dir: %s}
-http: {listen: %s}
-log: {level: info}
-sources:
-  - {name: harbor, kind: harbor, host: %q, secrets: ["${HARBOR_WEBHOOK_AUTH}"]}
-registries:
-  - {host: %q, plain_http: true}
-rebuilds:
+		cfg := writeYAML(t, dir, registryConfig(dir, httpAddr, natsAddr, reg.Host)+fmt.Sprintf(`rebuilds:
   - {name: acme-am, base: %q, builder: dockerfile, context: %s, target: %q}
-`, natsAddr, filepath.Join(dir, "nats"), httpAddr, reg.Host, reg.Host, reg.Ref("wso2-apim/am:4.2.0"), buildCtx, reg.Ref("acme/am")))
+`, reg.Ref("wso2-apim/am:4.2.0"), buildCtx, reg.Ref("acme/am")))
 		tmp := filepath.Join(dir, "tmp")
 		if err := os.MkdirAll(tmp, 0o755); err != nil {
 			t.Fatal(err)
 		}
 		p := startHarborflow(t, bin, cfg, httpAddr, natsAddr, "TMPDIR="+tmp)
-		postWebhook(t, httpAddr, fmt.Sprintf(`{"type":"PUSH_ARTIFACT","occur_at":%d,"operator":"admin","event_data":{"resources":[{"digest":%q,"tag":"4.2.0.15"}],"repository":{"name":"am","namespace":"wso2-apim","repo_full_name":"wso2-apim/am","repo_type":"private"}}}`,
-			time.Now().Unix(), base.Digest))
+		postWebhook(t, httpAddr, "Bearer crash-test", harborPush(base.Digest, "4.2.0.15", time.Now().Unix()))
 		waitFor(t, "buildah to wait for a base layer", func() bool { return blobWaits.Load() > 0 })
 		if len(processesUnder(t, tmp)) == 0 {
 			t.Fatalf("no buildah process runs under %s while it pulls\n%s", tmp, p.logs)
@@ -202,6 +187,18 @@ func silentRegistry(t *testing.T) *silent {
 	return s
 }
 
+// registryConfig is a configuration whose Harbor source and plain-HTTP registry are host, storing in dir.
+func registryConfig(dir, httpAddr, natsAddr, host string) string {
+	return fmt.Sprintf(`nats: {listen: %s, store_dir: %s}
+http: {listen: %s}
+log: {level: info}
+sources:
+  - {name: harbor, kind: harbor, host: %q, secrets: ["${HARBOR_WEBHOOK_AUTH}"]}
+registries:
+  - {host: %q, plain_http: true}
+`, natsAddr, filepath.Join(dir, "nats"), httpAddr, host, host)
+}
+
 func writeYAML(t *testing.T, dir, text string) string {
 	t.Helper()
 	path := filepath.Join(dir, "harborflow.yaml")
@@ -211,11 +208,11 @@ func writeYAML(t *testing.T, dir, text string) string {
 	return path
 }
 
-func postWebhook(t *testing.T, httpAddr, body string) {
+func postWebhook(t *testing.T, httpAddr, auth, body string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, "http://"+httpAddr+"/webhooks/harbor/harbor", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer crash-test")
+	req.Header.Set("Authorization", auth)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

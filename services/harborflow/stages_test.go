@@ -67,8 +67,7 @@ func TestStagesInSeparateProcesses(t *testing.T) {
 	start(event.StageRebuilder)
 
 	for d, i := range digests {
-		postWebhookTo(t, receiver.ReceiverAddr(), fmt.Sprintf(`{"type":"PUSH_ARTIFACT","occur_at":%d,"operator":"admin","event_data":{"resources":[{"digest":%q,"tag":"4.2.0.%d"}],"repository":{"name":"am","namespace":"wso2-apim","repo_full_name":"wso2-apim/am","repo_type":"private"}}}`,
-			time.Now().Unix(), d, i))
+		postWebhook(t, receiver.ReceiverAddr(), "Bearer p", harborPush(d, fmt.Sprintf("4.2.0.%d", i), time.Now().Unix()))
 	}
 
 	// Every image is inspected once: the pushed ones and the polled one.
@@ -121,7 +120,8 @@ func TestStagesInSeparateProcesses(t *testing.T) {
 	}
 }
 
-// startStages runs the stages called names of cfg in this process until the test ends.
+// startStages runs the stages called names of cfg (every stage without names) in this process, and shuts it
+// down, checking the shutdown, when the test ends.
 func startStages(t *testing.T, cfg *config.Config, names ...string) *harborflow.Process {
 	t.Helper()
 	p, err := harborflow.Start(context.Background(), cfg, names, zap.NewNop())
@@ -134,21 +134,6 @@ func startStages(t *testing.T, cfg *config.Config, names ...string) *harborflow.
 		}
 	})
 	return p
-}
-
-func postWebhookTo(t *testing.T, addr, body string) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/webhooks/harbor/harbor", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer p")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("webhook answered %s", resp.Status)
-	}
 }
 
 func get(t *testing.T, url string) (int, string) {
