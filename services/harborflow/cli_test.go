@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/services/harborflow"
 )
