@@ -85,10 +85,12 @@ func run(ctx context.Context, path string, names []string) error {
 		log.Error("start failed", zap.Error(err))
 		return err
 	}
+	// A stage that failed on its own stops the process too, which then exits non-zero: a supervisor restarts it.
+	var failed error
 	select {
 	case <-ctx.Done():
-	case err := <-p.failed:
-		log.Error("a stage failed", zap.Error(err))
+	case failed = <-p.failed:
+		log.Error("a stage failed", zap.Error(failed))
 	}
 	// A second signal: the operator does not want to wait. Listen for it before the first listener goes, so
 	// that no signal falls between them.
@@ -106,10 +108,10 @@ func run(ctx context.Context, path string, names []string) error {
 	start := time.Now()
 	if err := p.Shutdown(); err != nil {
 		log.Error("shutdown incomplete", zap.Error(err), zap.Duration(logging.FieldDuration, time.Since(start)))
-		return err
+		return errors.Join(failed, err)
 	}
 	log.Info("stopped", zap.Duration(logging.FieldDuration, time.Since(start)))
-	return nil
+	return failed
 }
 
 // Process is harborflow's stages running in this process, with what they share: the NATS connection (and the
