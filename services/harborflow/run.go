@@ -306,16 +306,24 @@ wait:
 			break wait
 		}
 	}
-	if p.ops != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	// The probes' listener closes while NATS drains, not before it: its wait for a probe or scrape in flight
+	// (at most drainBound) must not add to the stop's bound of the grace plus config.DrainTimeout.
+	opsClosed := make(chan struct{})
+	go func() {
+		defer close(opsClosed)
+		if p.ops == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), drainBound)
+		defer cancel()
 		if err := p.ops.Shutdown(ctx); err != nil {
 			_ = p.ops.Close()
 		}
-		cancel()
-	}
+	}()
 	if p.nc != nil {
 		errs = append(errs, drain(p.nc))
 	}
+	<-opsClosed
 	if p.server != nil {
 		p.server.Shutdown()
 	}
