@@ -75,8 +75,10 @@ func (kv *KV) Get(ctx context.Context, key string, m proto.Message) (uint64, err
 	if err != nil {
 		return 0, err
 	}
-	if err := e.Decode(m); err != nil {
-		return 0, Permanent(fmt.Errorf("reading %s of KV bucket %s: %w", key, kv.bucket, err))
+	if err := decodeOptions.Unmarshal(e.Value, m); err != nil {
+		// Not e.Decode, whose error names the key too: it is named once, here.
+		return 0, Permanent(fmt.Errorf("reading %s of KV bucket %s: decoding %s: %w", key, kv.bucket,
+			m.ProtoReflect().Descriptor().FullName(), err))
 	}
 	return e.Revision, nil
 }

@@ -3,6 +3,7 @@ package bus_test
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,6 +92,27 @@ func TestKVDecodesValuesWithUnknownFields(t *testing.T) {
 				t.Errorf("Decode of a listed value with unknown fields: %v", err)
 			}
 		})
+	}
+}
+
+// A value that does not decode is permanent (reading it again cannot help), and the error names its key once.
+func TestKVGetOfAnUndecodableValue(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	kv, err := e.bus.KeyValue(ctx, event.BucketRebuilds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := event.Key("recipe", "broken")
+	if _, err := kv.PutBytes(ctx, key, []byte(`{"updateLevel":"not a number"}`)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = kv.Get(ctx, key, &harborflowv1.RecipeState{})
+	if !bus.IsPermanent(err) {
+		t.Fatalf("Get of an undecodable value = %v, want a permanent error", err)
+	}
+	if n := strings.Count(err.Error(), key); n != 1 {
+		t.Errorf("error %q names the key %d times, want once", err, n)
 	}
 }
 

@@ -8,8 +8,8 @@ import (
 	"github.com/harborflow/harborflow/pkg/event"
 )
 
-// Common are the sections every process reads, whichever stages it runs: where NATS is, how it logs, and its
-// ops listener and shutdown grace. The ops commands (events, status, history) read only nats and log.
+// commonSections are the sections every process reads, whichever stages it runs: where NATS is, how it logs,
+// and its ops listener and shutdown grace. The ops commands (events, status, history) read only nats and log.
 var commonSections = []string{"nats", "log", "ops"}
 
 // Use is a part of the file a stage reads: a section, a key within one, or the items of a list whose kind is

@@ -94,10 +94,10 @@ func readHistory(ctx context.Context, kv *bus.KV, host, repository string) ([]*h
 
 // currentTags leaves each tag on one record only: the one it points to now. A record keeps every tag it was
 // ever pushed with, so after a tag moves, the digest it left still lists it. The newest record carrying a tag
-// wins: the one last seen latest (the inspector sets last_seen when it adds a tag to a record, and a new
-// record's last_seen is when it was first seen), ties going to the record written last (records come in KV
-// write order). A tag that moves back to a digest that already lists it is not recorded again by the
-// inspector, so it stays on the digest it moved to last.
+// wins: the one last seen latest (the inspector sets last_seen when it adds a tag to a record, when a tag moves
+// back to a digest that already lists it, and a new record's last_seen is when it was first seen), ties going to
+// the record written last (records come in KV write order). So a tag that moves back is shown on the digest it
+// moved back to.
 func currentTags(records []*harborflowv1.ImageRecord) {
 	owner := map[string]*harborflowv1.ImageRecord{}
 	for _, r := range records {

@@ -85,10 +85,12 @@ func run(ctx context.Context, path string, names []string) error {
 		log.Error("start failed", zap.Error(err))
 		return err
 	}
+	// A stage that failed on its own stops the process too, which then exits non-zero: a supervisor restarts it.
+	var failed error
 	select {
 	case <-ctx.Done():
-	case err := <-p.failed:
-		log.Error("a stage failed", zap.Error(err))
+	case failed = <-p.failed:
+		log.Error("a stage failed", zap.Error(failed))
 	}
 	// A second signal: the operator does not want to wait. Listen for it before the first listener goes, so
 	// that no signal falls between them.
@@ -106,10 +108,10 @@ func run(ctx context.Context, path string, names []string) error {
 	start := time.Now()
 	if err := p.Shutdown(); err != nil {
 		log.Error("shutdown incomplete", zap.Error(err), zap.Duration(logging.FieldDuration, time.Since(start)))
-		return err
+		return errors.Join(failed, err)
 	}
 	log.Info("stopped", zap.Duration(logging.FieldDuration, time.Since(start)))
-	return nil
+	return failed
 }
 
 // Process is harborflow's stages running in this process, with what they share: the NATS connection (and the
@@ -304,16 +306,24 @@ wait:
 			break wait
 		}
 	}
-	if p.ops != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	// The probes' listener closes while NATS drains, not before it: its wait for a probe or scrape in flight
+	// (at most drainBound) must not add to the stop's bound of the grace plus config.DrainTimeout.
+	opsClosed := make(chan struct{})
+	go func() {
+		defer close(opsClosed)
+		if p.ops == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), drainBound)
+		defer cancel()
 		if err := p.ops.Shutdown(ctx); err != nil {
 			_ = p.ops.Close()
 		}
-		cancel()
-	}
+	}()
 	if p.nc != nil {
 		errs = append(errs, drain(p.nc))
 	}
+	<-opsClosed
 	if p.server != nil {
 		p.server.Shutdown()
 	}
