@@ -15,6 +15,7 @@ import (
 	"github.com/harborflow/harborflow/pkg/glob"
 	"github.com/harborflow/harborflow/pkg/imageref"
 	"github.com/harborflow/harborflow/pkg/imagetag"
+	"github.com/harborflow/harborflow/pkg/platform"
 )
 
 // validate checks every value that decoding cannot, and reports each problem with its key and line.
@@ -108,6 +109,7 @@ func (l *loader) validate(c *Config) error {
 						l.fail(fmt.Sprintf("%s.tags[%d]", rk, k), fmt.Sprintf("is not a valid regular expression: %v", err))
 					}
 				}
+				l.checkPlatforms(rk+".platforms", r.Platforms)
 			}
 		default:
 			l.fail(key+".kind", fmt.Sprintf("must be harbor, distribution or poll, not %q", s.Kind))
@@ -162,8 +164,16 @@ func (l *loader) checkHostPort(key, v string) {
 var (
 	recipeName = regexp.MustCompile(`^[a-z0-9-]+$`)
 	owner      = regexp.MustCompile(`^\d+:\d+$`)
-	platform   = regexp.MustCompile(`^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$`)
 )
+
+// checkPlatforms fails each entry of list (at key) that is not an os/arch[/variant] platform.
+func (l *loader) checkPlatforms(key string, list []string) {
+	for i, p := range list {
+		if _, _, _, err := platform.Parse(p); err != nil {
+			l.fail(fmt.Sprintf("%s[%d]", key, i), fmt.Sprintf("must be os/arch[/variant], e.g. linux/amd64, not %q", p))
+		}
+	}
+}
 
 func (l *loader) validateRebuilds(rebuilds []Rebuild) {
 	names := map[string]int{}
@@ -189,11 +199,7 @@ func (l *loader) validateRebuilds(rebuilds []Rebuild) {
 		if !owner.MatchString(r.Owner) {
 			l.fail(key+".owner", fmt.Sprintf("must be uid:gid in numbers, e.g. 802:802, not %q", r.Owner))
 		}
-		for j, p := range r.Platforms {
-			if !platform.MatchString(p) {
-				l.fail(fmt.Sprintf("%s.platforms[%d]", key, j), fmt.Sprintf("must be os/arch[/variant], e.g. linux/amd64, not %q", p))
-			}
-		}
+		l.checkPlatforms(key+".platforms", r.Platforms)
 		if r.Timeout < 0 {
 			l.fail(key+".timeout", "must be a positive duration")
 		}

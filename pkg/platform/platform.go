@@ -4,6 +4,8 @@ package platform
 
 import (
 	"fmt"
+	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -16,11 +18,14 @@ func Format(os, architecture, variant string) string {
 	return s
 }
 
-// Parse splits os/architecture[/variant].
+// part is what each of os, architecture and variant may hold: OCI's values are lower case (linux, arm64, v8).
+var part = regexp.MustCompile(`^[a-z0-9_]+$`)
+
+// Parse splits os/architecture[/variant], each part lower-case letters, digits or _.
 func Parse(s string) (os, architecture, variant string, err error) {
 	parts := strings.Split(s, "/")
-	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" || len(parts) == 3 && parts[2] == "" {
-		return "", "", "", fmt.Errorf("platform %q: want os/architecture[/variant], e.g. linux/amd64", s)
+	if len(parts) < 2 || len(parts) > 3 || slices.ContainsFunc(parts, func(p string) bool { return !part.MatchString(p) }) {
+		return "", "", "", fmt.Errorf("platform %q: want os/architecture[/variant] in lower case, e.g. linux/amd64", s)
 	}
 	if len(parts) == 3 {
 		variant = parts[2]

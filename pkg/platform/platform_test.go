@@ -19,7 +19,7 @@ func TestFormatAndParse(t *testing.T) {
 			t.Errorf("Parse(%q) = %q, %q, %q, %v", tc.s, os, arch, variant, err)
 		}
 	}
-	for _, s := range []string{"", "linux", "linux/", "/amd64", "linux/arm64/", "linux/arm64/v8/x"} {
+	for _, s := range []string{"", "linux", "linux/", "/amd64", "linux/arm64/", "linux/arm64/v8/x", "Linux/amd64", "linux/amd 64"} {
 		if _, _, _, err := platform.Parse(s); err == nil {
 			t.Errorf("Parse(%q) accepted", s)
 		}
