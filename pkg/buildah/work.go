@@ -96,8 +96,8 @@ func NewEnv(dir, driver string, regs []Host) (*Env, error) {
 			// buildah's --tls-verify applies to every registry of an invocation; registries.conf is per host.
 			fmt.Fprintf(&regConf, "\n[[registry]]\nlocation = %q\ninsecure = true\n", r.Name)
 		}
-		if r.Username != "" || r.Password != "" {
-			cred := base64.StdEncoding.EncodeToString([]byte(r.Username + ":" + r.Password))
+		if r.Username != "" || r.Password.Value() != "" {
+			cred := base64.StdEncoding.EncodeToString([]byte(r.Username + ":" + r.Password.Value()))
 			auths[authKey(r.Name)] = map[string]string{"auth": cred}
 		}
 		if r.CAFile != "" {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/imagetag"
+	"github.com/harborflow/harborflow/pkg/secret"
 )
 
 // DefaultFile is the file every harborflow command reads when neither --config nor $HARBORFLOW_CONFIG is set.
@@ -272,20 +273,8 @@ type Retention struct {
 	Schedule       time.Duration `yaml:"schedule"`
 }
 
-// Secret is a value that must never be printed: fmt, JSON and YAML encoders show it as [redacted].
-type Secret string
-
-// String redacts the secret.
-func (Secret) String() string { return "[redacted]" }
-
-// GoString redacts the secret for %#v.
-func (Secret) GoString() string { return "[redacted]" }
-
-// MarshalText redacts the secret in JSON and text encoders.
-func (Secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
-
-// Value is the secret itself, for comparing and sending.
-func (s Secret) Value() string { return string(s) }
+// Secret is a value that must never be printed (see package secret).
+type Secret = secret.Secret
 
 // Default returns the configuration used for every value the file does not set.
 func Default() Config {

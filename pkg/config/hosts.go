@@ -7,13 +7,13 @@ import (
 
 // RegistryHost is the registry client's settings for this registries: entry.
 func (r Registry) RegistryHost() registry.Host {
-	return registry.Host{Name: r.Host, Username: r.Username, Password: r.Password.Value(), CAFile: r.CAFile,
+	return registry.Host{Name: r.Host, Username: r.Username, Password: r.Password, CAFile: r.CAFile,
 		Insecure: r.Insecure, PlainHTTP: r.PlainHTTP, MaxConcurrency: r.MaxConcurrency}
 }
 
 // BuildahHost is buildah's settings for this registries: entry.
 func (r Registry) BuildahHost() buildah.Host {
-	return buildah.Host{Name: r.Host, Username: r.Username, Password: r.Password.Value(), CAFile: r.CAFile,
+	return buildah.Host{Name: r.Host, Username: r.Username, Password: r.Password, CAFile: r.CAFile,
 		Insecure: r.Insecure, PlainHTTP: r.PlainHTTP}
 }
 

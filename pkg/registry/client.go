@@ -163,7 +163,7 @@ func New(regs []Host, opts ...Opt) (*Client, error) {
 		h := rcconfig.Host{
 			Name:          r.Name,
 			User:          r.Username,
-			Pass:          r.Password,
+			Pass:          r.Password.Value(),
 			TLS:           rcconfig.TLSEnabled,
 			ReqConcurrent: int64(concurrency(r, DefaultMaxConcurrency)),
 			RepoAuth:      true,

@@ -10,13 +10,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/harborflow/harborflow/pkg/registry"
+	"github.com/harborflow/harborflow/pkg/secret"
 )
 
 // A stage resolves the tag an event names with a HEAD, skips digests it knows, and inspects the rest by
 // digest; a rate limit or an outage is handed back to the bus with the registry's delay.
 func ExampleClient() {
 	c, err := registry.New([]registry.Host{
-		{Name: "harbor.acme.example", Username: "robot$harborflow", Password: os.Getenv("HARBOR_ROBOT_SECRET"), MaxConcurrency: 8},
+		{Name: "harbor.acme.example", Username: "robot$harborflow", Password: secret.Secret(os.Getenv("HARBOR_ROBOT_SECRET")), MaxConcurrency: 8},
 	}, registry.WithVersion("1.2.3"), registry.WithLogger(zap.NewNop()))
 	if err != nil {
 		panic(err)

@@ -1,5 +1,7 @@
 package registry
 
+import "github.com/harborflow/harborflow/pkg/secret"
+
 // Host is how the client reaches one registry host: its name as references spell it, credentials, TLS and
 // how many requests may run at once. The zero value of every setting but Name is the safe default:
 // anonymous, verified TLS against the system roots, DefaultMaxConcurrency.
@@ -8,7 +10,7 @@ type Host struct {
 	Name string
 	// Username and Password are the credentials; empty reads anonymously.
 	Username string
-	Password string
+	Password secret.Secret
 	// CAFile is a PEM file of extra CA certificates trusted for this host, besides the system roots.
 	CAFile string
 	// Insecure turns TLS verification off.
