@@ -44,8 +44,10 @@ func defaultBackOff() []time.Duration {
 }
 
 // cancelWait bounds how long Shutdown waits for the handlers to return after it cancelled their contexts. A
-// handler that honours its context returns within milliseconds; one that does not is reported, not waited for.
-const cancelWait = 3 * time.Second
+// handler that honours its context returns within milliseconds (a buildah build within about a second); one
+// that does not is reported, not waited for. It is shorter than the 2 s a process gives its stages after the
+// grace (harborflow's cancelBound), so that this report, naming the stage, is what the process logs.
+const cancelWait = 1500 * time.Millisecond
 
 // stageName is what a durable consumer name and the last token of dlq.<stage> may be.
 var stageName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)

@@ -338,8 +338,9 @@ func drain(nc *nats.Conn) error {
 	closed := make(chan struct{})
 	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
 	if err := nc.Drain(); err != nil {
+		// Already closed, or reconnecting: what was not flushed is redelivered (unacked) or answered 503.
 		nc.Close()
-		return nil
+		return fmt.Errorf("draining the NATS connection: %w", err)
 	}
 	select {
 	case <-closed:
