@@ -41,6 +41,13 @@ type Readier interface {
 	Ready(ctx context.Context) error
 }
 
+// Failer is a Stage whose background work can end on its own, before Shutdown.
+type Failer interface {
+	// Failed delivers the error that ended the stage's work before Shutdown, at most once, and is closed when
+	// the work has ended.
+	Failed() <-chan error
+}
+
 // Consumer is what a consuming stage declares: its durable consumer and its handler.
 type Consumer interface {
 	// ConsumerConfig is the stage's durable consumer: subjects, durable name, deliveries, concurrency.
@@ -98,9 +105,9 @@ func (s *consuming) Ready(ctx context.Context) error {
 }
 
 // Loop is the Stage that runs run in the background until Shutdown cancels its context. run returns when its
-// context ends; an error it returns before that is the stage's failure, reported by Shutdown.
+// context ends; an error it returns before that is the stage's failure, delivered by Failed.
 func Loop(name string, run func(ctx context.Context) error) Stage {
-	return &loop{name: name, run: run}
+	return &loop{name: name, run: run, failed: make(chan error, 1)}
 }
 
 type loop struct {
@@ -108,6 +115,7 @@ type loop struct {
 	run    func(ctx context.Context) error
 	cancel context.CancelFunc
 	done   chan error
+	failed chan error
 }
 
 func (l *loop) Name() string { return l.name }
@@ -116,9 +124,22 @@ func (l *loop) Start(context.Context) error {
 	// The loop's context is its own: it ends at Shutdown, not when the start does.
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel, l.done = cancel, make(chan error, 1)
-	go func() { l.done <- l.run(ctx) }()
+	go func() {
+		err := l.run(ctx)
+		if ctx.Err() == nil {
+			if err == nil {
+				err = errors.New("stopped on its own")
+			}
+			l.failed <- fmt.Errorf("stage %s: %w", l.name, err)
+			err = nil // reported once, by Failed
+		}
+		close(l.failed)
+		l.done <- err
+	}()
 	return nil
 }
+
+func (l *loop) Failed() <-chan error { return l.failed }
 
 // Shutdown cancels the loop at once: a loop's work in flight is a poll, which the next start does again.
 func (l *loop) Shutdown(ctx context.Context) error {

@@ -143,7 +143,7 @@ func Start(ctx context.Context, cfg *config.Config, names []string, log *zap.Log
 	if err != nil {
 		return nil, err
 	}
-	p = &Process{log: log, grace: cfg.Ops.ShutdownGrace, failed: make(chan error, len(defs)), Metrics: prometheus.NewRegistry()}
+	p = &Process{log: log, grace: cfg.Ops.ShutdownGrace, failed: make(chan error, len(defs)+1), Metrics: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
 			_ = p.Shutdown()
@@ -205,6 +205,13 @@ func Start(ctx context.Context, cfg *config.Config, names []string, log *zap.Log
 			return p, fmt.Errorf("stage %s: %w", d.name, err)
 		}
 		p.stages = append(p.stages, s)
+		if f, ok := s.(stage.Failer); ok {
+			go func() {
+				if err, failed := <-f.Failed(); failed {
+					p.failed <- err
+				}
+			}()
+		}
 		log.Info("stage started", zap.String(logging.FieldStage, d.name))
 	}
 	if !slices.ContainsFunc(p.stages, func(s stage.Stage) bool { return s.Name() == event.StageReceiver }) {
