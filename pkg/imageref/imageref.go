@@ -92,18 +92,6 @@ func (r Ref) String() string {
 	return s
 }
 
-// WithDigest returns r pinned to digest d, its tag kept.
-func (r Ref) WithDigest(d string) Ref {
-	r.Digest = d
-	return r
-}
-
-// WithTag returns r with tag t and no digest.
-func (r Ref) WithTag(t string) Ref {
-	r.Tag, r.Digest = t, ""
-	return r
-}
-
 // Project is the first path segment of the repository: the project (Harbor) or namespace.
 func (r Ref) Project() string { return Project(r.Repository) }
 

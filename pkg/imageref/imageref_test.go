@@ -49,11 +49,8 @@ func TestHelpers(t *testing.T) {
 	if r.Name() != "harbor.acme.example/wso2-dev/acme-am" || r.Project() != "wso2-dev" || r.Registry != "harbor.acme.example" {
 		t.Errorf("Name %q, Project %q, Registry %q", r.Name(), r.Project(), r.Registry)
 	}
-	if got := r.WithDigest(dig).String(); got != r.Name()+":4.2.0.15.1@"+dig {
-		t.Errorf("WithDigest: %s", got)
-	}
-	if got := r.WithDigest(dig).WithTag("x").String(); got != r.Name()+":x" {
-		t.Errorf("WithTag: %s", got)
+	if r.Digest = dig; r.String() != r.Name()+":4.2.0.15.1@"+dig {
+		t.Errorf("String with a digest: %s", r.String())
 	}
 	if rc := (imageref.Ref{Registry: "h.example", Repository: "a"}).RegClient(); rc.Tag != "latest" || rc.CommonName() != "h.example/a:latest" {
 		t.Errorf("RegClient of a bare repository: %+v", rc)

@@ -104,7 +104,7 @@ func run(ctx context.Context, path string, names []string) error {
 		_ = log.Sync()
 		os.Exit(1)
 	}()
-	log.Info("shutting down", zap.Duration("grace", cfg.Ops.ShutdownGrace))
+	log.Info("shutting down", zap.Duration("grace", cfg.Ops.ShutdownGrace), zap.Duration("within", cfg.Ops.StopTimeout()))
 	start := time.Now()
 	if err := p.Shutdown(); err != nil {
 		log.Error("shutdown incomplete", zap.Error(err), zap.Duration(logging.FieldDuration, time.Since(start)))
