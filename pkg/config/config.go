@@ -96,6 +96,9 @@ type HTTP struct {
 	MaxBodyBytes int64  `yaml:"max_body_bytes"`
 	// PublishTimeout bounds the wait for JetStream's ack of one webhook before answering 503.
 	PublishTimeout time.Duration `yaml:"publish_timeout"`
+	// PublicURL is where registries reach the receiver (https://harborflow.acme.example), for the webhook
+	// policies `harborflow harbor setup-webhooks` writes; empty: http://<http.listen>.
+	PublicURL string `yaml:"public_url"`
 }
 
 // Ops is what every process has besides its stages: a listener for /healthz, /readyz and /metrics, and how it

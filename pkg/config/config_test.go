@@ -129,6 +129,7 @@ func TestParseErrorsNameFileKeyAndLine(t *testing.T) {
 			[]string{"bad.yaml:6: rebuilds[0].platforms[0]: must be os/arch[/variant]"}},
 		{"bad poll platform", "sources:\n  - name: w\n    kind: poll\n    repositories:\n      - repository: r.example/am\n        platforms: [Linux/amd64]\n",
 			[]string{"bad.yaml:6: sources[0].repositories[0].platforms[0]: must be os/arch[/variant]", "Linux/amd64"}},
+		{"bad public url", "http:\n  public_url: harborflow.acme.example\n", []string{"bad.yaml:2: http.public_url: must be an http:// or https:// URL"}},
 		{"missing creds file", "nats:\n  url: nats://n:4222\n  creds_file: /nonexistent/harborflow.creds\n", []string{`bad.yaml:3: nats.creds_file: cannot read "/nonexistent/harborflow.creds": no such file or directory`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

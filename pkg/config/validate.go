@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -58,6 +59,11 @@ func (l *loader) validate(c *Config) error {
 	}
 	if c.HTTP.PublishTimeout <= 0 {
 		l.fail("http.publish_timeout", "must be a positive duration")
+	}
+	if c.HTTP.PublicURL != "" {
+		if u, err := url.Parse(c.HTTP.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			l.fail("http.public_url", fmt.Sprintf("must be an http:// or https:// URL without credentials, such as https://harborflow.acme.example, not %q", c.HTTP.PublicURL))
+		}
 	}
 	l.checkHostPort("ops.listen", c.Ops.Listen)
 	if c.Ops.ShutdownGrace <= 0 {
