@@ -142,17 +142,21 @@ func TestAReceiverSlowerThanTheTimeoutGetsTheSameBodyAgain(t *testing.T) {
 		}
 		return http.StatusOK
 	})
-	opts := fastOptions()
-	opts.Timeout = 100 * time.Millisecond
-	n := newTestNotifier(t, opts)
+	n := newTestNotifier(t, fastOptions())
 	n.Notify(7, 3, []Target{{Type: "http", Address: rc.URL, PayloadFormat: formatCloudEvents}}, pushEvent())
 	ds := wait(t, n)
 
+	// The second attempt is answered at once; a third only if a loaded machine took longer than the timeout.
 	reqs := rc.requests()
-	if len(reqs) != 2 || !bytes.Equal(reqs[0].Body, reqs[1].Body) {
-		t.Fatalf("%d requests; bodies\n%s", len(reqs), bodies(reqs))
+	if len(reqs) < 2 {
+		t.Fatalf("%d requests, want the first again", len(reqs))
 	}
-	if len(ds) != 2 || ds[0].Err == nil || !errors.Is(ds[0].Err, context.DeadlineExceeded) || ds[0].Status != 0 || !ds[1].OK() {
+	for _, r := range reqs[1:] {
+		if !bytes.Equal(r.Body, reqs[0].Body) {
+			t.Fatalf("bodies differ:\n%s", bodies(reqs))
+		}
+	}
+	if len(ds) != len(reqs) || !errors.Is(ds[0].Err, context.DeadlineExceeded) || ds[0].Status != 0 || !ds[len(ds)-1].OK() {
 		t.Fatalf("deliveries %+v", ds)
 	}
 }
