@@ -64,8 +64,11 @@ func (s *Server) registryFront(w http.ResponseWriter, r *http.Request) {
 	p := s.st.projectByName(projectName)
 	allowed := ok && p != nil && s.allowed(u, p, need)
 	s.mu.Unlock()
+	// Harbor challenges a HEAD without credentials even where anonymous reads are allowed, so that CLIs log
+	// in (goharbor/harbor#11271, src/server/middleware/v2auth).
+	headWithout := r.Method == http.MethodHead && r.Header.Get("Authorization") == ""
 	switch {
-	case !ok || (!allowed && u.anonymous()):
+	case !ok || headWithout || (!allowed && u.anonymous()):
 		w.Header().Set("Www-Authenticate", s.challenge(scope, false))
 		writeError(w, errorf(http.StatusUnauthorized, codeUnauthorized, "unauthorized to access repository: %s, action: %s", name, actionOf(need)))
 		return
