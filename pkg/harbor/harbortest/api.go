@@ -76,7 +76,23 @@ func (s *Server) apiHandler() http.Handler {
 	h("PUT "+proj+"/webhook/policies/{policy}", s.updatePolicy)
 	h("DELETE "+proj+"/webhook/policies/{policy}", s.deletePolicy)
 	h("GET "+proj+"/webhook/events", s.supportedEvents)
-	h(base+"/", func(c *call) *apiError { return errNotFound("%s not found", c.r.URL.Path) })
+	h(base+"/", func(c *call) *apiError {
+		// A path that exists for other methods is a 405, as go-swagger's router answers (HARBOR.md §7:
+		// POST …/webhook/policies/test).
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+			other := c.r.Clone(c.r.Context())
+			other.Method = m
+			if _, pattern := mux.Handler(other); m != c.r.Method && pattern != base+"/" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			c.w.Header().Set("Allow", strings.Join(allow, ", "))
+			return errorf(http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "method %s is not allowed, but [%s] are", c.r.Method, strings.Join(allow, ","))
+		}
+		return errNotFound("%s not found", c.r.URL.Path)
+	})
 	return mux
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -222,3 +223,5 @@ func twoPlatforms() registrytest.Index {
 		{Platform: "linux/arm64", Labels: map[string]string{"update_level": "15"}},
 	}}
 }
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
