@@ -207,11 +207,27 @@ func (s *Server) startStore(ctx context.Context) error {
 		return fmt.Errorf("listening for the backing registry: %w", err)
 	}
 	s.innerHost = ln.Addr().String()
-	s.inner = &http.Server{Handler: s.store, ErrorLog: s.opts.errorLog, ReadHeaderTimeout: 10 * time.Second}
+	var h http.Handler = s.store
+	if s.opts.dataDir != "" {
+		h = serialized(h)
+	}
+	s.inner = &http.Server{Handler: h, ErrorLog: s.opts.errorLog, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = s.inner.Serve(ln) }()
 	s.innerHTTP = &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}}
 	s.copier = regclient.New(regclient.WithConfigHost(rcconfig.Host{Name: s.innerHost, TLS: rcconfig.TLSDisabled}))
 	return nil
+}
+
+// serialized serves one request at a time: olareg v0.2.2's directory store reads and sets a repository's
+// "exists" flag without a lock (internal/store/dir.go), which parallel blob uploads to a new repository race
+// on. The memory store has no such flag.
+func serialized(next http.Handler) http.Handler {
+	var mu sync.Mutex
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) stopStore() {
