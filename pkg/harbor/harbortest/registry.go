@@ -151,6 +151,15 @@ func (s *Server) backend(ctx context.Context, method, path string, header http.H
 	return resp, b, nil
 }
 
+// repoLocked is a repository by its project's name and its full name; nil when either is gone.
+func (s *Server) repoLocked(projectName, name string) *repository {
+	p := s.st.projectByName(projectName)
+	if p == nil {
+		return nil
+	}
+	return p.Repos[name]
+}
+
 // relay writes a backing registry's answer to the client.
 func (s *Server) relay(w http.ResponseWriter, resp *http.Response, body []byte) {
 	for k, v := range resp.Header {
@@ -168,9 +177,8 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, body []byte) 
 // PULL_ARTIFACT, a HEAD does not (HARBOR.md §1.3).
 func (s *Server) getManifest(c *call, projectName, name, ref string) {
 	s.mu.Lock()
-	p := s.st.projectByName(projectName)
 	var a *artifact
-	if repo := p.Repos[name]; repo != nil {
+	if repo := s.repoLocked(projectName, name); repo != nil {
 		a = repo.lookup(ref)
 	}
 	s.mu.Unlock()
@@ -231,7 +239,7 @@ func (s *Server) putManifest(c *call, projectName, name, ref string) {
 	}
 	s.mu.Lock()
 	p := s.st.projectByName(projectName)
-	if repo := p.Repos[name]; repo != nil && !isDigest(ref) {
+	if repo := s.repoLocked(projectName, name); repo != nil && !isDigest(ref) {
 		if a, _ := repo.tagged(ref); a != nil && s.immutableLocked(p, repo.short(), ref) {
 			s.mu.Unlock()
 			_, short, _ := strings.Cut(name, "/")
@@ -388,7 +396,7 @@ func (s *Server) deleteManifest(c *call, projectName, name, ref string) {
 	}
 	s.mu.Lock()
 	p := s.st.projectByName(projectName)
-	repo := p.Repos[name]
+	repo := s.repoLocked(projectName, name)
 	var a *artifact
 	if repo != nil {
 		a = repo.Artifacts[ref]
@@ -452,7 +460,7 @@ func (s *Server) forget(name, dig string) {
 func (s *Server) listRegistryTags(c *call, projectName, name string) {
 	s.mu.Lock()
 	var tags []string
-	if repo := s.st.projectByName(projectName).Repos[name]; repo != nil {
+	if repo := s.repoLocked(projectName, name); repo != nil {
 		for t := range repo.tags {
 			tags = append(tags, t)
 		}

@@ -14,7 +14,6 @@ const (
 	codeBadRequest    = "BAD_REQUEST"
 	codeUnauthorized  = "UNAUTHORIZED"
 	codeForbidden     = "FORBIDDEN"
-	codeDenied        = "DENIED"
 	codeNotFound      = "NOT_FOUND"
 	codeConflict      = "CONFLICT"
 	codePrecondition  = "PRECONDITION"
