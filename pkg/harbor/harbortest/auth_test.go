@@ -1,12 +1,17 @@
 package harbortest_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/regclient/regclient/types/ref"
 
 	"github.com/harborflow/harborflow/pkg/harbor/harbortest"
+	"github.com/harborflow/harborflow/pkg/registry/registrytest"
 )
 
 // HARBOR.md §7: a wrong password is anonymous to the API, which still lists public projects and answers 401
@@ -102,4 +107,37 @@ func TestRequestID(t *testing.T) {
 	if a.header.Get("X-Request-Id") == "" {
 		t.Error("no X-Request-Id made")
 	}
+}
+
+// A push needs a role in the project: a plain user is refused through the token flow, a developer pushes
+// and is the event's operator.
+func TestPushNeedsARole(t *testing.T) {
+	rec := newRecorder()
+	s := standIn(t, rec, harbortest.WithUser("dev", "devpass"))
+	s.CreateProject(t, "team", false, nil)
+	subscribe(t, s, "team", "PUSH_ARTIFACT")
+	src := registrytest.New(t)
+	src.PushImage(t, "src/app:1", registrytest.Image{})
+	from, _ := ref.New(src.Host + "/src/app:1")
+	to, _ := ref.New(s.Host() + "/team/app:1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := client(s, src, "dev", "devpass").ImageCopy(ctx, from, to); err == nil {
+		t.Fatal("a user without a role pushed")
+	}
+	a := raw(t, s, http.MethodPut, "/v2/team/app/manifests/1", "dev", "devpass", "{}", "Content-Type", registrytest.MediaOCIManifest)
+	want(t, a, http.StatusUnauthorized)
+	if got := a.header.Get("Www-Authenticate"); !strings.Contains(got, `error="insufficient_scope"`) {
+		t.Errorf("Www-Authenticate %q", got)
+	}
+
+	s.AddMember(t, "team", "dev", harbortest.RoleDeveloper)
+	if err := client(s, src, "dev", "devpass").ImageCopy(ctx, from, to); err != nil {
+		t.Fatalf("a developer's push: %v", err)
+	}
+	if evs := rec.wait(t, 1); evs[0].Operator != "dev" || evs[0].Tag != "1" {
+		t.Errorf("event %+v", evs[0])
+	}
+	// Deleting needs a maintainer.
+	wantError(t, call(t, s, http.MethodDelete, "/projects/team/repositories/app/artifacts/1", "dev", "devpass", nil), http.StatusForbidden, "FORBIDDEN")
 }
