@@ -490,7 +490,7 @@ func (s *Server) deleteMetadata(c *call) *apiError {
 	return nil
 }
 
-func repositoryJSON(p *project, r *repository) map[string]any {
+func repositoryJSON(p *project, r *repoRecord) map[string]any {
 	return map[string]any{
 		"id": r.ID, "project_id": p.ID, "name": r.Name, "description": "", "artifact_count": len(r.roots()),
 		"pull_count": r.PullCount, "creation_time": apiTime(r.Created), "update_time": apiTime(r.Updated),
@@ -511,14 +511,14 @@ func (s *Server) listRepositories(c *call) *apiError {
 	if err != nil {
 		return err
 	}
-	var list []*repository
+	var list []*repoRecord
 	for _, r := range p.Repos {
 		if v, ok := q["name"]; ok && !matchValue(v, r.Name) && !matchValue(v, r.short()) {
 			continue
 		}
 		list = append(list, r)
 	}
-	slices.SortFunc(list, func(a, b *repository) int {
+	slices.SortFunc(list, func(a, b *repoRecord) int {
 		if c := b.Created.Compare(a.Created); c != 0 {
 			return c
 		}

@@ -49,7 +49,7 @@ func artifactKind(a *artifact) string {
 // artifactJSON is an artifact as the API shows it (HARBOR.md §3.2, §7): an index has references and
 // extra_attrs null; an image has extra_attrs.config.Labels; tags, labels and accessories are null unless
 // asked for (and present).
-func (s *Server) artifactJSON(p *project, repo *repository, a *artifact, v artifactView) map[string]any {
+func (s *Server) artifactJSON(p *project, repo *repoRecord, a *artifact, v artifactView) map[string]any {
 	mt := a.ManifestMediaType
 	if !a.isIndex() && a.ConfigMediaType != "" {
 		mt = a.ConfigMediaType
@@ -107,7 +107,7 @@ func (s *Server) artifactJSON(p *project, repo *repository, a *artifact, v artif
 	return out
 }
 
-func (s *Server) tagJSON(p *project, repo *repository, a *artifact, t *tag, withImmutable bool) map[string]any {
+func (s *Server) tagJSON(p *project, repo *repoRecord, a *artifact, t *tag, withImmutable bool) map[string]any {
 	return map[string]any{
 		"id": t.ID, "repository_id": repo.ID, "artifact_id": a.ID, "name": t.Name,
 		"push_time": apiTime(t.PushTime), "pull_time": apiTime(t.PullTime),
@@ -196,7 +196,7 @@ func (s *Server) listArtifacts(c *call) *apiError {
 }
 
 // artifactFor resolves {project}/{repo}/{ref} with access a; s.mu is held.
-func (s *Server) artifactFor(c *call, a access) (*project, *repository, *artifact, *apiError) {
+func (s *Server) artifactFor(c *call, a access) (*project, *repoRecord, *artifact, *apiError) {
 	p, err := s.projectFor(c, false, a)
 	if err != nil {
 		return nil, nil, nil, err
@@ -336,7 +336,7 @@ func (s *Server) copyArtifact(c *call) *apiError {
 	dstName := dst.Name + "/" + repoName(c)
 	srcProjName, _, _ := strings.Cut(srcName, "/")
 	var src *artifact
-	var srcRepo *repository
+	var srcRepo *repoRecord
 	if sp := s.st.projectByName(srcProjName); sp != nil {
 		if err := s.authorize(c.user, sp, accessRead); err != nil {
 			s.mu.Unlock()
@@ -421,7 +421,7 @@ func (s *Server) copyArtifact(c *call) *apiError {
 // splitFrom splits from= into the repository and the tag or digest.
 func splitFrom(from string) (name, reference string, ok bool) {
 	if i := strings.Index(from, "@"); i > 0 {
-		return from[:i], from[i+1:], isDigest(from[i+1:])
+		return from[:i], from[i+1:], digestRef(from[i+1:])
 	}
 	i := strings.LastIndex(from, ":")
 	if i <= strings.LastIndex(from, "/") || i == len(from)-1 {

@@ -13,7 +13,7 @@ var eventTypes = []string{
 }
 
 // newEvent makes an artifact event of a request; s.mu is held.
-func (s *Server) newEvent(typ string, c *call, p *project, repo *repository, dig, tagName string) Event {
+func (s *Server) newEvent(typ string, c *call, p *project, repo *repoRecord, dig, tagName string) Event {
 	return Event{
 		Type: typ, OccurAt: s.now(), Operator: c.user.name, RequestID: c.reqID,
 		ProjectID: p.ID, Project: p.Name, Public: p.public(),

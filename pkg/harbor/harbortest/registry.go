@@ -152,7 +152,7 @@ func (s *Server) backend(ctx context.Context, method, path string, header http.H
 }
 
 // repoLocked is a repository by its project's name and its full name; nil when either is gone.
-func (s *Server) repoLocked(projectName, name string) *repository {
+func (s *Server) repoLocked(projectName, name string) *repoRecord {
 	p := s.st.projectByName(projectName)
 	if p == nil {
 		return nil
@@ -239,7 +239,7 @@ func (s *Server) putManifest(c *call, projectName, name, ref string) {
 	}
 	s.mu.Lock()
 	p := s.st.projectByName(projectName)
-	if repo := s.repoLocked(projectName, name); repo != nil && !isDigest(ref) {
+	if repo := s.repoLocked(projectName, name); repo != nil && !digestRef(ref) {
 		if a, _ := repo.tagged(ref); a != nil && s.immutableLocked(p, repo.short(), ref) {
 			s.mu.Unlock()
 			_, short, _ := strings.Cut(name, "/")
@@ -284,7 +284,7 @@ func (s *Server) putManifest(c *call, projectName, name, ref string) {
 		repo.Artifacts[dig] = a
 		existing = a
 	}
-	if !isDigest(ref) {
+	if !digestRef(ref) {
 		s.ensureTagLocked(repo, existing, ref, now)
 	}
 	repo.Updated = now
@@ -297,7 +297,7 @@ func (s *Server) putManifest(c *call, projectName, name, ref string) {
 
 // ensureTagLocked puts tag name on a as Harbor's tag controller Ensure does: nothing when a has it, else a
 // new tag or the tag moved from another artifact, with a new push time. Immutability is the caller's check.
-func (s *Server) ensureTagLocked(repo *repository, a *artifact, name string, now time.Time) {
+func (s *Server) ensureTagLocked(repo *repoRecord, a *artifact, name string, now time.Time) {
 	old, t := repo.tagged(name)
 	if old == a {
 		return
@@ -390,7 +390,7 @@ func (s *Server) describe(ctx context.Context, name, dig, contentType string, bo
 // deleteManifest is a registry DELETE by digest: Harbor refuses one by tag, deletes as the API does, and
 // answers 202 (HARBOR.md §7).
 func (s *Server) deleteManifest(c *call, projectName, name, ref string) {
-	if !isDigest(ref) {
+	if !digestRef(ref) {
 		writeError(c.w, errorf(http.StatusBadRequest, codeUnsupported, "unsupported digest %s", ref))
 		return
 	}
@@ -420,7 +420,7 @@ func (s *Server) deleteManifest(c *call, projectName, name, ref string) {
 // and no tag names, as Harbor's deleteDeeply; it refuses a child still referred to, and an artifact with an
 // immutable tag (412, HARBOR.md §7.1). The DELETE_ARTIFACT event is for the root only and names its newest
 // tag (§1.3, §7).
-func (s *Server) deleteArtifactLocked(c *call, p *project, repo *repository, a *artifact) (Event, *apiError) {
+func (s *Server) deleteArtifactLocked(c *call, p *project, repo *repoRecord, a *artifact) (Event, *apiError) {
 	if repo.referenced(a.Digest) {
 		return Event{}, errorf(http.StatusPreconditionFailed, codeForeignKey, "the deleting artifact is referenced by others")
 	}
@@ -439,7 +439,7 @@ func (s *Server) deleteArtifactLocked(c *call, p *project, repo *repository, a *
 }
 
 // dropChildrenLocked deletes a's children that nothing refers to any more and that have no tag.
-func (s *Server) dropChildrenLocked(repo *repository, a *artifact) {
+func (s *Server) dropChildrenLocked(repo *repoRecord, a *artifact) {
 	for _, ch := range a.Children {
 		c := repo.Artifacts[ch.Digest]
 		if c == nil || len(c.Tags) > 0 || repo.referenced(c.Digest) {

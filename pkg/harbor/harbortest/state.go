@@ -39,14 +39,15 @@ type project struct {
 	Updated  time.Time                `json:"updated"`
 	Metadata map[string]string        `json:"metadata"`
 	Members  map[string]int           `json:"members"`
-	Repos    map[string]*repository   `json:"repos"`
+	Repos    map[string]*repoRecord   `json:"repos"`
 	Policies map[int64]*policy        `json:"policies"`
 	Rules    map[int64]*immutableRule `json:"rules"`
 }
 
 func (p *project) public() bool { return p.Metadata["public"] == "true" }
 
-type repository struct {
+// repoRecord is a repository as the stand-in keeps it (payload.go has the webhook payload's repository).
+type repoRecord struct {
 	ID        int64                `json:"id"`
 	Name      string               `json:"name"` // project/repo
 	Created   time.Time            `json:"created"`
@@ -58,13 +59,13 @@ type repository struct {
 }
 
 // short is the repository's name without its project.
-func (r *repository) short() string {
+func (r *repoRecord) short() string {
 	_, s, _ := strings.Cut(r.Name, "/")
 	return s
 }
 
 // index rebuilds the tag lookup.
-func (r *repository) index() {
+func (r *repoRecord) index() {
 	r.tags = map[string]*artifact{}
 	for _, a := range r.Artifacts {
 		for _, t := range a.Tags {
@@ -74,7 +75,7 @@ func (r *repository) index() {
 }
 
 // tagged is the artifact a tag names, with the tag.
-func (r *repository) tagged(name string) (*artifact, *tag) {
+func (r *repoRecord) tagged(name string) (*artifact, *tag) {
 	a := r.tags[name]
 	if a == nil {
 		return nil, nil
@@ -88,8 +89,8 @@ func (r *repository) tagged(name string) (*artifact, *tag) {
 }
 
 // lookup finds an artifact by tag or digest.
-func (r *repository) lookup(reference string) *artifact {
-	if isDigest(reference) {
+func (r *repoRecord) lookup(reference string) *artifact {
+	if digestRef(reference) {
 		return r.Artifacts[reference]
 	}
 	a, _ := r.tagged(reference)
@@ -97,7 +98,7 @@ func (r *repository) lookup(reference string) *artifact {
 }
 
 // attach puts tag t on a, taking it off the artifact that had it.
-func (r *repository) attach(a *artifact, t *tag) {
+func (r *repoRecord) attach(a *artifact, t *tag) {
 	if old := r.tags[t.Name]; old != nil {
 		old.Tags = slices.DeleteFunc(old.Tags, func(x *tag) bool { return x.Name == t.Name })
 	}
@@ -106,7 +107,7 @@ func (r *repository) attach(a *artifact, t *tag) {
 }
 
 // detach removes the tag name.
-func (r *repository) detach(name string) {
+func (r *repoRecord) detach(name string) {
 	if a := r.tags[name]; a != nil {
 		a.Tags = slices.DeleteFunc(a.Tags, func(x *tag) bool { return x.Name == name })
 	}
@@ -114,7 +115,7 @@ func (r *repository) detach(name string) {
 }
 
 // remove deletes a with its tags.
-func (r *repository) remove(a *artifact) {
+func (r *repoRecord) remove(a *artifact) {
 	for _, t := range a.Tags {
 		delete(r.tags, t.Name)
 	}
@@ -122,7 +123,7 @@ func (r *repository) remove(a *artifact) {
 }
 
 // referenced reports whether another artifact of the repository has digest as a child.
-func (r *repository) referenced(digest string) bool {
+func (r *repoRecord) referenced(digest string) bool {
 	for _, a := range r.Artifacts {
 		for _, c := range a.Children {
 			if c.Digest == digest {
@@ -135,7 +136,7 @@ func (r *repository) referenced(digest string) bool {
 
 // roots are the artifacts no other artifact of the repository refers to, newest push first (HARBOR.md §7:
 // lists and X-Total-Count count top-level artifacts only).
-func (r *repository) roots() []*artifact {
+func (r *repoRecord) roots() []*artifact {
 	children := map[string]bool{}
 	for _, a := range r.Artifacts {
 		for _, c := range a.Children {
@@ -291,7 +292,7 @@ func (st *state) newProject(name, owner string, metadata map[string]string, now 
 	p := &project{
 		ID: st.next(), Name: name, Owner: owner, Created: now, Updated: now,
 		Metadata: map[string]string{"public": "false"}, Members: map[string]int{},
-		Repos: map[string]*repository{}, Policies: map[int64]*policy{}, Rules: map[int64]*immutableRule{},
+		Repos: map[string]*repoRecord{}, Policies: map[int64]*policy{}, Rules: map[int64]*immutableRule{},
 	}
 	for k, v := range metadata {
 		p.Metadata[k] = v
@@ -304,11 +305,11 @@ func (st *state) newProject(name, owner string, metadata map[string]string, now 
 }
 
 // repo finds or, with create, makes a repository of p.
-func (st *state) repo(p *project, full string, create bool, now time.Time) *repository {
+func (st *state) repo(p *project, full string, create bool, now time.Time) *repoRecord {
 	if r := p.Repos[full]; r != nil || !create {
 		return r
 	}
-	r := &repository{ID: st.next(), Name: full, Created: now, Updated: now, Artifacts: map[string]*artifact{}, tags: map[string]*artifact{}}
+	r := &repoRecord{ID: st.next(), Name: full, Created: now, Updated: now, Artifacts: map[string]*artifact{}, tags: map[string]*artifact{}}
 	p.Repos[full] = r
 	return r
 }
@@ -352,7 +353,8 @@ func (st *state) save(dir string) error {
 	return nil
 }
 
-func isDigest(s string) bool {
+// digestRef reports whether a reference is a digest rather than a tag.
+func digestRef(s string) bool {
 	alg, hex, ok := strings.Cut(s, ":")
 	return ok && alg != "" && len(hex) >= 32 && !strings.ContainsAny(hex, "/:")
 }
