@@ -34,6 +34,7 @@ func NewCommand() *cobra.Command {
 		newHistoryCommand(cfgPath),
 		newRebuildCommand(cfgPath),
 		newConfigCommand(cfgPath),
+		newDevCommand(),
 	)
 	return root
 }
