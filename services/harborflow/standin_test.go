@@ -1,0 +1,94 @@
+package harborflow_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/regclient/regclient"
+	rcconfig "github.com/regclient/regclient/config"
+	"github.com/regclient/regclient/types/ref"
+
+	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/harbor/harbortest"
+	"github.com/harborflow/harborflow/pkg/registry/registrytest"
+	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
+)
+
+// TestStandInDrivesThePipeline pushes through the Harbor stand-in's registry front, as a customer's CI would,
+// and lets the stand-in's own webhook deliveries (built from HARBOR.md, not from the receiver's parser) drive
+// the receiver and the inspector: a single image and a two-platform index each end as one image.inspected.
+func TestStandInDrivesThePipeline(t *testing.T) {
+	harbor := harbortest.New(t)
+	user, password := harbor.Admin()
+	harbor.CreateProject(t, "wso2-apim", false, nil)
+	src := registrytest.New(t)
+	src.PushImage(t, "am:4.2.0.15", registrytest.Image{Labels: map[string]string{"update_level": "15"}})
+	src.PushIndex(t, "is:7.1.0.4", registrytest.Index{Images: []registrytest.Image{
+		{Platform: "linux/amd64", Labels: map[string]string{"update_level": "4"}},
+		{Platform: "linux/arm64", Labels: map[string]string{"update_level": "4"}},
+	}})
+
+	cfg := config.Default()
+	cfg.NATS.Listen, cfg.NATS.StoreDir, cfg.NATS.SyncAlways = "127.0.0.1:0", t.TempDir(), false
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.Sources = []config.Source{{Name: "harbor", Kind: config.SourceHarbor, Host: harbor.Host(), Secrets: []config.Secret{"Bearer standin"}}}
+	cfg.Registries = []config.Registry{{Host: harbor.Host(), Harbor: true, PlainHTTP: true, Username: user, Password: config.Secret(password)}}
+	p := startStages(t, &cfg, event.StageReceiver, event.StageInspector)
+
+	// The project's webhook policy, as an administrator (or `harborflow harbor setup-webhooks`) writes it.
+	body, _ := json.Marshal(map[string]any{"name": "harborflow", "enabled": true, "event_types": []string{"PUSH_ARTIFACT"},
+		"targets": []map[string]any{{"type": "http", "address": "http://" + p.ReceiverAddr() + "/webhooks/harbor/harbor",
+			"auth_header": "Bearer standin", "payload_format": "Default"}}})
+	req, _ := http.NewRequest(http.MethodPost, harbor.URL()+"/api/v2.0/projects/wso2-apim/webhook/policies", bytes.NewReader(body))
+	req.SetBasicAuth(user, password)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("creating the webhook policy: %s", resp.Status)
+	}
+
+	rc := regclient.New(regclient.WithConfigHost(
+		rcconfig.Host{Name: harbor.Host(), TLS: rcconfig.TLSDisabled, User: user, Pass: password},
+		rcconfig.Host{Name: src.Host, TLS: rcconfig.TLSDisabled}))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for from, to := range map[string]string{"am:4.2.0.15": "wso2-apim/am:4.2.0.15", "is:7.1.0.4": "wso2-apim/is:7.1.0.4"} {
+		f, _ := ref.New(src.Host + "/" + from)
+		d, _ := ref.New(harbor.Host() + "/" + to)
+		if err := rc.ImageCopy(ctx, f, d); err != nil {
+			t.Fatalf("pushing %s through the stand-in: %v", to, err)
+		}
+	}
+
+	got := map[string]*harborflowv1.ImageInspected{}
+	for _, ii := range readImages[*harborflowv1.ImageInspected](t, p.NATSURL, event.SubjectImageInspected, 2, true) {
+		got[ii.GetRepository()] = ii
+	}
+	if am := got["wso2-apim/am"]; am == nil || am.GetUpdateLevel() != 15 || am.GetRegistry() != harbor.Host() || am.GetTags()[0] != "4.2.0.15" {
+		t.Errorf("the single image: %v", am)
+	}
+	if is := got["wso2-apim/is"]; is == nil || is.GetUpdateLevel() != 4 || len(is.GetPlatforms()) != 2 || is.GetTags()[0] != "7.1.0.4" {
+		t.Errorf("the two-platform index (N+1 PUSH_ARTIFACT deliveries): %v", is)
+	}
+	if err := harbor.WaitDeliveries(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var pushes int
+	for _, d := range harbor.Deliveries() {
+		if d.Event.Type == "PUSH_ARTIFACT" && d.Status == http.StatusAccepted {
+			pushes++
+		}
+	}
+	if pushes != 4 {
+		t.Errorf("%d PUSH_ARTIFACT deliveries answered 202, want 4 (one image, then two platforms and their index)", pushes)
+	}
+}
