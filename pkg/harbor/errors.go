@@ -1,11 +1,14 @@
 package harbor
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -66,7 +69,7 @@ type Error struct {
 	RetryAfter time.Duration
 
 	kind  error // the sentinel
-	cause error // the transport's error, when there was no answer
+	cause error // go-client's error: a typed response, a *runtime.APIError, or the transport's error
 }
 
 func (e *Error) Error() string {
@@ -78,9 +81,7 @@ func (e *Error) Error() string {
 	}
 	b.WriteString(": ")
 	switch {
-	case e.cause != nil:
-		b.WriteString(e.cause.Error())
-	case e.Status != 0:
+	case e.Status >= 400:
 		b.WriteString(strconv.Itoa(e.Status))
 		if e.Code != "" {
 			b.WriteString(" " + e.Code)
@@ -90,13 +91,18 @@ func (e *Error) Error() string {
 		} else if e.Code == "" {
 			b.WriteString(" " + http.StatusText(e.Status))
 		}
+	case e.cause != nil:
+		// No answer (or a success the client cannot use): say what went wrong.
+		b.WriteString(e.cause.Error())
 	default:
 		b.WriteString(e.kind.Error())
 	}
 	return b.String()
 }
 
-// Unwrap gives the sentinel, and the transport's error when there was no answer.
+// Unwrap gives the sentinel and go-client's error (errors.As reaches *runtime.APIError or the typed response,
+// and the transport's error when there was no answer). Only the latter is part of the message: go-client's
+// text of an answer repeats the status and prints pointers.
 func (e *Error) Unwrap() []error {
 	if e.cause != nil {
 		return []error{e.kind, e.cause}
@@ -157,7 +163,7 @@ func wrapErr(op, resource string, x *exchange, err error) error {
 	if err == nil {
 		return nil
 	}
-	e := &Error{Op: op, Resource: resource, RequestID: x.requestID}
+	e := &Error{Op: op, Resource: resource, RequestID: x.requestID, cause: err}
 	var (
 		apiErr *runtime.APIError
 		typed  codeError
@@ -181,7 +187,11 @@ func wrapErr(op, resource string, x *exchange, err error) error {
 		e.Status = x.status
 	}
 	if e.Status == 0 {
-		e.kind, e.cause = transportKind(err), err
+		e.kind = transportKind(err)
+		if x.status != 0 && !netFailure(err) {
+			// An answer that is not an error, but that go-client could not read (a body that is not JSON).
+			e.kind = ErrUnexpectedResponse
+		}
 		return e
 	}
 	if e.Code == "" && e.Message == "" {
@@ -227,6 +237,13 @@ func transportKind(err error) error {
 		return ErrTLS
 	}
 	return ErrUnavailable
+}
+
+// netFailure tells a connection that failed or was cut off (retryable) from content that could not be read.
+func netFailure(err error) bool {
+	var netErr net.Error
+	return errors.As(err, &netErr) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, context.Canceled)
 }
 
 // harborErrors is Harbor's error body (HARBOR.md §3.1).
