@@ -3,10 +3,10 @@ package harbor
 import (
 	"context"
 	"fmt"
-	"maps"
 	"strings"
 	"time"
 
+	"github.com/go-openapi/runtime"
 	"github.com/go-openapi/swag"
 	"github.com/goharbor/go-client/pkg/sdk/v2.0/client/artifact"
 	"github.com/goharbor/go-client/pkg/sdk/v2.0/client/scan"
@@ -161,23 +161,29 @@ func optString(s string) *string {
 func (c *Client) Artifacts(ctx context.Context, projectName, repo string, opts ...ArtifactOpt) ([]Artifact, error) {
 	q := artifactQueryOf(opts)
 	return list(ctx, c, "listing artifacts of", projectName+"/"+repo, func(ctx context.Context, page, size int64) ([]Artifact, int64, error) {
-		ok, err := c.api.Artifact.ListArtifacts(ctx, &artifact.ListArtifactsParams{
+		params := &artifact.ListArtifactsParams{
 			ProjectName: projectName, RepositoryName: escapeRepo(repo), Page: &page, PageSize: &size,
 			Q: optString(q.q), Sort: optString(q.sort),
 			WithTag: swag.Bool(!q.withoutTag), WithLabel: swag.Bool(q.label), WithScanOverview: swag.Bool(q.scan),
 			WithAccessory: swag.Bool(q.accessory), WithImmutableStatus: swag.Bool(q.immutable),
 			Context: ctx,
+		}
+		// artifact.Client.ListArtifacts with the body read by listArtifactsReader (wire.go).
+		res, err := c.api.Transport.Submit(&runtime.ClientOperation{
+			ID: "listArtifacts", Method: "GET", PathPattern: "/projects/{project_name}/repositories/{repository_name}/artifacts",
+			ProducesMediaTypes: []string{"application/json"}, ConsumesMediaTypes: []string{"application/json"},
+			Schemes: []string{"http", "https"}, Params: params, Reader: listArtifactsReader{}, Context: ctx,
+			AuthInfo: c.auth,
 		})
 		if err != nil {
 			return nil, 0, err
 		}
-		out := make([]Artifact, 0, len(ok.Payload))
-		for _, a := range ok.Payload {
-			if a != nil {
-				out = append(out, artifactOf(a))
-			}
+		p := res.(*artifactsPage)
+		out := make([]Artifact, len(p.items))
+		for i := range p.items {
+			out[i] = p.items[i].artifact()
 		}
-		return out, ok.XTotalCount, nil
+		return out, p.total, nil
 	})
 }
 
@@ -187,14 +193,21 @@ func (c *Client) Artifact(ctx context.Context, projectName, repo, reference stri
 	q := artifactQueryOf(opts)
 	var a Artifact
 	_, err := c.call(ctx, "getting artifact", refString(projectName, repo, reference), func(ctx context.Context) error {
-		ok, err := c.api.Artifact.GetArtifact(ctx, &artifact.GetArtifactParams{
+		params := &artifact.GetArtifactParams{
 			ProjectName: projectName, RepositoryName: escapeRepo(repo), Reference: reference,
 			WithTag: swag.Bool(!q.withoutTag), WithLabel: swag.Bool(q.label), WithScanOverview: swag.Bool(q.scan),
 			WithAccessory: swag.Bool(q.accessory), WithImmutableStatus: swag.Bool(q.immutable),
 			Context: ctx,
+		}
+		// artifact.Client.GetArtifact with the body read by getArtifactReader (wire.go).
+		res, err := c.api.Transport.Submit(&runtime.ClientOperation{
+			ID: "getArtifact", Method: "GET", PathPattern: "/projects/{project_name}/repositories/{repository_name}/artifacts/{reference}",
+			ProducesMediaTypes: []string{"application/json"}, ConsumesMediaTypes: []string{"application/json"},
+			Schemes: []string{"http", "https"}, Params: params, Reader: getArtifactReader{}, Context: ctx,
+			AuthInfo: c.auth,
 		})
-		if err == nil && ok.Payload != nil {
-			a = artifactOf(ok.Payload)
+		if err == nil {
+			a = res.(*wireArtifact).artifact()
 		}
 		return err
 	})
@@ -325,57 +338,6 @@ func refString(projectName, repo, reference string) string {
 	return projectName + "/" + repo + ":" + reference
 }
 
-func artifactOf(a *models.Artifact) Artifact {
-	out := Artifact{
-		ID: a.ID, ProjectID: a.ProjectID, RepositoryID: a.RepositoryID, Repository: a.RepositoryName,
-		Digest: a.Digest, Type: a.Type, MediaType: a.MediaType, ManifestMediaType: a.ManifestMediaType,
-		ArtifactType: a.ArtifactType, Size: a.Size, PushTime: timeOf(a.PushTime), PullTime: timeOf(a.PullTime),
-		Annotations: maps.Clone(map[string]string(a.Annotations)), ConfigLabels: configLabels(a.ExtraAttrs),
-		Accessories: accessoriesOf(a.Accessories),
-	}
-	for _, t := range a.Tags {
-		if t != nil {
-			out.Tags = append(out.Tags, Tag{ID: t.ID, Name: t.Name, Immutable: t.Immutable,
-				PushTime: timeOf(t.PushTime), PullTime: timeOf(t.PullTime)})
-		}
-	}
-	for _, l := range a.Labels {
-		if l != nil {
-			out.Labels = append(out.Labels, labelOf(l))
-		}
-	}
-	for _, r := range a.References {
-		if r == nil {
-			continue
-		}
-		ref := Reference{Digest: r.ChildDigest, Annotations: maps.Clone(map[string]string(r.Annotations))}
-		if r.Platform != nil {
-			ref.OS, ref.Architecture, ref.Variant = r.Platform.Os, r.Platform.Architecture, r.Platform.Variant
-		}
-		out.References = append(out.References, ref)
-	}
-	if len(a.ScanOverview) > 0 {
-		out.ScanOverview = make(map[string]ScanSummary, len(a.ScanOverview))
-		for mime, s := range a.ScanOverview {
-			out.ScanOverview[mime] = scanSummaryOf(s)
-		}
-	}
-	return out
-}
-
-func scanSummaryOf(s models.NativeReportSummary) ScanSummary {
-	out := ScanSummary{ReportID: s.ReportID, Status: s.ScanStatus, Severity: s.Severity,
-		StartTime: timeOf(s.StartTime), EndTime: timeOf(s.EndTime), Duration: time.Duration(s.Duration) * time.Second,
-		CompletePercent: s.CompletePercent}
-	if s.Summary != nil {
-		out.Total, out.Fixable, out.BySeverity = s.Summary.Total, s.Summary.Fixable, maps.Clone(s.Summary.Summary)
-	}
-	if s.Scanner != nil {
-		out.Scanner = Scanner{Name: s.Scanner.Name, Vendor: s.Scanner.Vendor, Version: s.Scanner.Version}
-	}
-	return out
-}
-
 func accessoriesOf(as []*models.Accessory) []Accessory {
 	var out []Accessory
 	for _, a := range as {
@@ -385,22 +347,6 @@ func accessoriesOf(as []*models.Accessory) []Accessory {
 		out = append(out, Accessory{ID: a.ID, ArtifactID: a.ArtifactID, Digest: a.Digest, Type: a.Type, Size: a.Size,
 			SubjectArtifactID: a.SubjectArtifactID, SubjectArtifactDigest: a.SubjectArtifactDigest,
 			SubjectArtifactRepo: a.SubjectArtifactRepo, CreationTime: timeOf(a.CreationTime)})
-	}
-	return out
-}
-
-// configLabels reads extra_attrs.config.Labels.
-func configLabels(extra models.ExtraAttrs) map[string]string {
-	cfg, _ := extra["config"].(map[string]any)
-	raw, _ := cfg["Labels"].(map[string]any)
-	if raw == nil {
-		return nil
-	}
-	out := make(map[string]string, len(raw))
-	for k, v := range raw {
-		if s, ok := v.(string); ok {
-			out[k] = s
-		}
 	}
 	return out
 }

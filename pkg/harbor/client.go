@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-openapi/runtime"
 	httptransport "github.com/go-openapi/runtime/client"
 	goharbor "github.com/goharbor/go-client/pkg/harbor"
 	v2client "github.com/goharbor/go-client/pkg/sdk/v2.0/client"
@@ -42,6 +43,7 @@ type Client struct {
 	timeout time.Duration
 	wraps   []func(http.RoundTripper) http.RoundTripper
 	hc      *http.Transport
+	auth    runtime.ClientAuthInfoWriter // nil: anonymous
 }
 
 // Opt configures a Client.
@@ -99,7 +101,8 @@ func New(h Host, opts ...Opt) (*Client, error) {
 	rt = &headerTransport{next: rt, userAgent: registry.UserAgent(c.version)}
 	cfg := &goharbor.Config{URL: base, Transport: rt}
 	if h.Username != "" || h.Password != "" {
-		cfg.AuthInfo = httptransport.BasicAuth(h.Username, h.Password.Value())
+		c.auth = httptransport.BasicAuth(h.Username, h.Password.Value())
+		cfg.AuthInfo = c.auth
 	}
 	// Never goharbor.NewClientSet: it leaves Transport nil unless insecure, and ToV2Config then falls back
 	// to a transport that skips TLS verification (HARBOR.md §4.1). Transport is always set here.
