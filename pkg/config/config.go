@@ -157,7 +157,9 @@ type PollRepository struct {
 
 // Registry holds the credentials and TLS settings of one registry host.
 type Registry struct {
-	Host           string `yaml:"host"`
+	Host string `yaml:"host"`
+	// Harbor says the host is a Harbor: the same account and TLS settings also reach its API
+	// (https://<host>/api/v2.0, HarborHost), for promotion, retention and harborflow harbor setup-webhooks.
 	Harbor         bool   `yaml:"harbor"`
 	Username       string `yaml:"username"`
 	Password       Secret `yaml:"password"`

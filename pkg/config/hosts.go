@@ -2,6 +2,7 @@ package config
 
 import (
 	"github.com/harborflow/harborflow/pkg/buildah"
+	"github.com/harborflow/harborflow/pkg/harbor"
 	"github.com/harborflow/harborflow/pkg/registry"
 )
 
@@ -31,6 +32,24 @@ func BuildahHosts(regs []Registry) []buildah.Host {
 	out := make([]buildah.Host, len(regs))
 	for i, r := range regs {
 		out[i] = r.BuildahHost()
+	}
+	return out
+}
+
+// HarborHost is the Harbor API client's settings for this registries: entry: the registry's own account and
+// TLS settings, for an entry with harbor: true.
+func (r Registry) HarborHost() harbor.Host {
+	return harbor.Host{Name: r.Host, Username: r.Username, Password: r.Password, CAFile: r.CAFile,
+		Insecure: r.Insecure, PlainHTTP: r.PlainHTTP}
+}
+
+// HarborHosts are the Harbor API client's settings for every registries: entry with harbor: true.
+func HarborHosts(regs []Registry) []harbor.Host {
+	var out []harbor.Host
+	for _, r := range regs {
+		if r.Harbor {
+			out = append(out, r.HarborHost())
+		}
 	}
 	return out
 }

@@ -337,20 +337,36 @@ func newHostTransport(regs []Host, defConcurrency int, log *zap.Logger) (*hostTr
 		unlisted: map[string]chan struct{}{},
 	}
 	for _, r := range regs {
-		tlsConf, err := tlsConfig(r)
+		conc := concurrency(r, defConcurrency)
+		t, err := hostHTTPTransport(r, conc)
 		if err != nil {
 			return nil, err
 		}
 		if r.Insecure && !r.PlainHTTP {
 			log.Warn("TLS verification is off for a registry (insecure: true)", zap.String(logging.FieldRegistry, r.Name))
 		}
-		conc := concurrency(r, defConcurrency)
-		hc := &hostConn{t: newHTTPTransport(tlsConf, conc), reads: make(chan struct{}, conc)}
+		hc := &hostConn{t: t, reads: make(chan struct{}, conc)}
 		for _, h := range urlHosts(r) {
 			ht.hosts[h] = hc
 		}
 	}
 	return ht, nil
+}
+
+// HTTPTransport is an *http.Transport that reaches h as the Client does: TLS verified against the system
+// roots plus h.CAFile, verification off only with h.Insecure, and the client's connect and handshake bounds
+// (ConnectTimeout). Other clients of a configured host (pkg/harbor's API client) take their transport from
+// here, so that a host's TLS settings mean the same to every client of it.
+func HTTPTransport(h Host) (*http.Transport, error) {
+	return hostHTTPTransport(h, concurrency(h, DefaultMaxConcurrency))
+}
+
+func hostHTTPTransport(h Host, conc int) (*http.Transport, error) {
+	tlsConf, err := tlsConfig(h)
+	if err != nil {
+		return nil, err
+	}
+	return newHTTPTransport(tlsConf, conc), nil
 }
 
 // urlHosts are the spellings of a configured host that can appear in a request URL.
