@@ -35,6 +35,7 @@ func NewCommand() *cobra.Command {
 		newRebuildCommand(cfgPath),
 		newConfigCommand(cfgPath),
 		newDevCommand(),
+		newHarborCommand(cfgPath),
 	)
 	return root
 }

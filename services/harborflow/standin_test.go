@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,4 +92,104 @@ func TestStandInDrivesThePipeline(t *testing.T) {
 	if pushes != 4 {
 		t.Errorf("%d PUSH_ARTIFACT deliveries answered 202, want 4 (one image, then two platforms and their index)", pushes)
 	}
+}
+
+// TestSetupWebhooksOnTheStandIn runs `harborflow harbor setup-webhooks` against the stand-in as a robot-like
+// user who administers two projects and may only push to a third: the two get the policy, the third is
+// reported, a second run changes nothing, a new secret updates the policy without being printed, and a dry run
+// of another format changes nothing.
+func TestSetupWebhooksOnTheStandIn(t *testing.T) {
+	harbor := harbortest.New(t, harbortest.WithUser("harborflow-bot", "bot-pass"))
+	for _, p := range []string{"wso2-dev", "wso2-staging", "locked"} {
+		harbor.CreateProject(t, p, false, nil)
+		role := harbortest.RoleProjectAdmin
+		if p == "locked" {
+			role = harbortest.RoleDeveloper
+		}
+		harbor.AddMember(t, p, "harborflow-bot", role)
+	}
+	dir := t.TempDir()
+	path := writeYAML(t, dir, `http: {public_url: "https://harborflow.acme.example"}
+sources:
+  - {name: acme, kind: harbor, host: "`+harbor.Host()+`", secrets: ["${HARBOR_WEBHOOK_AUTH}"]}
+registries:
+  - {host: "`+harbor.Host()+`", harbor: true, plain_http: true, username: harborflow-bot, password: "${HARBOR_BOT_PASSWORD}"}
+rebuilds:
+  - {name: acme-am, base: "registry.wso2.com/wso2-apim/am:4.2.0", context: ".", target: "`+harbor.Host()+`/wso2-dev/acme-am"}
+`)
+	t.Setenv("HARBOR_BOT_PASSWORD", "bot-pass")
+	t.Setenv("HARBOR_WEBHOOK_AUTH", "Bearer first-s3cr3t")
+	setup := func(args ...string) (string, error) {
+		return runCLI(t, append([]string{"--config", path, "harbor", "setup-webhooks", "--project", "wso2-staging", "--project", "locked"}, args...)...)
+	}
+
+	out, err := setup()
+	if err == nil || !strings.Contains(err.Error(), "1 of 3 projects: "+harbor.Host()+"/locked") {
+		t.Errorf("first run: %v, want the project it may not manage named", err)
+	}
+	for _, want := range []string{"/wso2-dev: policy harborflow created (id ", "/wso2-staging: policy harborflow created (id ", "/locked: failed: "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("first run lacks %q:\n%s", want, out)
+		}
+	}
+	policy := readPolicy(t, harbor, "wso2-dev")
+	if policy.Targets[0].Address != "https://harborflow.acme.example/webhooks/harbor/acme" || policy.Targets[0].AuthHeader != "Bearer first-s3cr3t" ||
+		!policy.Enabled || len(policy.EventTypes) != 7 {
+		t.Errorf("the policy in wso2-dev: %+v", policy)
+	}
+
+	out, _ = setup()
+	if strings.Count(out, "policy harborflow unchanged") != 2 {
+		t.Errorf("second run changed something:\n%s", out)
+	}
+
+	t.Setenv("HARBOR_WEBHOOK_AUTH", "Bearer rotated-s3cr3t")
+	out, _ = setup("--format", "CloudEvents", "--dry-run")
+	if strings.Count(out, "would be updated") != 2 || readPolicy(t, harbor, "wso2-dev").Targets[0].AuthHeader != "Bearer first-s3cr3t" {
+		t.Errorf("a dry run changed the policy, or said nothing:\n%s", out)
+	}
+	out, _ = setup()
+	if strings.Count(out, "updated (id ") != 2 || !strings.Contains(out, "auth header: changed (not shown)") ||
+		readPolicy(t, harbor, "wso2-staging").Targets[0].AuthHeader != "Bearer rotated-s3cr3t" {
+		t.Errorf("a rotated secret did not update the policies:\n%s", out)
+	}
+	if strings.Contains(out, "s3cr3t") {
+		t.Errorf("a secret was printed:\n%s", out)
+	}
+}
+
+// standinPolicy is a webhook policy as Harbor's API lists it (the auth header in clear, HARBOR.md §7).
+type standinPolicy struct {
+	Name       string
+	Enabled    bool
+	EventTypes []string `json:"event_types"`
+	Targets    []struct {
+		Address    string
+		AuthHeader string `json:"auth_header"`
+	}
+}
+
+// readPolicy reads the policy named harborflow of project, as the administrator, straight from the API.
+func readPolicy(t *testing.T, harbor *harbortest.Server, project string) standinPolicy {
+	t.Helper()
+	user, password := harbor.Admin()
+	req, _ := http.NewRequest(http.MethodGet, harbor.URL()+"/api/v2.0/projects/"+project+"/webhook/policies", nil)
+	req.SetBasicAuth(user, password)
+	req.Header.Set("X-Is-Resource-Name", "true")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var policies []standinPolicy
+	if err := json.NewDecoder(resp.Body).Decode(&policies); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range policies {
+		if p.Name == "harborflow" {
+			return p
+		}
+	}
+	t.Fatalf("no policy harborflow in %s: %+v", project, policies)
+	return standinPolicy{}
 }

@@ -9,7 +9,11 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/harbor"
 	"github.com/harborflow/harborflow/pkg/imageref"
 )
 
@@ -23,35 +27,18 @@ var policyEvents = []string{
 	"PUSH_ARTIFACT", "DELETE_ARTIFACT", "SCANNING_COMPLETED", "SCANNING_FAILED", "SCANNING_STOPPED", "REPLICATION", "TAG_RETENTION",
 }
 
-// webhookPolicy is a Harbor webhook policy with one http target, as harborflow writes it.
-type webhookPolicy struct {
-	ID          int64
-	Name        string
-	Description string
-	Enabled     bool
-	EventTypes  []string
-	Address     string
-	AuthHeader  config.Secret
-	Format      string // Default or CloudEvents
-	// Targets is how many targets the policy has in Harbor; harborflow writes exactly one.
-	Targets int
-}
-
-// webhookAPI is what setup-webhooks asks of a Harbor (*harbor.Client behind an adapter).
+// webhookAPI is what setup-webhooks asks of a Harbor: *harbor.Client.
 type webhookAPI interface {
-	// WebhookPolicies lists the webhook policies of project.
-	WebhookPolicies(ctx context.Context, project string) ([]webhookPolicy, error)
-	// CreateWebhookPolicy creates p in project and returns its id.
-	CreateWebhookPolicy(ctx context.Context, project string, p webhookPolicy) (int64, error)
-	// UpdateWebhookPolicy replaces policy id of project with p.
-	UpdateWebhookPolicy(ctx context.Context, project string, id int64, p webhookPolicy) error
+	WebhookPolicies(ctx context.Context, project string) ([]harbor.WebhookPolicy, error)
+	CreateWebhookPolicy(ctx context.Context, project string, p harbor.WebhookPolicy) (int64, error)
+	UpdateWebhookPolicy(ctx context.Context, project string, p harbor.WebhookPolicy) error
 }
 
 // webhookTarget is one Harbor project that gets harborflow's policy, and what the policy must say.
 type webhookTarget struct {
 	Host    string // the Harbor, as registries[].host
 	Project string
-	Want    webhookPolicy
+	Want    harbor.WebhookPolicy
 }
 
 // webhookTargets lists the Harbor projects cfg involves — the projects of rebuild targets on a registry with
@@ -100,15 +87,13 @@ func webhookTargets(cfg *config.Config, extra []string, format string) ([]webhoo
 		if !ok {
 			return nil, fmt.Errorf("no source of kind harbor has host %s: add one under sources, so that its webhooks have an endpoint and a secret", hp[0])
 		}
-		out = append(out, webhookTarget{Host: hp[0], Project: hp[1], Want: webhookPolicy{
+		out = append(out, webhookTarget{Host: hp[0], Project: hp[1], Want: harbor.WebhookPolicy{
 			Name:        policyName,
 			Description: "harborflow: registry events of this project to " + base,
 			Enabled:     true,
 			EventTypes:  slices.Clone(policyEvents),
-			Address:     base + "/webhooks/harbor/" + src.Name,
-			AuthHeader:  src.Secrets[0],
-			Format:      format,
-			Targets:     1,
+			Targets: []harbor.WebhookTarget{{Type: "http", Address: base + "/webhooks/harbor/" + src.Name,
+				AuthHeader: src.Secrets[0], PayloadFormat: format}},
 		}})
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -127,9 +112,9 @@ func harborSource(cfg *config.Config, host string) (config.Source, bool) {
 	return config.Source{}, false
 }
 
-// policyChanges lists what differs between have and want, as a person reads it; the auth header is compared
-// but never printed.
-func policyChanges(have, want webhookPolicy) []string {
+// policyChanges lists what differs between have and want (one target), as a person reads it; the auth
+// header is compared but never printed.
+func policyChanges(have, want harbor.WebhookPolicy) []string {
 	var out []string
 	if have.Enabled != want.Enabled {
 		out = append(out, fmt.Sprintf("enabled: %t → %t", have.Enabled, want.Enabled))
@@ -140,16 +125,21 @@ func policyChanges(have, want webhookPolicy) []string {
 	if !slices.Equal(h, w) {
 		out = append(out, fmt.Sprintf("event types: %s → %s", strings.Join(h, ","), strings.Join(w, ",")))
 	}
-	if have.Targets != 1 {
-		out = append(out, fmt.Sprintf("targets: %d → 1", have.Targets))
+	wt := want.Targets[0]
+	if len(have.Targets) != 1 {
+		return append(out, fmt.Sprintf("targets: %d → 1 (%s)", len(have.Targets), wt.Address))
 	}
-	if have.Address != want.Address {
-		out = append(out, fmt.Sprintf("address: %s → %s", have.Address, want.Address))
+	ht := have.Targets[0]
+	if ht.Type != wt.Type || ht.Address != wt.Address {
+		out = append(out, fmt.Sprintf("address: %s %s → %s %s", ht.Type, ht.Address, wt.Type, wt.Address))
 	}
-	if have.Format != want.Format {
-		out = append(out, fmt.Sprintf("payload format: %s → %s", have.Format, want.Format))
+	if ht.PayloadFormat != wt.PayloadFormat {
+		out = append(out, fmt.Sprintf("payload format: %s → %s", ht.PayloadFormat, wt.PayloadFormat))
 	}
-	if have.AuthHeader.Value() != want.AuthHeader.Value() {
+	if ht.SkipCertVerify != wt.SkipCertVerify {
+		out = append(out, fmt.Sprintf("skip cert verify: %t → %t", ht.SkipCertVerify, wt.SkipCertVerify))
+	}
+	if ht.AuthHeader.Value() != wt.AuthHeader.Value() {
 		out = append(out, "auth header: changed (not shown)")
 	}
 	return out
@@ -185,7 +175,7 @@ func setupWebhook(ctx context.Context, t webhookTarget, api func(host string) (w
 	if err != nil {
 		return err
 	}
-	i := slices.IndexFunc(have, func(p webhookPolicy) bool { return p.Name == policyName })
+	i := slices.IndexFunc(have, func(p harbor.WebhookPolicy) bool { return p.Name == policyName })
 	would := ""
 	if dryRun {
 		would = "would be "
@@ -196,10 +186,10 @@ func setupWebhook(ctx context.Context, t webhookTarget, api func(host string) (w
 			if err != nil {
 				return err
 			}
-			report(t, "policy %s created (id %d): %s, %s", policyName, id, t.Want.Address, strings.Join(t.Want.EventTypes, ","))
+			report(t, "policy %s created (id %d): %s, %s", policyName, id, t.Want.Targets[0].Address, strings.Join(t.Want.EventTypes, ","))
 			return nil
 		}
-		report(t, "policy %s %screated: %s, %s", policyName, would, t.Want.Address, strings.Join(t.Want.EventTypes, ","))
+		report(t, "policy %s %screated: %s, %s", policyName, would, t.Want.Targets[0].Address, strings.Join(t.Want.EventTypes, ","))
 		return nil
 	}
 	changes := policyChanges(have[i], t.Want)
@@ -208,10 +198,74 @@ func setupWebhook(ctx context.Context, t webhookTarget, api func(host string) (w
 		return nil
 	}
 	if !dryRun {
-		if err := h.UpdateWebhookPolicy(ctx, t.Project, have[i].ID, t.Want); err != nil {
+		p := t.Want
+		p.ID = have[i].ID
+		if err := h.UpdateWebhookPolicy(ctx, t.Project, p); err != nil {
 			return err
 		}
 	}
 	report(t, "policy %s %supdated (id %d): %s", policyName, would, have[i].ID, strings.Join(changes, "; "))
 	return nil
+}
+
+func newHarborCommand(cfgPath func() string) *cobra.Command {
+	cmd := &cobra.Command{Use: "harbor", Short: "Work with the Harbors of the configuration (registries with harbor: true)"}
+	var (
+		projects []string
+		format   string
+		dryRun   bool
+	)
+	setup := &cobra.Command{
+		Use:   "setup-webhooks",
+		Short: "Give every Harbor project the configuration involves one webhook policy named harborflow",
+		Long: "Harbor has webhooks per project only. For every project the configuration involves — the projects of the\n" +
+			"rebuild targets on registries with `harbor: true`, plus --project — create or update one webhook policy named\n" +
+			"harborflow: http.public_url/webhooks/harbor/<source>, the event types the stages use (" + strings.Join(policyEvents, ", ") + "),\n" +
+			"the Harbor source's first secret as the auth header. A second run changes nothing; a project the account may\n" +
+			"not manage is reported and the others still get their policy. Secrets are never printed. Needs the receiver's\n" +
+			"secrets and the registries' credentials.",
+		Example: "  harborflow harbor setup-webhooks --dry-run\n  harborflow harbor setup-webhooks --project wso2-staging --project harbor.acme.example/wso2-prod",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != harbor.PayloadDefault && format != harbor.PayloadCloudEvents {
+				return fmt.Errorf("--format: %q is not %s or %s", format, harbor.PayloadDefault, harbor.PayloadCloudEvents)
+			}
+			cfg, err := config.Load(cfgPath(), event.StageReceiver, event.StageRebuilder)
+			if err != nil {
+				return err
+			}
+			targets, err := webhookTargets(cfg, projects, format)
+			if err != nil {
+				return err
+			}
+			clients := map[string]*harbor.Client{}
+			defer func() {
+				for _, c := range clients {
+					c.Close()
+				}
+			}()
+			api := func(host string) (webhookAPI, error) {
+				if c, ok := clients[host]; ok {
+					return c, nil
+				}
+				for _, r := range cfg.Registries {
+					if r.Host == host && r.Harbor {
+						c, err := harbor.New(r.HarborHost(), harbor.WithVersion(Version))
+						if err != nil {
+							return nil, err
+						}
+						clients[host] = c
+						return c, nil
+					}
+				}
+				return nil, fmt.Errorf("%s is not a registry with harbor: true", host)
+			}
+			return setupWebhooks(cmd.Context(), cmd.OutOrStdout(), targets, api, dryRun)
+		},
+	}
+	setup.Flags().StringArrayVar(&projects, "project", nil, "another project: PROJECT (on every Harbor) or HOST/PROJECT (repeatable)")
+	setup.Flags().StringVar(&format, "format", harbor.PayloadDefault, "payload format: Default or CloudEvents")
+	setup.Flags().BoolVar(&dryRun, "dry-run", false, "print what would change, change nothing")
+	cmd.AddCommand(setup)
+	return cmd
 }

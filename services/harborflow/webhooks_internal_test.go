@@ -8,36 +8,36 @@ import (
 	"testing"
 
 	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/harbor"
 )
 
 // fakeHarbor keeps webhook policies per project; projects in forbidden refuse everything.
 type fakeHarbor struct {
-	policies  map[string][]webhookPolicy
+	policies  map[string][]harbor.WebhookPolicy
 	forbidden map[string]bool
 	writes    int
 }
 
 var errForbidden = errors.New("forbidden: the account may not manage webhook policies of this project")
 
-func (f *fakeHarbor) WebhookPolicies(_ context.Context, project string) ([]webhookPolicy, error) {
+func (f *fakeHarbor) WebhookPolicies(_ context.Context, project string) ([]harbor.WebhookPolicy, error) {
 	if f.forbidden[project] {
 		return nil, errForbidden
 	}
 	return f.policies[project], nil
 }
 
-func (f *fakeHarbor) CreateWebhookPolicy(_ context.Context, project string, p webhookPolicy) (int64, error) {
+func (f *fakeHarbor) CreateWebhookPolicy(_ context.Context, project string, p harbor.WebhookPolicy) (int64, error) {
 	f.writes++
 	p.ID = int64(len(f.policies[project]) + 1)
 	f.policies[project] = append(f.policies[project], p)
 	return p.ID, nil
 }
 
-func (f *fakeHarbor) UpdateWebhookPolicy(_ context.Context, project string, id int64, p webhookPolicy) error {
+func (f *fakeHarbor) UpdateWebhookPolicy(_ context.Context, project string, p harbor.WebhookPolicy) error {
 	f.writes++
 	for i := range f.policies[project] {
-		if f.policies[project][i].ID == id {
-			p.ID = id
+		if f.policies[project][i].ID == p.ID {
 			f.policies[project][i] = p
 			return nil
 		}
@@ -75,15 +75,18 @@ func TestSetupWebhooks(t *testing.T) {
 		t.Fatalf("projects %v", projects)
 	}
 	want := targets[1].Want
-	if want.Address != "https://harborflow.acme.example/webhooks/harbor/harbor" || want.AuthHeader.Value() != "Bearer s3cr3t-first" ||
-		!want.Enabled || want.Format != "Default" || strings.Contains(strings.Join(want.EventTypes, ","), "PULL_ARTIFACT") {
+	if tg := want.Targets[0]; len(want.Targets) != 1 || tg.Address != "https://harborflow.acme.example/webhooks/harbor/harbor" ||
+		tg.AuthHeader.Value() != "Bearer s3cr3t-first" || !want.Enabled || tg.PayloadFormat != "Default" ||
+		strings.Contains(strings.Join(want.EventTypes, ","), "PULL_ARTIFACT") {
 		t.Errorf("wanted policy %+v", want)
 	}
 
 	stale := want
-	stale.ID, stale.AuthHeader, stale.EventTypes = 7, "Bearer s3cr3t-old", []string{"PUSH_ARTIFACT"}
+	stale.ID, stale.EventTypes = 7, []string{"PUSH_ARTIFACT"}
+	stale.Targets = []harbor.WebhookTarget{want.Targets[0]}
+	stale.Targets[0].AuthHeader = "Bearer s3cr3t-old"
 	h := &fakeHarbor{
-		policies:  map[string][]webhookPolicy{"wso2-prod": {{ID: 3, Name: "ci"}, stale}},
+		policies:  map[string][]harbor.WebhookPolicy{"wso2-prod": {{ID: 3, Name: "ci"}, stale}},
 		forbidden: map[string]bool{"locked": true},
 	}
 	api := func(string) (webhookAPI, error) { return h, nil }
@@ -119,15 +122,16 @@ func TestSetupWebhooks(t *testing.T) {
 	if strings.Contains(out.String(), "s3cr3t") {
 		t.Errorf("the secret was printed:\n%s", out.String())
 	}
-	if got := h.policies["wso2-prod"]; len(got) != 2 || got[0].Name != "ci" || got[1].AuthHeader.Value() != "Bearer s3cr3t-first" {
+	if got := h.policies["wso2-prod"]; len(got) != 2 || got[0].Name != "ci" || got[1].Targets[0].AuthHeader.Value() != "Bearer s3cr3t-first" {
 		t.Errorf("wso2-prod policies after the run: %+v", got)
 	}
 
 	writes := h.writes
 	out.Reset()
 	delete(h.forbidden, "locked")
-	h.policies["locked"] = []webhookPolicy{{ID: 1, Name: policyName, Enabled: true, EventTypes: want.EventTypes, Address: want.Address,
-		AuthHeader: want.AuthHeader, Format: "Default", Targets: 1}}
+	kept := want
+	kept.ID = 1
+	h.policies["locked"] = []harbor.WebhookPolicy{kept}
 	if err := setupWebhooks(context.Background(), &out, targets, api, false); err != nil {
 		t.Fatalf("second run: %v", err)
 	}
