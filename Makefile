@@ -41,6 +41,10 @@ registry: docker-registry ## Run a local registry on 127.0.0.1:5000 that notifie
 	@mkdir -p var/registry
 	docker-registry serve deploy/registry.yml
 
+.PHONY: harbor
+harbor: build ## Run the Harbor stand-in on 127.0.0.1:8880 (admin / Harbor12345), state in ./var/harbor
+	./bin/harborflow dev harbor --listen 127.0.0.1:8880 --data var/harbor
+
 .PHONY: test
 # The runtime tests (buildah with the overlay and vfs drivers, crane, regctl) fail here instead of skipping.
 test: export HARBORFLOW_REQUIRE_RUNTIMES := 1
