@@ -58,7 +58,8 @@ type scanReport struct {
 	Start    time.Time `json:"start"`
 	End      time.Time `json:"end"`
 
-	stop bool // a stop was asked for while running
+	stop    bool          // a stop was asked for while running
+	stopped chan struct{} // closed with stop: the scan ends now
 }
 
 // overview is NativeReportSummary (HARBOR.md §1.4), of one report or merged over an index's children.
@@ -292,7 +293,7 @@ func (s *Server) runningLocked(digest string) bool {
 // beginScanLocked starts a report for a target and returns its job; startScans runs it.
 func (s *Server) beginScanLocked(p *project, repo *repoRecord, t scanTarget, operator, requestID string) scanJob {
 	id := newUUID()
-	s.st.Reports[t.a.Digest] = &scanReport{ID: id, Status: scanRunning, Start: s.now()}
+	s.st.Reports[t.a.Digest] = &scanReport{ID: id, Status: scanRunning, Start: s.now(), stopped: make(chan struct{})}
 	j := scanJob{
 		reportID: id, digest: t.a.Digest, projectID: p.ID, repository: repo.Name, tag: t.tag,
 		operator: operator, requestID: requestID, severity: "None",
@@ -359,11 +360,18 @@ func (s *Server) startScans(jobs []scanJob) {
 // SCANNING_STOPPED. Scan events carry no date_created and have scan_type "vulnerability" (HARBOR.md §7.1).
 func (s *Server) runScan(j scanJob) {
 	defer s.scans.Done()
+	s.mu.Lock()
+	var stopped chan struct{}
+	if r := s.st.Reports[j.digest]; r != nil && r.ID == j.reportID {
+		stopped = r.stopped
+	}
+	s.mu.Unlock()
 	wait := time.NewTimer(s.opts.scanDelay)
+	defer wait.Stop()
 	select {
 	case <-wait.C:
+	case <-stopped: // nil when the report is gone: never
 	case <-s.scanStop:
-		wait.Stop()
 		return
 	}
 	s.mu.Lock()
@@ -478,8 +486,9 @@ func (s *Server) stopScan(c *call) *apiError {
 		return err
 	}
 	for _, t := range scanTargetsLocked(repo, a, "") {
-		if r := s.st.Reports[t.a.Digest]; r != nil && r.Status == scanRunning {
+		if r := s.st.Reports[t.a.Digest]; r != nil && r.Status == scanRunning && !r.stop {
 			r.stop = true
+			close(r.stopped)
 		}
 	}
 	c.w.WriteHeader(http.StatusAccepted)
