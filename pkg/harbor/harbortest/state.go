@@ -177,10 +177,10 @@ type artifact struct {
 	Subject           string            `json:"subject,omitempty"`
 	// AccessoryOf is the subject digest when the artifact is an accessory (a cosign signature by tag or an
 	// OCI referrer), AccessoryID its accessory id.
-	AccessoryOf string `json:"accessory_of,omitempty"`
-	AccessoryID int64  `json:"accessory_id,omitempty"`
-	Tags              []*tag            `json:"tags,omitempty"`
-	Labels            []int64           `json:"labels,omitempty"`
+	AccessoryOf string  `json:"accessory_of,omitempty"`
+	AccessoryID int64   `json:"accessory_id,omitempty"`
+	Tags        []*tag  `json:"tags,omitempty"`
+	Labels      []int64 `json:"labels,omitempty"`
 }
 
 func (a *artifact) isIndex() bool { return mediatype.IsIndex(a.ManifestMediaType) }
