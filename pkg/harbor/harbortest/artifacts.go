@@ -17,7 +17,7 @@ import (
 
 // artifactView is what the with_* flags of an artifact request ask for.
 type artifactView struct {
-	tags, labels, immutable, accessories bool
+	tags, labels, immutable, accessories, scanOverview bool
 }
 
 func viewOf(c *call) artifactView {
@@ -31,6 +31,7 @@ func viewOf(c *call) artifactView {
 	return artifactView{
 		tags: flag("with_tag", true), labels: flag("with_label", false),
 		immutable: flag("with_immutable_status", false), accessories: flag("with_accessory", false),
+		scanOverview: flag("with_scan_overview", false) && acceptsReport(c.r),
 	}
 }
 
@@ -94,6 +95,20 @@ func (s *Server) artifactJSON(p *project, repo *repoRecord, a *artifact, v artif
 			tags = append(tags, s.tagJSON(p, repo, a, t, v.immutable))
 		}
 		out["tags"] = tags
+	}
+	if v.accessories {
+		if accs := accessoriesOf(repo, a); len(accs) > 0 {
+			list := make([]map[string]any, 0, len(accs))
+			for _, acc := range accs {
+				list = append(list, accessoryJSON(repo, acc))
+			}
+			out["accessories"] = list
+		}
+	}
+	if v.scanOverview {
+		if ov := s.scanOverviewLocked(a); ov != nil {
+			out["scan_overview"] = ov
+		}
 	}
 	if v.labels && len(a.Labels) > 0 {
 		var labels []map[string]any
@@ -410,9 +425,13 @@ func (s *Server) copyArtifact(c *call) *apiError {
 		}
 	}
 	repo.Updated = now
+	// A copy into a project with auto_scan scans again (HARBOR.md §7.1); elsewhere it shows the source's
+	// reports at once, since they belong to the digest.
+	scans := s.autoScanLocked(dst, repo, repo.Artifacts[src.Digest], rootTag, c.user.name, c.reqID)
 	_ = s.saveLocked()
 	s.mu.Unlock()
 	s.fire(evs...)
+	s.startScans(scans)
 	c.w.Header().Set("Location", strings.TrimSuffix(c.r.URL.Path, "/")+"/"+srcRef)
 	c.w.WriteHeader(http.StatusCreated)
 	return nil
@@ -435,7 +454,7 @@ func cloneArtifact(a *artifact) *artifact {
 	return &artifact{
 		Digest: a.Digest, ManifestMediaType: a.ManifestMediaType, ConfigMediaType: a.ConfigMediaType,
 		ArtifactType: a.ArtifactType, Size: a.Size, Annotations: a.Annotations, ExtraAttrs: a.ExtraAttrs,
-		Children: slices.Clone(a.Children), Subject: a.Subject,
+		Children: slices.Clone(a.Children), Subject: a.Subject, AccessoryOf: a.AccessoryOf,
 	}
 }
 

@@ -281,6 +281,7 @@ func (s *Server) putManifest(c *call, projectName, name, ref string) {
 	existing := repo.Artifacts[dig]
 	if existing == nil {
 		a.ID, a.PushTime = s.st.next(), now
+		s.markAccessoryLocked(repo, a, ref)
 		repo.Artifacts[dig] = a
 		existing = a
 	}
@@ -290,8 +291,10 @@ func (s *Server) putManifest(c *call, projectName, name, ref string) {
 	repo.Updated = now
 	_ = s.saveLocked()
 	ev := s.newEvent("PUSH_ARTIFACT", c, p, repo, dig, ref)
+	scans := s.autoScanLocked(p, repo, existing, ref, c.user.name, c.reqID)
 	s.mu.Unlock()
 	s.fire(ev)
+	s.startScans(scans)
 	s.relay(c.w, resp, respBody)
 }
 
@@ -432,6 +435,11 @@ func (s *Server) deleteArtifactLocked(c *call, p *project, repo *repoRecord, a *
 	ev := s.newEvent("DELETE_ARTIFACT", c, p, repo, a.Digest, a.eventTag())
 	repo.remove(a)
 	s.dropChildrenLocked(repo, a)
+	// The accessories go with their subject, silently (Harbor's deleteDeeply).
+	for _, acc := range accessoriesOf(repo, a) {
+		repo.remove(acc)
+		go s.forget(repo.Name, acc.Digest)
+	}
 	repo.Updated = s.now()
 	_ = s.saveLocked()
 	go s.forget(repo.Name, a.Digest)

@@ -48,6 +48,10 @@ type Server struct {
 	closeOnce  sync.Once
 	closeErr   error
 	saveFailed error
+
+	scans       sync.WaitGroup // scans under way
+	scanStop    chan struct{}  // closed by Close: scans under way end without a result
+	scansClosed bool           // guarded by mu
 }
 
 type options struct {
@@ -58,6 +62,7 @@ type options struct {
 	extURL           string
 	notify           notifierOptions
 	eventHook        func(policyID int64, ev Event)
+	scanDelay        time.Duration
 	errorLog         *log.Logger
 }
 
@@ -123,14 +128,14 @@ func New(t testing.TB, opts ...Option) *Server {
 // Start runs a stand-in listening on addr (host:port; port 0 picks one) until Close. A fresh one has the
 // administrator and the public project "library", as a fresh Harbor has.
 func Start(ctx context.Context, addr string, opts ...Option) (*Server, error) {
-	o := options{admin: DefaultAdmin, adminPass: DefaultPassword, users: map[string]string{}, clock: time.Now}
+	o := options{admin: DefaultAdmin, adminPass: DefaultPassword, users: map[string]string{}, clock: time.Now, scanDelay: defaultScanDelay}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.errorLog == nil {
 		o.errorLog = log.New(io.Discard, "", 0)
 	}
-	s := &Server{opts: o, tokens: map[string]tokenGrant{}, served: make(chan struct{})}
+	s := &Server{opts: o, tokens: map[string]tokenGrant{}, served: make(chan struct{}), scanStop: make(chan struct{})}
 
 	var err error
 	if o.dataDir != "" {
@@ -247,6 +252,7 @@ func (s *Server) Close() error {
 			_ = s.outer.Close()
 		}
 		<-s.served
+		s.stopScans()
 		s.notifier.Close()
 		s.stopStore()
 		s.mu.Lock()

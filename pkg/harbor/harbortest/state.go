@@ -29,6 +29,9 @@ type state struct {
 	Seq      int64              `json:"seq"`
 	Projects map[int64]*project `json:"projects"`
 	Labels   map[int64]*label   `json:"labels"`
+	// Reports are the vulnerability reports by digest: they belong to the digest, whichever project shows
+	// it (HARBOR.md §7.1).
+	Reports map[string]*scanReport `json:"reports,omitempty"`
 }
 
 type project struct {
@@ -134,8 +137,9 @@ func (r *repoRecord) referenced(digest string) bool {
 	return false
 }
 
-// roots are the artifacts no other artifact of the repository refers to, newest push first (HARBOR.md §7:
-// lists and X-Total-Count count top-level artifacts only).
+// roots are the artifacts no other artifact of the repository refers to and that are no accessory, newest
+// push first (HARBOR.md §7: lists and X-Total-Count count top-level artifacts only; §7.1: an accessory is
+// not a root).
 func (r *repoRecord) roots() []*artifact {
 	children := map[string]bool{}
 	for _, a := range r.Artifacts {
@@ -145,7 +149,7 @@ func (r *repoRecord) roots() []*artifact {
 	}
 	var out []*artifact
 	for _, a := range r.Artifacts {
-		if !children[a.Digest] {
+		if !children[a.Digest] && !a.accessory() {
 			out = append(out, a)
 		}
 	}
@@ -171,8 +175,12 @@ type artifact struct {
 	ExtraAttrs        map[string]any    `json:"extra_attrs,omitempty"`
 	Children          []child           `json:"children,omitempty"`
 	Subject           string            `json:"subject,omitempty"`
-	Tags              []*tag            `json:"tags,omitempty"`
-	Labels            []int64           `json:"labels,omitempty"`
+	// AccessoryOf is the subject digest when the artifact is an accessory (a cosign signature by tag or an
+	// OCI referrer), AccessoryID its accessory id.
+	AccessoryOf string  `json:"accessory_of,omitempty"`
+	AccessoryID int64   `json:"accessory_id,omitempty"`
+	Tags        []*tag  `json:"tags,omitempty"`
+	Labels      []int64 `json:"labels,omitempty"`
 }
 
 func (a *artifact) isIndex() bool { return mediatype.IsIndex(a.ManifestMediaType) }
@@ -257,7 +265,7 @@ type selector struct {
 }
 
 func newState() *state {
-	return &state{Projects: map[int64]*project{}, Labels: map[int64]*label{}}
+	return &state{Projects: map[int64]*project{}, Labels: map[int64]*label{}, Reports: map[string]*scanReport{}}
 }
 
 // next is the next id; one sequence serves every kind, which keeps ids unique and increasing.
@@ -332,6 +340,15 @@ func loadState(dir string) (*state, error) {
 	for _, p := range st.Projects {
 		for _, r := range p.Repos {
 			r.index()
+		}
+	}
+	if st.Reports == nil {
+		st.Reports = map[string]*scanReport{}
+	}
+	// A scan under way when the stand-in stopped never ends: it is stopped.
+	for _, r := range st.Reports {
+		if r.Status == scanRunning {
+			r.Status, r.End = scanStopped, r.Start
 		}
 	}
 	return st, nil

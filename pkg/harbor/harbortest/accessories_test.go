@@ -1,0 +1,115 @@
+package harbortest_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/harborflow/harborflow/pkg/harbor/harbortest"
+	"github.com/harborflow/harborflow/pkg/registry/registrytest"
+)
+
+type accessoryJSON struct {
+	ID                    int64  `json:"id"`
+	ArtifactID            int64  `json:"artifact_id"`
+	Digest                string `json:"digest"`
+	Size                  int64  `json:"size"`
+	Type                  string `json:"type"`
+	SubjectArtifactID     int64  `json:"subject_artifact_id"`
+	SubjectArtifactDigest string `json:"subject_artifact_digest"`
+	SubjectArtifactRepo   string `json:"subject_artifact_repo"`
+	Icon                  string `json:"icon"`
+	CreationTime          string `json:"creation_time"`
+}
+
+// HARBOR.md §7.1: a cosign signature by tag sha256-<hex>.sig and an OCI referrer (answered with OCI-Subject)
+// are signature.cosign accessories of their subject: listed under with_accessory=true and at …/accessories,
+// not roots of the list, PUSH_ARTIFACT for each, never scanned (even with auto_scan), and a scan request on
+// one is a 400.
+func TestAccessories(t *testing.T) {
+	rec := newRecorder()
+	s := standIn(t, rec, harbortest.WithScanDelay(time.Hour))
+	s.CreateProject(t, "p", false, map[string]string{"auto_scan": "true"})
+	subscribe(t, s, "p", "PUSH_ARTIFACT")
+	src := registrytest.New(t)
+	img := src.PushImage(t, "src/app:1", registrytest.Image{})
+	sig := src.PushSignature(t, "src/app", img)
+	ref := src.PushReferrer(t, "src/app", "application/vnd.dev.cosign.artifact.sig.v1+json", img)
+
+	push(t, s, src, "src/app:1", "p/app:1")
+	push(t, s, src, "src/app:"+sig.Tag, "p/app:"+sig.Tag)
+	push(t, s, src, "src/app@"+ref.Digest, "p/app@"+ref.Digest)
+	evs := ofType(rec.wait(t, 3), "PUSH_ARTIFACT")
+	if len(evs) != 3 || evs[1].Tag != sig.Tag || evs[1].Digest != sig.Digest || evs[2].Tag != ref.Digest || evs[2].Digest != ref.Digest {
+		t.Errorf("push events %+v", evs)
+	}
+	// The registry front answers a referrer's PUT with OCI-Subject.
+	mt, body := src.ReadManifest(t, "src/app@"+ref.Digest)
+	a := raw(t, s, http.MethodPut, "/v2/p/app/manifests/"+ref.Digest, admin, pass, body, "Content-Type", mt)
+	want(t, a, http.StatusCreated)
+	if got := a.header.Get("OCI-Subject"); got != img.Digest {
+		t.Errorf("OCI-Subject %q, want %s", got, img.Digest)
+	}
+
+	const base = "/projects/p/repositories/app/artifacts"
+	a = call(t, s, http.MethodGet, base, admin, pass, nil)
+	var list []struct{ Digest string }
+	a.json(t, &list)
+	if a.header.Get("X-Total-Count") != "1" || len(list) != 1 || list[0].Digest != img.Digest {
+		t.Errorf("list %s (X-Total-Count %s), want the subject alone", a.body, a.header.Get("X-Total-Count"))
+	}
+	if a := call(t, s, http.MethodGet, base+"/1", admin, pass, nil); !strings.Contains(string(a.body), `"accessories":null`) {
+		t.Errorf("without with_accessory: %s", a.body)
+	}
+
+	var subject struct {
+		ID          int64
+		Accessories []accessoryJSON
+	}
+	call(t, s, http.MethodGet, base+"/1?with_accessory=true", admin, pass, nil).json(t, &subject)
+	if len(subject.Accessories) != 2 {
+		t.Fatalf("accessories %+v", subject.Accessories)
+	}
+	artifactIDs := map[string]int64{}
+	for _, d := range []string{sig.Digest, ref.Digest} {
+		var art struct{ ID int64 }
+		call(t, s, http.MethodGet, base+"/"+d, admin, pass, nil).json(t, &art)
+		artifactIDs[d] = art.ID
+	}
+	for _, acc := range subject.Accessories {
+		if acc.Type != "signature.cosign" || acc.SubjectArtifactDigest != img.Digest || acc.SubjectArtifactID != subject.ID ||
+			acc.SubjectArtifactRepo != "p/app" || acc.ArtifactID != artifactIDs[acc.Digest] || acc.ArtifactID == 0 ||
+			acc.ID == 0 || acc.Size == 0 || !strings.HasPrefix(acc.Icon, "sha256:") || !strings.HasSuffix(acc.CreationTime, "Z") {
+			t.Errorf("accessory %+v", acc)
+		}
+	}
+
+	a = call(t, s, http.MethodGet, base+"/1/accessories", admin, pass, nil)
+	want(t, a, http.StatusOK)
+	var accs []accessoryJSON
+	a.json(t, &accs)
+	if a.header.Get("X-Total-Count") != "2" || len(accs) != 2 {
+		t.Errorf("accessories %s (X-Total-Count %s)", a.body, a.header.Get("X-Total-Count"))
+	}
+
+	// Not scanned on push, and a scan request is refused.
+	for _, d := range []string{sig.Digest, ref.Digest} {
+		if ov := apiOverview(t, s, base+"/"+d); ov != nil {
+			t.Errorf("accessory %s scanned: %v", d, ov)
+		}
+	}
+	if ov := apiOverview(t, s, base+"/1"); ov == nil || ov["scan_status"] != "Running" {
+		t.Errorf("the subject is not being scanned: %v", ov)
+	}
+	for _, r := range []string{sig.Tag, ref.Digest} {
+		msg := wantError(t, call(t, s, http.MethodPost, base+"/"+r+"/scan", admin, pass, nil), http.StatusBadRequest, "BAD_REQUEST")
+		if !strings.HasPrefix(msg, "the configured scanner ") || !strings.Contains(msg, "does not support scanning artifact with mime type ") {
+			t.Errorf("400 message %q", msg)
+		}
+	}
+
+	// Deleting the subject takes its accessories along.
+	want(t, call(t, s, http.MethodDelete, base+"/1", admin, pass, nil), http.StatusOK)
+	wantError(t, call(t, s, http.MethodGet, base+"/"+sig.Digest, admin, pass, nil), http.StatusNotFound, "NOT_FOUND")
+}
