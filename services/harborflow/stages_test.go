@@ -71,7 +71,7 @@ func TestStagesInSeparateProcesses(t *testing.T) {
 	}
 
 	// Every image is inspected once: the pushed ones and the polled one.
-	inspected := readImages[*harborflowv1.ImageInspected](t, srv.URL(), event.SubjectImageInspected, images+1, true)
+	inspected := readMessages[*harborflowv1.ImageInspected](t, srv.URL(), event.SubjectImageInspected, images+1, true)
 	seen := map[string]int{}
 	for _, ii := range inspected {
 		seen[ii.GetDigest()]++
@@ -85,7 +85,7 @@ func TestStagesInSeparateProcesses(t *testing.T) {
 		t.Errorf("the polled image was inspected %d times, want once", seen[polled.Digest])
 	}
 	// The rebuilder, alone in its process, built from what the inspectors published.
-	if rebuilt := readImages[*harborflowv1.ImageRebuilt](t, srv.URL(), event.SubjectImageRebuilt, 1, false); rebuilt[0].GetRecipe() != "acme-am" {
+	if rebuilt := readMessages[*harborflowv1.ImageRebuilt](t, srv.URL(), event.SubjectImageRebuilt, 1, false); rebuilt[0].GetRecipe() != "acme-am" {
 		t.Errorf("image.rebuilt %v", rebuilt[0])
 	}
 
@@ -147,9 +147,9 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-// readImages reads n messages of subject from the IMAGE stream, waiting up to 60 s; with exactly, it fails if
+// readMessages reads n messages of subject from its stream, waiting up to 60 s; with exactly, it fails if
 // another comes within a second of the n-th.
-func readImages[T interface {
+func readMessages[T interface {
 	*E
 	proto.Message
 }, E any](t *testing.T, url, subject string, n int, exactly bool) []T {

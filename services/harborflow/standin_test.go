@@ -13,6 +13,7 @@ import (
 	rcconfig "github.com/regclient/regclient/config"
 	"github.com/regclient/regclient/types/ref"
 
+	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/harbor/harbortest"
@@ -22,16 +23,18 @@ import (
 
 // TestStandInDrivesThePipeline pushes through the Harbor stand-in's registry front, as a customer's CI would,
 // and lets the stand-in's own webhook deliveries (built from HARBOR.md, not from the receiver's parser) drive
-// the receiver and the inspector: a single image and a two-platform index each end as one image.inspected.
+// the receiver and the inspector: a single image and a two-platform index each end as one image.inspected, and
+// the project's scan on push arrives as registry.harbor.scan, one per scanned digest (the index's platforms,
+// never the index itself: HARBOR.md §7.1).
 func TestStandInDrivesThePipeline(t *testing.T) {
 	harbor := harbortest.New(t)
 	user, password := harbor.Admin()
-	harbor.CreateProject(t, "wso2-apim", false, nil)
+	harbor.CreateProject(t, "wso2-apim", false, map[string]string{"auto_scan": "true"})
 	src := registrytest.New(t)
-	src.PushImage(t, "am:4.2.0.15", registrytest.Image{Labels: map[string]string{"update_level": "15"}})
-	src.PushIndex(t, "is:7.1.0.4", registrytest.Index{Images: []registrytest.Image{
+	am := src.PushImage(t, "am:4.2.0.15", registrytest.Image{Labels: map[string]string{"update_level": "15", harbortest.LabelSeverity: "High"}})
+	is := src.PushIndex(t, "is:7.1.0.4", registrytest.Index{Images: []registrytest.Image{
 		{Platform: "linux/amd64", Labels: map[string]string{"update_level": "4"}},
-		{Platform: "linux/arm64", Labels: map[string]string{"update_level": "4"}},
+		{Platform: "linux/arm64", Labels: map[string]string{"update_level": "4", harbortest.LabelScan: "error"}},
 	}})
 
 	cfg := config.Default()
@@ -42,7 +45,7 @@ func TestStandInDrivesThePipeline(t *testing.T) {
 	p := startStages(t, &cfg, event.StageReceiver, event.StageInspector)
 
 	// The project's webhook policy, as an administrator (or `harborflow harbor setup-webhooks`) writes it.
-	body, _ := json.Marshal(map[string]any{"name": "harborflow", "enabled": true, "event_types": []string{"PUSH_ARTIFACT"},
+	body, _ := json.Marshal(map[string]any{"name": "harborflow", "enabled": true, "event_types": []string{"PUSH_ARTIFACT", "SCANNING_COMPLETED", "SCANNING_FAILED"},
 		"targets": []map[string]any{{"type": "http", "address": "http://" + p.ReceiverAddr() + "/webhooks/harbor/harbor",
 			"auth_header": "Bearer standin", "payload_format": "Default"}}})
 	req, _ := http.NewRequest(http.MethodPost, harbor.URL()+"/api/v2.0/projects/wso2-apim/webhook/policies", bytes.NewReader(body))
@@ -71,7 +74,7 @@ func TestStandInDrivesThePipeline(t *testing.T) {
 	}
 
 	got := map[string]*harborflowv1.ImageInspected{}
-	for _, ii := range readImages[*harborflowv1.ImageInspected](t, p.NATSURL, event.SubjectImageInspected, 2, true) {
+	for _, ii := range readMessages[*harborflowv1.ImageInspected](t, p.NATSURL, event.SubjectImageInspected, 2, true) {
 		got[ii.GetRepository()] = ii
 	}
 	if am := got["wso2-apim/am"]; am == nil || am.GetUpdateLevel() != 15 || am.GetRegistry() != harbor.Host() || am.GetTags()[0] != "4.2.0.15" {
@@ -79,6 +82,50 @@ func TestStandInDrivesThePipeline(t *testing.T) {
 	}
 	if is := got["wso2-apim/is"]; is == nil || is.GetUpdateLevel() != 4 || len(is.GetPlatforms()) != 2 || is.GetTags()[0] != "7.1.0.4" {
 		t.Errorf("the two-platform index (N+1 PUSH_ARTIFACT deliveries): %v", is)
+	}
+	// A platform may be scanned twice (again when its index arrives after its first scan ended, HARBOR.md
+	// §7.1): read until three digests are reported, the newest report of each winning.
+	scans := map[string]*harborflowv1.RegistryEvent{}
+	b := connectBus(t, p.NATSURL)
+	for m, err := range b.Read(ctx, bus.ReadConfig{Subject: "registry.harbor.scan", Follow: true}) {
+		if err != nil {
+			t.Fatalf("reading scan events (have %d digests): %v", len(scans), err)
+		}
+		ev := &harborflowv1.RegistryEvent{}
+		if err := m.Decode(ev); err != nil {
+			t.Fatal(err)
+		}
+		scans[ev.GetDigest()] = ev
+		if len(scans) == 3 {
+			break
+		}
+	}
+	if len(scans) < 3 {
+		t.Fatalf("scan events of %d digests within 30 s, want 3: %v", len(scans), scans)
+	}
+	if ev := scans[am.Digest]; ev == nil || ev.GetType() != "SCANNING_COMPLETED" || ev.GetTag() != "4.2.0.15" || ev.GetScan().GetSeverity() != "High" {
+		t.Errorf("the single image's scan: %v", ev)
+	}
+	if scans[is.Digest] != nil {
+		t.Errorf("the index itself was reported scanned: %v", scans[is.Digest])
+	}
+	var failed, completed int
+	for d, ev := range scans {
+		if d == am.Digest {
+			continue
+		}
+		if ev.GetTag() != "" {
+			t.Errorf("a platform's scan carries tag %q, want none", ev.GetTag())
+		}
+		switch ev.GetType() {
+		case "SCANNING_FAILED":
+			failed++
+		case "SCANNING_COMPLETED":
+			completed++
+		}
+	}
+	if failed != 1 || completed != 1 {
+		t.Errorf("the index's platforms: %d completed, %d failed scans, want one each", completed, failed)
 	}
 	if err := harbor.WaitDeliveries(ctx); err != nil {
 		t.Fatal(err)
