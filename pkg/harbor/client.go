@@ -190,25 +190,11 @@ func (t *headerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		x.errBody, _ = io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
 		_ = resp.Body.Close()
 		resp.Body = io.NopCloser(bytes.NewReader(x.errBody))
-		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+		if d, ok := registry.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
 			x.retryAfter = d
 		}
 	}
 	return resp, nil
-}
-
-// parseRetryAfter reads Retry-After as seconds or as an HTTP date.
-func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
-	if v == "" {
-		return 0, false
-	}
-	if s, err := strconv.ParseInt(v, 10, 64); err == nil && s >= 0 {
-		return time.Duration(min(s, int64(24*time.Hour/time.Second))) * time.Second, true
-	}
-	if at, err := http.ParseTime(v); err == nil {
-		return max(at.Sub(now), 0), true
-	}
-	return 0, false
 }
 
 // call runs one request of go-client: fn gets a context carrying the call's exchange (and the client's
@@ -248,7 +234,8 @@ func list[T any](ctx context.Context, c *Client, op, resource string, fetch page
 			return nil, err
 		}
 		if all == nil && total > 0 {
-			all = make([]T, 0, total)
+			// X-Total-Count is the server's word: room for a few pages at most, whatever it says.
+			all = make([]T, 0, min(total, 10*PageSize))
 		}
 		all = append(all, items...)
 		// Without X-Total-Count (total 0), only a short page ends the list.

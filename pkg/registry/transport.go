@@ -85,7 +85,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp.Header.Del("Retry-After")
 			return resp, nil
 		}
-		wait, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		wait, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		if !ok {
 			wait = retryBase << (attempt - 1)
 		}
@@ -148,8 +148,9 @@ func (t *retryTransport) closeGate(host string, wait time.Duration) {
 	t.mu.Unlock()
 }
 
-// parseRetryAfter reads Retry-After as seconds or as an HTTP date.
-func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+// ParseRetryAfter reads a Retry-After value as seconds or as an HTTP date, relative to now, capped at a day.
+// A negative or unreadable value is no delay (false). The registry and Harbor clients both read it here.
+func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 	if v == "" {
 		return 0, false
 	}

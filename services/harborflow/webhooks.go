@@ -42,7 +42,9 @@ type webhookTarget struct {
 }
 
 // webhookTargets lists the Harbor projects cfg involves — the projects of rebuild targets on a registry with
-// `harbor: true`, plus extra (host/project or project, for every Harbor) — each with the policy it must have:
+// `harbor: true`, plus extra (host/project or project, for every Harbor) — each with the policy it must have.
+// Promotion stages and retention patterns will add theirs when those stages exist: the configuration refuses
+// their sections until then (issue 11, 12). Each policy has:
 // the receiver's public address for the Harbor source of that host, its first secret as the auth header.
 func webhookTargets(cfg *config.Config, extra []string, format string) ([]webhookTarget, error) {
 	harbors := map[string]bool{}
@@ -219,7 +221,8 @@ func newHarborCommand(cfgPath func() string) *cobra.Command {
 		Use:   "setup-webhooks",
 		Short: "Give every Harbor project the configuration involves one webhook policy named harborflow",
 		Long: "Harbor has webhooks per project only. For every project the configuration involves — the projects of the\n" +
-			"rebuild targets on registries with `harbor: true`, plus --project — create or update one webhook policy named\n" +
+			"rebuild targets on registries with `harbor: true` (promotion stages and retention patterns once those stages\n" +
+			"exist), plus --project — create or update one webhook policy named\n" +
 			"harborflow: http.public_url/webhooks/harbor/<source>, the event types the stages use (" + strings.Join(policyEvents, ", ") + "),\n" +
 			"the Harbor source's first secret as the auth header. A second run changes nothing; a project the account may\n" +
 			"not manage is reported and the others still get their policy. Secrets are never printed. Needs the receiver's\n" +
