@@ -186,8 +186,15 @@ func randomHex(n int) string {
 // ends: immutable rules first (they block deletes), then artifacts, repositories, labels, policies.
 func (tg *target) project(t *testing.T) (name string, id int64) {
 	t.Helper()
+	return tg.projectSpec(t, harbor.ProjectSpec{})
+}
+
+// projectSpec is project with spec's settings (its Name is ignored).
+func (tg *target) projectSpec(t *testing.T, spec harbor.ProjectSpec) (name string, id int64) {
+	t.Helper()
 	name = "hfct-" + randomHex(5)
-	id, err := tg.api.CreateProject(ctxOf(t), harbor.ProjectSpec{Name: name})
+	spec.Name = name
+	id, err := tg.api.CreateProject(ctxOf(t), spec)
 	if err != nil {
 		t.Fatalf("creating project: %v", err)
 	}
@@ -435,6 +442,22 @@ func contractProjects(t *testing.T, tg *target) {
 	}
 	if !slices.ContainsFunc(all, func(p harbor.Project) bool { return p.Name == name && p.ID == id }) {
 		t.Errorf("project %s not listed among %d", name, len(all))
+	}
+
+	// go-client reads metadata at …/metadatas/ (a trailing slash, as Harbor's swagger declares it).
+	md, err := tg.api.ProjectMetadata(ctx, name)
+	if err != nil || md[harbor.MetadataPublic] != "false" {
+		t.Errorf("metadata of %s: %v, %v; want public \"false\"", name, md, err)
+	}
+	scanName, _ := tg.projectSpec(t, harbor.ProjectSpec{AutoScan: true})
+	md, err = tg.api.ProjectMetadata(ctx, scanName)
+	if err != nil || md[harbor.MetadataAutoScan] != "true" {
+		t.Errorf("metadata of %s: %v, %v; want auto_scan \"true\"", scanName, md, err)
+	}
+	r = tg.do(t, http.MethodGet, "/api/v2.0/projects/"+scanName+"/metadatas/"+harbor.MetadataAutoScan, asAdmin, nil, "X-Is-Resource-Name", "true")
+	wantStatus(t, "get one metadata key", r, http.StatusOK)
+	if got := strings.TrimSpace(string(r.body)); got != `{"auto_scan":"true"}` {
+		t.Errorf("metadata key auto_scan: %s, want {\"auto_scan\":\"true\"}", got)
 	}
 
 	// Every response echoes X-Request-Id (§3.1).
