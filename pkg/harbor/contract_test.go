@@ -682,6 +682,7 @@ func contractImmutable(t *testing.T, tg *target) {
 	img, other := tg.image(t, "imm-1", nil), tg.image(t, "imm-2", nil)
 	tg.push(t, img, name+"/am:4.2.0.1")
 	tg.push(t, other, name+"/other:4.2.0.1")
+	tg.push(t, img, name+"/same:4.2.0.1")
 	rule := harbor.ImmutableRule{
 		TagSelectors:   []harbor.Selector{{Kind: "doublestar", Decoration: "matches", Pattern: "4.*.*.[0-9]*"}},
 		ScopeSelectors: map[string][]harbor.Selector{"repository": {{Kind: "doublestar", Decoration: "repoMatches", Pattern: "**"}}},
@@ -697,6 +698,12 @@ func contractImmutable(t *testing.T, tg *target) {
 	wantErr(t, "artifact delete by tag", tg.api.DeleteArtifact(ctx, name, "am", "4.2.0.1"), harbor.ErrPrecondition, "PRECONDITION")
 	wantErr(t, "artifact delete by digest", tg.api.DeleteArtifact(ctx, name, "am", img.Digest), harbor.ErrPrecondition, "PRECONDITION")
 	wantErr(t, "copy onto the tag", tg.api.CopyArtifact(ctx, name, "am", name+"/other:4.2.0.1"), harbor.ErrPrecondition, "PRECONDITION")
+	// Even the identical artifact: "cannot be updated", unqualified (§7.1).
+	err = tg.api.CopyArtifact(ctx, name, "am", name+"/same:4.2.0.1")
+	wantErr(t, "copy of the identical artifact onto the tag", err, harbor.ErrPrecondition, "PRECONDITION")
+	if err != nil && !strings.Contains(err.Error(), "cannot be updated") {
+		t.Errorf("copy of the identical artifact onto the tag: %v, want \"…cannot be updated\"", err)
+	}
 
 	// Even the identical manifest cannot be pushed onto it again (§7.1).
 	mt, body := tg.src.ReadManifest(t, strings.TrimPrefix(img.Ref, tg.src.Host+"/"))

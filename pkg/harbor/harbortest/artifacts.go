@@ -368,7 +368,8 @@ func (s *Server) copyArtifact(c *call) *apiError {
 	if dr := dst.Repos[dstName]; dr != nil {
 		_, short, _ := strings.Cut(dstName, "/")
 		for _, t := range src.Tags {
-			if on, _ := dr.tagged(t.Name); on != nil && on.Digest != src.Digest && s.immutableLocked(dst, short, t.Name) {
+			// Even when the tag is already on the identical artifact (HARBOR.md §7.1: "cannot be updated", unqualified).
+			if on, _ := dr.tagged(t.Name); on != nil && s.immutableLocked(dst, short, t.Name) {
 				s.mu.Unlock()
 				return errPrecondition("the tag %s configured as immutable, cannot be updated", t.Name)
 			}
