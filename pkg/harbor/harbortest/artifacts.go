@@ -375,7 +375,8 @@ func (s *Server) copyArtifact(c *call) *apiError {
 			}
 		}
 	}
-	// Children first, so that each exists before what refers to it; then the root.
+	// Children and accessories first (HARBOR.md §3.2: the copy carries both, as Harbor's copyDeeply does),
+	// then the root, last.
 	var tree []*artifact
 	var walk func(a *artifact)
 	walk = func(a *artifact) {
@@ -384,17 +385,29 @@ func (s *Server) copyArtifact(c *call) *apiError {
 				walk(c)
 			}
 		}
+		for _, acc := range accessoriesOf(srcRepo, a) {
+			walk(acc)
+		}
 		tree = append(tree, cloneArtifact(a))
 	}
 	walk(src)
+	var accDigests []string // copied by their own digest: the root's manifest does not reach them
+	for _, a := range tree {
+		if a.accessory() {
+			accDigests = append(accDigests, a.Digest)
+		}
+	}
 	rootTag := src.eventTag()
 	srcTags := slices.Clone(src.newestTags())
 	slices.Reverse(srcTags) // oldest first, so that the copies keep the source's order
 	s.mu.Unlock()
 
 	if srcName != dstName {
-		if err := s.copyContent(c.r.Context(), srcName, dstName, src.Digest); err != nil {
-			return errorf(http.StatusInternalServerError, codeUnknown, "%v", err)
+		// Subjects before their referrers: the root's content first.
+		for _, d := range append([]string{src.Digest}, accDigests...) {
+			if err := s.copyContent(c.r.Context(), srcName, dstName, d); err != nil {
+				return errorf(http.StatusInternalServerError, codeUnknown, "%v", err)
+			}
 		}
 	}
 
@@ -412,6 +425,9 @@ func (s *Server) copyArtifact(c *call) *apiError {
 		have := repo.Artifacts[a.Digest]
 		if have == nil {
 			a.ID, a.PushTime = s.st.next(), now
+			if a.accessory() {
+				a.AccessoryID = s.st.next()
+			}
 			repo.Artifacts[a.Digest] = a
 			have = a
 			if !root {
