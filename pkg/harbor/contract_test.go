@@ -22,6 +22,7 @@ import (
 
 	"github.com/regclient/regclient"
 	rcconfig "github.com/regclient/regclient/config"
+	"github.com/regclient/regclient/scheme/reg"
 	"github.com/regclient/regclient/types/ref"
 
 	"github.com/harborflow/harborflow/pkg/harbor"
@@ -174,7 +175,16 @@ func (tg *target) connect(t *testing.T) {
 	}
 	hosts := []rcconfig.Host{{Name: tg.host, TLS: tls, User: tg.user, Pass: tg.pass, RegCert: readFile(t, tg.caFile)},
 		{Name: tg.src.Host, TLS: rcconfig.TLSDisabled}}
-	tg.rc = regclient.New(regclient.WithConfigHost(hosts...))
+	rcOpts := []regclient.Opt{regclient.WithConfigHost(hosts...)}
+	if tg.plainHTTP {
+		// regclient's own transport has no way to be closed, and a connection it dialled but never used
+		// holds a stand-in's Shutdown 5 s; this one is closed before the stand-in stops. (Plain HTTP only:
+		// regclient rewrites the TLS settings of a transport it is given.)
+		rcTr := http.DefaultTransport.(*http.Transport).Clone()
+		t.Cleanup(rcTr.CloseIdleConnections)
+		rcOpts = append(rcOpts, regclient.WithRegOpts(reg.WithTransport(rcTr)))
+	}
+	tg.rc = regclient.New(rcOpts...)
 }
 
 func readFile(t *testing.T, name string) string {
