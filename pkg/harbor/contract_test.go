@@ -138,6 +138,7 @@ func runContract(t *testing.T, tg *target) {
 		{"events", true, contractEvents},
 		{"scan", true, contractScan},
 		{"scan-request", false, contractScanRequest},
+		{"scan-pull", true, contractScanPull},
 		{"accessories", true, contractAccessories},
 	} {
 		t.Run(st.name, func(t *testing.T) {
@@ -1023,6 +1024,33 @@ func contractScan(t *testing.T, tg *target) {
 	}
 }
 
+// HARBOR.md §7.1: the scanner's own pull fires PULL_ARTIFACT, by digest (tag = the digest), as the scan's
+// robot account robot$<project>+<prefix>-<scanner>-<uuid>; then the scan's event, by the pusher.
+func contractScanPull(t *testing.T, tg *target) {
+	name, _ := tg.projectSpec(t, harbor.ProjectSpec{AutoScan: true})
+	sub := tg.subscribe(t, name, "PULL_ARTIFACT", "SCANNING_COMPLETED")
+	img := tg.image(t, "scan-pull", nil)
+	tg.push(t, img, name+"/app:1")
+	got := sub.expect(t, "scan on push",
+		hookEvent{typ: "PULL_ARTIFACT", repo: name + "/app", tag: img.Digest, digest: img.Digest},
+		hookEvent{typ: "SCANNING_COMPLETED", repo: name + "/app", tag: "1", digest: img.Digest})
+	for f, es := range got {
+		for _, e := range es {
+			switch e.typ {
+			case "PULL_ARTIFACT":
+				robot, ok := strings.CutPrefix(e.operator, "robot$"+name+"+")
+				if parts := strings.Split(robot, "-"); !ok || len(parts) < 3 {
+					t.Errorf("scanner pull (%s): operator %q, want robot$%s+<prefix>-<scanner>-<uuid>", f, e.operator, name)
+				}
+			case "SCANNING_COMPLETED":
+				if e.operator != tg.user {
+					t.Errorf("scan (%s): operator %q, want the pusher %q", f, e.operator, tg.user)
+				}
+			}
+		}
+	}
+}
+
 // HARBOR.md §7.1: a scan request is 202 with an empty body, and 409 CONFLICT while that scan is pending. Only
 // the stand-in can hold a scan pending long enough to ask twice.
 func contractScanRequest(t *testing.T, tg *target) {
@@ -1134,6 +1162,7 @@ type hookEvent struct {
 	noTag bool
 	// scanStatus and severity are the resource's scan_overview (reportMIME) of a scan event.
 	scanStatus, severity string
+	operator             string
 	auth, contentType    string
 	body                 []byte
 }
@@ -1236,25 +1265,27 @@ func parseHook(format string, body []byte) hookEvent {
 	var d data
 	if format == harbor.PayloadCloudEvents {
 		var ce struct {
-			Type string
-			Data data
+			Type     string
+			Operator string
+			Data     data
 		}
 		if err := json.Unmarshal(body, &ce); err != nil {
 			return hookEvent{typ: "unreadable: " + string(body)}
 		}
-		e.typ, d = cloudEventTypes[ce.Type], ce.Data
+		e.typ, e.operator, d = cloudEventTypes[ce.Type], ce.Operator, ce.Data
 		if e.typ == "" {
 			e.typ = ce.Type
 		}
 	} else {
 		var p struct {
 			Type      string
+			Operator  string
 			EventData data `json:"event_data"`
 		}
 		if err := json.Unmarshal(body, &p); err != nil {
 			return hookEvent{typ: "unreadable: " + string(body)}
 		}
-		e.typ, d = p.Type, p.EventData
+		e.typ, e.operator, d = p.Type, p.Operator, p.EventData
 	}
 	e.repo = d.Repository.RepoFullName
 	if len(d.Resources) != 1 {
