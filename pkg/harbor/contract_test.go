@@ -22,6 +22,7 @@ import (
 
 	"github.com/regclient/regclient"
 	rcconfig "github.com/regclient/regclient/config"
+	"github.com/regclient/regclient/scheme/reg"
 	"github.com/regclient/regclient/types/ref"
 
 	"github.com/harborflow/harborflow/pkg/harbor"
@@ -45,8 +46,15 @@ func TestContract(t *testing.T) {
 		rx := newHookReceiver(t, "127.0.0.1:0", "")
 		s := harbortest.New(t)
 		user, pass := s.Admin()
+		slowScans := func(t *testing.T) *target {
+			s := harbortest.New(t, harbortest.WithScanDelay(time.Hour))
+			user, pass := s.Admin()
+			slow := &target{url: s.URL(), host: s.Host(), user: user, pass: pass, plainHTTP: true, wait: 10 * time.Second}
+			slow.connect(t)
+			return slow
+		}
 		runContract(t, &target{url: s.URL(), host: s.Host(), user: user, pass: pass, plainHTTP: true, hooks: rx,
-			wait: 10 * time.Second})
+			wait: 10 * time.Second, slowScans: slowScans})
 	})
 	t.Run("harbor", func(t *testing.T) {
 		tg, why := realTarget(t)
@@ -100,6 +108,9 @@ type target struct {
 	hooks               *hookReceiver // nil: event subtests skip (noHooks says why)
 	noHooks             string
 	wait                time.Duration // deadline for a delivery
+	// slowScans, on the stand-in only, starts a second target whose scans stay pending (a long scan
+	// delay), for what can be seen only while a scan runs; nil for a real Harbor, whose scans cannot be held.
+	slowScans func(t *testing.T) *target
 
 	hc  *http.Client
 	api *harbor.Client
@@ -108,6 +119,40 @@ type target struct {
 }
 
 func runContract(t *testing.T, tg *target) {
+	tg.connect(t)
+
+	for _, st := range []struct {
+		name  string
+		hooks bool
+		fn    func(t *testing.T, tg *target)
+	}{
+		{"projects", false, contractProjects},
+		{"auth", false, contractAuth},
+		{"paging", false, contractPaging},
+		{"artifacts", false, contractArtifacts},
+		{"tags", false, contractTags},
+		{"copy", false, contractCopy},
+		{"immutable", false, contractImmutable},
+		{"labels", false, contractLabels},
+		{"webhook-policies", false, contractPolicies},
+		{"events", true, contractEvents},
+		{"scan", true, contractScan},
+		{"scan-request", false, contractScanRequest},
+		{"scan-pull", true, contractScanPull},
+		{"accessories", true, contractAccessories},
+	} {
+		t.Run(st.name, func(t *testing.T) {
+			t.Parallel()
+			if st.hooks && tg.hooks == nil {
+				t.Skip(tg.noHooks)
+			}
+			st.fn(t, tg)
+		})
+	}
+}
+
+// connect makes tg's clients: the API's, regclient's (for the target and the source registry) and a raw one.
+func (tg *target) connect(t *testing.T) {
 	tr, err := registry.HTTPTransport(registry.Host{Name: tg.host, CAFile: tg.caFile, Insecure: tg.insecure, PlainHTTP: tg.plainHTTP})
 	if err != nil {
 		t.Fatal(err)
@@ -131,32 +176,16 @@ func runContract(t *testing.T, tg *target) {
 	}
 	hosts := []rcconfig.Host{{Name: tg.host, TLS: tls, User: tg.user, Pass: tg.pass, RegCert: readFile(t, tg.caFile)},
 		{Name: tg.src.Host, TLS: rcconfig.TLSDisabled}}
-	tg.rc = regclient.New(regclient.WithConfigHost(hosts...))
-
-	for _, st := range []struct {
-		name  string
-		hooks bool
-		fn    func(t *testing.T, tg *target)
-	}{
-		{"projects", false, contractProjects},
-		{"auth", false, contractAuth},
-		{"paging", false, contractPaging},
-		{"artifacts", false, contractArtifacts},
-		{"tags", false, contractTags},
-		{"copy", false, contractCopy},
-		{"immutable", false, contractImmutable},
-		{"labels", false, contractLabels},
-		{"webhook-policies", false, contractPolicies},
-		{"events", true, contractEvents},
-	} {
-		t.Run(st.name, func(t *testing.T) {
-			t.Parallel()
-			if st.hooks && tg.hooks == nil {
-				t.Skip(tg.noHooks)
-			}
-			st.fn(t, tg)
-		})
+	rcOpts := []regclient.Opt{regclient.WithConfigHost(hosts...)}
+	if tg.plainHTTP {
+		// regclient's own transport has no way to be closed, and a connection it dialled but never used
+		// holds a stand-in's Shutdown 5 s; this one is closed before the stand-in stops. (Plain HTTP only:
+		// regclient rewrites the TLS settings of a transport it is given.)
+		rcTr := http.DefaultTransport.(*http.Transport).Clone()
+		t.Cleanup(rcTr.CloseIdleConnections)
+		rcOpts = append(rcOpts, regclient.WithRegOpts(reg.WithTransport(rcTr)))
 	}
+	tg.rc = regclient.New(rcOpts...)
 }
 
 func readFile(t *testing.T, name string) string {
@@ -186,8 +215,15 @@ func randomHex(n int) string {
 // ends: immutable rules first (they block deletes), then artifacts, repositories, labels, policies.
 func (tg *target) project(t *testing.T) (name string, id int64) {
 	t.Helper()
+	return tg.projectSpec(t, harbor.ProjectSpec{})
+}
+
+// projectSpec is project with spec's settings (its Name is ignored).
+func (tg *target) projectSpec(t *testing.T, spec harbor.ProjectSpec) (name string, id int64) {
+	t.Helper()
 	name = "hfct-" + randomHex(5)
-	id, err := tg.api.CreateProject(ctxOf(t), harbor.ProjectSpec{Name: name})
+	spec.Name = name
+	id, err := tg.api.CreateProject(ctxOf(t), spec)
 	if err != nil {
 		t.Fatalf("creating project: %v", err)
 	}
@@ -437,6 +473,22 @@ func contractProjects(t *testing.T, tg *target) {
 		t.Errorf("project %s not listed among %d", name, len(all))
 	}
 
+	// go-client reads metadata at …/metadatas/ (a trailing slash, as Harbor's swagger declares it).
+	md, err := tg.api.ProjectMetadata(ctx, name)
+	if err != nil || md[harbor.MetadataPublic] != "false" {
+		t.Errorf("metadata of %s: %v, %v; want public \"false\"", name, md, err)
+	}
+	scanName, _ := tg.projectSpec(t, harbor.ProjectSpec{AutoScan: true})
+	md, err = tg.api.ProjectMetadata(ctx, scanName)
+	if err != nil || md[harbor.MetadataAutoScan] != "true" {
+		t.Errorf("metadata of %s: %v, %v; want auto_scan \"true\"", scanName, md, err)
+	}
+	r = tg.do(t, http.MethodGet, "/api/v2.0/projects/"+scanName+"/metadatas/"+harbor.MetadataAutoScan, asAdmin, nil, "X-Is-Resource-Name", "true")
+	wantStatus(t, "get one metadata key", r, http.StatusOK)
+	if got := strings.TrimSpace(string(r.body)); got != `{"auto_scan":"true"}` {
+		t.Errorf("metadata key auto_scan: %s, want {\"auto_scan\":\"true\"}", got)
+	}
+
 	// Every response echoes X-Request-Id (§3.1).
 	sent := "hfct-" + randomHex(8)
 	r = tg.do(t, http.MethodGet, "/api/v2.0/projects/"+name, asAdmin, nil, "X-Request-Id", sent, "X-Is-Resource-Name", "true")
@@ -659,6 +711,7 @@ func contractImmutable(t *testing.T, tg *target) {
 	img, other := tg.image(t, "imm-1", nil), tg.image(t, "imm-2", nil)
 	tg.push(t, img, name+"/am:4.2.0.1")
 	tg.push(t, other, name+"/other:4.2.0.1")
+	tg.push(t, img, name+"/same:4.2.0.1")
 	rule := harbor.ImmutableRule{
 		TagSelectors:   []harbor.Selector{{Kind: "doublestar", Decoration: "matches", Pattern: "4.*.*.[0-9]*"}},
 		ScopeSelectors: map[string][]harbor.Selector{"repository": {{Kind: "doublestar", Decoration: "repoMatches", Pattern: "**"}}},
@@ -674,6 +727,12 @@ func contractImmutable(t *testing.T, tg *target) {
 	wantErr(t, "artifact delete by tag", tg.api.DeleteArtifact(ctx, name, "am", "4.2.0.1"), harbor.ErrPrecondition, "PRECONDITION")
 	wantErr(t, "artifact delete by digest", tg.api.DeleteArtifact(ctx, name, "am", img.Digest), harbor.ErrPrecondition, "PRECONDITION")
 	wantErr(t, "copy onto the tag", tg.api.CopyArtifact(ctx, name, "am", name+"/other:4.2.0.1"), harbor.ErrPrecondition, "PRECONDITION")
+	// Even the identical artifact: "cannot be updated", unqualified (§7.1).
+	err = tg.api.CopyArtifact(ctx, name, "am", name+"/same:4.2.0.1")
+	wantErr(t, "copy of the identical artifact onto the tag", err, harbor.ErrPrecondition, "PRECONDITION")
+	if err != nil && !strings.Contains(err.Error(), "cannot be updated") {
+		t.Errorf("copy of the identical artifact onto the tag: %v, want \"…cannot be updated\"", err)
+	}
 
 	// Even the identical manifest cannot be pushed onto it again (§7.1).
 	mt, body := tg.src.ReadManifest(t, strings.TrimPrefix(img.Ref, tg.src.Host+"/"))
@@ -764,41 +823,10 @@ func contractPolicies(t *testing.T, tg *target) {
 func contractEvents(t *testing.T, tg *target) {
 	ctx := ctxOf(t)
 	name, pid := tg.project(t)
-	formats := []string{harbor.PayloadDefault, harbor.PayloadCloudEvents}
-	auths := map[string]string{}
-	for _, f := range formats {
-		auths[f] = "Bearer hfct-" + randomHex(8)
-		_, err := tg.api.CreateWebhookPolicy(ctx, name, harbor.WebhookPolicy{Name: "hfct-" + f, Enabled: true,
-			EventTypes: []string{"PUSH_ARTIFACT", "PULL_ARTIFACT", "DELETE_ARTIFACT"},
-			Targets:    []harbor.WebhookTarget{{Address: tg.hooks.address(name, f), AuthHeader: secret.Secret(auths[f]), PayloadFormat: f}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	stream := map[string]*hookStream{}
-	for _, f := range formats {
-		stream[f] = tg.hooks.stream(name, f)
-	}
-	// expect waits for len(want) deliveries in each format and compares them with want as a set.
+	sub := tg.subscribe(t, name, "PUSH_ARTIFACT", "PULL_ARTIFACT", "DELETE_ARTIFACT")
 	expect := func(step string, want ...hookEvent) {
 		t.Helper()
-		for _, f := range formats {
-			got := stream[f].next(t, len(want), tg.wait)
-			for _, e := range got {
-				if e.auth != auths[f] {
-					t.Errorf("%s (%s): Authorization %q, want the policy's", step, f, e.auth)
-				}
-				if want := contentTypes[f]; e.contentType != want {
-					t.Errorf("%s (%s): Content-Type %q, want %q (§1.2)", step, f, e.contentType, want)
-				}
-				if e.repo != "" && !strings.HasPrefix(e.repo, name+"/") {
-					t.Errorf("%s (%s): repository %q of another project", step, f, e.repo)
-				}
-			}
-			if !sameEvents(got, want) {
-				t.Errorf("%s (%s):\n got %s\nwant %s", step, f, eventsString(got), eventsString(want))
-			}
-		}
+		sub.expect(t, step, want...)
 	}
 	push := func(typ, repo, tag, digest string) hookEvent {
 		return hookEvent{typ: typ, repo: name + "/" + repo, tag: tag, digest: digest}
@@ -863,6 +891,252 @@ func contractEvents(t *testing.T, tg *target) {
 	expect("push after the delete", push("PUSH_ARTIFACT", "app", "last", last.Digest))
 }
 
+// subscription is a project's two webhook policies, a Default and a CloudEvents one, each delivering to the
+// receiver, and what each has delivered.
+type subscription struct {
+	tg     *target
+	name   string
+	auths  map[string]string
+	stream map[string]*hookStream
+}
+
+var formats = []string{harbor.PayloadDefault, harbor.PayloadCloudEvents}
+
+// subscribe makes the policies of project name for events.
+func (tg *target) subscribe(t *testing.T, name string, events ...string) *subscription {
+	t.Helper()
+	sub := &subscription{tg: tg, name: name, auths: map[string]string{}, stream: map[string]*hookStream{}}
+	for _, f := range formats {
+		sub.auths[f] = "Bearer hfct-" + randomHex(8)
+		_, err := tg.api.CreateWebhookPolicy(ctxOf(t), name, harbor.WebhookPolicy{Name: "hfct-" + f, Enabled: true,
+			EventTypes: events,
+			Targets:    []harbor.WebhookTarget{{Address: tg.hooks.address(name, f), AuthHeader: secret.Secret(sub.auths[f]), PayloadFormat: f}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub.stream[f] = tg.hooks.stream(name, f)
+	}
+	return sub
+}
+
+// expect waits for len(want) deliveries in each format, compares them with want as a set and returns them
+// by format.
+func (sub *subscription) expect(t *testing.T, step string, want ...hookEvent) map[string][]hookEvent {
+	t.Helper()
+	out := map[string][]hookEvent{}
+	for _, f := range formats {
+		got := sub.stream[f].next(t, len(want), sub.tg.wait)
+		for _, e := range got {
+			if e.auth != sub.auths[f] {
+				t.Errorf("%s (%s): Authorization %q, want the policy's", step, f, e.auth)
+			}
+			if want := contentTypes[f]; e.contentType != want {
+				t.Errorf("%s (%s): Content-Type %q, want %q (§1.2)", step, f, e.contentType, want)
+			}
+			if e.repo != "" && !strings.HasPrefix(e.repo, sub.name+"/") {
+				t.Errorf("%s (%s): repository %q of another project", step, f, e.repo)
+			}
+		}
+		if !sameEvents(got, want) {
+			t.Errorf("%s (%s):\n got %s\nwant %s", step, f, eventsString(got), eventsString(want))
+		}
+		out[f] = got
+	}
+	return out
+}
+
+// HARBOR.md §7.1: scans on push in a project with auto_scan. A single image's SCANNING_COMPLETED carries its
+// tag and the severity its config label names; a two-platform index is scanned per platform digest, never as
+// itself, its events without a tag key, and its API overview is the children's merged: Success at 50 % with
+// one child failed, so only each child's own overview can gate.
+func contractScan(t *testing.T, tg *target) {
+	ctx := ctxOf(t)
+	name, _ := tg.projectSpec(t, harbor.ProjectSpec{AutoScan: true})
+	sub := tg.subscribe(t, name, "SCANNING_COMPLETED", "SCANNING_FAILED")
+	scanned := func(typ, repo, tag, digest string) hookEvent {
+		return hookEvent{typ: typ, repo: name + "/" + repo, tag: tag, digest: digest}
+	}
+	overview := func(repo, reference string) harbor.ScanSummary {
+		t.Helper()
+		a, err := tg.api.Artifact(ctx, name, repo, reference, harbor.WithScanOverview())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.ScanOverview[reportMIME]
+	}
+
+	img := tg.image(t, "scan-1", map[string]string{harbortest.LabelSeverity: "High"})
+	tg.push(t, img, name+"/app:1")
+	for f, es := range sub.expect(t, "single image", scanned("SCANNING_COMPLETED", "app", "1", img.Digest)) {
+		if e := es[0]; e.scanStatus != "Success" || e.severity != "High" {
+			t.Errorf("single image (%s): scan_overview status %q, severity %q; want Success, High", f, e.scanStatus, e.severity)
+		}
+	}
+	if ov := overview("app", "1"); ov.Status != "Success" || ov.Severity != "High" || ov.CompletePercent != 100 {
+		t.Errorf("single image overview %+v, want Success, High, 100 %%", ov)
+	}
+
+	idx := tg.src.PushIndex(t, "src/"+randomHex(4)+":scan-2", registrytest.Index{Images: []registrytest.Image{
+		{Platform: "linux/amd64", Labels: map[string]string{"hfct.id": "scan-2", harbortest.LabelSeverity: "High"}, Layer: "scan-2-amd64"},
+		{Platform: "linux/arm64", Labels: map[string]string{"hfct.id": "scan-2", harbortest.LabelScan: "error"}, Layer: "scan-2-arm64"},
+	}})
+	good, bad := idx.Children[0], idx.Children[1]
+	children := func(step string) {
+		t.Helper()
+		got := sub.expect(t, step,
+			scanned("SCANNING_COMPLETED", "multi", "", good.Digest), scanned("SCANNING_FAILED", "multi", "", bad.Digest))
+		for f, es := range got {
+			for _, e := range es {
+				want := map[string][2]string{good.Digest: {"Success", "High"}, bad.Digest: {"Error", ""}}[e.digest]
+				if !e.noTag || e.scanStatus != want[0] || e.severity != want[1] {
+					t.Errorf("%s (%s): %s has a tag key %v, status %q, severity %q; want no tag key, %q, %q",
+						step, f, e.digest, !e.noTag, e.scanStatus, e.severity, want[0], want[1])
+				}
+			}
+		}
+	}
+	// The platform manifests first, each scanned at its own push; the index pushed after those scans ended
+	// scans each child again (§7.1: otherwise 2 or 4 events, by timing) and never the index itself.
+	for _, ch := range idx.Children {
+		tg.push(t, ch, name+"/multi@"+ch.Digest)
+	}
+	children("platform manifests")
+	tg.push(t, idx, name+"/multi:1")
+	children("index after its children's scans")
+
+	if ov := overview("multi", "1"); ov.Status != "Success" || ov.Severity != "High" || ov.CompletePercent != 50 {
+		t.Errorf("index overview %+v, want the merged trap: Success, High, 50 %% (§7.1)", ov)
+	}
+	if ov := overview("multi", good.Digest); ov.Status != "Success" || ov.Severity != "High" {
+		t.Errorf("good child overview %+v, want Success, High", ov)
+	}
+	if ov := overview("multi", bad.Digest); ov.Status != "Error" || ov.Severity != "" {
+		t.Errorf("failed child overview %+v, want Error without severity", ov)
+	}
+
+	// A last scan, so that an event for the index (or any other) would show here.
+	last := tg.image(t, "scan-3", nil)
+	tg.push(t, last, name+"/app:last")
+	for f, es := range sub.expect(t, "a last image", scanned("SCANNING_COMPLETED", "app", "last", last.Digest)) {
+		if e := es[0]; e.scanStatus != "Success" || e.severity != "None" {
+			t.Errorf("a last image (%s): status %q, severity %q; want Success, None", f, e.scanStatus, e.severity)
+		}
+	}
+}
+
+// HARBOR.md §7.1: the scanner's own pull fires PULL_ARTIFACT, by digest (tag = the digest), as the scan's
+// robot account robot$<project>+<prefix>-<scanner>-<uuid>; then the scan's event, by the pusher.
+func contractScanPull(t *testing.T, tg *target) {
+	name, _ := tg.projectSpec(t, harbor.ProjectSpec{AutoScan: true})
+	sub := tg.subscribe(t, name, "PULL_ARTIFACT", "SCANNING_COMPLETED")
+	img := tg.image(t, "scan-pull", nil)
+	tg.push(t, img, name+"/app:1")
+	got := sub.expect(t, "scan on push",
+		hookEvent{typ: "PULL_ARTIFACT", repo: name + "/app", tag: img.Digest, digest: img.Digest},
+		hookEvent{typ: "SCANNING_COMPLETED", repo: name + "/app", tag: "1", digest: img.Digest})
+	for f, es := range got {
+		for _, e := range es {
+			switch e.typ {
+			case "PULL_ARTIFACT":
+				robot, ok := strings.CutPrefix(e.operator, "robot$"+name+"+")
+				if parts := strings.Split(robot, "-"); !ok || len(parts) < 3 {
+					t.Errorf("scanner pull (%s): operator %q, want robot$%s+<prefix>-<scanner>-<uuid>", f, e.operator, name)
+				}
+			case "SCANNING_COMPLETED":
+				if e.operator != tg.user {
+					t.Errorf("scan (%s): operator %q, want the pusher %q", f, e.operator, tg.user)
+				}
+			}
+		}
+	}
+}
+
+// HARBOR.md §7.1: a scan request is 202 with an empty body, and 409 CONFLICT while that scan is pending. Only
+// the stand-in can hold a scan pending long enough to ask twice.
+func contractScanRequest(t *testing.T, tg *target) {
+	if tg.slowScans == nil {
+		t.Skip("a real Harbor's scan cannot be held pending; 202 then 409 is checked on the stand-in only")
+	}
+	slow := tg.slowScans(t)
+	ctx := ctxOf(t)
+	name, _ := slow.project(t)
+	img := slow.image(t, "scan-req", nil)
+	slow.push(t, img, name+"/app:1")
+	r := slow.do(t, http.MethodPost, "/api/v2.0/projects/"+name+"/repositories/app/artifacts/1/scan", asAdmin, map[string]string{"scan_type": "vulnerability"})
+	wantStatus(t, "scan request", r, http.StatusAccepted)
+	if len(r.body) != 0 {
+		t.Errorf("scan request: body %q, want none", r.body)
+	}
+	wantErr(t, "scan request while one is pending", slow.api.ScanArtifact(ctx, name, "app", img.Digest), harbor.ErrConflict, "CONFLICT")
+	if a, err := slow.api.Artifact(ctx, name, "app", "1", harbor.WithScanOverview()); err != nil || a.ScanOverview[reportMIME].Status != "Running" {
+		t.Errorf("while pending: %+v, %v; want scan_status Running", a, err)
+	}
+}
+
+// HARBOR.md §7.1: a cosign signature pushed as tag sha256-<hex>.sig and an OCI referrer (subject) are
+// signature.cosign accessories of their subject, listed with with_accessory=true and at …/accessories, never
+// roots; each push fires PUSH_ARTIFACT; a scan request on one is 400.
+func contractAccessories(t *testing.T, tg *target) {
+	ctx := ctxOf(t)
+	name, _ := tg.project(t)
+	sub := tg.subscribe(t, name, "PUSH_ARTIFACT")
+	pushed := func(tag, digest string) hookEvent {
+		return hookEvent{typ: "PUSH_ARTIFACT", repo: name + "/app", tag: tag, digest: digest}
+	}
+	srcRepo := "src/" + randomHex(4)
+	img := tg.src.PushImage(t, srcRepo+":1", registrytest.Image{Labels: map[string]string{"hfct.id": "acc"}, Layer: "acc"})
+	sig := tg.src.PushSignature(t, srcRepo, img)
+	referrer := tg.src.PushReferrer(t, srcRepo, "application/vnd.dev.cosign.artifact.sig.v1+json", img)
+
+	tg.push(t, img, name+"/app:1")
+	sub.expect(t, "subject", pushed("1", img.Digest))
+	tg.push(t, sig, name+"/app:"+sig.Tag)
+	sub.expect(t, "cosign signature by tag", pushed(sig.Tag, sig.Digest))
+	tg.push(t, referrer, name+"/app@"+referrer.Digest)
+	sub.expect(t, "OCI referrer (tag is the digest)", pushed(referrer.Digest, referrer.Digest))
+
+	if arts, err := tg.api.Artifacts(ctx, name, "app"); err != nil || len(arts) != 1 || arts[0].Digest != img.Digest {
+		t.Errorf("artifacts %+v, %v; want the subject alone (accessories are not roots)", arts, err)
+	}
+	subject, err := tg.api.Artifact(ctx, name, "app", "1", harbor.WithAccessories())
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(where string, accs []harbor.Accessory) {
+		t.Helper()
+		digests := map[string]bool{}
+		for _, acc := range accs {
+			digests[acc.Digest] = true
+			if acc.Type != "signature.cosign" || acc.SubjectArtifactDigest != img.Digest || acc.SubjectArtifactID != subject.ID ||
+				acc.SubjectArtifactRepo != name+"/app" || acc.ID <= 0 || acc.ArtifactID <= 0 {
+				t.Errorf("%s: accessory %+v, want a signature.cosign of %s (id %d)", where, acc, img.Digest, subject.ID)
+			}
+		}
+		if len(accs) != 2 || !digests[sig.Digest] || !digests[referrer.Digest] {
+			t.Errorf("%s: accessories %+v, want the signature %s and the referrer %s", where, accs, sig.Digest, referrer.Digest)
+		}
+	}
+	check("with_accessory=true", subject.Accessories)
+	accs, err := tg.api.Accessories(ctx, name, "app", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("…/accessories", accs)
+	r := tg.do(t, http.MethodGet, "/api/v2.0/projects/"+name+"/repositories/app/artifacts/1/accessories", asAdmin, nil)
+	wantStatus(t, "accessories", r, http.StatusOK)
+	if got := r.header.Get("X-Total-Count"); got != "2" {
+		t.Errorf("accessories: X-Total-Count %q, want 2", got)
+	}
+	r = tg.do(t, http.MethodGet, "/api/v2.0/projects/"+name+"/repositories/app/artifacts/1", asAdmin, nil)
+	wantStatus(t, "artifact", r, http.StatusOK)
+	if !bytes.Contains(r.body, []byte(`"accessories":null`)) {
+		t.Errorf("without with_accessory: %s, want \"accessories\":null", r.body)
+	}
+	for _, d := range []string{sig.Digest, referrer.Digest} {
+		wantErr(t, "scan request on an accessory", tg.api.ScanArtifact(ctx, name, "app", d), harbor.ErrBadRequest, "BAD_REQUEST")
+	}
+}
+
 var contentTypes = map[string]string{
 	harbor.PayloadDefault:     "application/json",
 	harbor.PayloadCloudEvents: "application/cloudevents+json",
@@ -873,13 +1147,24 @@ var cloudEventTypes = map[string]string{
 	"harbor.artifact.pushed":  "PUSH_ARTIFACT",
 	"harbor.artifact.pulled":  "PULL_ARTIFACT",
 	"harbor.artifact.deleted": "DELETE_ARTIFACT",
+	"harbor.scan.completed":   "SCANNING_COMPLETED",
+	"harbor.scan.failed":      "SCANNING_FAILED",
+	"harbor.scan.stopped":     "SCANNING_STOPPED",
 }
+
+// reportMIME keys scan_overview (HARBOR.md §7.1).
+const reportMIME = "application/vnd.security.vulnerability.report; version=1.1"
 
 // hookEvent is what a delivery says, in either format.
 type hookEvent struct {
 	typ, repo, tag, digest string
-	auth, contentType      string
-	body                   []byte
+	// noTag: the resource has no tag key at all (an index child's scan event, §7.1).
+	noTag bool
+	// scanStatus and severity are the resource's scan_overview (reportMIME) of a scan event.
+	scanStatus, severity string
+	operator             string
+	auth, contentType    string
+	body                 []byte
 }
 
 func (e hookEvent) key() string {
@@ -965,7 +1250,12 @@ func (h *hookReceiver) serve(w http.ResponseWriter, r *http.Request) {
 func parseHook(format string, body []byte) hookEvent {
 	type data struct {
 		Resources []struct {
-			Digest, Tag string
+			Digest       string
+			Tag          *string
+			ScanOverview map[string]struct {
+				ScanStatus string `json:"scan_status"`
+				Severity   string
+			} `json:"scan_overview"`
 		} `json:"resources"`
 		Repository struct {
 			RepoFullName string `json:"repo_full_name"`
@@ -975,32 +1265,41 @@ func parseHook(format string, body []byte) hookEvent {
 	var d data
 	if format == harbor.PayloadCloudEvents {
 		var ce struct {
-			Type string
-			Data data
+			Type     string
+			Operator string
+			Data     data
 		}
 		if err := json.Unmarshal(body, &ce); err != nil {
 			return hookEvent{typ: "unreadable: " + string(body)}
 		}
-		e.typ, d = cloudEventTypes[ce.Type], ce.Data
+		e.typ, e.operator, d = cloudEventTypes[ce.Type], ce.Operator, ce.Data
 		if e.typ == "" {
 			e.typ = ce.Type
 		}
 	} else {
 		var p struct {
 			Type      string
+			Operator  string
 			EventData data `json:"event_data"`
 		}
 		if err := json.Unmarshal(body, &p); err != nil {
 			return hookEvent{typ: "unreadable: " + string(body)}
 		}
-		e.typ, d = p.Type, p.EventData
+		e.typ, e.operator, d = p.Type, p.Operator, p.EventData
 	}
 	e.repo = d.Repository.RepoFullName
 	if len(d.Resources) != 1 {
 		e.typ += fmt.Sprintf(" with %d resources", len(d.Resources))
 	}
 	if len(d.Resources) > 0 {
-		e.tag, e.digest = d.Resources[0].Tag, d.Resources[0].Digest
+		r := d.Resources[0]
+		e.digest, e.noTag = r.Digest, r.Tag == nil
+		if r.Tag != nil {
+			e.tag = *r.Tag
+		}
+		if ov, ok := r.ScanOverview[reportMIME]; ok {
+			e.scanStatus, e.severity = ov.ScanStatus, ov.Severity
+		}
 	}
 	return e
 }

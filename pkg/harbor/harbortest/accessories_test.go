@@ -113,3 +113,55 @@ func TestAccessories(t *testing.T) {
 	want(t, call(t, s, http.MethodDelete, base+"/1", admin, pass, nil), http.StatusOK)
 	wantError(t, call(t, s, http.MethodGet, base+"/"+sig.Digest, admin, pass, nil), http.StatusNotFound, "NOT_FOUND")
 }
+
+// HARBOR.md §3.2: a copy carries the source's accessories; at the destination they are accessories of the
+// copy (not roots), each new one with its PUSH_ARTIFACT (the digest as tag: only the root's tags are copied).
+func TestCopyCarriesAccessories(t *testing.T) {
+	rec := newRecorder()
+	s := standIn(t, rec)
+	s.CreateProject(t, "stage", false, nil)
+	s.CreateProject(t, "prod", false, nil)
+	subscribe(t, s, "prod", "PUSH_ARTIFACT")
+	src := registrytest.New(t)
+	img := src.PushImage(t, "src/app:1", registrytest.Image{})
+	sig := src.PushSignature(t, "src/app", img)
+	ref := src.PushReferrer(t, "src/app", "application/vnd.dev.cosign.artifact.sig.v1+json", img)
+	push(t, s, src, "src/app:1", "stage/app:1")
+	push(t, s, src, "src/app:"+sig.Tag, "stage/app:"+sig.Tag)
+	push(t, s, src, "src/app@"+ref.Digest, "stage/app@"+ref.Digest)
+
+	want(t, call(t, s, http.MethodPost, "/projects/prod/repositories/app/artifacts?from=stage/app:1", admin, pass, nil), http.StatusCreated)
+	evs := ofType(rec.wait(t, 3), "PUSH_ARTIFACT")
+	got := map[string]string{}
+	for _, e := range evs {
+		got[e.Digest] = e.Tag
+	}
+	if len(evs) != 3 || got[img.Digest] != "1" || got[sig.Digest] != sig.Digest || got[ref.Digest] != ref.Digest {
+		t.Errorf("copy events %+v", evs)
+	}
+
+	const base = "/projects/prod/repositories/app/artifacts"
+	var subject struct {
+		ID          int64
+		Accessories []accessoryJSON
+	}
+	call(t, s, http.MethodGet, base+"/1?with_accessory=true", admin, pass, nil).json(t, &subject)
+	digests := map[string]bool{}
+	for _, acc := range subject.Accessories {
+		digests[acc.Digest] = true
+		if acc.Type != "signature.cosign" || acc.SubjectArtifactID != subject.ID || acc.SubjectArtifactRepo != "prod/app" ||
+			acc.SubjectArtifactDigest != img.Digest || acc.ID == 0 || acc.ArtifactID == 0 {
+			t.Errorf("copied accessory %+v", acc)
+		}
+	}
+	if len(subject.Accessories) != 2 || !digests[sig.Digest] || !digests[ref.Digest] {
+		t.Errorf("accessories of the copy %+v, want the signature and the referrer", subject.Accessories)
+	}
+	a := call(t, s, http.MethodGet, base, admin, pass, nil)
+	if a.header.Get("X-Total-Count") != "1" {
+		t.Errorf("list %s (X-Total-Count %s), want the copy alone", a.body, a.header.Get("X-Total-Count"))
+	}
+	// The content came along: the registry serves the referrer at the destination.
+	want(t, raw(t, s, http.MethodGet, "/v2/prod/app/manifests/"+ref.Digest, admin, pass, nil,
+		"Accept", "application/vnd.oci.image.manifest.v1+json"), http.StatusOK)
+}

@@ -46,8 +46,12 @@ func (s *Server) apiHandler() http.Handler {
 	h("GET "+proj, s.getProject)
 	h("PUT "+proj, s.updateProject)
 	h("DELETE "+proj, s.deleteProject)
+	// Harbor's swagger declares the list and the add with a trailing slash (…/metadatas/), which is what
+	// go-client sends; the form without it is kept for raw callers.
 	h("GET "+proj+"/metadatas", s.getMetadata)
 	h("POST "+proj+"/metadatas", s.addMetadata)
+	h("GET "+proj+"/metadatas/{$}", s.getMetadata)
+	h("POST "+proj+"/metadatas/{$}", s.addMetadata)
 	h("GET "+proj+"/metadatas/{name}", s.getMetadata)
 	h("PUT "+proj+"/metadatas/{name}", s.addMetadata)
 	h("DELETE "+proj+"/metadatas/{name}", s.deleteMetadata)

@@ -368,13 +368,15 @@ func (s *Server) copyArtifact(c *call) *apiError {
 	if dr := dst.Repos[dstName]; dr != nil {
 		_, short, _ := strings.Cut(dstName, "/")
 		for _, t := range src.Tags {
-			if on, _ := dr.tagged(t.Name); on != nil && on.Digest != src.Digest && s.immutableLocked(dst, short, t.Name) {
+			// Even when the tag is already on the identical artifact (HARBOR.md §7.1: "cannot be updated", unqualified).
+			if on, _ := dr.tagged(t.Name); on != nil && s.immutableLocked(dst, short, t.Name) {
 				s.mu.Unlock()
 				return errPrecondition("the tag %s configured as immutable, cannot be updated", t.Name)
 			}
 		}
 	}
-	// Children first, so that each exists before what refers to it; then the root.
+	// Children and accessories first (HARBOR.md §3.2: the copy carries both, as Harbor's copyDeeply does),
+	// then the root, last.
 	var tree []*artifact
 	var walk func(a *artifact)
 	walk = func(a *artifact) {
@@ -383,17 +385,29 @@ func (s *Server) copyArtifact(c *call) *apiError {
 				walk(c)
 			}
 		}
+		for _, acc := range accessoriesOf(srcRepo, a) {
+			walk(acc)
+		}
 		tree = append(tree, cloneArtifact(a))
 	}
 	walk(src)
+	var accDigests []string // copied by their own digest: the root's manifest does not reach them
+	for _, a := range tree {
+		if a.accessory() {
+			accDigests = append(accDigests, a.Digest)
+		}
+	}
 	rootTag := src.eventTag()
 	srcTags := slices.Clone(src.newestTags())
 	slices.Reverse(srcTags) // oldest first, so that the copies keep the source's order
 	s.mu.Unlock()
 
 	if srcName != dstName {
-		if err := s.copyContent(c.r.Context(), srcName, dstName, src.Digest); err != nil {
-			return errorf(http.StatusInternalServerError, codeUnknown, "%v", err)
+		// Subjects before their referrers: the root's content first.
+		for _, d := range append([]string{src.Digest}, accDigests...) {
+			if err := s.copyContent(c.r.Context(), srcName, dstName, d); err != nil {
+				return errorf(http.StatusInternalServerError, codeUnknown, "%v", err)
+			}
 		}
 	}
 
@@ -411,6 +425,9 @@ func (s *Server) copyArtifact(c *call) *apiError {
 		have := repo.Artifacts[a.Digest]
 		if have == nil {
 			a.ID, a.PushTime = s.st.next(), now
+			if a.accessory() {
+				a.AccessoryID = s.st.next()
+			}
 			repo.Artifacts[a.Digest] = a
 			have = a
 			if !root {

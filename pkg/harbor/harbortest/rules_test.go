@@ -21,6 +21,7 @@ func TestImmutableRules(t *testing.T) {
 	other := src.PushImage(t, "src/am:other", registrytest.Image{Layer: "two"})
 	push(t, s, src, "src/am:4.2.0.1", "prod/am:4.2.0.1")
 	push(t, s, src, "src/am:other", "stage/am:4.2.0.1")
+	push(t, s, src, "src/am:4.2.0.1", "stage/same:4.2.0.1")
 	rec.wait(t, 1)
 
 	rule := map[string]any{
@@ -54,6 +55,14 @@ func TestImmutableRules(t *testing.T) {
 	msg = wantError(t, call(t, s, http.MethodPost, "/projects/prod/repositories/am/artifacts?from=stage/am:4.2.0.1", admin, pass, nil), http.StatusPreconditionFailed, "PRECONDITION")
 	if msg != "the tag 4.2.0.1 configured as immutable, cannot be updated" {
 		t.Errorf("copy message %q", msg)
+	}
+
+	// The identical artifact, from another project or from the tag itself, cannot be copied onto it either.
+	for _, from := range []string{"stage/same:4.2.0.1", "prod/am:4.2.0.1"} {
+		msg = wantError(t, call(t, s, http.MethodPost, "/projects/prod/repositories/am/artifacts?from="+from, admin, pass, nil), http.StatusPreconditionFailed, "PRECONDITION")
+		if msg != "the tag 4.2.0.1 configured as immutable, cannot be updated" {
+			t.Errorf("identical copy from %s: message %q", from, msg)
+		}
 	}
 
 	// A push of another manifest, or the identical one, onto the tag.

@@ -356,8 +356,13 @@ func (s *Server) startScans(jobs []scanJob) {
 	}
 }
 
-// runScan waits the scan delay, then records the result and fires SCANNING_COMPLETED, SCANNING_FAILED or
-// SCANNING_STOPPED. Scan events carry no date_created and have scan_type "vulnerability" (HARBOR.md §7.1).
+// scannerRobotPrefix is the middle of the name of the robot account Harbor makes for each scan:
+// robot$<project>+<prefix>-<scanner>-<uuid> (HARBOR.md §7.1 names its shape, not the prefix).
+const scannerRobotPrefix = "scanner"
+
+// runScan fires PULL_ARTIFACT for the scanner's own pull, waits the scan delay, then records the result and
+// fires SCANNING_COMPLETED, SCANNING_FAILED or SCANNING_STOPPED. Scan events carry no date_created and have
+// scan_type "vulnerability" (HARBOR.md §7.1).
 func (s *Server) runScan(j scanJob) {
 	defer s.scans.Done()
 	s.mu.Lock()
@@ -365,7 +370,11 @@ func (s *Server) runScan(j scanJob) {
 	if r := s.st.Reports[j.digest]; r != nil && r.ID == j.reportID {
 		stopped = r.stopped
 	}
+	pull, pulled := s.scannerPullLocked(j)
 	s.mu.Unlock()
+	if pulled {
+		s.fire(pull)
+	}
 	wait := time.NewTimer(s.opts.scanDelay)
 	defer wait.Stop()
 	select {
@@ -407,6 +416,26 @@ func (s *Server) runScan(j scanJob) {
 	}
 	s.mu.Unlock()
 	s.fire(ev)
+}
+
+// scannerPullLocked is the PULL_ARTIFACT of the scanner pulling what j scans, by digest, as its robot
+// account (HARBOR.md §7.1: tag = the digest). Only the event: the stand-in's scanner reads the artifact's
+// config labels, not the registry, and pull times stay as they were.
+func (s *Server) scannerPullLocked(j scanJob) (Event, bool) {
+	p := s.st.Projects[j.projectID]
+	if p == nil {
+		return Event{}, false
+	}
+	repo := p.Repos[j.repository]
+	if repo == nil || repo.Artifacts[j.digest] == nil {
+		return Event{}, false
+	}
+	robot := "robot$" + p.Name + "+" + scannerRobotPrefix + "-" + scannerInfo["name"].(string) + "-" + newUUID()
+	return Event{
+		Type: "PULL_ARTIFACT", OccurAt: s.now(), Operator: robot, RequestID: newUUID(),
+		ProjectID: p.ID, Project: p.Name, Public: p.public(),
+		Repository: repo.Name, RepoCreated: repo.Created, Digest: j.digest, Tag: j.digest,
+	}, true
 }
 
 // stopScans ends the background scans: no result is recorded for those still running.

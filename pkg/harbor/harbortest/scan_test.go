@@ -383,3 +383,42 @@ func TestScanStop(t *testing.T) {
 	// A new scan may start now.
 	want(t, call(t, s, http.MethodPost, art+"/scan", admin, pass, nil), http.StatusAccepted)
 }
+
+// HARBOR.md §7.1: the scanner's own pull fires PULL_ARTIFACT before the scan's event, by digest (tag = the
+// digest), as the scan's robot account robot$<project>+<prefix>-<scanner>-<uuid>; one per scanned platform of
+// an index, none for the index.
+func TestScannerPullFires(t *testing.T) {
+	rec := newRecorder()
+	s := standIn(t, rec)
+	s.CreateProject(t, "auto", false, map[string]string{"auto_scan": "true"})
+	subscribe(t, s, "auto", "PULL_ARTIFACT", "SCANNING_COMPLETED")
+	src := registrytest.New(t)
+	img := src.PushImage(t, "src/app:1", image(nil))
+	push(t, s, src, "src/app:1", "auto/app:1")
+	evs := rec.wait(t, 2)
+	if len(evs) != 2 || evs[0].Type != "PULL_ARTIFACT" || evs[1].Type != "SCANNING_COMPLETED" {
+		t.Fatalf("events %+v, want the scanner's pull, then the scan", evs)
+	}
+	pull := evs[0]
+	robot, ok := strings.CutPrefix(pull.Operator, "robot$auto+")
+	if !ok || !strings.Contains(robot, "-harbortest-") || !uuidLike(robot[strings.Index(robot, "-harbortest-")+len("-harbortest-"):]) ||
+		pull.Digest != img.Digest || pull.Tag != img.Digest || pull.Repository != "auto/app" {
+		t.Errorf("scanner pull %+v", pull)
+	}
+
+	idx := src.PushIndex(t, "src/multi:1", twoPlatforms())
+	push(t, s, src, "src/multi:1", "auto/multi:1")
+	// Each platform is scanned at its push and maybe again at the index's (2 or 4 scans); a scan's pull is
+	// recorded before its result, so once the scans are there so are their pulls.
+	scans := rec.waitScans(t, 3)
+	pulls := ofType(rec.wait(t, 0), "PULL_ARTIFACT")[1:]
+	for _, e := range pulls {
+		if (e.Digest != idx.Children[0].Digest && e.Digest != idx.Children[1].Digest) || e.Tag != e.Digest ||
+			!strings.HasPrefix(e.Operator, "robot$auto+") {
+			t.Errorf("pull %+v, want a platform's, by digest, by the scanner", e)
+		}
+	}
+	if len(pulls) < len(scans)-1 {
+		t.Errorf("%d scanner pulls for %d platform scans, want one each", len(pulls), len(scans)-1)
+	}
+}
