@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -148,7 +149,8 @@ func paging(c *call) (page, *apiError) {
 		if err != nil || n < 1 {
 			return pg, errorf(http.StatusUnprocessableEntity, codeUnprocessable, "validation failure list:\npage in query should be greater than or equal to 1")
 		}
-		pg.num = n
+		// Any page past every list is as empty as the next; bounded, page × page_size cannot overflow.
+		pg.num = min(n, math.MaxInt32)
 	}
 	if v := q.Get("page_size"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -248,11 +248,12 @@ func (s *Server) deleteArtifact(c *call) *apiError {
 		s.mu.Unlock()
 		return err
 	}
-	ev, err := s.deleteArtifactLocked(c, p, repo, a)
+	ev, gone, err := s.deleteArtifactLocked(c, p, repo, a)
 	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
+	s.forget(c.r.Context(), repo.Name, gone)
 	s.fire(ev)
 	c.w.WriteHeader(http.StatusOK)
 	return nil
@@ -457,7 +458,7 @@ func (s *Server) copyArtifact(c *call) *apiError {
 // splitFrom splits from= into the repository and the tag or digest.
 func splitFrom(from string) (name, reference string, ok bool) {
 	if i := strings.Index(from, "@"); i > 0 {
-		return from[:i], from[i+1:], digestRef(from[i+1:])
+		return from[:i], from[i+1:], isDigest(from[i+1:])
 	}
 	i := strings.LastIndex(from, ":")
 	if i <= strings.LastIndex(from, "/") || i == len(from)-1 {

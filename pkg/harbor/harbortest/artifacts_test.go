@@ -140,3 +140,28 @@ func TestTags(t *testing.T) {
 	wantError(t, call(t, s, http.MethodDelete, "/projects/p/repositories/app/artifacts/1/tags/stable", admin, pass, nil), http.StatusNotFound, "NOT_FOUND")
 	want(t, raw(t, s, http.MethodGet, "/v2/p/app/manifests/stable", admin, pass, nil), http.StatusNotFound)
 }
+
+// An artifact deleted and pushed again at once is there, whole: the delete reaches the backing registry
+// before it is answered, so it cannot undo the push that follows. And a registry tag list of n=0 is an empty
+// page, not a broken connection.
+func TestDeleteThenPushAgain(t *testing.T) {
+	s := standIn(t, nil)
+	s.CreateProject(t, "wso2", false, nil)
+	src := registrytest.New(t)
+	img := src.PushImage(t, "src/am:4.2.0.15", registrytest.Image{Labels: map[string]string{"update_level": "15"}})
+	for round := range 5 {
+		push(t, s, src, "src/am:4.2.0.15", "wso2/am:4.2.0.15")
+		want(t, call(t, s, http.MethodDelete, "/projects/wso2/repositories/am/artifacts/"+img.Digest, admin, pass, nil), http.StatusOK)
+		push(t, s, src, "src/am:4.2.0.15", "wso2/am:4.2.0.15")
+		a := raw(t, s, http.MethodGet, "/v2/wso2/am/manifests/"+img.Digest, admin, pass, nil)
+		if a.status != http.StatusOK {
+			t.Fatalf("round %d: the manifest pushed again after its delete: %d %s", round, a.status, a.body)
+		}
+		want(t, call(t, s, http.MethodDelete, "/projects/wso2/repositories/am/artifacts/4.2.0.15", admin, pass, nil), http.StatusOK)
+	}
+	push(t, s, src, "src/am:4.2.0.15", "wso2/am:4.2.0.15")
+	a := raw(t, s, http.MethodGet, "/v2/wso2/am/tags/list?n=0", admin, pass, nil)
+	if a.status != http.StatusOK || !strings.Contains(string(a.body), `"tags":[]`) || a.header.Get("Link") != "" {
+		t.Errorf("tags/list?n=0: %d %s, Link %q", a.status, a.body, a.header.Get("Link"))
+	}
+}

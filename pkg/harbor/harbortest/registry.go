@@ -237,17 +237,25 @@ func (s *Server) putManifest(c *call, projectName, name, ref string) {
 		writeError(c.w, errorf(http.StatusBadRequest, "MANIFEST_INVALID", "manifest too large"))
 		return
 	}
+	// An existing immutable tag is refused, an identical manifest included (HARBOR.md §7.1); checked before the
+	// write, and again where the tag moves, for a rule or a tag that came meanwhile.
+	immutable := func(p *project) *apiError {
+		if repo := s.repoLocked(projectName, name); repo != nil && !isDigest(ref) {
+			if a, _ := repo.tagged(ref); a != nil && s.immutableLocked(p, repo.short(), ref) {
+				_, short, _ := strings.Cut(name, "/")
+				return errPrecondition("Failed to process request due to '%s:%s' configured as immutable.", short, ref)
+			}
+		}
+		return nil
+	}
 	s.mu.Lock()
 	p := s.st.projectByName(projectName)
-	if repo := s.repoLocked(projectName, name); repo != nil && !digestRef(ref) {
-		if a, _ := repo.tagged(ref); a != nil && s.immutableLocked(p, repo.short(), ref) {
-			s.mu.Unlock()
-			_, short, _ := strings.Cut(name, "/")
-			writeError(c.w, errPrecondition("Failed to process request due to '%s:%s' configured as immutable.", short, ref))
-			return
-		}
-	}
+	aerr := immutable(p)
 	s.mu.Unlock()
+	if aerr != nil {
+		writeError(c.w, aerr)
+		return
+	}
 
 	h := http.Header{}
 	h.Set("Content-Type", c.r.Header.Get("Content-Type"))
@@ -276,6 +284,11 @@ func (s *Server) putManifest(c *call, projectName, name, ref string) {
 		writeError(c.w, errNotFound("project %s not found", projectName))
 		return
 	}
+	if aerr := immutable(p); aerr != nil {
+		s.mu.Unlock()
+		writeError(c.w, aerr)
+		return
+	}
 	now := s.now()
 	repo := s.st.repo(p, name, true, now)
 	existing := repo.Artifacts[dig]
@@ -285,7 +298,7 @@ func (s *Server) putManifest(c *call, projectName, name, ref string) {
 		repo.Artifacts[dig] = a
 		existing = a
 	}
-	if !digestRef(ref) {
+	if !isDigest(ref) {
 		s.ensureTagLocked(repo, existing, ref, now)
 	}
 	repo.Updated = now
@@ -393,7 +406,7 @@ func (s *Server) describe(ctx context.Context, name, dig, contentType string, bo
 // deleteManifest is a registry DELETE by digest: Harbor refuses one by tag, deletes as the API does, and
 // answers 202 (HARBOR.md §7).
 func (s *Server) deleteManifest(c *call, projectName, name, ref string) {
-	if !digestRef(ref) {
+	if !isDigest(ref) {
 		writeError(c.w, errorf(http.StatusBadRequest, codeUnsupported, "unsupported digest %s", ref))
 		return
 	}
@@ -409,12 +422,13 @@ func (s *Server) deleteManifest(c *call, projectName, name, ref string) {
 		writeError(c.w, errNotFound("artifact %s@%s not found", name, ref))
 		return
 	}
-	ev, aerr := s.deleteArtifactLocked(c, p, repo, a)
+	ev, gone, aerr := s.deleteArtifactLocked(c, p, repo, a)
 	s.mu.Unlock()
 	if aerr != nil {
 		writeError(c.w, aerr)
 		return
 	}
+	s.forget(c.r.Context(), repo.Name, gone)
 	s.fire(ev)
 	c.w.WriteHeader(http.StatusAccepted)
 }
@@ -422,28 +436,29 @@ func (s *Server) deleteManifest(c *call, projectName, name, ref string) {
 // deleteArtifactLocked deletes a root artifact with its tags, and the children no other artifact refers to
 // and no tag names, as Harbor's deleteDeeply; it refuses a child still referred to, and an artifact with an
 // immutable tag (412, HARBOR.md §7.1). The DELETE_ARTIFACT event is for the root only and names its newest
-// tag (§1.3, §7).
-func (s *Server) deleteArtifactLocked(c *call, p *project, repo *repoRecord, a *artifact) (Event, *apiError) {
+// tag (§1.3, §7). It returns the digests to forget in the backing registry, which the caller does after
+// releasing the lock and before it answers, so that a push right after the answer is not undone.
+func (s *Server) deleteArtifactLocked(c *call, p *project, repo *repoRecord, a *artifact) (Event, []string, *apiError) {
 	if repo.referenced(a.Digest) {
-		return Event{}, errorf(http.StatusPreconditionFailed, codeForeignKey, "the deleting artifact is referenced by others")
+		return Event{}, nil, errorf(http.StatusPreconditionFailed, codeForeignKey, "the deleting artifact is referenced by others")
 	}
 	for _, t := range a.Tags {
 		if s.immutableLocked(p, repo.short(), t.Name) {
-			return Event{}, errPrecondition("the tag %s configured as immutable, cannot be deleted", t.Name)
+			return Event{}, nil, errPrecondition("the tag %s configured as immutable, cannot be deleted", t.Name)
 		}
 	}
 	ev := s.newEvent("DELETE_ARTIFACT", c, p, repo, a.Digest, a.eventTag())
 	repo.remove(a)
 	s.dropChildrenLocked(repo, a)
 	// The accessories go with their subject, silently (Harbor's deleteDeeply).
+	var gone []string
 	for _, acc := range accessoriesOf(repo, a) {
 		repo.remove(acc)
-		go s.forget(repo.Name, acc.Digest)
+		gone = append(gone, acc.Digest)
 	}
 	repo.Updated = s.now()
 	_ = s.saveLocked()
-	go s.forget(repo.Name, a.Digest)
-	return ev, nil
+	return ev, append(gone, a.Digest), nil
 }
 
 // dropChildrenLocked deletes a's children that nothing refers to any more and that have no tag.
@@ -458,10 +473,12 @@ func (s *Server) dropChildrenLocked(repo *repoRecord, a *artifact) {
 	}
 }
 
-// forget deletes a manifest from the backing registry; what the stand-in's state no longer has is gone
-// whether or not this succeeds.
-func (s *Server) forget(name, dig string) {
-	_, _, _ = s.backend(context.Background(), http.MethodDelete, "/v2/"+name+"/manifests/"+dig, nil, nil)
+// forget deletes manifests of repository name from the backing registry; what the stand-in's state no longer
+// has is gone whether or not this succeeds.
+func (s *Server) forget(ctx context.Context, name string, digests []string) {
+	for _, dig := range digests {
+		_, _, _ = s.backend(context.WithoutCancel(ctx), http.MethodDelete, "/v2/"+name+"/manifests/"+dig, nil, nil)
+	}
 }
 
 // listRegistryTags is /v2/<name>/tags/list from the stand-in's state, sorted, paged with n and last.
@@ -489,8 +506,10 @@ func (s *Server) listRegistryTags(c *call, projectName, name string) {
 	}
 	if n, err := strconv.Atoi(q.Get("n")); err == nil && n >= 0 && n < len(tags) {
 		tags = tags[:n]
-		next := url.Values{"n": {strconv.Itoa(n)}, "last": {tags[len(tags)-1]}}
-		c.w.Header().Set("Link", fmt.Sprintf(`</v2/%s/tags/list?%s>; rel="next"`, name, next.Encode()))
+		if n > 0 {
+			next := url.Values{"n": {strconv.Itoa(n)}, "last": {tags[len(tags)-1]}}
+			c.w.Header().Set("Link", fmt.Sprintf(`</v2/%s/tags/list?%s>; rel="next"`, name, next.Encode()))
+		}
 	}
 	writeJSON(c.w, http.StatusOK, map[string]any{"name": name, "tags": tags})
 }

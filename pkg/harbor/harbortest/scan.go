@@ -275,7 +275,7 @@ func scanTargetsLocked(repo *repoRecord, a *artifact, tagName string) []scanTarg
 // scanTag is the tag a scan event of a names when reference was pushed or requested: the tag itself, or a's
 // newest tag for a digest, or none (HARBOR.md §1.4, §7.1).
 func scanTag(a *artifact, reference string) string {
-	if !digestRef(reference) {
+	if !isDigest(reference) {
 		return reference
 	}
 	if ts := a.newestTags(); len(ts) > 0 {

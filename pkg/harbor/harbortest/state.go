@@ -93,7 +93,7 @@ func (r *repoRecord) tagged(name string) (*artifact, *tag) {
 
 // lookup finds an artifact by tag or digest.
 func (r *repoRecord) lookup(reference string) *artifact {
-	if digestRef(reference) {
+	if isDigest(reference) {
 		return r.Artifacts[reference]
 	}
 	a, _ := r.tagged(reference)
@@ -368,10 +368,4 @@ func (st *state) save(dir string) error {
 		return fmt.Errorf("saving the stand-in's state: %w", err)
 	}
 	return nil
-}
-
-// digestRef reports whether a reference is a digest rather than a tag.
-func digestRef(s string) bool {
-	alg, hex, ok := strings.Cut(s, ":")
-	return ok && alg != "" && len(hex) >= 32 && !strings.ContainsAny(hex, "/:")
 }
