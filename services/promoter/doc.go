@@ -1,0 +1,8 @@
+// Package promoter carries each image through a promotion chain (dev → staging → prod): it consumes
+// image.rebuilt, image.inspected and registry.*.scan, evaluates the gates of the next stage on the exact digest
+// (every platform of an index), copies the image there — the unique tag first, then each rolling tag, each
+// verified — and publishes image.promoted or image.blocked with every gate's verdict.
+//
+// Issue 11 builds it in steps: the gate evaluation (gate.go) and the copier (copy.go) come first; the stage
+// that consumes and publishes comes with them wired.
+package promoter
