@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/imageref"
 	"github.com/harborflow/harborflow/pkg/imagetag"
 	"github.com/harborflow/harborflow/pkg/secret"
 )
@@ -250,23 +251,67 @@ func (r *Rebuild) setDefaults() {
 	}
 }
 
-// Promotion is a chain of stages an image is copied along when its gates pass.
+// Promotion is a chain of stages an image is carried along, stage by stage, when the gates of the next stage
+// pass on its exact digest.
 type Promotion struct {
-	Name        string   `yaml:"name"`
-	Stages      []string `yaml:"stages"`
-	Gates       Gates    `yaml:"gates"`
+	// Name identifies the chain ([a-z0-9-]+): in image.promoted, harborflow approve and promotion show.
+	Name string `yaml:"name"`
+	// Stages are the repositories in order (at least two). An image enters the first by a rebuild or a push;
+	// every later one by promotion, when that stage's gates pass.
+	Stages []PromotionStage `yaml:"stages"`
+	// RollingTags are tag templates over the image's tag (imagetag.Template: {{.Version}}, latest), moved in
+	// every stage the image reaches, after its unique tag.
 	RollingTags []string `yaml:"rolling_tags"`
+	// ScanTimeout is how long a scan result may take: none by then, ask Harbor to scan; none after another
+	// ScanTimeout, blocked (default 10m).
+	ScanTimeout time.Duration `yaml:"scan_timeout"`
 }
 
-// Gates are the checks an image must pass before promotion.
+// PromotionStage is one repository of a chain and what an image must pass to enter it.
+type PromotionStage struct {
+	// Name names the stage in harborflow approve --stage and in messages ([a-z0-9._-]+, unique in the chain);
+	// default: the repository's project (wso2-prod of harbor.acme.example/wso2-prod/acme-am).
+	Name string `yaml:"name"`
+	// Repository is registry/repository.
+	Repository string `yaml:"repository"`
+	// Gates are checked on the exact digest (every platform of an index) in the stage the image leaves.
+	Gates Gates `yaml:"gates"`
+}
+
+// Gates are what an image must pass to enter a stage. The zero value lets every image in.
 type Gates struct {
-	MaxSeverity  string        `yaml:"max_severity"`
-	Signed       bool          `yaml:"signed"`
-	Labels       []string      `yaml:"labels"`
-	MinAge       time.Duration `yaml:"min_age"`
-	Approval     bool          `yaml:"approval"`
-	NonRoot      bool          `yaml:"non_root"`
-	AllowedPorts []string      `yaml:"allowed_ports"`
+	// MaxSeverity is the highest severity Harbor's scan of every platform digest may report: None, Low,
+	// Medium, High or Critical. Needs Harbor's API on the stage the image leaves.
+	MaxSeverity string `yaml:"max_severity"`
+	// Signed asks for a cosign signature of the digest.
+	Signed bool `yaml:"signed"`
+	// Labels are Harbor labels that must be on the artifact (a team's sign-off). Needs Harbor's API on the
+	// stage the image leaves.
+	Labels []string `yaml:"labels"`
+	// MinAge is how long the digest must have been in the stage it leaves (a soak).
+	MinAge time.Duration `yaml:"min_age"`
+	// Approval asks for a person's harborflow approve of the digest for this stage.
+	Approval bool `yaml:"approval"`
+	// NonRoot asks for a config User that is set and is not root (or uid 0) on every platform.
+	NonRoot bool `yaml:"non_root"`
+	// AllowedPorts, when set, are the only ExposedPorts an image may have (9443/tcp); set and empty: none.
+	AllowedPorts []string `yaml:"allowed_ports"`
+}
+
+// DefaultScanTimeout is a promotion's scan_timeout when the file sets none.
+const DefaultScanTimeout = 10 * time.Minute
+
+func (p *Promotion) setDefaults() {
+	if p.ScanTimeout == 0 {
+		p.ScanTimeout = DefaultScanTimeout
+	}
+	for i := range p.Stages {
+		if p.Stages[i].Name == "" {
+			if r, err := imageref.ParseRepository(p.Stages[i].Repository); err == nil {
+				p.Stages[i].Name = r.Project()
+			}
+		}
+	}
 }
 
 // Retention is a keep-N policy over repositories.

@@ -205,6 +205,9 @@ func parse(file string, data []byte, lookup func(string) (string, bool), s scope
 	for i := range cfg.Rebuilds {
 		cfg.Rebuilds[i].setDefaults()
 	}
+	for i := range cfg.Promotions {
+		cfg.Promotions[i].setDefaults()
+	}
 	resolvePaths(reflect.ValueOf(&cfg), dir)
 	if err := l.validate(&cfg); err != nil {
 		return nil, nil, err

@@ -8,12 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 
 	"go.uber.org/zap/zapcore"
 
 	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/glob"
+	"github.com/harborflow/harborflow/pkg/harbor"
 	"github.com/harborflow/harborflow/pkg/imageref"
 	"github.com/harborflow/harborflow/pkg/imagetag"
 	"github.com/harborflow/harborflow/pkg/platform"
@@ -138,6 +140,7 @@ func (l *loader) validate(c *Config) error {
 	}
 
 	l.validateRebuilds(c.Rebuilds)
+	l.validatePromotions(c.Promotions, c.Registries)
 
 	hosts := map[string]int{}
 	for i, r := range c.Registries {
@@ -170,6 +173,8 @@ func (l *loader) checkHostPort(key, v string) {
 var (
 	recipeName = regexp.MustCompile(`^[a-z0-9-]+$`)
 	owner      = regexp.MustCompile(`^\d+:\d+$`)
+	stageName  = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
+	port       = regexp.MustCompile(`^(\d{1,5})/(tcp|udp)$`)
 )
 
 // checkPlatforms fails each entry of list (at key) that is not an os/arch[/variant] platform.
@@ -242,4 +247,127 @@ func (l *loader) checkDir(key, dir string) {
 	case !st.IsDir():
 		l.fail(key, fmt.Sprintf("%q is not a directory", dir))
 	}
+}
+
+// validatePromotions checks the promotions section against registries (which hosts have Harbor's API). The
+// section is refused at load until the promoter stage exists, so this sees an empty list until then.
+func (l *loader) validatePromotions(promotions []Promotion, registries []Registry) {
+	harborHosts := map[string]bool{}
+	for _, r := range registries {
+		if r.Harbor {
+			harborHosts[r.Host] = true
+		}
+	}
+	names := map[string]int{}
+	for i, p := range promotions {
+		key := fmt.Sprintf("promotions[%d]", i)
+		if !recipeName.MatchString(p.Name) {
+			l.fail(key+".name", fmt.Sprintf("must match [a-z0-9-]+, not %q", p.Name))
+		} else if j, dup := names[p.Name]; dup {
+			l.fail(key+".name", fmt.Sprintf("%q is already the name of promotions[%d]", p.Name, j))
+		}
+		names[p.Name] = i
+		if len(p.Stages) < 2 {
+			l.fail(key+".stages", fmt.Sprintf("must list at least two stages (the one an image enters by a rebuild or a push, then where it is promoted to), not %d", len(p.Stages)))
+		}
+		stageNames, repos := map[string]int{}, map[string]int{}
+		for j, st := range p.Stages {
+			sk := fmt.Sprintf("%s.stages[%d]", key, j)
+			ref, err := imageref.ParseRepository(st.Repository)
+			if err != nil {
+				l.fail(sk+".repository", fmt.Sprintf("must be registry/repository without a tag, e.g. harbor.acme.example/wso2-prod/acme-am, not %q", st.Repository))
+			} else if k, dup := repos[ref.Name()]; dup {
+				l.fail(sk+".repository", fmt.Sprintf("%s is already %s.stages[%d]: a chain visits a repository once", ref.Name(), key, k))
+			} else {
+				repos[ref.Name()] = j
+			}
+			switch k, dup := stageNames[st.Name]; {
+			case !stageName.MatchString(st.Name):
+				l.fail(sk+".name", fmt.Sprintf("must match [a-z0-9][a-z0-9._-]*, not %q", st.Name))
+			case dup:
+				l.fail(sk+".name", fmt.Sprintf("%q is already the name of %s.stages[%d]: set name on one of them", st.Name, key, k))
+			default:
+				stageNames[st.Name] = j
+			}
+			if j == 0 {
+				if st.Gates.set() {
+					l.fail(sk+".gates", "must not be set on the first stage: an image enters it by a rebuild or a push, so nothing would check them; gates go on the stage they guard the entry to")
+				}
+				continue
+			}
+			l.validateGates(sk+".gates", st.Gates, p.Stages[j-1].Repository, harborHosts)
+		}
+		templates := map[string]int{}
+		for j, t := range p.RollingTags {
+			tk := fmt.Sprintf("%s.rolling_tags[%d]", key, j)
+			if _, err := imagetag.ParseTemplate(t); err != nil {
+				l.fail(tk, err.Error())
+			} else if k, dup := templates[t]; dup {
+				l.fail(tk, fmt.Sprintf("%q is already %s.rolling_tags[%d]", t, key, k))
+			}
+			templates[t] = j
+		}
+		if p.ScanTimeout <= 0 {
+			l.fail(key+".scan_timeout", fmt.Sprintf("must be a positive duration such as 10m, not %s", p.ScanTimeout))
+		}
+	}
+}
+
+// maxSeverities are the max_severity values: Unknown and Negligible are ordered by Harbor but are not a
+// threshold anyone means.
+var maxSeverities = []harbor.Severity{harbor.SeverityNone, harbor.SeverityLow, harbor.SeverityMedium, harbor.SeverityHigh, harbor.SeverityCritical}
+
+// validateGates checks the gates at key of a stage entered from the repository from; a gate that reads
+// Harbor's API reads it there, so from's registry must be a Harbor.
+func (l *loader) validateGates(key string, g Gates, from string, harborHosts map[string]bool) {
+	if g.MaxSeverity != "" {
+		if s, err := harbor.ParseSeverity(g.MaxSeverity); err != nil || !slices.Contains(maxSeverities, s) {
+			l.fail(key+".max_severity", fmt.Sprintf("must be None, Low, Medium, High or Critical, not %q", g.MaxSeverity))
+		}
+	}
+	seen := map[string]int{}
+	for i, lb := range g.Labels {
+		lk := fmt.Sprintf("%s.labels[%d]", key, i)
+		if lb == "" {
+			l.fail(lk, "must name a Harbor label")
+		} else if j, dup := seen[lb]; dup {
+			l.fail(lk, fmt.Sprintf("%q is already %s.labels[%d]", lb, key, j))
+		}
+		seen[lb] = i
+	}
+	if g.MinAge < 0 {
+		l.fail(key+".min_age", fmt.Sprintf("must not be negative, not %s", g.MinAge))
+	}
+	seen = map[string]int{}
+	for i, p := range g.AllowedPorts {
+		pk := fmt.Sprintf("%s.allowed_ports[%d]", key, i)
+		n := 0
+		if m := port.FindStringSubmatch(p); m != nil {
+			n, _ = strconv.Atoi(m[1])
+		}
+		if n < 1 || n > 65535 {
+			l.fail(pk, fmt.Sprintf("must be PORT/tcp or PORT/udp with PORT from 1 to 65535, e.g. 9443/tcp, not %q", p))
+		} else if j, dup := seen[p]; dup {
+			l.fail(pk, fmt.Sprintf("%q is already %s.allowed_ports[%d]", p, key, j))
+		}
+		seen[p] = i
+	}
+	ref, err := imageref.ParseRepository(from)
+	if err != nil || harborHosts[ref.Registry] {
+		return // a bad repository is reported at its own key
+	}
+	for _, gate := range []struct {
+		key  string
+		set  bool
+		what string
+	}{{"max_severity", g.MaxSeverity != "", "its scans"}, {"labels", len(g.Labels) > 0, "the artifact's labels"}} {
+		if gate.set {
+			l.fail(key+"."+gate.key, fmt.Sprintf("needs Harbor's API to read %s in %s, the stage the image leaves, but registries has no entry for %s with harbor: true", gate.what, ref.Name(), ref.Registry))
+		}
+	}
+}
+
+// set reports whether any gate is set.
+func (g Gates) set() bool {
+	return g.MaxSeverity != "" || g.Signed || g.Labels != nil || g.MinAge != 0 || g.Approval || g.NonRoot || g.AllowedPorts != nil
 }
