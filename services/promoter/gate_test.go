@@ -253,7 +253,9 @@ func TestNonRoot(t *testing.T) {
 
 func TestAllowedPorts(t *testing.T) {
 	g := config.Gates{AllowedPorts: []string{"9443/tcp", "8243/tcp"}}
-	ports := func(arm ...string) func(f *promoter.Facts) { return func(f *promoter.Facts) { f.Platforms[1].ExposedPorts = arm } }
+	ports := func(arm ...string) func(f *promoter.Facts) {
+		return func(f *promoter.Facts) { f.Platforms[1].ExposedPorts = arm }
+	}
 	runGateCases(t, "allowed_ports", []gateCase{
 		{name: "only allowed", gates: g, verdict: promoter.Passed, reason: "exposes only 8243/tcp, 9443/tcp"},
 		{name: "ssh on one platform", gates: g, change: ports("9443/tcp", "22/tcp"),
