@@ -64,6 +64,12 @@ func TestKVDecodesValuesWithUnknownFields(t *testing.T) {
 			Result: &harborflowv1.ImageRebuilt{Recipe: "acme-am", Tag: "4.2.0.16.1"}}, "result"},
 		{event.BucketRebuilds, &harborflowv1.RecipeState{Recipe: "acme-am", UpdateLevel: 16, BaseDigest: "sha256:aa",
 			Building: &harborflowv1.LineHold{BaseDigest: "sha256:bb", UpdateLevel: 17, Holder: "h", LeaseUntil: now}}, "building"},
+		{event.BucketPromotions, &harborflowv1.PromotionState{Chain: "acme-am", Digest: "sha256:aa", Tags: []string{"4.2.0.16.1"},
+			Reached: []*harborflowv1.StageEntry{{Stage: "wso2-dev", Repository: "harbor.acme.example/wso2-dev/acme-am", Entered: now}},
+			Gates:   []*harborflowv1.Gate{{Name: "max_severity", Verdict: "pending", Reason: "no scan result yet"}}, Verdict: "pending",
+			Approvals: []*harborflowv1.Approval{{Stage: "wso2-prod", By: "ana", At: now}}}, "reached"},
+		{event.BucketScans, &harborflowv1.ScanResult{Registry: "harbor.acme.example", Digest: "sha256:cc", Status: "Success",
+			Severity: "High", At: now}, ""},
 	} {
 		name := string(tc.value.ProtoReflect().Descriptor().Name())
 		t.Run(name, func(t *testing.T) {

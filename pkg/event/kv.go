@@ -22,6 +22,12 @@ const (
 	// that the overlay builder reads each base layer once. Entries can always be read again from the layer:
 	// unused ones expire.
 	BucketLayerTrees = "layer-trees"
+	// BucketPromotions holds a PromotionState per promotion chain and digest: the stages an image reached, the
+	// last evaluation of its next stage's gates, its approvals.
+	BucketPromotions = "promotions"
+	// BucketScans holds the newest ScanResult per registry and digest, from registry.*.scan events: what the
+	// promoter's max_severity gate reads for every platform of an image.
+	BucketScans = "scans"
 )
 
 // indexChildTTL is how long a child → index record is kept: long enough for every webhook of a push (they
@@ -50,6 +56,8 @@ func KeyValues(o StreamOptions) []jetstream.KeyValueConfig {
 		def(BucketWatcher, "watcher: tracked tag → WatchBaseline", 0),
 		def(BucketRebuilds, "rebuilder: builds, recipe lines, build-number counters", 0),
 		def(BucketLayerTrees, "rebuilder: base layer digest → its directories and links", layerTreeTTL),
+		def(BucketPromotions, "promoter: chain and digest → PromotionState", 0),
+		def(BucketScans, "promoter: registry and digest → newest ScanResult", 0),
 	}
 }
 

@@ -524,10 +524,14 @@ func (x *ImageRebuilt) GetBaseTag() string {
 
 // Gate is one promotion check and its verdict.
 type Gate struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Passed        bool                   `protobuf:"varint,2,opt,name=passed,proto3" json:"passed,omitempty"`
-	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Passed bool                   `protobuf:"varint,2,opt,name=passed,proto3" json:"passed,omitempty"`
+	Reason string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// passed, pending (may pass later: a scan to come, a soak, an approval) or blocked.
+	Verdict string `protobuf:"bytes,4,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	// What would unblock it, for a person: "harborflow approve acme-am sha256:… --stage prod --by NAME".
+	Unblock       string `protobuf:"bytes,5,opt,name=unblock,proto3" json:"unblock,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -579,6 +583,20 @@ func (x *Gate) GetPassed() bool {
 func (x *Gate) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *Gate) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+func (x *Gate) GetUnblock() string {
+	if x != nil {
+		return x.Unblock
 	}
 	return ""
 }
@@ -974,11 +992,13 @@ const file_harborflow_v1_image_proto_rawDesc = "" +
 	"\bevent_id\x18\x0e \x01(\tR\aeventId\x12\x1f\n" +
 	"\vbase_digest\x18\x0f \x01(\tR\n" +
 	"baseDigest\x12\x19\n" +
-	"\bbase_tag\x18\x10 \x01(\tR\abaseTag\"J\n" +
+	"\bbase_tag\x18\x10 \x01(\tR\abaseTag\"~\n" +
 	"\x04Gate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06passed\x18\x02 \x01(\bR\x06passed\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xdd\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\averdict\x18\x04 \x01(\tR\averdict\x12\x18\n" +
+	"\aunblock\x18\x05 \x01(\tR\aunblock\"\xdd\x01\n" +
 	"\rImagePromoted\x12\x14\n" +
 	"\x05chain\x18\x01 \x01(\tR\x05chain\x12\x1d\n" +
 	"\n" +

@@ -718,6 +718,350 @@ func (x *LineHold) GetLeaseUntil() *timestamppb.Timestamp {
 	return nil
 }
 
+// PromotionState is one image's way through one promotion chain (KV bucket promotions, key
+// promotion.<chain>.<digest>): the stages it reached, the last evaluation towards the next stage, the approvals
+// given and the scan asked for, so that a restart or another replica loses none. Stored as protojson.
+type PromotionState struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Chain  string                 `protobuf:"bytes,1,opt,name=chain,proto3" json:"chain,omitempty"`
+	Digest string                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	// The image's tags when it entered the chain, its unique tag first: what the rolling tags are rendered from.
+	Tags []string `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty"`
+	// Each stage reached, in chain order.
+	Reached []*StageEntry `protobuf:"bytes,4,rep,name=reached,proto3" json:"reached,omitempty"`
+	// The last evaluation towards the next stage: each gate, the overall verdict (passed, pending, blocked), when,
+	// and when it can change without another event (a soak or a scan timeout ends).
+	Gates          []*Gate                `protobuf:"bytes,5,rep,name=gates,proto3" json:"gates,omitempty"`
+	Verdict        string                 `protobuf:"bytes,6,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	EvaluatedAt    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=evaluated_at,json=evaluatedAt,proto3" json:"evaluated_at,omitempty"`
+	NextEvaluation *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=next_evaluation,json=nextEvaluation,proto3" json:"next_evaluation,omitempty"`
+	// When harborflow asked Harbor to scan the image in the stage it is leaving (scan_timeout passed without a
+	// result).
+	ScanRequestedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=scan_requested_at,json=scanRequestedAt,proto3" json:"scan_requested_at,omitempty"`
+	Approvals       []*Approval            `protobuf:"bytes,10,rep,name=approvals,proto3" json:"approvals,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PromotionState) Reset() {
+	*x = PromotionState{}
+	mi := &file_harborflow_v1_state_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromotionState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromotionState) ProtoMessage() {}
+
+func (x *PromotionState) ProtoReflect() protoreflect.Message {
+	mi := &file_harborflow_v1_state_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromotionState.ProtoReflect.Descriptor instead.
+func (*PromotionState) Descriptor() ([]byte, []int) {
+	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PromotionState) GetChain() string {
+	if x != nil {
+		return x.Chain
+	}
+	return ""
+}
+
+func (x *PromotionState) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *PromotionState) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *PromotionState) GetReached() []*StageEntry {
+	if x != nil {
+		return x.Reached
+	}
+	return nil
+}
+
+func (x *PromotionState) GetGates() []*Gate {
+	if x != nil {
+		return x.Gates
+	}
+	return nil
+}
+
+func (x *PromotionState) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+func (x *PromotionState) GetEvaluatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EvaluatedAt
+	}
+	return nil
+}
+
+func (x *PromotionState) GetNextEvaluation() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextEvaluation
+	}
+	return nil
+}
+
+func (x *PromotionState) GetScanRequestedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ScanRequestedAt
+	}
+	return nil
+}
+
+func (x *PromotionState) GetApprovals() []*Approval {
+	if x != nil {
+		return x.Approvals
+	}
+	return nil
+}
+
+// StageEntry is a stage of a chain an image reached: where, when, and the tags it got there.
+type StageEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Stage string                 `protobuf:"bytes,1,opt,name=stage,proto3" json:"stage,omitempty"`
+	// Full repository: harbor.acme.example/wso2-staging/acme-am.
+	Repository    string                 `protobuf:"bytes,2,opt,name=repository,proto3" json:"repository,omitempty"`
+	Entered       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=entered,proto3" json:"entered,omitempty"`
+	Tags          []string               `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StageEntry) Reset() {
+	*x = StageEntry{}
+	mi := &file_harborflow_v1_state_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StageEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StageEntry) ProtoMessage() {}
+
+func (x *StageEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_harborflow_v1_state_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StageEntry.ProtoReflect.Descriptor instead.
+func (*StageEntry) Descriptor() ([]byte, []int) {
+	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *StageEntry) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *StageEntry) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *StageEntry) GetEntered() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Entered
+	}
+	return nil
+}
+
+func (x *StageEntry) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+// Approval is a person's go for an image to enter a stage (`harborflow approve`).
+type Approval struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stage         string                 `protobuf:"bytes,1,opt,name=stage,proto3" json:"stage,omitempty"`
+	By            string                 `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Approval) Reset() {
+	*x = Approval{}
+	mi := &file_harborflow_v1_state_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Approval) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Approval) ProtoMessage() {}
+
+func (x *Approval) ProtoReflect() protoreflect.Message {
+	mi := &file_harborflow_v1_state_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Approval.ProtoReflect.Descriptor instead.
+func (*Approval) Descriptor() ([]byte, []int) {
+	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Approval) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *Approval) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *Approval) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+// ScanResult is the newest scan of one digest (a platform manifest, or a single image) in one registry (KV
+// bucket scans, key scan.<registry>.<digest>), learnt from registry.*.scan events; a newer one replaces it.
+type ScanResult struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Registry string                 `protobuf:"bytes,1,opt,name=registry,proto3" json:"registry,omitempty"`
+	Digest   string                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	// Success, Error, Stopped, Running.
+	Status string `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	// Highest severity found; empty when the scan did not succeed.
+	Severity      string                 `protobuf:"bytes,4,opt,name=severity,proto3" json:"severity,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=at,proto3" json:"at,omitempty"`
+	ReportId      string                 `protobuf:"bytes,6,opt,name=report_id,json=reportId,proto3" json:"report_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScanResult) Reset() {
+	*x = ScanResult{}
+	mi := &file_harborflow_v1_state_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScanResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScanResult) ProtoMessage() {}
+
+func (x *ScanResult) ProtoReflect() protoreflect.Message {
+	mi := &file_harborflow_v1_state_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScanResult.ProtoReflect.Descriptor instead.
+func (*ScanResult) Descriptor() ([]byte, []int) {
+	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ScanResult) GetRegistry() string {
+	if x != nil {
+		return x.Registry
+	}
+	return ""
+}
+
+func (x *ScanResult) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *ScanResult) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *ScanResult) GetSeverity() string {
+	if x != nil {
+		return x.Severity
+	}
+	return ""
+}
+
+func (x *ScanResult) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *ScanResult) GetReportId() string {
+	if x != nil {
+		return x.ReportId
+	}
+	return ""
+}
+
 var File_harborflow_v1_state_proto protoreflect.FileDescriptor
 
 const file_harborflow_v1_state_proto_rawDesc = "" +
@@ -808,7 +1152,39 @@ const file_harborflow_v1_state_proto_rawDesc = "" +
 	"\fupdate_level\x18\x02 \x01(\x03R\vupdateLevel\x12\x16\n" +
 	"\x06holder\x18\x03 \x01(\tR\x06holder\x12;\n" +
 	"\vlease_until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"leaseUntilBGZEgithub.com/harborflow/harborflow/proto/gen/harborflow/v1;harborflowv1b\x06proto3"
+	"leaseUntil\"\xcf\x03\n" +
+	"\x0ePromotionState\x12\x14\n" +
+	"\x05chain\x18\x01 \x01(\tR\x05chain\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x12\n" +
+	"\x04tags\x18\x03 \x03(\tR\x04tags\x123\n" +
+	"\areached\x18\x04 \x03(\v2\x19.harborflow.v1.StageEntryR\areached\x12)\n" +
+	"\x05gates\x18\x05 \x03(\v2\x13.harborflow.v1.GateR\x05gates\x12\x18\n" +
+	"\averdict\x18\x06 \x01(\tR\averdict\x12=\n" +
+	"\fevaluated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vevaluatedAt\x12C\n" +
+	"\x0fnext_evaluation\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0enextEvaluation\x12F\n" +
+	"\x11scan_requested_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x0fscanRequestedAt\x125\n" +
+	"\tapprovals\x18\n" +
+	" \x03(\v2\x17.harborflow.v1.ApprovalR\tapprovals\"\x8c\x01\n" +
+	"\n" +
+	"StageEntry\x12\x14\n" +
+	"\x05stage\x18\x01 \x01(\tR\x05stage\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x02 \x01(\tR\n" +
+	"repository\x124\n" +
+	"\aentered\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aentered\x12\x12\n" +
+	"\x04tags\x18\x04 \x03(\tR\x04tags\"\\\n" +
+	"\bApproval\x12\x14\n" +
+	"\x05stage\x18\x01 \x01(\tR\x05stage\x12\x0e\n" +
+	"\x02by\x18\x02 \x01(\tR\x02by\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xbd\x01\n" +
+	"\n" +
+	"ScanResult\x12\x1a\n" +
+	"\bregistry\x18\x01 \x01(\tR\bregistry\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\tR\x06status\x12\x1a\n" +
+	"\bseverity\x18\x04 \x01(\tR\bseverity\x12*\n" +
+	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x1b\n" +
+	"\treport_id\x18\x06 \x01(\tR\breportIdBGZEgithub.com/harborflow/harborflow/proto/gen/harborflow/v1;harborflowv1b\x06proto3"
 
 var (
 	file_harborflow_v1_state_proto_rawDescOnce sync.Once
@@ -822,7 +1198,7 @@ func file_harborflow_v1_state_proto_rawDescGZIP() []byte {
 	return file_harborflow_v1_state_proto_rawDescData
 }
 
-var file_harborflow_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_harborflow_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_harborflow_v1_state_proto_goTypes = []any{
 	(*ImageRecord)(nil),           // 0: harborflow.v1.ImageRecord
 	(*IndexChild)(nil),            // 1: harborflow.v1.IndexChild
@@ -830,32 +1206,46 @@ var file_harborflow_v1_state_proto_goTypes = []any{
 	(*Build)(nil),                 // 3: harborflow.v1.Build
 	(*RecipeState)(nil),           // 4: harborflow.v1.RecipeState
 	(*LineHold)(nil),              // 5: harborflow.v1.LineHold
-	nil,                           // 6: harborflow.v1.ImageRecord.LabelsEntry
-	nil,                           // 7: harborflow.v1.WatchBaseline.PlatformsEntry
-	(*Platform)(nil),              // 8: harborflow.v1.Platform
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*ImageRebuilt)(nil),          // 10: harborflow.v1.ImageRebuilt
+	(*PromotionState)(nil),        // 6: harborflow.v1.PromotionState
+	(*StageEntry)(nil),            // 7: harborflow.v1.StageEntry
+	(*Approval)(nil),              // 8: harborflow.v1.Approval
+	(*ScanResult)(nil),            // 9: harborflow.v1.ScanResult
+	nil,                           // 10: harborflow.v1.ImageRecord.LabelsEntry
+	nil,                           // 11: harborflow.v1.WatchBaseline.PlatformsEntry
+	(*Platform)(nil),              // 12: harborflow.v1.Platform
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*ImageRebuilt)(nil),          // 14: harborflow.v1.ImageRebuilt
+	(*Gate)(nil),                  // 15: harborflow.v1.Gate
 }
 var file_harborflow_v1_state_proto_depIdxs = []int32{
-	8,  // 0: harborflow.v1.ImageRecord.platforms:type_name -> harborflow.v1.Platform
-	6,  // 1: harborflow.v1.ImageRecord.labels:type_name -> harborflow.v1.ImageRecord.LabelsEntry
-	9,  // 2: harborflow.v1.ImageRecord.first_seen:type_name -> google.protobuf.Timestamp
-	9,  // 3: harborflow.v1.ImageRecord.last_seen:type_name -> google.protobuf.Timestamp
-	9,  // 4: harborflow.v1.IndexChild.seen:type_name -> google.protobuf.Timestamp
-	7,  // 5: harborflow.v1.WatchBaseline.platforms:type_name -> harborflow.v1.WatchBaseline.PlatformsEntry
-	9,  // 6: harborflow.v1.WatchBaseline.updated_at:type_name -> google.protobuf.Timestamp
-	9,  // 7: harborflow.v1.Build.lease_until:type_name -> google.protobuf.Timestamp
-	9,  // 8: harborflow.v1.Build.started:type_name -> google.protobuf.Timestamp
-	9,  // 9: harborflow.v1.Build.finished:type_name -> google.protobuf.Timestamp
-	10, // 10: harborflow.v1.Build.result:type_name -> harborflow.v1.ImageRebuilt
-	9,  // 11: harborflow.v1.RecipeState.updated_at:type_name -> google.protobuf.Timestamp
+	12, // 0: harborflow.v1.ImageRecord.platforms:type_name -> harborflow.v1.Platform
+	10, // 1: harborflow.v1.ImageRecord.labels:type_name -> harborflow.v1.ImageRecord.LabelsEntry
+	13, // 2: harborflow.v1.ImageRecord.first_seen:type_name -> google.protobuf.Timestamp
+	13, // 3: harborflow.v1.ImageRecord.last_seen:type_name -> google.protobuf.Timestamp
+	13, // 4: harborflow.v1.IndexChild.seen:type_name -> google.protobuf.Timestamp
+	11, // 5: harborflow.v1.WatchBaseline.platforms:type_name -> harborflow.v1.WatchBaseline.PlatformsEntry
+	13, // 6: harborflow.v1.WatchBaseline.updated_at:type_name -> google.protobuf.Timestamp
+	13, // 7: harborflow.v1.Build.lease_until:type_name -> google.protobuf.Timestamp
+	13, // 8: harborflow.v1.Build.started:type_name -> google.protobuf.Timestamp
+	13, // 9: harborflow.v1.Build.finished:type_name -> google.protobuf.Timestamp
+	14, // 10: harborflow.v1.Build.result:type_name -> harborflow.v1.ImageRebuilt
+	13, // 11: harborflow.v1.RecipeState.updated_at:type_name -> google.protobuf.Timestamp
 	5,  // 12: harborflow.v1.RecipeState.building:type_name -> harborflow.v1.LineHold
-	9,  // 13: harborflow.v1.LineHold.lease_until:type_name -> google.protobuf.Timestamp
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	13, // 13: harborflow.v1.LineHold.lease_until:type_name -> google.protobuf.Timestamp
+	7,  // 14: harborflow.v1.PromotionState.reached:type_name -> harborflow.v1.StageEntry
+	15, // 15: harborflow.v1.PromotionState.gates:type_name -> harborflow.v1.Gate
+	13, // 16: harborflow.v1.PromotionState.evaluated_at:type_name -> google.protobuf.Timestamp
+	13, // 17: harborflow.v1.PromotionState.next_evaluation:type_name -> google.protobuf.Timestamp
+	13, // 18: harborflow.v1.PromotionState.scan_requested_at:type_name -> google.protobuf.Timestamp
+	8,  // 19: harborflow.v1.PromotionState.approvals:type_name -> harborflow.v1.Approval
+	13, // 20: harborflow.v1.StageEntry.entered:type_name -> google.protobuf.Timestamp
+	13, // 21: harborflow.v1.Approval.at:type_name -> google.protobuf.Timestamp
+	13, // 22: harborflow.v1.ScanResult.at:type_name -> google.protobuf.Timestamp
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_harborflow_v1_state_proto_init() }
@@ -871,7 +1261,7 @@ func file_harborflow_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_harborflow_v1_state_proto_rawDesc), len(file_harborflow_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
