@@ -64,3 +64,16 @@ func TestCopyWithoutReferrers(t *testing.T) {
 		t.Errorf("a source by tag: %v, want ErrInvalidReference naming it", err)
 	}
 }
+
+// TestTagPrecondition: a 412 (Harbor's answer to a push onto an immutable tag; the stand-in test in
+// services/promoter has the real exchange) is ErrPrecondition, not retryable.
+func TestTagPrecondition(t *testing.T) {
+	reg := registrytest.New(t)
+	img := reg.PushImage(t, "prod/am:4.2.0.16.3", registrytest.Image{})
+	c, _ := newClient(t, []registry.Host{reg.Settings()})
+	reg.Fail(2, 412, "")
+	err := c.Tag(ctxT(t), img.Ref, "latest")
+	if !errors.Is(err, registry.ErrPrecondition) || registry.Retryable(err) {
+		t.Errorf("Tag onto a protected tag: %v, want ErrPrecondition, not retryable", err)
+	}
+}
