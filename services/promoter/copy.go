@@ -168,13 +168,21 @@ func (c *Copier) Copy(ctx context.Context, req CopyRequest) (CopyResult, error) 
 	dst := req.To.String()
 	ours, _ := imagetag.Parse(req.Tag) // not a version tag: every version tag counts as newer
 
-	method, err := c.copyImage(ctx, req, ours)
+	method, carried, err := c.copyImage(ctx, req, ours)
 	if err != nil {
 		return res, err
 	}
 	res.Copied, res.Method = method != CopyNone, method
+	// A tag Harbor's copy just placed is found there by its HEAD: report it as moved by this copy.
+	put := func(tag string, rolling bool) (TagResult, error) {
+		tr, err := c.putTag(ctx, req, dst, tag, ours, rolling)
+		if err == nil && tr.Outcome == TagAlreadyThere && slices.Contains(carried, tag) {
+			tr.Outcome = TagMoved
+		}
+		return tr, err
+	}
 
-	tr, err := c.putTag(ctx, req, dst, req.Tag, ours, false)
+	tr, err := put(req.Tag, false)
 	if err != nil {
 		return res, err
 	}
@@ -190,7 +198,7 @@ func (c *Copier) Copy(ctx context.Context, req CopyRequest) (CopyResult, error) 
 		if t == req.Tag {
 			continue
 		}
-		tr, err := c.putTag(ctx, req, dst, t, ours, true)
+		tr, err := put(t, true)
 		if err != nil {
 			return res, err
 		}
@@ -199,71 +207,72 @@ func (c *Copier) Copy(ctx context.Context, req CopyRequest) (CopyResult, error) 
 	return res, nil
 }
 
-// copyImage puts the image at the destination unless it is there, and says how.
-func (c *Copier) copyImage(ctx context.Context, req CopyRequest, ours imagetag.Tag) (CopyMethod, error) {
+// copyImage puts the image at the destination unless it is there, and says how, and which tags Harbor's copy
+// placed at the destination.
+func (c *Copier) copyImage(ctx context.Context, req CopyRequest, ours imagetag.Tag) (CopyMethod, []string, error) {
 	dstRef := req.To.String() + "@" + req.Digest
 	switch _, err := c.Registry.Resolve(ctx, dstRef); {
 	case err == nil:
-		return CopyNone, nil
+		return CopyNone, nil, nil
 	case !errors.Is(err, registry.ErrNotFound):
-		return CopyNone, err
+		return CopyNone, nil, err
 	}
 	if hc := c.Harbors[req.To.Registry]; hc != nil && req.From.Registry == req.To.Registry {
-		ok, err := c.harborCopySafe(ctx, hc, req, ours)
+		carried, ok, err := c.harborCopySafe(ctx, hc, req, ours)
 		if err != nil {
-			return CopyNone, err
+			return CopyNone, nil, err
 		}
 		if ok {
 			project, repo := splitRepository(req.To.Repository)
 			err := hc.CopyArtifact(ctx, project, repo, req.From.Repository+"@"+req.Digest)
 			switch {
 			case err == nil:
-				return CopyHarbor, nil
+				return CopyHarbor, carried, nil
 			case !errors.Is(err, harbor.ErrPrecondition):
-				return CopyNone, err
+				return CopyNone, nil, err
 			}
 			// A carried tag is immutable at the destination: copy without tags, and report it below.
 		}
 	}
 	if err := c.Registry.Copy(ctx, req.From.String()+"@"+req.Digest, req.To.String(), registry.WithReferrers()); err != nil {
-		return CopyNone, err
+		return CopyNone, nil, err
 	}
-	return CopyRegistry, nil
+	return CopyRegistry, nil, nil
 }
 
 // harborCopySafe reports whether Harbor's copy, which carries every tag of the source root, would move only
 // tags the copier moves itself: each is the unique tag or a rolling tag, and is not at the destination on an
-// image with a newer tag.
-func (c *Copier) harborCopySafe(ctx context.Context, hc *harbor.Client, req CopyRequest, ours imagetag.Tag) (bool, error) {
+// image with a newer tag. It returns those tags (the copy places them).
+func (c *Copier) harborCopySafe(ctx context.Context, hc *harbor.Client, req CopyRequest, ours imagetag.Tag) ([]string, bool, error) {
 	project, repo := splitRepository(req.From.Repository)
 	a, err := hc.Artifact(ctx, project, repo, req.Digest)
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
-	dst := req.To.String()
-	for _, t := range a.TagNames() {
+	dst, tags := req.To.String(), a.TagNames()
+	for _, t := range tags {
 		if t != req.Tag && !slices.Contains(req.Rolling, t) {
-			return false, nil
+			return nil, false, nil
 		}
 		d, err := c.Registry.Resolve(ctx, dst+":"+t)
 		switch {
 		case errors.Is(err, registry.ErrNotFound):
 			continue
 		case err != nil:
-			return false, err
+			return nil, false, err
 		}
 		if t == req.Tag {
 			continue
 		}
 		newer, err := c.newerOn(ctx, dst, ours, d.Digest)
 		if err != nil {
-			return false, err
+			return nil, false, err
 		}
 		if newer != "" {
-			return false, nil
+			return nil, false, nil
 		}
 	}
-	return true, nil
+	return tags, true, nil
 }
 
 // putTag points tag at the image unless it is there already or, for a rolling tag, sits on a newer image;

@@ -154,7 +154,8 @@ func TestCopyWithinHarbor(t *testing.T) {
 	if !res.Copied || res.Method != promoter.CopyHarbor {
 		t.Errorf("copied %v by %q, want Harbor's copy API", res.Copied, res.Method)
 	}
-	if got := res.Pointing(); !slices.Equal(got, []string{"4.2.0.16.3", "4.2.0", "latest"}) || res.Blocked() != "" {
+	if got := res.Pointing(); !slices.Equal(got, []string{"4.2.0.16.3", "4.2.0", "latest"}) || res.Blocked() != "" ||
+		slices.ContainsFunc(res.Tags, func(r promoter.TagResult) bool { return r.Outcome != promoter.TagMoved }) {
 		t.Errorf("tags: %s", outcomes(res))
 	}
 	for _, tag := range []string{"4.2.0.16.3", "4.2.0", "latest"} {
@@ -284,5 +285,36 @@ func TestCopyAcrossRegistries(t *testing.T) {
 	}
 	if n := counter.Snapshot(); n.ManifestPut != 0 {
 		t.Errorf("second run wrote %d manifests", n.ManifestPut)
+	}
+}
+
+// TestCopyResumes: a run cut short after the unique tag (a crash, then a redelivery) finishes with each
+// rolling tag moved once: the second run moves only what is missing and fires one PUSH_ARTIFACT per tag.
+func TestCopyResumes(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	prev := e.src.PushImage(t, "wso2/mi:4.2.0.15.1", registrytest.Image{Labels: map[string]string{"update_level": "15"}})
+	e.push(t, prev, "staging/mi", "4.2.0.15.1", "4.2.0", "latest")
+	img := e.src.PushImage(t, "wso2/mi:4.2.0.16.3", registrytest.Image{Labels: map[string]string{"update_level": "16"}})
+	e.push(t, img, "dev/mi", "4.2.0.16.3")
+
+	if _, err := e.copier.Copy(ctx, e.req("mi", img.Digest, "4.2.0.16.3")); err != nil { // stops before the rolling tags
+		t.Fatalf("first run: %v", err)
+	}
+	before := e.pushes(t)
+	res, err := e.copier.Copy(ctx, e.req("mi", img.Digest, "4.2.0.16.3", "4.2.0", "latest"))
+	if err != nil {
+		t.Fatalf("second run: %v", err)
+	}
+	if res.Copied || outcomes(res) != "4.2.0.16.3: already there, 4.2.0: moved, latest: moved" {
+		t.Errorf("second run: copied %v, %s", res.Copied, outcomes(res))
+	}
+	if n := e.pushes(t) - before; n != 2 {
+		t.Errorf("second run fired %d PUSH_ARTIFACT, want one per rolling tag moved", n)
+	}
+	for _, tag := range []string{"4.2.0", "latest"} {
+		if d := e.digestOf(t, "staging/mi:"+tag); d != img.Digest {
+			t.Errorf("%s is %s", tag, d)
+		}
 	}
 }
