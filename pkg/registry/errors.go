@@ -43,6 +43,10 @@ var (
 	// process killed mid-push, a registry restarted — and writing again, which re-pushes what is missing,
 	// repairs them. Retryable.
 	ErrIncompleteWrite = errors.New("registry lacks part of the write")
+	// ErrPrecondition: the registry refused the write with 412: Harbor's answer to a push onto a tag that an
+	// immutable-tag rule protects, even of the identical manifest (HARBOR.md §7.1). Not retryable: the rule
+	// has to change first.
+	ErrPrecondition = errors.New("precondition failed")
 )
 
 // RateLimitError is returned when a registry rate-limits harborflow for longer than the client waits, or
@@ -181,8 +185,11 @@ func errKind(err error) error {
 	}
 	if m := httpStatus.FindStringSubmatch(err.Error()); m != nil {
 		code, _ := strconv.Atoi(m[1])
-		if code >= 500 || code == 408 {
+		switch {
+		case code >= 500 || code == 408:
 			return ErrUnavailable
+		case code == 412:
+			return ErrPrecondition
 		}
 	}
 	return nil

@@ -7,7 +7,10 @@ replace (
 	github.com/harborflow/harborflow/proto => ../../proto
 )
 
-require github.com/harborflow/harborflow/pkg v0.0.0-00010101000000-000000000000
+require (
+	github.com/harborflow/harborflow/pkg v0.0.0-00010101000000-000000000000
+	github.com/regclient/regclient v0.11.7
+)
 
 require (
 	github.com/PuerkitoBio/purell v1.1.1 // indirect
@@ -27,6 +30,7 @@ require (
 	github.com/go-openapi/swag v0.19.15 // indirect
 	github.com/go-openapi/validate v0.20.3 // indirect
 	github.com/go-stack/stack v1.8.0 // indirect
+	github.com/goccy/go-yaml v1.19.2 // indirect
 	github.com/goharbor/go-client v0.213.1 // indirect
 	github.com/josharian/intern v1.0.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
@@ -37,14 +41,15 @@ require (
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/oklog/ulid v1.3.1 // indirect
+	github.com/olareg/olareg v0.2.2 // indirect
 	github.com/opencontainers/go-digest v1.0.0 // indirect
 	github.com/opentracing/opentracing-go v1.2.0 // indirect
 	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
-	github.com/regclient/regclient v0.11.7 // indirect
 	github.com/sirupsen/logrus v1.10.2 // indirect
+	github.com/sudo-bmitch/oci-digest v0.1.2 // indirect
 	github.com/ulikunitz/xz v0.5.17 // indirect
 	go.mongodb.org/mongo-driver v1.7.3 // indirect
 	go.uber.org/multierr v1.10.0 // indirect

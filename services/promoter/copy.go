@@ -1,0 +1,354 @@
+package promoter
+
+// Copying (issue 11, item 3).
+//
+// How the image moves. Within one Harbor (source and destination on the same host, with an API client for
+// it), Harbor's copy API `from=<project>/<repo>@<digest>` copies the image with its children and accessories
+// (signatures, SBOMs) server-side. Across registries, and within Harbor when the copy API would touch tags the
+// copier must not move (below), registry.Client.Copy copies by digest with the referrers and cosign's digest
+// tags, which Harbor records as the same accessories. Either way nothing is copied when the destination
+// already has the digest.
+//
+// Tags on a copy. Harbor's copy carries every tag of the source root and moves each at the destination
+// (HARBOR.md §3.2, §7: "every tag is copied", even when copying by digest), so the copy API is used only when
+// that changes nothing the copier would not change itself: every tag of the source root is the unique tag or
+// one of the rolling tags, and none of them sits at the destination on an image with a newer tag. Otherwise
+// (a stray tag such as `test`, a rolling tag on a newer image there) the registry copy is used, which writes no
+// tag; a 412 from the copy API (a carried tag protected by an immutable rule) falls back to it as well, and
+// the tags are then placed one by one, where the protected one is reported.
+//
+// How a tag moves. Each tag is put with a registry PUT of the image's own manifest under the tag
+// (registry.Client.Tag), in Harbor and elsewhere alike: Harbor treats it as a push, so it moves an existing
+// tag in one step (its POST …/tags refuses any existing tag with 409, and delete-then-create leaves a moment
+// with no `latest` to pull and, after a crash between the two, none at all until the redelivery), and applies
+// immutable-tag rules (412). It fires PUSH_ARTIFACT with our robot as operator; the promoter's loop protection
+// ignores its own robot's events (HARBOR.md §1.6). A tag is put only after a HEAD shows it elsewhere, and
+// every put is checked with a HEAD that must return the digest.
+//
+// Idempotent. Every step first looks at the destination (HEAD of the digest, HEAD of each tag) and does only
+// what is missing, so a redelivery after a crash at any step finishes the work without copying again or
+// moving a tag twice.
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/harborflow/harborflow/pkg/harbor"
+	"github.com/harborflow/harborflow/pkg/imagetag"
+	"github.com/harborflow/harborflow/pkg/registry"
+)
+
+// Copier copies images between the stages of a chain and points tags at them.
+type Copier struct {
+	// Registry reads and writes every registry of the chain.
+	Registry *registry.Client
+	// Harbors are the Harbor API clients by registry host; a stage on a host without one is a plain registry.
+	Harbors map[string]*harbor.Client
+}
+
+// Location is a repository of a stage: Registry is the host (harbor.example.com), Repository the path
+// (project/repo for Harbor).
+type Location struct {
+	Registry, Repository string
+}
+
+func (l Location) String() string { return l.Registry + "/" + l.Repository }
+
+// CopyRequest is one image to carry to the next stage.
+type CopyRequest struct {
+	From, To Location
+	// Digest is the exact image (an index or a single image).
+	Digest string
+	// Tag is the image's unique tag (4.2.0.16.3), put first.
+	Tag string
+	// Rolling are the rolling tags, rendered (4.2.0, latest), put in this order after Tag.
+	Rolling []string
+}
+
+// CopyMethod is how the image reached the destination.
+type CopyMethod string
+
+const (
+	// CopyNone: the destination had the digest already.
+	CopyNone CopyMethod = ""
+	// CopyHarbor: Harbor's copy API.
+	CopyHarbor CopyMethod = "harbor"
+	// CopyRegistry: a registry copy by digest with referrers.
+	CopyRegistry CopyMethod = "registry"
+)
+
+// TagOutcome is what happened to one tag.
+type TagOutcome string
+
+const (
+	// TagMoved: the tag now points at the image (created or moved), verified.
+	TagMoved TagOutcome = "moved"
+	// TagAlreadyThere: the tag pointed at the image before.
+	TagAlreadyThere TagOutcome = "already there"
+	// TagKeptOnNewer: a rolling tag left on an image with a newer tag (TagResult.Newer); never moved back.
+	TagKeptOnNewer TagOutcome = "kept on newer"
+	// TagRefused: an immutable-tag rule protects the tag (412).
+	TagRefused TagOutcome = "refused"
+	// TagSkipped: not tried, because the unique tag was refused.
+	TagSkipped TagOutcome = "skipped"
+)
+
+// TagResult is the outcome for one tag.
+type TagResult struct {
+	Tag     string
+	Outcome TagOutcome
+	// Newer is the newer image's tag for TagKeptOnNewer.
+	Newer string
+	// Reason says why a tag was refused or skipped, readably.
+	Reason string
+}
+
+func (r TagResult) String() string {
+	switch r.Outcome {
+	case TagKeptOnNewer:
+		return r.Tag + ": kept on newer " + r.Newer
+	case TagRefused, TagSkipped:
+		return r.Tag + ": " + r.Reason
+	}
+	return r.Tag + ": " + string(r.Outcome)
+}
+
+// CopyResult is what Copy did, for image.promoted (the tags) or image.blocked (Blocked).
+type CopyResult struct {
+	// Copied is true when this call copied the image, false when the destination had it.
+	Copied bool
+	Method CopyMethod
+	// Tags are the unique tag's result, then each rolling tag's, in order.
+	Tags []TagResult
+}
+
+// Blocked returns a readable reason when a tag the copy must move is protected by an immutable rule; "" when
+// nothing was refused. A refusal is final: the same copy is refused again until the rule changes.
+func (r CopyResult) Blocked() string {
+	var reasons []string
+	for _, t := range r.Tags {
+		if t.Outcome == TagRefused {
+			reasons = append(reasons, t.Reason)
+		}
+	}
+	if len(reasons) == 0 {
+		return ""
+	}
+	return "blocked: " + strings.Join(reasons, "; ")
+}
+
+// Pointing are the tags that point at the image after the copy (moved or already there).
+func (r CopyResult) Pointing() []string {
+	var out []string
+	for _, t := range r.Tags {
+		if t.Outcome == TagMoved || t.Outcome == TagAlreadyThere {
+			out = append(out, t.Tag)
+		}
+	}
+	return out
+}
+
+// ErrVerify is a tag that did not point at the image right after it was put: someone else moved it meanwhile.
+// Retryable: the next attempt looks again.
+var ErrVerify = errors.New("tag does not point at the image")
+
+// Copy carries req's image to req.To and points its tags at it: the unique tag first, then each rolling tag,
+// each verified with a HEAD. An error is a failure to classify with fault.Classify (registry and Harbor
+// errors, ErrVerify); a tag protected by an immutable rule is not an error but a TagRefused in the result
+// (CopyResult.Blocked), and then, if it is the unique tag, no rolling tag is tried.
+func (c *Copier) Copy(ctx context.Context, req CopyRequest) (CopyResult, error) {
+	var res CopyResult
+	if req.Digest == "" || req.Tag == "" {
+		return res, fmt.Errorf("copying %s to %s: want a digest and a unique tag", req.From, req.To)
+	}
+	dst := req.To.String()
+	ours, _ := imagetag.Parse(req.Tag) // not a version tag: every version tag counts as newer
+
+	method, carried, err := c.copyImage(ctx, req, ours)
+	if err != nil {
+		return res, err
+	}
+	res.Copied, res.Method = method != CopyNone, method
+	// A tag Harbor's copy just placed is found there by its HEAD: report it as moved by this copy.
+	put := func(tag string, rolling bool) (TagResult, error) {
+		tr, err := c.putTag(ctx, req, dst, tag, ours, rolling)
+		if err == nil && tr.Outcome == TagAlreadyThere && slices.Contains(carried, tag) {
+			tr.Outcome = TagMoved
+		}
+		return tr, err
+	}
+
+	tr, err := put(req.Tag, false)
+	if err != nil {
+		return res, err
+	}
+	res.Tags = append(res.Tags, tr)
+	if tr.Outcome == TagRefused {
+		for _, t := range req.Rolling {
+			res.Tags = append(res.Tags, TagResult{Tag: t, Outcome: TagSkipped,
+				Reason: "not moved: the unique tag " + req.Tag + " was refused"})
+		}
+		return res, nil
+	}
+	for _, t := range req.Rolling {
+		if t == req.Tag {
+			continue
+		}
+		tr, err := put(t, true)
+		if err != nil {
+			return res, err
+		}
+		res.Tags = append(res.Tags, tr)
+	}
+	return res, nil
+}
+
+// copyImage puts the image at the destination unless it is there, and says how, and which tags Harbor's copy
+// placed at the destination.
+func (c *Copier) copyImage(ctx context.Context, req CopyRequest, ours imagetag.Tag) (CopyMethod, []string, error) {
+	dstRef := req.To.String() + "@" + req.Digest
+	switch _, err := c.Registry.Resolve(ctx, dstRef); {
+	case err == nil:
+		return CopyNone, nil, nil
+	case !errors.Is(err, registry.ErrNotFound):
+		return CopyNone, nil, err
+	}
+	if hc := c.Harbors[req.To.Registry]; hc != nil && req.From.Registry == req.To.Registry {
+		carried, ok, err := c.harborCopySafe(ctx, hc, req, ours)
+		if err != nil {
+			return CopyNone, nil, err
+		}
+		if ok {
+			project, repo := splitRepository(req.To.Repository)
+			err := hc.CopyArtifact(ctx, project, repo, req.From.Repository+"@"+req.Digest)
+			switch {
+			case err == nil:
+				return CopyHarbor, carried, nil
+			case !errors.Is(err, harbor.ErrPrecondition):
+				return CopyNone, nil, err
+			}
+			// A carried tag is immutable at the destination: copy without tags, and report it below.
+		}
+	}
+	if err := c.Registry.Copy(ctx, req.From.String()+"@"+req.Digest, req.To.String(), registry.WithReferrers()); err != nil {
+		return CopyNone, nil, err
+	}
+	return CopyRegistry, nil, nil
+}
+
+// harborCopySafe reports whether Harbor's copy, which carries every tag of the source root, would move only
+// tags the copier moves itself: each is the unique tag or a rolling tag, and is not at the destination on an
+// image with a newer tag. It returns those tags (the copy places them).
+func (c *Copier) harborCopySafe(ctx context.Context, hc *harbor.Client, req CopyRequest, ours imagetag.Tag) ([]string, bool, error) {
+	project, repo := splitRepository(req.From.Repository)
+	a, err := hc.Artifact(ctx, project, repo, req.Digest)
+	if err != nil {
+		return nil, false, err
+	}
+	dst, tags := req.To.String(), a.TagNames()
+	for _, t := range tags {
+		if t != req.Tag && !slices.Contains(req.Rolling, t) {
+			return nil, false, nil
+		}
+		d, err := c.Registry.Resolve(ctx, dst+":"+t)
+		switch {
+		case errors.Is(err, registry.ErrNotFound):
+			continue
+		case err != nil:
+			return nil, false, err
+		}
+		if t == req.Tag {
+			continue
+		}
+		newer, err := c.newerOn(ctx, dst, ours, d.Digest)
+		if err != nil {
+			return nil, false, err
+		}
+		if newer != "" {
+			return nil, false, nil
+		}
+	}
+	return tags, true, nil
+}
+
+// putTag points tag at the image unless it is there already or, for a rolling tag, sits on a newer image;
+// then checks it with a HEAD.
+func (c *Copier) putTag(ctx context.Context, req CopyRequest, dst, tag string, ours imagetag.Tag, rolling bool) (TagResult, error) {
+	tr := TagResult{Tag: tag}
+	cur, err := c.Registry.Resolve(ctx, dst+":"+tag)
+	switch {
+	case err == nil && cur.Digest == req.Digest:
+		tr.Outcome = TagAlreadyThere
+		return tr, nil
+	case err == nil && rolling:
+		newer, err := c.newerOn(ctx, dst, ours, cur.Digest)
+		if err != nil {
+			return tr, err
+		}
+		if newer != "" {
+			tr.Outcome, tr.Newer = TagKeptOnNewer, newer
+			return tr, nil
+		}
+	case err != nil && !errors.Is(err, registry.ErrNotFound):
+		return tr, err
+	}
+	if err := c.Registry.Tag(ctx, dst+"@"+req.Digest, tag); err != nil {
+		if errors.Is(err, registry.ErrPrecondition) {
+			tr.Outcome = TagRefused
+			tr.Reason = "tag " + tag + " is protected by an immutable rule in " + req.To.Repository
+			return tr, nil
+		}
+		return tr, err
+	}
+	got, err := c.Registry.Resolve(ctx, dst+":"+tag)
+	if err != nil {
+		return tr, fmt.Errorf("verifying tag %s of %s: %w", tag, dst, err)
+	}
+	if got.Digest != req.Digest {
+		return tr, fmt.Errorf("verifying tag %s of %s: %w: %s, want %s", tag, dst, ErrVerify, got.Digest, req.Digest)
+	}
+	tr.Outcome = TagMoved
+	return tr, nil
+}
+
+// newerOn returns a tag of repository dst that names digest and is newer than ours (pkg/imagetag order: update
+// level, then build), or "" when there is none. Only the fixed version tags newer than ours are looked at,
+// newest first, one HEAD each until one names digest: usually none, so the usual cost is one tag listing.
+func (c *Copier) newerOn(ctx context.Context, dst string, ours imagetag.Tag, digest string) (string, error) {
+	tags, err := c.Registry.Tags(ctx, dst)
+	if err != nil {
+		return "", err
+	}
+	var newer []imagetag.Tag
+	for _, s := range tags {
+		t, err := imagetag.Parse(s)
+		if err != nil || t.Moving() || imagetag.Compare(t, ours) <= 0 {
+			continue
+		}
+		newer = append(newer, t)
+	}
+	slices.SortFunc(newer, func(a, b imagetag.Tag) int { return cmp.Compare(0, imagetag.Compare(a, b)) })
+	for _, t := range newer {
+		d, err := c.Registry.Resolve(ctx, dst+":"+t.Raw)
+		switch {
+		case errors.Is(err, registry.ErrNotFound):
+			continue // deleted meanwhile
+		case err != nil:
+			return "", err
+		}
+		if d.Digest == digest {
+			return t.Raw, nil
+		}
+	}
+	return "", nil
+}
+
+// splitRepository splits a Harbor repository path into the project and the repository within it.
+func splitRepository(path string) (project, repo string) {
+	project, repo, _ = strings.Cut(path, "/")
+	return project, repo
+}
