@@ -68,13 +68,25 @@ on the digest it points to now. A repository with no history prints that nothing
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return printHistoryJSON(cmd.OutOrStdout(), records, builds)
+			pkv, err := b.KeyValue(cmd.Context(), event.BucketPromotions)
+			if err != nil {
+				return err
 			}
-			return printHistory(cmd.OutOrStdout(), records, builds)
+			digests := map[string]bool{}
+			for _, r := range records {
+				digests[r.GetDigest()] = true
+			}
+			promotions, err := readPromotions(cmd.Context(), pkv, digests)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printHistoryJSON(cmd.OutOrStdout(), records, builds, promotions)
+			}
+			return printHistory(cmd.OutOrStdout(), records, builds, promotions)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON lines (protojson of ImageRecord, with \"rebuilds\": the Build records of the digest) instead of a table")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON lines (protojson of ImageRecord, with \"rebuilds\": the Build records of the digest, and \"promotions\": its PromotionState in each chain) instead of a table")
 	return cmd
 }
 
@@ -165,28 +177,29 @@ func readEntries[T proto.Message](ctx context.Context, kv *bus.KV, pattern strin
 	return out, nil
 }
 
-func printHistoryJSON(w io.Writer, records []*harborflowv1.ImageRecord, builds map[string][]*harborflowv1.Build) error {
+func printHistoryJSON(w io.Writer, records []*harborflowv1.ImageRecord, builds map[string][]*harborflowv1.Build,
+	promotions map[string][]*harborflowv1.PromotionState) error {
 	for _, r := range records {
 		b, err := protojson.Marshal(r)
 		if err != nil {
 			return err
 		}
-		if bs := builds[r.GetDigest()]; len(bs) > 0 {
-			// The record's fields as they are, and the digest's build records beside them.
+		bs, ps := builds[r.GetDigest()], promotions[r.GetDigest()]
+		if len(bs) > 0 || len(ps) > 0 {
+			// The record's fields as they are, and the digest's build records and promotions beside them.
 			fields := map[string]json.RawMessage{}
 			if err := json.Unmarshal(b, &fields); err != nil {
 				return err
 			}
-			var rebuilds []json.RawMessage
-			for _, build := range bs {
-				rb, err := protojson.Marshal(build)
-				if err != nil {
+			if len(bs) > 0 {
+				if fields["rebuilds"], err = marshalList(bs); err != nil {
 					return err
 				}
-				rebuilds = append(rebuilds, rb)
 			}
-			if fields["rebuilds"], err = json.Marshal(rebuilds); err != nil {
-				return err
+			if len(ps) > 0 {
+				if fields["promotions"], err = marshalList(ps); err != nil {
+					return err
+				}
 			}
 			if b, err = json.Marshal(fields); err != nil {
 				return err
@@ -197,6 +210,19 @@ func printHistoryJSON(w io.Writer, records []*harborflowv1.ImageRecord, builds m
 		}
 	}
 	return nil
+}
+
+// marshalList is a JSON array of the protojson of each message.
+func marshalList[T proto.Message](ms []T) (json.RawMessage, error) {
+	list := make([]json.RawMessage, 0, len(ms))
+	for _, m := range ms {
+		b, err := protojson.Marshal(m)
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, b)
+	}
+	return json.Marshal(list)
 }
 
 // rebuildSummary says what each recipe made of a base: "acme-am: 4.2.0.16.3", "acme-am: 4.2.0.15.2
@@ -227,9 +253,10 @@ func rebuildSummary(bs []*harborflowv1.Build) string {
 	return strings.Join(parts, "; ")
 }
 
-func printHistory(w io.Writer, records []*harborflowv1.ImageRecord, builds map[string][]*harborflowv1.Build) error {
+func printHistory(w io.Writer, records []*harborflowv1.ImageRecord, builds map[string][]*harborflowv1.Build,
+	promotions map[string][]*harborflowv1.PromotionState) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "FIRST SEEN\tUPDATE LEVEL\tDIGEST\tKIND\tTAGS\tPLATFORMS\tREBUILDS")
+	fmt.Fprintln(tw, "FIRST SEEN\tUPDATE LEVEL\tDIGEST\tKIND\tTAGS\tPLATFORMS\tREBUILDS\tPROMOTIONS")
 	for _, r := range records {
 		level := "-"
 		if r.UpdateLevel != nil {
@@ -239,8 +266,9 @@ func printHistory(w io.Writer, records []*harborflowv1.ImageRecord, builds map[s
 		for _, p := range r.GetPlatforms() {
 			platforms = append(platforms, platform.Format(p.GetOs(), p.GetArchitecture(), p.GetVariant()))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetFirstSeen().AsTime().UTC().Format(time.RFC3339), level, shortDigest(r.GetDigest()),
-			r.GetArtifactKind(), strings.Join(r.GetTags(), ","), strings.Join(platforms, ","), rebuildSummary(builds[r.GetDigest()]))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetFirstSeen().AsTime().UTC().Format(time.RFC3339), level, shortDigest(r.GetDigest()),
+			r.GetArtifactKind(), strings.Join(r.GetTags(), ","), strings.Join(platforms, ","), rebuildSummary(builds[r.GetDigest()]),
+			promotionSummary(promotions[r.GetDigest()]))
 	}
 	return tw.Flush()
 }

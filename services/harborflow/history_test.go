@@ -62,6 +62,26 @@ func TestHistoryPrintsOneRepositoryOldestFirst(t *testing.T) {
 		}
 	}
 
+	// Where the promoter has the 16 digest (as it stores it): in staging of one chain, waiting for an approval
+	// towards prod; blocked in dev of another. A digest of another repository in a chain is not listed.
+	pkv, err := b.KeyValue(ctx, event.BucketPromotions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []*harborflowv1.PromotionState{
+		{Chain: "acme-am", Digest: "sha256:" + strings.Repeat("b", 64), Verdict: "pending",
+			Reached: []*harborflowv1.StageEntry{{Stage: "dev"}, {Stage: "staging"}},
+			Gates:   []*harborflowv1.Gate{{Name: "signed", Passed: true, Verdict: "passed"}, {Name: "approval", Verdict: "pending", Reason: "no approval for prod"}}},
+		{Chain: "acme-am-dr", Digest: "sha256:" + strings.Repeat("b", 64), Verdict: "blocked",
+			Reached: []*harborflowv1.StageEntry{{Stage: "dev"}},
+			Gates:   []*harborflowv1.Gate{{Name: "max_severity", Verdict: "blocked", Reason: "High found"}}},
+		{Chain: "acme-am", Digest: "sha256:" + strings.Repeat("c", 64), Reached: []*harborflowv1.StageEntry{{Stage: "prod"}}},
+	} {
+		if _, err := pkv.Put(ctx, event.Key("promotion", st.Chain, st.Digest), st); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	out, err := runCLI(t, "--config", path, "history", "registry.wso2.com/wso2-apim/am")
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +89,8 @@ func TestHistoryPrintsOneRepositoryOldestFirst(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 3 || !strings.Contains(lines[1], "15") || !strings.Contains(lines[1], "4.2.0.15,4.2.0.0") ||
 		!strings.Contains(lines[2], "linux/amd64,linux/arm64/v8") || !strings.Contains(lines[2], "sha256:bbbbbbbbbbbb ") ||
-		!strings.Contains(lines[1], "acme-am: 4.2.0.15.2 superseded by 4.2.0.16.3") || !strings.HasSuffix(lines[2], "acme-am: 4.2.0.16.3") {
+		!strings.HasSuffix(lines[1], "acme-am: 4.2.0.15.2 superseded by 4.2.0.16.3  -") ||
+		!strings.HasSuffix(lines[2], "acme-am: 4.2.0.16.3                           acme-am: staging, pending: approval (no approval for prod); acme-am-dr: dev, blocked: max_severity (High found)") {
 		t.Fatalf("history table:\n%s", out)
 	}
 	out, err = runCLI(t, "--config", path, "history", "registry.wso2.com/wso2-apim/am", "--json")
@@ -86,14 +107,29 @@ func TestHistoryPrintsOneRepositoryOldestFirst(t *testing.T) {
 			State        string
 			SupersededBy string
 		}
+		Promotions []struct {
+			Chain   string
+			Verdict string
+			Reached []struct{ Stage string }
+		}
 	}
 	lines = strings.Split(strings.TrimSpace(out), "\n")
 	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil || len(lines) != 2 {
 		t.Fatalf("history --json: %v\n%s", err, out)
 	}
 	if first.UpdateLevel != "15" || first.Tags[0] != "4.2.0.15" || first.FirstSeen != "1970-01-01T00:16:40Z" ||
-		len(first.Rebuilds) != 1 || first.Rebuilds[0].State != "superseded" || first.Rebuilds[0].SupersededBy != "4.2.0.16.3" {
+		len(first.Rebuilds) != 1 || first.Rebuilds[0].State != "superseded" || first.Rebuilds[0].SupersededBy != "4.2.0.16.3" ||
+		first.Promotions != nil {
 		t.Errorf("first record %+v", first)
+	}
+	second := first
+	second.Promotions = nil
+	if err := json.Unmarshal([]byte(lines[1]), &second); err != nil {
+		t.Fatal(err)
+	}
+	if len(second.Promotions) != 2 || second.Promotions[0].Chain != "acme-am" || second.Promotions[0].Verdict != "pending" ||
+		len(second.Promotions[0].Reached) != 2 || second.Promotions[1].Chain != "acme-am-dr" {
+		t.Errorf("second record's promotions %+v", second.Promotions)
 	}
 	if _, err := runCLI(t, "--config", path, "history", "no-slash"); err == nil {
 		t.Error("a reference without a repository was accepted")

@@ -33,6 +33,8 @@ func NewCommand() *cobra.Command {
 		newStatusCommand(cfgPath),
 		newHistoryCommand(cfgPath),
 		newRebuildCommand(cfgPath),
+		newApproveCommand(cfgPath),
+		newPromotionCommand(cfgPath),
 		newConfigCommand(cfgPath),
 		newDevCommand(),
 		newHarborCommand(cfgPath),
