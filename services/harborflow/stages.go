@@ -12,9 +12,11 @@ import (
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/harbor"
 	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/pkg/stage"
 	"github.com/harborflow/harborflow/services/inspector"
+	"github.com/harborflow/harborflow/services/promoter"
 	"github.com/harborflow/harborflow/services/rebuilder"
 	"github.com/harborflow/harborflow/services/receiver"
 	"github.com/harborflow/harborflow/services/watcher"
@@ -34,6 +36,7 @@ var stages = []stageDef{
 	{name: event.StageWatcher, idle: noPollSources, new: newWatcher},
 	{name: event.StageInspector, new: newInspector},
 	{name: event.StageRebuilder, idle: noRecipes, new: newRebuilderStage},
+	{name: event.StagePromoter, idle: noChains, new: newPromoterStage},
 }
 
 // selectStages returns the definitions of names, in pipeline order; no names means every stage.
@@ -156,4 +159,42 @@ func newRebuilder(ctx context.Context, cfg *config.Config, b *bus.Bus, reg *regi
 		break
 	}
 	return rebuilder.New(cfg.Rebuilds, cfg.Inspector.UpdateLevelLabel, deps)
+}
+
+func noChains(cfg *config.Config) string {
+	if len(cfg.Promotions) == 0 {
+		return "no promotions"
+	}
+	return ""
+}
+
+func newPromoterStage(ctx context.Context, w *wiring) (stage.Stage, error) {
+	reg, err := w.registry()
+	if err != nil {
+		return nil, err
+	}
+	promotions, err := w.bus.KeyValue(ctx, event.BucketPromotions)
+	if err != nil {
+		return nil, err
+	}
+	scans, err := w.bus.KeyValue(ctx, event.BucketScans)
+	if err != nil {
+		return nil, err
+	}
+	harbors := map[string]*harbor.Client{}
+	for _, r := range w.cfg.Registries {
+		if !r.Harbor {
+			continue
+		}
+		c, err := harbor.New(r.HarborHost(), harbor.WithVersion(Version))
+		if err != nil {
+			return nil, fmt.Errorf("the Harbor API of %s: %w", r.Host, err)
+		}
+		harbors[r.Host] = c
+	}
+	p, err := promoter.New(w.cfg.Promotions, promoter.Deps{Registry: reg, Harbors: harbors, Promotions: promotions, Scans: scans, Log: w.log})
+	if err != nil {
+		return nil, err
+	}
+	return stage.Consuming(w.bus, p), nil
 }
