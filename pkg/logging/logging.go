@@ -35,6 +35,7 @@ const (
 	FieldConfigFile    = "config_file"
 	FieldRecipe        = "recipe"
 	FieldChain         = "chain"
+	FieldKey           = "key"
 	FieldStageTo       = "to_stage"
 	FieldTags          = "tags"
 	FieldBase          = "base"

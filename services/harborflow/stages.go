@@ -2,8 +2,10 @@ package harborflow
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -196,5 +198,37 @@ func newPromoterStage(ctx context.Context, w *wiring) (stage.Stage, error) {
 	if err != nil {
 		return nil, err
 	}
-	return stage.Consuming(w.bus, p), nil
+	return &withLoop{Stage: stage.Consuming(w.bus, p), loop: stage.Loop(event.StagePromoter, func(ctx context.Context) error {
+		return p.Run(ctx, w.bus, promoterEvery)
+	})}, nil
 }
+
+// promoterEvery is how often the promoter looks for promotions a soak, a scan timeout, an approval or a label
+// may have unblocked.
+const promoterEvery = 15 * time.Second
+
+// withLoop is a consuming stage with a background loop of its own: both start and stop together.
+type withLoop struct {
+	stage.Stage
+	loop stage.Stage
+}
+
+func (s *withLoop) Start(ctx context.Context) error {
+	if err := s.Stage.Start(ctx); err != nil {
+		return err
+	}
+	return s.loop.Start(ctx)
+}
+
+func (s *withLoop) Shutdown(ctx context.Context) error {
+	return errors.Join(s.loop.Shutdown(ctx), s.Stage.Shutdown(ctx))
+}
+
+func (s *withLoop) Ready(ctx context.Context) error {
+	if r, ok := s.Stage.(stage.Readier); ok {
+		return r.Ready(ctx)
+	}
+	return nil
+}
+
+func (s *withLoop) Failed() <-chan error { return s.loop.(stage.Failer).Failed() }

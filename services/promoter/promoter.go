@@ -722,3 +722,79 @@ func (p *Promoter) signed(ctx context.Context, hc *harbor.Client, from imageref.
 	}
 	return false, fault.Classify(fmt.Errorf("looking for the signature of %s@%s: %w", from.Name(), digest, err))
 }
+
+// Reevaluate evaluates again every promotion whose state may have changed without an event: a soak or a scan
+// timeout ended (next_evaluation has come), an approval or a label may have been given (a pending or blocked
+// verdict with an approval, labels or signed gate), a copy was interrupted, or it was never evaluated. It
+// returns what to publish; a state another replica changed meanwhile is left to the next round.
+func (p *Promoter) Reevaluate(ctx context.Context) ([]*bus.Message, error) {
+	entries, err := p.deps.Promotions.List(ctx, "promotion.>")
+	if err != nil {
+		return nil, err
+	}
+	now := p.now()
+	var out []*bus.Message
+	for _, e := range entries {
+		st := &harborflowv1.PromotionState{}
+		if err := e.Decode(st); err != nil {
+			p.log.Warn("promotion state unreadable", zap.String(logging.FieldKey, e.Key), zap.Error(err))
+			continue
+		}
+		ci := slices.IndexFunc(p.chains, func(c chain) bool { return c.cfg.Name == st.GetChain() })
+		if ci < 0 || !stale(st, now) {
+			continue
+		}
+		msgs, err := p.evaluate(ctx, &p.chains[ci], st, e.Revision, nil, "")
+		if err != nil {
+			if ctx.Err() != nil {
+				return out, ctx.Err()
+			}
+			p.log.Info("re-evaluation failed; next round", zap.String(logging.FieldChain, st.GetChain()),
+				zap.String(logging.FieldDigest, st.GetDigest()), zap.Error(err))
+			continue
+		}
+		out = append(out, msgs...)
+	}
+	return out, nil
+}
+
+// stale reports whether a state needs evaluating without an event.
+func stale(st *harborflowv1.PromotionState, now time.Time) bool {
+	reached := st.GetReached()
+	switch {
+	case st.GetVerdict() == verdictDone:
+		return false
+	case len(reached) > 0 && reached[len(reached)-1].GetEntered() == nil, st.GetVerdict() == "", due(st, now):
+		return true
+	}
+	for _, g := range st.GetGates() {
+		if !g.GetPassed() && (g.GetName() == "approval" || g.GetName() == "labels" || g.GetName() == "signed") {
+			return true
+		}
+	}
+	return false
+}
+
+// Run re-evaluates (Reevaluate) every interval until ctx ends, publishing what comes of it on b: "a gate
+// that becomes true later resumes the promotion without any other event".
+func (p *Promoter) Run(ctx context.Context, b *bus.Bus, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		msgs, err := p.Reevaluate(ctx)
+		if err != nil && ctx.Err() == nil {
+			p.log.Warn("re-evaluating promotions", zap.Error(err))
+		}
+		for _, m := range msgs {
+			if _, err := b.Publish(ctx, m); err != nil {
+				// The state is written; the id is the same next time, and a redelivery republishes it.
+				p.log.Warn("publishing a re-evaluation", zap.String(logging.FieldSubject, m.Subject), zap.Error(err))
+			}
+		}
+	}
+}
