@@ -46,8 +46,8 @@ type Config struct {
 	Registries []Registry `yaml:"registries"`
 	Inspector  Inspector  `yaml:"inspector"`
 	Rebuilds   []Rebuild  `yaml:"rebuilds"`
-	// Promotions and Retention are the sections of the promoter and retention stages, which do not exist yet:
-	// a file that sets them is refused ("not supported yet"), so these stay empty until they do.
+	// Promotions are the promoter's chains. Retention is the section of the retention stage, which does not
+	// exist yet: a file that sets it is refused ("not supported yet"), so it stays empty until it does.
 	Promotions []Promotion `yaml:"promotions"`
 	Retention  []Retention `yaml:"retention"`
 }

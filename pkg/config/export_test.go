@@ -2,8 +2,8 @@ package config
 
 import "errors"
 
-// ValidatePromotions runs the promotions check the loader will run once the promoter stage exists (until then
-// the section is refused before it), on promotions with their defaults applied, as config check would.
+// ValidatePromotions runs the loader's promotions check on promotions with their defaults applied, as config
+// check would.
 func ValidatePromotions(promotions []Promotion, registries []Registry) ([]Promotion, error) {
 	for i := range promotions {
 		promotions[i].setDefaults()

@@ -168,11 +168,10 @@ type noFileError struct {
 func (e *noFileError) Error() string { return e.msg }
 func (e *noFileError) Unwrap() error { return e.err }
 
-// refused are keys the file may not set, with why: the sections of stages that do not exist yet, and keys
+// refused are keys the file may not set, with why: the section of the stage that does not exist yet, and keys
 // that are no longer read.
 var refused = map[string]string{
-	"promotions": "not supported yet: the promoter stage does not exist yet; remove the section",
-	"retention":  "not supported yet: the retention stage does not exist yet; remove the section",
+	"retention": "not supported yet: the retention stage does not exist yet; remove the section",
 	"http.shutdown_timeout": fmt.Sprintf("is no longer read: ops.shutdown_grace is how long running handlers get "+
 		"to finish on SIGTERM, and the whole stop takes at most that plus %s", DrainTimeout),
 }

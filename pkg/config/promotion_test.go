@@ -143,7 +143,7 @@ func TestValidatePromotionsAcceptsGatesThatNeedNoHarborAnywhere(t *testing.T) {
 	}
 }
 
-func TestPromotionsStillRefusedAtLoad(t *testing.T) {
+func TestPromotionsLoadAndAreChecked(t *testing.T) {
 	const file = `
 registries:
   - host: harbor.acme.example
@@ -155,8 +155,16 @@ promotions:
       - repository: harbor.acme.example/wso2-prod/acme-am
         gates: {max_severity: Low}
 `
-	_, err := config.Parse("h.yaml", []byte(file), env(nil))
-	if err == nil || !strings.Contains(err.Error(), "promotions: not supported yet") {
-		t.Errorf("error = %v, want the section refused until the promoter stage exists", err)
+	cfg, err := config.Parse("h.yaml", []byte(file), env(nil))
+	if err != nil {
+		t.Fatalf("a valid promotions section: %v", err)
+	}
+	if len(cfg.Promotions) != 1 || cfg.Promotions[0].Stages[1].Name != "wso2-prod" || cfg.Promotions[0].ScanTimeout != config.DefaultScanTimeout {
+		t.Errorf("promotions with defaults: %+v", cfg.Promotions)
+	}
+	// A scan gate on a stage left from a registry without Harbor's API is refused at load too.
+	_, err = config.Parse("h.yaml", []byte(strings.Replace(file, "harbor: true", "harbor: false", 1)), env(nil))
+	if err == nil || !strings.Contains(err.Error(), "max_severity: needs Harbor's API") {
+		t.Errorf("error = %v, want the scan gate refused without Harbor's API", err)
 	}
 }

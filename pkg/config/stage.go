@@ -48,10 +48,11 @@ var stages = []Stage{
 	{Name: event.StageWatcher, Uses: []Use{{Key: "sources", Kinds: []string{SourcePoll}}, {Key: "registries"}}},
 	{Name: event.StageInspector, Uses: []Use{{Key: "inspector"}, {Key: "registries"}}},
 	{Name: event.StageRebuilder, Uses: []Use{{Key: "rebuilds"}, {Key: "inspector.update_level_label"}, {Key: "registries"}}},
+	{Name: event.StagePromoter, Uses: []Use{{Key: "promotions"}, {Key: "registries"}}},
 }
 
 // notYet are the stages that do not exist yet; a file naming their sections is refused.
-var notYet = map[string]string{event.StagePromoter: "promotions", event.StageRetention: "retention"}
+var notYet = map[string]string{event.StageRetention: "retention"}
 
 // Stages returns every stage a process can run, in the order `harborflow run` starts them, with what each reads.
 func Stages() []Stage {
@@ -71,8 +72,8 @@ func StageNames() []string {
 	return names
 }
 
-// CheckStages fails on a name that is not a stage, naming the stages there are; promoter and retention are
-// "not supported yet".
+// CheckStages fails on a name that is not a stage, naming the stages there are; retention is "not supported
+// yet".
 func CheckStages(names []string) error {
 	for _, n := range names {
 		if slices.Contains(StageNames(), n) {

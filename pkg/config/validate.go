@@ -249,8 +249,7 @@ func (l *loader) checkDir(key, dir string) {
 	}
 }
 
-// validatePromotions checks the promotions section against registries (which hosts have Harbor's API). The
-// section is refused at load until the promoter stage exists, so this sees an empty list until then.
+// validatePromotions checks the promotions section against registries (which hosts have Harbor's API).
 func (l *loader) validatePromotions(promotions []Promotion, registries []Registry) {
 	harborHosts := map[string]bool{}
 	for _, r := range registries {

@@ -98,3 +98,16 @@ func Canonical(raw json.RawMessage) string {
 	}
 	return string(b)
 }
+
+// PromotedID is the id of an image.promoted: (chain, digest, the stage it left, the stage it entered). An image
+// enters a stage of a chain once, so a redone promotion publishes the same message.
+func PromotedID(chain, digest, from, to string) string {
+	return ID("promoted", chain, digest, from, to)
+}
+
+// BlockedID is the id of an image.blocked: (chain, digest, the stage it leaves, the stage it may not enter, the
+// verdict: each gate's name, verdict and reason). The same verdict twice is one message; a different one is
+// another.
+func BlockedID(chain, digest, from, to, verdict string) string {
+	return ID("blocked", chain, digest, from, to, verdict)
+}

@@ -46,7 +46,6 @@ func TestConfigCheck(t *testing.T) {
 	}
 	for _, tc := range []struct{ yaml, want string }{
 		{"http:\n  listen: 127.0.0.1:1\n  max_body: 5\n", `:3: http.max_body: unknown key (did you mean "max_body_bytes"?)`},
-		{"promotions:\n  - name: acme-am\n", ":1: promotions: not supported yet: the promoter stage does not exist yet; remove the section"},
 		{"retention:\n  - dry_run: true\n", ":1: retention: not supported yet: the retention stage does not exist yet; remove the section"},
 		// A bad value fails whichever stage reads it, with or without --stages.
 		{"inspector:\n  concurrency: 0\n", ":2: inspector.concurrency: must be between 1 and 256, not 0"},
@@ -84,8 +83,8 @@ func TestConfigCheckSample(t *testing.T) {
 		{[]string{"--stages", "inspector,receiver"}, sample + ": not set, and needed by --stages inspector,receiver: HARBOR_WEBHOOK_AUTH, REGISTRY_WEBHOOK_AUTH",
 			[]string{"error: " + sample + ":25: sources[0].secrets[0]: environment variable HARBOR_WEBHOOK_AUTH is not set"}},
 		{[]string{"--strict"}, sample + ": not set (--strict): HARBOR_WEBHOOK_AUTH, REGISTRY_WEBHOOK_AUTH", nil},
-		{[]string{"--stages", "inspecter"}, `--stages: unknown stage "inspecter" (stages: receiver, watcher, inspector, rebuilder)`, nil},
-		{[]string{"--stages", "promoter"}, `--stages: stage "promoter" is not supported yet`, nil},
+		{[]string{"--stages", "inspecter"}, `--stages: unknown stage "inspecter" (stages: receiver, watcher, inspector, rebuilder, promoter)`, nil},
+		{[]string{"--stages", "retention"}, `--stages: stage "retention" is not supported yet`, nil},
 	} {
 		out, err := runCLI(t, append([]string{"config", "check", sample}, tc.args...)...)
 		switch {

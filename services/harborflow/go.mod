@@ -6,6 +6,7 @@ replace (
 	github.com/harborflow/harborflow/pkg => ../../pkg
 	github.com/harborflow/harborflow/proto => ../../proto
 	github.com/harborflow/harborflow/services/inspector => ../inspector
+	github.com/harborflow/harborflow/services/promoter => ../promoter
 	github.com/harborflow/harborflow/services/rebuilder => ../rebuilder
 	github.com/harborflow/harborflow/services/receiver => ../receiver
 	github.com/harborflow/harborflow/services/watcher => ../watcher
@@ -15,6 +16,7 @@ require (
 	github.com/harborflow/harborflow/pkg v0.0.0-00010101000000-000000000000
 	github.com/harborflow/harborflow/proto v0.0.0-00010101000000-000000000000
 	github.com/harborflow/harborflow/services/inspector v0.0.0-00010101000000-000000000000
+	github.com/harborflow/harborflow/services/promoter v0.0.0-00010101000000-000000000000
 	github.com/harborflow/harborflow/services/rebuilder v0.0.0-00010101000000-000000000000
 	github.com/harborflow/harborflow/services/receiver v0.0.0-00010101000000-000000000000
 	github.com/harborflow/harborflow/services/watcher v0.0.0-00010101000000-000000000000

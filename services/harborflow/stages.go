@@ -2,8 +2,10 @@ package harborflow
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -12,9 +14,11 @@ import (
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/harbor"
 	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/pkg/stage"
 	"github.com/harborflow/harborflow/services/inspector"
+	"github.com/harborflow/harborflow/services/promoter"
 	"github.com/harborflow/harborflow/services/rebuilder"
 	"github.com/harborflow/harborflow/services/receiver"
 	"github.com/harborflow/harborflow/services/watcher"
@@ -34,6 +38,7 @@ var stages = []stageDef{
 	{name: event.StageWatcher, idle: noPollSources, new: newWatcher},
 	{name: event.StageInspector, new: newInspector},
 	{name: event.StageRebuilder, idle: noRecipes, new: newRebuilderStage},
+	{name: event.StagePromoter, idle: noChains, new: newPromoterStage},
 }
 
 // selectStages returns the definitions of names, in pipeline order; no names means every stage.
@@ -157,3 +162,73 @@ func newRebuilder(ctx context.Context, cfg *config.Config, b *bus.Bus, reg *regi
 	}
 	return rebuilder.New(cfg.Rebuilds, cfg.Inspector.UpdateLevelLabel, deps)
 }
+
+func noChains(cfg *config.Config) string {
+	if len(cfg.Promotions) == 0 {
+		return "no promotions"
+	}
+	return ""
+}
+
+func newPromoterStage(ctx context.Context, w *wiring) (stage.Stage, error) {
+	reg, err := w.registry()
+	if err != nil {
+		return nil, err
+	}
+	promotions, err := w.bus.KeyValue(ctx, event.BucketPromotions)
+	if err != nil {
+		return nil, err
+	}
+	scans, err := w.bus.KeyValue(ctx, event.BucketScans)
+	if err != nil {
+		return nil, err
+	}
+	harbors := map[string]*harbor.Client{}
+	for _, r := range w.cfg.Registries {
+		if !r.Harbor {
+			continue
+		}
+		c, err := harbor.New(r.HarborHost(), harbor.WithVersion(Version))
+		if err != nil {
+			return nil, fmt.Errorf("the Harbor API of %s: %w", r.Host, err)
+		}
+		harbors[r.Host] = c
+	}
+	p, err := promoter.New(w.cfg.Promotions, promoter.Deps{Registry: reg, Harbors: harbors, Promotions: promotions, Scans: scans, Log: w.log})
+	if err != nil {
+		return nil, err
+	}
+	return &withLoop{Stage: stage.Consuming(w.bus, p), loop: stage.Loop(event.StagePromoter, func(ctx context.Context) error {
+		return p.Run(ctx, w.bus, promoterEvery)
+	})}, nil
+}
+
+// promoterEvery is how often the promoter looks for promotions a soak, a scan timeout, an approval or a label
+// may have unblocked.
+const promoterEvery = 15 * time.Second
+
+// withLoop is a consuming stage with a background loop of its own: both start and stop together.
+type withLoop struct {
+	stage.Stage
+	loop stage.Stage
+}
+
+func (s *withLoop) Start(ctx context.Context) error {
+	if err := s.Stage.Start(ctx); err != nil {
+		return err
+	}
+	return s.loop.Start(ctx)
+}
+
+func (s *withLoop) Shutdown(ctx context.Context) error {
+	return errors.Join(s.loop.Shutdown(ctx), s.Stage.Shutdown(ctx))
+}
+
+func (s *withLoop) Ready(ctx context.Context) error {
+	if r, ok := s.Stage.(stage.Readier); ok {
+		return r.Ready(ctx)
+	}
+	return nil
+}
+
+func (s *withLoop) Failed() <-chan error { return s.loop.(stage.Failer).Failed() }

@@ -3,6 +3,6 @@
 // (every platform of an index), copies the image there — the unique tag first, then each rolling tag, each
 // verified — and publishes image.promoted or image.blocked with every gate's verdict.
 //
-// Issue 11 builds it in steps: the gate evaluation (gate.go) and the copier (copy.go) come first; the stage
-// that consumes and publishes comes with them wired.
+// The gate evaluation is gate.go, the copier copy.go, the stage (consumer, state, outputs, re-evaluation)
+// promoter.go.
 package promoter
