@@ -179,6 +179,17 @@ func (f *flow) reevaluate(t *testing.T) {
 	}
 }
 
+// reevaluateUntil re-evaluates round after round, as the stage's own loop does, until repoTag (project/repo:tag)
+// of the stand-in points at digest: a round that loses a compare-and-set to the running process, or finds a
+// copy still under way, leaves the promotion to the next round.
+func (f *flow) reevaluateUntil(t *testing.T, repoTag, digest string) {
+	t.Helper()
+	waitFor(t, repoTag+" at "+digest, func() bool {
+		f.reevaluate(t)
+		return f.digestOf(t, repoTag) == digest
+	})
+}
+
 // waitVerdict waits for the promotion state of chain and digest to have verdict: a state without an event of
 // its own (pending) is only seen in the bucket.
 func (f *flow) waitVerdict(t *testing.T, chain, digest, verdict string) *harborflowv1.PromotionState {
@@ -260,7 +271,7 @@ func TestPromoterRequestsAScanAfterTheTimeout(t *testing.T) {
 	f.reevaluate(t) // before the timeout: nothing is asked
 
 	f.clk.Add(2 * time.Minute)
-	f.reevaluate(t)
+	f.reevaluateUntil(t, "wso2-staging/am:4.2.0.15", digest)
 	waitMessage(t, f.b, event.SubjectImagePromoted, promotedOf(digest, "wso2-staging"))
 	if d := f.digestOf(t, "wso2-staging/am:latest"); d != digest {
 		t.Errorf("wso2-staging/am:latest: %q, want %s", d, digest)
@@ -281,7 +292,7 @@ func TestUnsignedBlockedUntilSigned(t *testing.T) {
 
 	f.push(t, "wso2-dev", "am:"+strings.Replace(digest, ":", "-", 1)+".sig",
 		registrytest.Image{Layer: "signature", Labels: map[string]string{"cosign": "sig"}})
-	f.reevaluate(t)
+	f.reevaluateUntil(t, "wso2-staging/am:4.2.0.15", digest)
 	m := waitMessage(t, f.b, event.SubjectImagePromoted, promotedOf(digest, "wso2-staging"))
 	if g := gate(m.GetGates(), "signed"); g == nil || !g.GetPassed() {
 		t.Errorf("promoted with gates %v", m.GetGates())
@@ -332,7 +343,7 @@ func TestLabelAddedLaterUnblocks(t *testing.T) {
 	loc := resp.Header.Get("Location")
 	id := loc[strings.LastIndex(loc, "/")+1:]
 	f.api(t, http.MethodPost, "/projects/wso2-dev/repositories/am/artifacts/"+digest+"/labels", []byte(`{"id":`+id+`}`), http.StatusOK)
-	f.reevaluate(t)
+	f.reevaluateUntil(t, "wso2-staging/am:4.2.0.15", digest)
 	m := waitMessage(t, f.b, event.SubjectImagePromoted, promotedOf(digest, "wso2-staging"))
 	if g := gate(m.GetGates(), "labels"); g == nil || !g.GetPassed() {
 		t.Errorf("promoted with gates %v", m.GetGates())
@@ -366,10 +377,7 @@ func TestApprovalThroughTheCLI(t *testing.T) {
 	// round: a round that loses a compare-and-set to the other leaves the promotion to the next. (Under load,
 	// one round here once missed and the process's own loop did not promote within a minute either: a lead
 	// for issue 11, see its note.)
-	waitFor(t, "the approved image in staging", func() bool {
-		f.reevaluate(t)
-		return f.digestOf(t, "wso2-staging/am:4.2.0.15") != ""
-	})
+	f.reevaluateUntil(t, "wso2-staging/am:4.2.0.15", digest)
 	m := waitMessage(t, f.b, event.SubjectImagePromoted, promotedOf(digest, "wso2-staging"))
 	if g := gate(m.GetGates(), "approval"); g == nil || !strings.Contains(g.GetReason(), "approved by alice") {
 		t.Errorf("promoted with gates %v", m.GetGates())
