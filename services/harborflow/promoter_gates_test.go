@@ -453,10 +453,15 @@ func TestTwoPromoterReplicasPromoteOnce(t *testing.T) {
 	cfg2.HTTP.Listen = "127.0.0.1:0"
 	startStages(t, &cfg2, event.StagePromoter)
 
+	// One image at a time: which replica takes each is the bus's choice. Images promoted concurrently into one
+	// repository can leave a rolling tag on the older of the two (both check, then both move): a known bug of
+	// the copier, in issue 11's note, which this test does not cover yet.
 	digests := map[string]string{}
 	for _, tag := range []string{"4.2.0.13", "4.2.0.14", "4.2.0.15"} {
-		digests[tag] = f.push(t, "wso2-dev", "am:"+tag, registrytest.Image{User: "802", Layer: tag,
+		d := f.push(t, "wso2-dev", "am:"+tag, registrytest.Image{User: "802", Layer: tag,
 			Labels: map[string]string{"update_level": strings.Split(tag, ".")[3]}})
+		digests[tag] = d
+		waitMessage(t, f.b, event.SubjectImagePromoted, promotedOf(d, "wso2-staging"))
 	}
 	promoted := readMessages[*harborflowv1.ImagePromoted](t, f.p.NATSURL, event.SubjectImagePromoted, 3, true)
 	seen := map[string]bool{}
