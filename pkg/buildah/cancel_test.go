@@ -186,7 +186,10 @@ func keys(m map[int]bool) []int {
 // test if the build (done) returns first. Nothing else tells when a build's processes run: it polls /proc.
 func awaitProcesses(t *testing.T, done <-chan error, token string, limit time.Duration) []proc {
 	t.Helper()
-	deadline := time.Now().Add(limit)
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		if running := processes(t, token); len(running) >= 2 {
 			return running
@@ -194,11 +197,9 @@ func awaitProcesses(t *testing.T, done <-chan error, token string, limit time.Du
 		select {
 		case err := <-done:
 			t.Fatalf("Build returned before its processes ran: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
+		case <-deadline.C:
 			t.Fatalf("no two processes of %s within %s", token, limit)
+		case <-tick.C:
 		}
-		time.Sleep(10 * time.Millisecond) // polling /proc: no event to wait on
 	}
 }

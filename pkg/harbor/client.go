@@ -213,6 +213,18 @@ func (c *Client) call(ctx context.Context, op, resource string, fn func(ctx cont
 // pageFunc fetches one page: its items and the X-Total-Count Harbor sent with it.
 type pageFunc[T any] func(ctx context.Context, page, size int64) (items []T, total int64, err error)
 
+// convert turns one page of go-client models into the client's values, skipping the nil entries a malformed
+// page may hold.
+func convert[M, T any](page []*M, of func(*M) T) []T {
+	out := make([]T, 0, len(page))
+	for _, m := range page {
+		if m != nil {
+			out = append(out, of(m))
+		}
+	}
+	return out
+}
+
 // list collects every item of a paged list: pages of PageSize, until it has X-Total-Count items or a page
 // comes back short (HARBOR.md §3.1). Items are in Harbor's order.
 func list[T any](ctx context.Context, c *Client, op, resource string, fetch pageFunc[T]) ([]T, error) {

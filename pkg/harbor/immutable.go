@@ -39,13 +39,7 @@ func (c *Client) ImmutableRules(ctx context.Context, projectName string) ([]Immu
 		if err != nil {
 			return nil, 0, err
 		}
-		out := make([]ImmutableRule, 0, len(ok.Payload))
-		for _, r := range ok.Payload {
-			if r != nil {
-				out = append(out, immutableRuleOf(r))
-			}
-		}
-		return out, ok.XTotalCount, nil
+		return convert(ok.Payload, immutableRuleOf), ok.XTotalCount, nil
 	})
 }
 

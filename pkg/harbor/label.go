@@ -45,13 +45,7 @@ func (c *Client) Labels(ctx context.Context, projectID int64) ([]Label, error) {
 		if err != nil {
 			return nil, 0, err
 		}
-		out := make([]Label, 0, len(ok.Payload))
-		for _, l := range ok.Payload {
-			if l != nil {
-				out = append(out, labelOf(l))
-			}
-		}
-		return out, ok.XTotalCount, nil
+		return convert(ok.Payload, labelOf), ok.XTotalCount, nil
 	})
 }
 

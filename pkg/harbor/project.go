@@ -53,13 +53,7 @@ func (c *Client) Projects(ctx context.Context) ([]Project, error) {
 		if err != nil {
 			return nil, 0, err
 		}
-		out := make([]Project, 0, len(ok.Payload))
-		for _, p := range ok.Payload {
-			if p != nil {
-				out = append(out, projectOf(p))
-			}
-		}
-		return out, ok.XTotalCount, nil
+		return convert(ok.Payload, projectOf), ok.XTotalCount, nil
 	})
 }
 

@@ -54,13 +54,7 @@ func (c *Client) WebhookPolicies(ctx context.Context, projectName string) ([]Web
 		if err != nil {
 			return nil, 0, err
 		}
-		out := make([]WebhookPolicy, 0, len(ok.Payload))
-		for _, p := range ok.Payload {
-			if p != nil {
-				out = append(out, webhookPolicyOf(p))
-			}
-		}
-		return out, ok.XTotalCount, nil
+		return convert(ok.Payload, webhookPolicyOf), ok.XTotalCount, nil
 	})
 }
 

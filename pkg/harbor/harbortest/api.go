@@ -401,6 +401,11 @@ func (s *Server) updateProject(c *call) *apiError {
 	if req.Public != nil {
 		md["public"] = strconv.FormatBool(*req.Public)
 	}
+	return s.mergeMetadata(c, md)
+}
+
+// mergeMetadata sets md on the project of c, as its administrator: 200 (PUT of the project, POST of metadata).
+func (s *Server) mergeMetadata(c *call, md map[string]string) *apiError {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p, err := s.projectFor(c, true, accessAdmin)
@@ -467,19 +472,7 @@ func (s *Server) addMetadata(c *call) *apiError {
 			return errBadRequest("the metadata %s must be the only key of the body", name)
 		}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p, err := s.projectFor(c, true, accessAdmin)
-	if err != nil {
-		return err
-	}
-	for k, v := range md {
-		p.Metadata[k] = v
-	}
-	p.Updated = s.now()
-	_ = s.saveLocked()
-	c.w.WriteHeader(http.StatusOK)
-	return nil
+	return s.mergeMetadata(c, md)
 }
 
 func (s *Server) deleteMetadata(c *call) *apiError {
