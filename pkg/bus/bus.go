@@ -155,7 +155,7 @@ func (b *Bus) Ready(ctx context.Context) error {
 	if !b.nc.IsConnected() {
 		return fmt.Errorf("%w: NATS connection is %s", ErrNotReady, b.nc.Status())
 	}
-	for _, name := range []string{event.StreamRegistry, event.StreamImage, event.StreamDLQ} {
+	for _, name := range event.StreamNames {
 		if _, err := b.js.Stream(ctx, name); err != nil {
 			return fmt.Errorf("%w: stream %s: %w", ErrNotReady, name, err)
 		}

@@ -157,6 +157,15 @@ func (kv *KV) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
+// DeleteRevision deletes key if its revision is still revision (compare-and-set); ErrRevisionMismatch when
+// another writer changed it since.
+func (kv *KV) DeleteRevision(ctx context.Context, key string, revision uint64) error {
+	if err := kv.kv.Delete(ctx, key, jetstream.LastRevision(revision)); err != nil {
+		return kv.err("deleting", key, err)
+	}
+	return nil
+}
+
 // List returns the entries whose keys match pattern (wildcards * and >), in the order they were last written.
 // Deleted keys are left out. ctx bounds the whole read.
 func (kv *KV) List(ctx context.Context, pattern string) ([]Entry, error) {

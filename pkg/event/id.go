@@ -105,6 +105,13 @@ func PromotedID(chain, digest, from, to string) string {
 	return ID("promoted", chain, digest, from, to)
 }
 
+// PromotionTaskID is the id of a task to evaluate a promotion again: (chain, digest, the revision of its state
+// in the promotions bucket). Replicas that find the same state due ask once; a state written since is asked
+// for again.
+func PromotionTaskID(chain, digest string, revision uint64) string {
+	return ID("promotion-task", chain, digest, strconv.FormatUint(revision, 10))
+}
+
 // BlockedID is the id of an image.blocked: (chain, digest, the stage it leaves, the stage it may not enter, the
 // verdict: each gate's name, verdict and reason). The same verdict twice is one message; a different one is
 // another.

@@ -11,7 +11,15 @@ const (
 	StreamRegistry = "REGISTRY"
 	StreamImage    = "IMAGE"
 	StreamDLQ      = "DLQ"
+	StreamTask     = "TASK"
 )
+
+// StreamNames lists every stream of Streams.
+var StreamNames = []string{StreamRegistry, StreamImage, StreamDLQ, StreamTask}
+
+// taskMaxAge bounds how long TASK keeps a task: a task is work a stage asked of itself (re-evaluate a
+// promotion), and whoever asked asks again on its next round.
+const taskMaxAge = 24 * time.Hour
 
 // Stage names. A consuming stage's name is also its durable consumer's default name and the last token of its
 // DLQ subject dlq.<stage>.
@@ -37,8 +45,9 @@ type StreamOptions struct {
 	MaxBytes int64
 }
 
-// Streams returns the definitions of REGISTRY, IMAGE and DLQ: file storage, limits retention (every stage
-// reads every message through its own durable consumer), the operator's replicas, duplicate window and limits.
+// Streams returns the definitions of REGISTRY, IMAGE, DLQ and TASK: file storage, limits retention (every stage
+// reads every message through its own durable consumer), the operator's replicas, duplicate window and limits;
+// TASK keeps a task a day at most.
 func Streams(o StreamOptions) []jetstream.StreamConfig {
 	def := func(name, desc string, subjects ...string) jetstream.StreamConfig {
 		maxBytes := o.MaxBytes
@@ -58,9 +67,14 @@ func Streams(o StreamOptions) []jetstream.StreamConfig {
 			MaxBytes:    maxBytes,
 		}
 	}
+	task := def(StreamTask, "work a stage asks of itself: task.<stage>", "task.>")
+	if task.MaxAge == 0 || task.MaxAge > taskMaxAge {
+		task.MaxAge = taskMaxAge
+	}
 	return []jetstream.StreamConfig{
 		def(StreamRegistry, "registry events: registry.<source>.<kind>", "registry.>"),
 		def(StreamImage, "pipeline events: image.<what>", "image.>"),
 		def(StreamDLQ, "messages a stage gave up on: dlq.<stage>", "dlq.>"),
+		task,
 	}
 }

@@ -39,6 +39,9 @@ func RegistrySubject(source, kind string) string {
 // DLQSubject is the subject a stage's poison messages go to: dlq.<stage>.
 func DLQSubject(stage string) string { return "dlq." + stage }
 
+// TaskSubject is the subject of the work a stage asks of itself (stream TASK): task.<stage>.
+func TaskSubject(stage string) string { return "task." + stage }
+
 // ValidKind reports whether kind is one of Kinds.
 func ValidKind(kind string) bool {
 	for _, k := range Kinds {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/services/harborflow"
 )
 
@@ -185,7 +186,7 @@ func TestRunEventsStatus(t *testing.T) {
 	for _, s := range st.Streams {
 		got[s.Name] = s.Messages
 	}
-	if got["REGISTRY"] != 1 || len(got) != 3 {
+	if got["REGISTRY"] != 1 || len(got) != len(event.StreamNames) {
 		t.Errorf("status %s", out)
 	}
 	if out, err := runCLI(t, "--config", path, "status"); err != nil || !strings.Contains(out, "REGISTRY  1") {

@@ -19,6 +19,7 @@ import (
 	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/imageref"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
+	"github.com/harborflow/harborflow/services/promoter"
 )
 
 // promotionKey is the key of one image's PromotionState in the bucket event.BucketPromotions. It is the
@@ -53,8 +54,8 @@ func newApproveCommand(cfgPath func() string) *cobra.Command {
 		Use:   "approve CHAIN DIGEST|TAG --stage STAGE --by NAME",
 		Short: "Record a person's approval for an image to enter a stage of a promotion chain",
 		Long: `Record who approved an image (by digest, or by a tag it has in the chain) for a stage of a promotion
-chain, and when. The promoter re-evaluates pending promotions on its own: an approval gate that now passes
-resumes the promotion without any other event. Approving twice as the same person records once. A tag on two
+chain, and when, and ask the promoter to evaluate the promotion now (task.promoter): an approval gate that
+now passes resumes it at once. Approving twice as the same person records once. A tag on two
 digests of the chain names the one that entered the tag's stage last.`,
 		Example: "  harborflow approve acme-am 4.2.0.16.3 --stage prod --by alice\n  harborflow approve acme-am sha256:… --stage prod --by alice",
 		Args:    cobra.ExactArgs(2),
@@ -87,7 +88,7 @@ digests of the chain names the one that entered the tag's stage last.`,
 				return err
 			}
 			a := &harborflowv1.Approval{Stage: stage, By: by, At: timestamppb.Now()}
-			recorded, st, err := recordApproval(ctx, kv, promotionKey(st.GetChain(), st.GetDigest()), a, nil)
+			recorded, st, rev, err := recordApproval(ctx, kv, promotionKey(st.GetChain(), st.GetDigest()), a, nil)
 			if err != nil {
 				return err
 			}
@@ -101,7 +102,15 @@ digests of the chain names the one that entered the tag's stage last.`,
 				fmt.Fprintf(w, "note: %s is not a stage this image has reached or is evaluated for; the chain's configuration is not read here, so check that %s is a stage of %s\n",
 					stage, stage, st.GetChain())
 			}
-			_, err = fmt.Fprintln(w, "the promoter re-evaluates pending promotions on its own and resumes this one if its gates now pass: nothing else to run")
+			// The promoter would find the state due on its next round; the task makes that now.
+			task, err := promoter.Task(st.GetChain(), st.GetDigest(), rev, "approved by "+by)
+			if err != nil {
+				return err
+			}
+			if _, err := b.Publish(ctx, task); err != nil {
+				return fmt.Errorf("the approval is recorded, but asking the promoter to evaluate it now failed (its next round will): %w", err)
+			}
+			_, err = fmt.Fprintln(w, "asked the promoter to evaluate it now: it resumes the promotion if its gates pass; nothing else to run")
 			return err
 		},
 	}
@@ -116,29 +125,30 @@ digests of the chain names the one that entered the tag's stage last.`,
 // a conflict, so that the promoter's writes and other approvals in between are kept. An approval of the same
 // stage by the same person is recorded once: recorded is false when it was there already. beforeUpdate, when
 // set, runs between each read and its write (tests use it to write in between).
-func recordApproval(ctx context.Context, kv *bus.KV, key string, a *harborflowv1.Approval, beforeUpdate func()) (recorded bool, st *harborflowv1.PromotionState, err error) {
+func recordApproval(ctx context.Context, kv *bus.KV, key string, a *harborflowv1.Approval, beforeUpdate func()) (recorded bool, st *harborflowv1.PromotionState, rev uint64, err error) {
 	for range approveAttempts {
 		st = &harborflowv1.PromotionState{}
 		rev, err := kv.Get(ctx, key, st)
 		if err != nil {
-			return false, nil, err
+			return false, nil, 0, err
 		}
 		if approvalBy(st, a.GetStage(), a.GetBy()) != nil {
-			return false, st, nil
+			return false, st, rev, nil
 		}
 		st.Approvals = append(st.Approvals, a)
 		if beforeUpdate != nil {
 			beforeUpdate()
 		}
-		if _, err := kv.Update(ctx, key, st, rev); err != nil {
+		next, err := kv.Update(ctx, key, st, rev)
+		if err != nil {
 			if errors.Is(err, bus.ErrRevisionMismatch) {
 				continue
 			}
-			return false, nil, err
+			return false, nil, 0, err
 		}
-		return true, st, nil
+		return true, st, next, nil
 	}
-	return false, nil, fmt.Errorf("recording the approval in %s: the state changed under each of %d attempts; run approve again", key, approveAttempts)
+	return false, nil, 0, fmt.Errorf("recording the approval in %s: the state changed under each of %d attempts; run approve again", key, approveAttempts)
 }
 
 func approvalBy(st *harborflowv1.PromotionState, stage, by string) *harborflowv1.Approval {

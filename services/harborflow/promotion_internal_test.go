@@ -42,7 +42,7 @@ func TestRecordApprovalRetriesAConflict(t *testing.T) {
 			}
 		}
 	}
-	recorded, st, err := recordApproval(ctx, kv, key, &harborflowv1.Approval{Stage: "prod", By: "alice", At: timestamppb.Now()}, promoterWrites)
+	recorded, st, _, err := recordApproval(ctx, kv, key, &harborflowv1.Approval{Stage: "prod", By: "alice", At: timestamppb.Now()}, promoterWrites)
 	if err != nil || !recorded {
 		t.Fatalf("recordApproval: %v, recorded %v", err, recorded)
 	}

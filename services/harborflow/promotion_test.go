@@ -30,6 +30,7 @@ type promotionEnv struct {
 	cfg string
 	kv  *bus.KV
 	ctx context.Context
+	url string
 }
 
 func newPromotionEnv(t *testing.T) *promotionEnv {
@@ -45,7 +46,7 @@ func newPromotionEnv(t *testing.T) *promotionEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &promotionEnv{cfg: path, kv: kv, ctx: ctx}
+	return &promotionEnv{cfg: path, kv: kv, ctx: ctx, url: srv.URL()}
 }
 
 // put writes st under the key the promoter stage uses.
@@ -106,7 +107,7 @@ func TestApprove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, "recorded: alice approved acme-am "+digestB+" for stage prod") || !strings.Contains(out, "re-evaluates pending promotions on its own") ||
+	if !strings.Contains(out, "recorded: alice approved acme-am "+digestB+" for stage prod") || !strings.Contains(out, "asked the promoter to evaluate it now") ||
 		strings.Contains(out, "note:") {
 		t.Errorf("approve output:\n%s", out)
 	}
@@ -119,6 +120,11 @@ func TestApprove(t *testing.T) {
 	}
 	if len(e.get(t, "acme-am", digestA).Approvals) != 0 {
 		t.Error("the older digest that also had latest was approved")
+	}
+	// The promoter is asked to evaluate it now.
+	task := readMessages[*harborflowv1.PromotionTask](t, e.url, event.TaskSubject(event.StagePromoter), 1, true)[0]
+	if task.GetChain() != "acme-am" || task.GetDigest() != digestB || task.GetReason() != "approved by alice" {
+		t.Errorf("task.promoter: %v", task)
 	}
 
 	// The same person again, by digest: recorded once.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/harborflow/harborflow/pkg/bus"
@@ -124,7 +125,7 @@ func TestStagesInSeparateProcesses(t *testing.T) {
 // down, checking the shutdown, when the test ends.
 func startStages(t *testing.T, cfg *config.Config, names ...string) *harborflow.Process {
 	t.Helper()
-	p, err := harborflow.Start(context.Background(), cfg, names, zap.NewNop())
+	p, err := harborflow.Start(context.Background(), cfg, names, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))
 	if err != nil {
 		t.Fatal(err)
 	}

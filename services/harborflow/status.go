@@ -65,7 +65,7 @@ type status struct {
 
 func readStatus(ctx context.Context, b *bus.Bus) (*status, error) {
 	st := &status{}
-	for _, name := range []string{event.StreamRegistry, event.StreamImage, event.StreamDLQ} {
+	for _, name := range event.StreamNames {
 		info, err := b.StreamInfo(ctx, name)
 		if err != nil {
 			return nil, err

@@ -54,6 +54,9 @@ type Deps struct {
 	Log        *zap.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// TurnLease is how long a copy holds its destination repository without renewing it (DefaultTurnLease
+	// when zero).
+	TurnLease time.Duration
 }
 
 // Promoter is the promoter stage's handler.
@@ -63,6 +66,8 @@ type Promoter struct {
 	copier *Copier
 	log    *zap.Logger
 	now    func() time.Time
+	// turnLease is Deps.TurnLease or its default.
+	turnLease time.Duration
 }
 
 type chain struct {
@@ -83,6 +88,9 @@ func New(chains []config.Promotion, deps Deps) (*Promoter, error) {
 	p.log = p.log.With(zap.String(logging.FieldStage, event.StagePromoter))
 	if p.now == nil {
 		p.now = time.Now
+	}
+	if p.turnLease = deps.TurnLease; p.turnLease <= 0 {
+		p.turnLease = DefaultTurnLease
 	}
 	for _, c := range chains {
 		ch := chain{cfg: c}
@@ -111,16 +119,26 @@ func (p *Promoter) ConsumerConfig() bus.ConsumerConfig {
 		Stage:   event.StagePromoter,
 		Durable: event.StagePromoter,
 		Subjects: []string{event.SubjectImageRebuilt, event.SubjectImageInspected,
-			event.RegistrySubject("*", event.KindScan)},
+			event.RegistrySubject("*", event.KindScan), event.TaskSubject(event.StagePromoter)},
 		// A copy of a large image takes a while; the runner keeps the message in progress meanwhile.
 		HandlerTimeout: 10 * time.Minute,
 	}
 }
 
-// Handle handles one image.rebuilt, image.inspected or registry.*.scan.
+// Handle handles one image.rebuilt, image.inspected, registry.*.scan or task.promoter.
 func (p *Promoter) Handle(ctx context.Context, m *bus.Message) ([]*bus.Message, error) {
 	redelivered := m.Deliveries > 1
 	switch {
+	case m.Subject == event.TaskSubject(event.StagePromoter):
+		task := &harborflowv1.PromotionTask{}
+		if err := m.Decode(task); err != nil {
+			return nil, bus.Permanent(err)
+		}
+		ci := slices.IndexFunc(p.chains, func(c chain) bool { return c.cfg.Name == task.GetChain() })
+		if ci < 0 {
+			return nil, nil // a chain removed from the configuration
+		}
+		return p.reevaluate(ctx, &p.chains[ci], task.GetDigest(), m.CorrelationID(), redelivered)
 	case strings.HasPrefix(m.Subject, "registry."):
 		ev := &harborflowv1.RegistryEvent{}
 		if err := m.Decode(ev); err != nil {
@@ -342,7 +360,7 @@ func (p *Promoter) scanned(ctx context.Context, ev *harborflowv1.RegistryEvent, 
 		if ci < 0 {
 			continue
 		}
-		msgs, err := p.reevaluate(ctx, &p.chains[ci], digest, ev.GetCorrelationId())
+		msgs, err := p.reevaluate(ctx, &p.chains[ci], digest, ev.GetCorrelationId(), redelivered)
 		if err != nil {
 			return nil, err
 		}
@@ -365,13 +383,22 @@ func scanStatus(ev *harborflowv1.RegistryEvent) string {
 	return ScanSuccess
 }
 
-// reevaluate reads the state of digest in ch and evaluates it again, unless it reached the last stage.
-func (p *Promoter) reevaluate(ctx context.Context, ch *chain, digest, correlation string) ([]*bus.Message, error) {
+// reevaluate reads the state of digest in ch and evaluates it again; a redelivery first publishes again what
+// the state records (the previous attempt may have written it and failed before its outputs were stored).
+func (p *Promoter) reevaluate(ctx context.Context, ch *chain, digest, correlation string, redelivered bool) ([]*bus.Message, error) {
 	st, rev, err := p.state(ctx, stateKey(ch.cfg.Name, digest))
 	if err != nil || st == nil {
 		return nil, err
 	}
-	return p.evaluate(ctx, ch, st, rev, nil, correlation)
+	var out []*bus.Message
+	if redelivered {
+		out = p.republish(ch, st, correlation)
+	}
+	msgs, err := p.evaluate(ctx, ch, st, rev, nil, correlation)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, msgs...), nil
 }
 
 // state reads a promotion state; nil when there is none.
@@ -396,6 +423,21 @@ const verdictDone = "done"
 func (p *Promoter) evaluate(ctx context.Context, ch *chain, st *harborflowv1.PromotionState, rev uint64, platforms []Platform, correlation string) ([]*bus.Message, error) {
 	key := stateKey(ch.cfg.Name, st.GetDigest())
 	var out []*bus.Message
+	conflicts := 0
+	// lost reports whether err is a compare-and-set lost to another writer (a replica, an approval) and, if so,
+	// reads the state again: the evaluation goes on from what is stored, keeping what it has to publish.
+	lost := func(err error) (bool, error) {
+		if !errors.Is(err, bus.ErrRevisionMismatch) || conflicts >= maxConflicts {
+			return false, err
+		}
+		conflicts++
+		st.Reset()
+		if rev, err = p.deps.Promotions.Get(ctx, key, st); err != nil {
+			return false, fmt.Errorf("reading %s again: %w", key, err)
+		}
+		platforms = nil
+		return true, nil
+	}
 	for {
 		reached := st.GetReached()
 		if len(reached) == 0 {
@@ -409,7 +451,9 @@ func (p *Promoter) evaluate(ctx context.Context, ch *chain, st *harborflowv1.Pro
 		if last.GetEntered() == nil {
 			// A copy under way (or interrupted): finish it.
 			msgs, err := p.finishCopy(ctx, ch, st, &rev, n, correlation)
-			if err != nil {
+			if again, err := lost(err); again {
+				continue
+			} else if err != nil {
 				return nil, err
 			}
 			out = append(out, msgs...)
@@ -420,9 +464,14 @@ func (p *Promoter) evaluate(ctx context.Context, ch *chain, st *harborflowv1.Pro
 		}
 		if n == len(ch.stages)-1 {
 			if st.GetVerdict() != verdictDone {
+				// Entered by hand (finishCopy records a promotion into the last stage as done).
 				st.Verdict, st.NextEvaluation = verdictDone, nil
 				if _, err := p.deps.Promotions.Update(ctx, key, st, rev); err != nil {
-					return nil, fmt.Errorf("recording %s done in %s: %w", st.GetDigest(), ch.cfg.Name, err)
+					if again, err := lost(err); again {
+						continue
+					} else {
+						return nil, fmt.Errorf("recording %s done in %s: %w", st.GetDigest(), ch.cfg.Name, err)
+					}
 				}
 			}
 			return out, nil
@@ -456,10 +505,13 @@ func (p *Promoter) evaluate(ctx context.Context, ch *chain, st *harborflowv1.Pro
 			if err := p.noteWaits(ctx, ch, st, from, f); err != nil {
 				return nil, err
 			}
-			var err error
-			if rev, err = p.deps.Promotions.Update(ctx, key, st, rev); err != nil {
+			next, err := p.deps.Promotions.Update(ctx, key, st, rev)
+			if again, err := lost(err); again {
+				continue
+			} else if err != nil {
 				return nil, fmt.Errorf("recording the evaluation of %s towards %s: %w", st.GetDigest(), target.Stage, err)
 			}
+			rev = next
 			if e.Verdict == Blocked && gatesFingerprint(st.GetGates(), st.GetVerdict()) != previous {
 				m, err := p.blocked(ch, st, n, correlation)
 				if err != nil {
@@ -474,11 +526,19 @@ func (p *Promoter) evaluate(ctx context.Context, ch *chain, st *harborflowv1.Pro
 		// Passed: the target's entry, without a time, marks the copy under way before anything is copied.
 		st.Reached = append(st.Reached, &harborflowv1.StageEntry{Stage: target.Stage, Repository: to.Name()})
 		st.ScanRequestedAt = nil
-		if rev, err = p.deps.Promotions.Update(ctx, key, st, rev); err != nil {
+		next, err := p.deps.Promotions.Update(ctx, key, st, rev)
+		if again, err := lost(err); again {
+			continue
+		} else if err != nil {
 			return nil, fmt.Errorf("recording the promotion of %s to %s: %w", st.GetDigest(), target.Stage, err)
 		}
+		rev = next
 	}
 }
+
+// maxConflicts bounds how often one evaluation reads its state again after losing a compare-and-set; beyond
+// it, the message is retried later.
+const maxConflicts = 10
 
 // finishCopy copies the image into stage n (whose entry has no time yet), records the entry and returns
 // image.promoted; a tag refused by an immutable rule blocks instead.
@@ -496,9 +556,23 @@ func (p *Promoter) finishCopy(ctx context.Context, ch *chain, st *harborflowv1.P
 	if err != nil {
 		return nil, bus.Permanent(err)
 	}
-	res, err := p.copier.Copy(ctx, CopyRequest{From: Location{Registry: from.Registry, Repository: from.Repository},
-		To: Location{Registry: to.Registry, Repository: to.Repository}, Digest: st.GetDigest(), Tag: tags[0], Rolling: rolling})
+	// Promotions into one repository take turns: a rolling tag's check and move are never interleaved with
+	// another promotion's, so a newer image's tag is never moved back to an older one.
+	held, release, err := p.takeTurn(ctx, to.Registry, to.Repository, st.GetDigest())
 	if err != nil {
+		return nil, err
+	}
+	res, err := p.copier.Copy(held, CopyRequest{From: Location{Registry: from.Registry, Repository: from.Repository},
+		To: Location{Registry: to.Registry, Repository: to.Repository}, Digest: st.GetDigest(), Tag: tags[0], Rolling: rolling})
+	release()
+	if cause := context.Cause(held); err != nil && errors.Is(cause, errTurnLost) {
+		err = cause
+	}
+	switch {
+	case errors.Is(err, ErrVerify), errors.Is(err, errTurnLost):
+		// Someone moved a tag meanwhile, or another took the turn: the next attempt looks again.
+		return nil, fmt.Errorf("copying %s to %s: %w", st.GetDigest(), to.Name(), err)
+	case err != nil:
 		return nil, fault.Classify(fmt.Errorf("copying %s to %s: %w", st.GetDigest(), to.Name(), err))
 	}
 	entry := st.Reached[len(st.Reached)-1]
@@ -524,6 +598,9 @@ func (p *Promoter) finishCopy(ctx context.Context, ch *chain, st *harborflowv1.P
 	entry.Entered, entry.Tags = timestamppb.New(p.now()), res.Pointing()
 	gates := st.GetGates()
 	st.Gates, st.Verdict, st.NextEvaluation = nil, "", nil
+	if n == len(ch.stages)-1 {
+		st.Verdict = verdictDone // in the same write: nothing after it can lose image.promoted
+	}
 	if *rev, err = p.deps.Promotions.Update(ctx, key, st, *rev); err != nil {
 		return nil, fmt.Errorf("recording %s entering %s: %w", st.GetDigest(), to.Name(), err)
 	}
@@ -723,11 +800,12 @@ func (p *Promoter) signed(ctx context.Context, hc *harbor.Client, from imageref.
 	return false, fault.Classify(fmt.Errorf("looking for the signature of %s@%s: %w", from.Name(), digest, err))
 }
 
-// Reevaluate evaluates again every promotion whose state may have changed without an event: a soak or a scan
-// timeout ended (next_evaluation has come), an approval or a label may have been given (a pending or blocked
-// verdict with an approval, labels or signed gate), a copy was interrupted, or it was never evaluated. It
-// returns what to publish; a state another replica changed meanwhile is left to the next round.
-func (p *Promoter) Reevaluate(ctx context.Context) ([]*bus.Message, error) {
+// Due returns a task (task.promoter) for every promotion whose state may have changed without an event: a
+// soak or a scan timeout ended (next_evaluation has come), an approval or a label may have been given (a
+// pending or blocked verdict with an approval, labels or signed gate), a copy was interrupted, or it was never
+// evaluated. The handler does the work, so that what it publishes is published as for any other message;
+// replicas that find the same state due ask once (event.PromotionTaskID).
+func (p *Promoter) Due(ctx context.Context) ([]*bus.Message, error) {
 	entries, err := p.deps.Promotions.List(ctx, "promotion.>")
 	if err != nil {
 		return nil, err
@@ -740,22 +818,26 @@ func (p *Promoter) Reevaluate(ctx context.Context) ([]*bus.Message, error) {
 			p.log.Warn("promotion state unreadable", zap.String(logging.FieldKey, e.Key), zap.Error(err))
 			continue
 		}
-		ci := slices.IndexFunc(p.chains, func(c chain) bool { return c.cfg.Name == st.GetChain() })
-		if ci < 0 || !stale(st, now) {
+		if !slices.ContainsFunc(p.chains, func(c chain) bool { return c.cfg.Name == st.GetChain() }) || !stale(st, now) {
 			continue
 		}
-		msgs, err := p.evaluate(ctx, &p.chains[ci], st, e.Revision, nil, "")
+		m, err := Task(st.GetChain(), st.GetDigest(), e.Revision, "due")
 		if err != nil {
-			if ctx.Err() != nil {
-				return out, ctx.Err()
-			}
-			p.log.Info("re-evaluation failed; next round", zap.String(logging.FieldChain, st.GetChain()),
-				zap.String(logging.FieldDigest, st.GetDigest()), zap.Error(err))
-			continue
+			return nil, err
 		}
-		out = append(out, msgs...)
+		out = append(out, m)
 	}
 	return out, nil
+}
+
+// Task is the task.promoter message asking to evaluate chain's promotion of digest, whose state is at revision.
+func Task(chain, digest string, revision uint64, reason string) (*bus.Message, error) {
+	m, err := bus.NewMessage(event.TaskSubject(event.StagePromoter), event.PromotionTaskID(chain, digest, revision), "",
+		&harborflowv1.PromotionTask{Chain: chain, Digest: digest, Reason: reason})
+	if err != nil {
+		return nil, bus.Permanent(err)
+	}
+	return m, nil
 }
 
 // stale reports whether a state needs evaluating without an event.
@@ -775,8 +857,8 @@ func stale(st *harborflowv1.PromotionState, now time.Time) bool {
 	return false
 }
 
-// Run re-evaluates (Reevaluate) every interval until ctx ends, publishing what comes of it on b: "a gate
-// that becomes true later resumes the promotion without any other event".
+// Run publishes on b, every interval until ctx ends, a task for each promotion that is due (Due): "a gate that
+// becomes true later resumes the promotion without any other event".
 func (p *Promoter) Run(ctx context.Context, b *bus.Bus, every time.Duration) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -786,14 +868,15 @@ func (p *Promoter) Run(ctx context.Context, b *bus.Bus, every time.Duration) err
 			return ctx.Err()
 		case <-t.C:
 		}
-		msgs, err := p.Reevaluate(ctx)
+		tasks, err := p.Due(ctx)
 		if err != nil && ctx.Err() == nil {
-			p.log.Warn("re-evaluating promotions", zap.Error(err))
+			p.log.Warn("looking for promotions due", zap.Error(err))
 		}
-		for _, m := range msgs {
-			if _, err := b.Publish(ctx, m); err != nil {
-				// The state is written; the id is the same next time, and a redelivery republishes it.
-				p.log.Warn("publishing a re-evaluation", zap.String(logging.FieldSubject, m.Subject), zap.Error(err))
+		for _, m := range tasks {
+			if _, err := b.Publish(ctx, m); err != nil && ctx.Err() == nil {
+				// The state is unchanged: the next round asks again.
+				p.log.Warn("asking for a promotion's evaluation", zap.String(logging.FieldSubject, m.Subject), zap.Error(err))
+				break
 			}
 		}
 	}

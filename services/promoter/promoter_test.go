@@ -1,7 +1,13 @@
 package promoter_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,6 +32,28 @@ type clock struct {
 
 func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
+
+// round is one round of the promoter's loop: the tasks Due finds, each handled as the consumer would.
+func round(ctx context.Context, t *testing.T, p *promoter.Promoter) ([]*bus.Message, error) {
+	t.Helper()
+	tasks, err := p.Due(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []*bus.Message
+	for _, task := range tasks {
+		if task.Subject != event.TaskSubject(event.StagePromoter) || task.ID == "" {
+			t.Fatalf("a task on %s with id %q", task.Subject, task.ID)
+		}
+		task.Deliveries = 1
+		msgs, err := p.Handle(ctx, task)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, msgs...)
+	}
+	return out, nil
+}
 
 // TestGatesThatBecomeTrueLaterResume: a soak that ends and an approval written later resume a promotion on
 // re-evaluation alone, without any other event; before then nothing is published, and a promotion done is
@@ -67,12 +95,12 @@ func TestGatesThatBecomeTrueLaterResume(t *testing.T) {
 	if out, err := p.Handle(ctx, m); err != nil || len(out) != 0 {
 		t.Fatalf("entering dev, soaking: %v %v", out, err)
 	}
-	if out, err := p.Reevaluate(ctx); err != nil || len(out) != 0 {
+	if out, err := round(ctx, t, p); err != nil || len(out) != 0 {
 		t.Fatalf("re-evaluated before the soak ends: %v %v", out, err)
 	}
 
 	clk.Add(time.Hour)
-	out, err := p.Reevaluate(ctx)
+	out, err := round(ctx, t, p)
 	if err != nil || len(out) != 1 || out[0].Subject != event.SubjectImagePromoted {
 		t.Fatalf("after the soak: %v %v", out, err)
 	}
@@ -82,7 +110,7 @@ func TestGatesThatBecomeTrueLaterResume(t *testing.T) {
 			t.Errorf("staging/am:%s: %v %v", tag, d, err)
 		}
 	}
-	if out, err := p.Reevaluate(ctx); err != nil || len(out) != 0 {
+	if out, err := round(ctx, t, p); err != nil || len(out) != 0 {
 		t.Fatalf("waiting for approval published: %v %v", out, err)
 	}
 
@@ -100,7 +128,7 @@ func TestGatesThatBecomeTrueLaterResume(t *testing.T) {
 	if _, err := promotions.Update(ctx, key, st, rev); err != nil {
 		t.Fatal(err)
 	}
-	out, err = p.Reevaluate(ctx)
+	out, err = round(ctx, t, p)
 	if err != nil || len(out) != 1 || out[0].Subject != event.SubjectImagePromoted {
 		t.Fatalf("after the approval: %v %v", out, err)
 	}
@@ -108,7 +136,7 @@ func TestGatesThatBecomeTrueLaterResume(t *testing.T) {
 	if err := out[0].Decode(pr); err != nil || pr.GetToStage() != "prod" || pr.GetGates()[0].GetReason() == "" {
 		t.Errorf("image.promoted: %v %v", pr, err)
 	}
-	if out, err := p.Reevaluate(ctx); err != nil || len(out) != 0 {
+	if out, err := round(ctx, t, p); err != nil || len(out) != 0 {
 		t.Fatalf("a finished promotion re-evaluated: %v %v", out, err)
 	}
 	// The same event again: nothing new, and a redelivery publishes the same ids again.
@@ -119,5 +147,149 @@ func TestGatesThatBecomeTrueLaterResume(t *testing.T) {
 	out, err = p.Handle(ctx, m)
 	if err != nil || len(out) != 2 || out[1].ID != event.PromotedID("acme-am", pushed.Digest, "staging", "prod") {
 		t.Fatalf("a redelivery: %v %v", out, err)
+	}
+}
+
+// TestPromotionsIntoOneRepositoryTakeTurns: two replicas promote 4.2.0.14 and 4.2.0.15 into one repository at
+// the same time. 4.2.0.14's replica has found latest on an older image and is about to move it when
+// 4.2.0.15's replica starts: without turns, 4.2.0.15 would move latest and 4.2.0.14 would then move it back.
+// The registry holds 4.2.0.14's move of latest until 4.2.0.15's move arrives, or 2 s at most (with turns it
+// never arrives first: 4.2.0.15 waits for the turn).
+func TestPromotionsIntoOneRepositoryTakeTurns(t *testing.T) {
+	ctx := context.Background()
+	js := bustest.Start(t)
+	var (
+		mu          sync.Mutex
+		held, moved = make(chan struct{}), make(chan struct{})
+		d14, d15    string
+		heldOnce    sync.Once
+		movedOnce   sync.Once
+	)
+	reg := registrytest.New(t, registrytest.WithMiddleware(func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/staging/am/manifests/latest") {
+				body, _ := io.ReadAll(r.Body)
+				r.Body = io.NopCloser(bytes.NewReader(body))
+				mu.Lock()
+				a, b := d14, d15
+				mu.Unlock()
+				sum := sha256.Sum256(body)
+				switch "sha256:" + hex.EncodeToString(sum[:]) {
+				case a:
+					heldOnce.Do(func() { close(held) })
+					select {
+					case <-moved:
+					case <-time.After(2 * time.Second):
+					}
+				case b:
+					movedOnce.Do(func() { close(moved) })
+				}
+			}
+			next.ServeHTTP(w, r)
+		})
+	}))
+	old := reg.PushImage(t, "staging/am:latest", registrytest.Image{User: "802", Layer: "13"})
+	p14 := reg.PushImage(t, "dev/am:4.2.0.14", registrytest.Image{User: "802", Layer: "14"})
+	p15 := reg.PushImage(t, "dev/am:4.2.0.15", registrytest.Image{User: "802", Layer: "15"})
+	mu.Lock()
+	d14, d15 = p14.Digest, p15.Digest
+	mu.Unlock()
+	if old.Digest == d14 {
+		t.Fatal("images not distinct")
+	}
+	rc, err := registry.New([]registry.Host{reg.Settings()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	promotions, err := js.Bus.KeyValue(ctx, event.BucketPromotions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scans, err := js.Bus.KeyValue(ctx, event.BucketScans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := config.Promotion{Name: "acme-am", RollingTags: []string{"latest"}, Stages: []config.PromotionStage{
+		{Name: "dev", Repository: reg.Ref("dev/am")}, {Name: "staging", Repository: reg.Ref("staging/am")}}}
+	replica := func() *promoter.Promoter {
+		p, err := promoter.New([]config.Promotion{chain}, promoter.Deps{Registry: rc, Promotions: promotions, Scans: scans})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	inspected := func(p registrytest.Pushed) *bus.Message {
+		m, err := bus.NewMessage(event.SubjectImageInspected, p.Digest, "", &harborflowv1.ImageInspected{Registry: reg.Host,
+			Repository: "dev/am", Digest: p.Digest, Tags: []string{p.Tag}, InspectedAt: timestamppb.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Deliveries = 1
+		return m
+	}
+	errs := make(chan error, 2)
+	go func() { _, err := replica().Handle(ctx, inspected(p14)); errs <- err }()
+	<-held
+	go func() { _, err := replica().Handle(ctx, inspected(p15)); errs <- err }()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for tag, want := range map[string]string{"latest": d15, "4.2.0.14": d14, "4.2.0.15": d15} {
+		if d, err := rc.Resolve(ctx, reg.Ref("staging/am:"+tag)); err != nil || d.Digest != want {
+			t.Errorf("staging/am:%s: %v %v, want %s", tag, d, err, want)
+		}
+	}
+	if left, err := promotions.List(ctx, "turn.>"); err != nil || len(left) != 0 {
+		t.Errorf("turns left behind: %v %v", left, err)
+	}
+}
+
+// TestTurnOfADeadHolderIsTakenOver: a turn left by a process that died (its lease not renewed) is taken over
+// once its lease runs out, not before.
+func TestTurnOfADeadHolderIsTakenOver(t *testing.T) {
+	ctx := context.Background()
+	js := bustest.Start(t)
+	reg := registrytest.New(t)
+	pushed := reg.PushImage(t, "dev/am:4.2.0.15", registrytest.Image{User: "802"})
+	rc, err := registry.New([]registry.Host{reg.Settings()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	promotions, err := js.Bus.KeyValue(ctx, event.BucketPromotions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scans, err := js.Bus.KeyValue(ctx, event.BucketScans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := config.Promotion{Name: "acme-am", RollingTags: []string{"latest"}, Stages: []config.PromotionStage{
+		{Name: "dev", Repository: reg.Ref("dev/am")}, {Name: "staging", Repository: reg.Ref("staging/am")}}}
+	p, err := promoter.New([]config.Promotion{chain}, promoter.Deps{Registry: rc, Promotions: promotions, Scans: scans})
+	if err != nil {
+		t.Fatal(err)
+	}
+	until := time.Now().Add(700 * time.Millisecond)
+	if _, err := promotions.Create(ctx, event.Key("turn", reg.Host, "staging/am"),
+		&harborflowv1.RepositoryTurn{Holder: "dead", Digest: "sha256:0", LeaseUntil: timestamppb.New(until)}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := bus.NewMessage(event.SubjectImageInspected, "ii", "", &harborflowv1.ImageInspected{Registry: reg.Host,
+		Repository: "dev/am", Digest: pushed.Digest, Tags: []string{"4.2.0.15"}, InspectedAt: timestamppb.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Deliveries = 1
+	out, err := p.Handle(ctx, m)
+	if err != nil || len(out) != 1 || out[0].Subject != event.SubjectImagePromoted {
+		t.Fatalf("promoting: %v %v", out, err)
+	}
+	if now := time.Now(); now.Before(until) {
+		t.Errorf("copied %s before the dead holder's lease ran out", until.Sub(now))
+	}
+	if d, err := rc.Resolve(ctx, reg.Ref("staging/am:latest")); err != nil || d.Digest != pushed.Digest {
+		t.Errorf("staging/am:latest: %v %v", d, err)
 	}
 }

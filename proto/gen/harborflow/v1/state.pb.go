@@ -843,6 +843,136 @@ func (x *PromotionState) GetApprovals() []*Approval {
 	return nil
 }
 
+// PromotionTask asks the promoter to evaluate one promotion again (subject task.promoter): its loop publishes
+// one for each state a soak, a scan timeout, an approval, a label or an unfinished copy may have changed, and
+// `harborflow approve` one for the state it approved. The id is (chain, digest, state revision).
+type PromotionTask struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Chain  string                 `protobuf:"bytes,1,opt,name=chain,proto3" json:"chain,omitempty"`
+	Digest string                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	// Why: "due", "approved by alice".
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromotionTask) Reset() {
+	*x = PromotionTask{}
+	mi := &file_harborflow_v1_state_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromotionTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromotionTask) ProtoMessage() {}
+
+func (x *PromotionTask) ProtoReflect() protoreflect.Message {
+	mi := &file_harborflow_v1_state_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromotionTask.ProtoReflect.Descriptor instead.
+func (*PromotionTask) Descriptor() ([]byte, []int) {
+	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PromotionTask) GetChain() string {
+	if x != nil {
+		return x.Chain
+	}
+	return ""
+}
+
+func (x *PromotionTask) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *PromotionTask) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// RepositoryTurn is a promotion holding its destination repository (KV bucket promotions, key
+// turn.<registry>.<repository>) while it copies the image and puts its tags: promotions into one repository
+// take turns, so that the check "is a rolling tag on a newer image?" and the move that follows it are never
+// interleaved with another's. The holder renews the lease while it copies; one that ran out (its holder died)
+// can be taken over.
+type RepositoryTurn struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A random id per copy.
+	Holder        string                 `protobuf:"bytes,1,opt,name=holder,proto3" json:"holder,omitempty"`
+	Digest        string                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	LeaseUntil    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=lease_until,json=leaseUntil,proto3" json:"lease_until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RepositoryTurn) Reset() {
+	*x = RepositoryTurn{}
+	mi := &file_harborflow_v1_state_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepositoryTurn) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepositoryTurn) ProtoMessage() {}
+
+func (x *RepositoryTurn) ProtoReflect() protoreflect.Message {
+	mi := &file_harborflow_v1_state_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepositoryTurn.ProtoReflect.Descriptor instead.
+func (*RepositoryTurn) Descriptor() ([]byte, []int) {
+	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RepositoryTurn) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *RepositoryTurn) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *RepositoryTurn) GetLeaseUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LeaseUntil
+	}
+	return nil
+}
+
 // StageEntry is a stage of a chain an image reached: where, when, and the tags it got there.
 type StageEntry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -857,7 +987,7 @@ type StageEntry struct {
 
 func (x *StageEntry) Reset() {
 	*x = StageEntry{}
-	mi := &file_harborflow_v1_state_proto_msgTypes[7]
+	mi := &file_harborflow_v1_state_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +999,7 @@ func (x *StageEntry) String() string {
 func (*StageEntry) ProtoMessage() {}
 
 func (x *StageEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_harborflow_v1_state_proto_msgTypes[7]
+	mi := &file_harborflow_v1_state_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1012,7 @@ func (x *StageEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageEntry.ProtoReflect.Descriptor instead.
 func (*StageEntry) Descriptor() ([]byte, []int) {
-	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{7}
+	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StageEntry) GetStage() string {
@@ -925,7 +1055,7 @@ type Approval struct {
 
 func (x *Approval) Reset() {
 	*x = Approval{}
-	mi := &file_harborflow_v1_state_proto_msgTypes[8]
+	mi := &file_harborflow_v1_state_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1067,7 @@ func (x *Approval) String() string {
 func (*Approval) ProtoMessage() {}
 
 func (x *Approval) ProtoReflect() protoreflect.Message {
-	mi := &file_harborflow_v1_state_proto_msgTypes[8]
+	mi := &file_harborflow_v1_state_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1080,7 @@ func (x *Approval) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Approval.ProtoReflect.Descriptor instead.
 func (*Approval) Descriptor() ([]byte, []int) {
-	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{8}
+	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Approval) GetStage() string {
@@ -992,7 +1122,7 @@ type ScanResult struct {
 
 func (x *ScanResult) Reset() {
 	*x = ScanResult{}
-	mi := &file_harborflow_v1_state_proto_msgTypes[9]
+	mi := &file_harborflow_v1_state_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1004,7 +1134,7 @@ func (x *ScanResult) String() string {
 func (*ScanResult) ProtoMessage() {}
 
 func (x *ScanResult) ProtoReflect() protoreflect.Message {
-	mi := &file_harborflow_v1_state_proto_msgTypes[9]
+	mi := &file_harborflow_v1_state_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1017,7 +1147,7 @@ func (x *ScanResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResult.ProtoReflect.Descriptor instead.
 func (*ScanResult) Descriptor() ([]byte, []int) {
-	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{9}
+	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ScanResult) GetRegistry() string {
@@ -1164,7 +1294,16 @@ const file_harborflow_v1_state_proto_rawDesc = "" +
 	"\x0fnext_evaluation\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0enextEvaluation\x12F\n" +
 	"\x11scan_requested_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x0fscanRequestedAt\x125\n" +
 	"\tapprovals\x18\n" +
-	" \x03(\v2\x17.harborflow.v1.ApprovalR\tapprovals\"\x8c\x01\n" +
+	" \x03(\v2\x17.harborflow.v1.ApprovalR\tapprovals\"U\n" +
+	"\rPromotionTask\x12\x14\n" +
+	"\x05chain\x18\x01 \x01(\tR\x05chain\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"}\n" +
+	"\x0eRepositoryTurn\x12\x16\n" +
+	"\x06holder\x18\x01 \x01(\tR\x06holder\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12;\n" +
+	"\vlease_until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"leaseUntil\"\x8c\x01\n" +
 	"\n" +
 	"StageEntry\x12\x14\n" +
 	"\x05stage\x18\x01 \x01(\tR\x05stage\x12\x1e\n" +
@@ -1198,7 +1337,7 @@ func file_harborflow_v1_state_proto_rawDescGZIP() []byte {
 	return file_harborflow_v1_state_proto_rawDescData
 }
 
-var file_harborflow_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_harborflow_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_harborflow_v1_state_proto_goTypes = []any{
 	(*ImageRecord)(nil),           // 0: harborflow.v1.ImageRecord
 	(*IndexChild)(nil),            // 1: harborflow.v1.IndexChild
@@ -1207,45 +1346,48 @@ var file_harborflow_v1_state_proto_goTypes = []any{
 	(*RecipeState)(nil),           // 4: harborflow.v1.RecipeState
 	(*LineHold)(nil),              // 5: harborflow.v1.LineHold
 	(*PromotionState)(nil),        // 6: harborflow.v1.PromotionState
-	(*StageEntry)(nil),            // 7: harborflow.v1.StageEntry
-	(*Approval)(nil),              // 8: harborflow.v1.Approval
-	(*ScanResult)(nil),            // 9: harborflow.v1.ScanResult
-	nil,                           // 10: harborflow.v1.ImageRecord.LabelsEntry
-	nil,                           // 11: harborflow.v1.WatchBaseline.PlatformsEntry
-	(*Platform)(nil),              // 12: harborflow.v1.Platform
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*ImageRebuilt)(nil),          // 14: harborflow.v1.ImageRebuilt
-	(*Gate)(nil),                  // 15: harborflow.v1.Gate
+	(*PromotionTask)(nil),         // 7: harborflow.v1.PromotionTask
+	(*RepositoryTurn)(nil),        // 8: harborflow.v1.RepositoryTurn
+	(*StageEntry)(nil),            // 9: harborflow.v1.StageEntry
+	(*Approval)(nil),              // 10: harborflow.v1.Approval
+	(*ScanResult)(nil),            // 11: harborflow.v1.ScanResult
+	nil,                           // 12: harborflow.v1.ImageRecord.LabelsEntry
+	nil,                           // 13: harborflow.v1.WatchBaseline.PlatformsEntry
+	(*Platform)(nil),              // 14: harborflow.v1.Platform
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*ImageRebuilt)(nil),          // 16: harborflow.v1.ImageRebuilt
+	(*Gate)(nil),                  // 17: harborflow.v1.Gate
 }
 var file_harborflow_v1_state_proto_depIdxs = []int32{
-	12, // 0: harborflow.v1.ImageRecord.platforms:type_name -> harborflow.v1.Platform
-	10, // 1: harborflow.v1.ImageRecord.labels:type_name -> harborflow.v1.ImageRecord.LabelsEntry
-	13, // 2: harborflow.v1.ImageRecord.first_seen:type_name -> google.protobuf.Timestamp
-	13, // 3: harborflow.v1.ImageRecord.last_seen:type_name -> google.protobuf.Timestamp
-	13, // 4: harborflow.v1.IndexChild.seen:type_name -> google.protobuf.Timestamp
-	11, // 5: harborflow.v1.WatchBaseline.platforms:type_name -> harborflow.v1.WatchBaseline.PlatformsEntry
-	13, // 6: harborflow.v1.WatchBaseline.updated_at:type_name -> google.protobuf.Timestamp
-	13, // 7: harborflow.v1.Build.lease_until:type_name -> google.protobuf.Timestamp
-	13, // 8: harborflow.v1.Build.started:type_name -> google.protobuf.Timestamp
-	13, // 9: harborflow.v1.Build.finished:type_name -> google.protobuf.Timestamp
-	14, // 10: harborflow.v1.Build.result:type_name -> harborflow.v1.ImageRebuilt
-	13, // 11: harborflow.v1.RecipeState.updated_at:type_name -> google.protobuf.Timestamp
+	14, // 0: harborflow.v1.ImageRecord.platforms:type_name -> harborflow.v1.Platform
+	12, // 1: harborflow.v1.ImageRecord.labels:type_name -> harborflow.v1.ImageRecord.LabelsEntry
+	15, // 2: harborflow.v1.ImageRecord.first_seen:type_name -> google.protobuf.Timestamp
+	15, // 3: harborflow.v1.ImageRecord.last_seen:type_name -> google.protobuf.Timestamp
+	15, // 4: harborflow.v1.IndexChild.seen:type_name -> google.protobuf.Timestamp
+	13, // 5: harborflow.v1.WatchBaseline.platforms:type_name -> harborflow.v1.WatchBaseline.PlatformsEntry
+	15, // 6: harborflow.v1.WatchBaseline.updated_at:type_name -> google.protobuf.Timestamp
+	15, // 7: harborflow.v1.Build.lease_until:type_name -> google.protobuf.Timestamp
+	15, // 8: harborflow.v1.Build.started:type_name -> google.protobuf.Timestamp
+	15, // 9: harborflow.v1.Build.finished:type_name -> google.protobuf.Timestamp
+	16, // 10: harborflow.v1.Build.result:type_name -> harborflow.v1.ImageRebuilt
+	15, // 11: harborflow.v1.RecipeState.updated_at:type_name -> google.protobuf.Timestamp
 	5,  // 12: harborflow.v1.RecipeState.building:type_name -> harborflow.v1.LineHold
-	13, // 13: harborflow.v1.LineHold.lease_until:type_name -> google.protobuf.Timestamp
-	7,  // 14: harborflow.v1.PromotionState.reached:type_name -> harborflow.v1.StageEntry
-	15, // 15: harborflow.v1.PromotionState.gates:type_name -> harborflow.v1.Gate
-	13, // 16: harborflow.v1.PromotionState.evaluated_at:type_name -> google.protobuf.Timestamp
-	13, // 17: harborflow.v1.PromotionState.next_evaluation:type_name -> google.protobuf.Timestamp
-	13, // 18: harborflow.v1.PromotionState.scan_requested_at:type_name -> google.protobuf.Timestamp
-	8,  // 19: harborflow.v1.PromotionState.approvals:type_name -> harborflow.v1.Approval
-	13, // 20: harborflow.v1.StageEntry.entered:type_name -> google.protobuf.Timestamp
-	13, // 21: harborflow.v1.Approval.at:type_name -> google.protobuf.Timestamp
-	13, // 22: harborflow.v1.ScanResult.at:type_name -> google.protobuf.Timestamp
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	15, // 13: harborflow.v1.LineHold.lease_until:type_name -> google.protobuf.Timestamp
+	9,  // 14: harborflow.v1.PromotionState.reached:type_name -> harborflow.v1.StageEntry
+	17, // 15: harborflow.v1.PromotionState.gates:type_name -> harborflow.v1.Gate
+	15, // 16: harborflow.v1.PromotionState.evaluated_at:type_name -> google.protobuf.Timestamp
+	15, // 17: harborflow.v1.PromotionState.next_evaluation:type_name -> google.protobuf.Timestamp
+	15, // 18: harborflow.v1.PromotionState.scan_requested_at:type_name -> google.protobuf.Timestamp
+	10, // 19: harborflow.v1.PromotionState.approvals:type_name -> harborflow.v1.Approval
+	15, // 20: harborflow.v1.RepositoryTurn.lease_until:type_name -> google.protobuf.Timestamp
+	15, // 21: harborflow.v1.StageEntry.entered:type_name -> google.protobuf.Timestamp
+	15, // 22: harborflow.v1.Approval.at:type_name -> google.protobuf.Timestamp
+	15, // 23: harborflow.v1.ScanResult.at:type_name -> google.protobuf.Timestamp
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_harborflow_v1_state_proto_init() }
@@ -1261,7 +1403,7 @@ func file_harborflow_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_harborflow_v1_state_proto_rawDesc), len(file_harborflow_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
