@@ -3,6 +3,7 @@ package event_test
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/harborflow/harborflow/pkg/event"
 )
@@ -79,13 +80,17 @@ func TestSubjects(t *testing.T) {
 }
 
 func TestStreamsFollowTheOptions(t *testing.T) {
-	streams := event.Streams(event.StreamOptions{Replicas: 3, DuplicateWindow: 600e9})
-	if len(streams) != 3 {
-		t.Fatalf("%d streams", len(streams))
+	streams := event.Streams(event.StreamOptions{Replicas: 3, DuplicateWindow: 600e9, MaxAge: 30 * 24 * time.Hour})
+	if len(streams) != len(event.StreamNames) {
+		t.Fatalf("%d streams, %d names", len(streams), len(event.StreamNames))
 	}
-	for _, s := range streams {
-		if s.Replicas != 3 || s.Duplicates != 600e9 || s.MaxBytes != -1 {
+	for i, s := range streams {
+		if s.Name != event.StreamNames[i] || s.Replicas != 3 || s.Duplicates != 600e9 || s.MaxBytes != -1 {
 			t.Errorf("%s: %+v", s.Name, s)
+		}
+		// A task is asked for again by whoever asked: TASK keeps one a day at most.
+		if want := map[bool]time.Duration{true: 24 * time.Hour, false: 30 * 24 * time.Hour}[s.Name == event.StreamTask]; s.MaxAge != want {
+			t.Errorf("%s: max age %s, want %s", s.Name, s.MaxAge, want)
 		}
 	}
 }
@@ -114,6 +119,9 @@ func TestOutputIDsArePinned(t *testing.T) {
 		{"rejected", event.RejectedID(repo, digest, "4.2.0.15"), "c7533f2c9b08b1df26429697be00930a"},
 		{"rebuilt", event.RebuiltID("acme-am", digest, "4.2.0.15.1"), "caf9beb69e323be5fc80f6687b20e1a7"},
 		{"poll", event.PollID("wso2", "registry.wso2.com/wso2-apim/am", "4.2.0", "sha256:00", digest), "f5e95091413cb9327e475b82a7dfd7e5"},
+		{"promoted", event.PromotedID("acme-am", digest, "dev", "staging"), "b5c7493e2f99c9abb9b31846ce2e308b"},
+		{"blocked", event.BlockedID("acme-am", digest, "dev", "staging", "pending"), "1297639d0f05a0ac0015aedaaddfa241"},
+		{"promotion task", event.PromotionTaskID("acme-am", digest, 7), "15f5aa359dd87e3bba20562d28aae728"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("%s id = %s, want %s", tc.name, tc.got, tc.want)

@@ -261,7 +261,8 @@ func (p *Promoter) enterChain(ctx context.Context, ch *chain, n int, img image, 
 		if redelivered {
 			out = p.republish(ch, st, img.correlation)
 		}
-		if st.GetVerdict() == "" || due(st, p.now()) {
+		// A redelivery also finishes a copy its first delivery left under way (the process died).
+		if st.GetVerdict() == "" || due(st, p.now()) || (redelivered && copying(st)) {
 			msgs, err := p.evaluate(ctx, ch, st, rev, img.platforms, img.correlation)
 			if err != nil {
 				return nil, err
@@ -595,7 +596,7 @@ func (p *Promoter) finishCopy(ctx context.Context, ch *chain, st *harborflowv1.P
 		}
 		return []*bus.Message{m}, nil
 	}
-	entry.Entered, entry.Tags = timestamppb.New(p.now()), res.Pointing()
+	entry.Entered, entry.Tags, entry.Gates = timestamppb.New(p.now()), res.Pointing(), st.GetGates()
 	gates := st.GetGates()
 	st.Gates, st.Verdict, st.NextEvaluation = nil, "", nil
 	if n == len(ch.stages)-1 {
@@ -644,7 +645,7 @@ func (p *Promoter) republish(ch *chain, st *harborflowv1.PromotionState, correla
 		from := st.GetReached()[i-1].GetStage()
 		m, err := bus.NewMessage(event.SubjectImagePromoted, event.PromotedID(ch.cfg.Name, st.GetDigest(), from, e.GetStage()), correlation,
 			&harborflowv1.ImagePromoted{Chain: ch.cfg.Name, FromStage: from, ToStage: e.GetStage(), Digest: st.GetDigest(), Tags: e.GetTags(),
-				CorrelationId: correlation})
+				Gates: e.GetGates(), CorrelationId: correlation})
 		if err == nil {
 			out = append(out, m)
 		}
@@ -840,13 +841,18 @@ func Task(chain, digest string, revision uint64, reason string) (*bus.Message, e
 	return m, nil
 }
 
+// copying reports whether st records a copy under way: its last stage reached has no entry time yet.
+func copying(st *harborflowv1.PromotionState) bool {
+	reached := st.GetReached()
+	return len(reached) > 0 && reached[len(reached)-1].GetEntered() == nil
+}
+
 // stale reports whether a state needs evaluating without an event.
 func stale(st *harborflowv1.PromotionState, now time.Time) bool {
-	reached := st.GetReached()
 	switch {
 	case st.GetVerdict() == verdictDone:
 		return false
-	case len(reached) > 0 && reached[len(reached)-1].GetEntered() == nil, st.GetVerdict() == "", due(st, now):
+	case copying(st), st.GetVerdict() == "", due(st, now):
 		return true
 	}
 	for _, g := range st.GetGates() {

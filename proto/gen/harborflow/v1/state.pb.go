@@ -978,9 +978,12 @@ type StageEntry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Stage string                 `protobuf:"bytes,1,opt,name=stage,proto3" json:"stage,omitempty"`
 	// Full repository: harbor.acme.example/wso2-staging/acme-am.
-	Repository    string                 `protobuf:"bytes,2,opt,name=repository,proto3" json:"repository,omitempty"`
-	Entered       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=entered,proto3" json:"entered,omitempty"`
-	Tags          []string               `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty"`
+	Repository string                 `protobuf:"bytes,2,opt,name=repository,proto3" json:"repository,omitempty"`
+	Entered    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=entered,proto3" json:"entered,omitempty"`
+	Tags       []string               `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty"`
+	// The gates that let it in, when the promoter carried it there: image.promoted says them again on a
+	// redelivery.
+	Gates         []*Gate `protobuf:"bytes,5,rep,name=gates,proto3" json:"gates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1039,6 +1042,13 @@ func (x *StageEntry) GetEntered() *timestamppb.Timestamp {
 func (x *StageEntry) GetTags() []string {
 	if x != nil {
 		return x.Tags
+	}
+	return nil
+}
+
+func (x *StageEntry) GetGates() []*Gate {
+	if x != nil {
+		return x.Gates
 	}
 	return nil
 }
@@ -1303,7 +1313,7 @@ const file_harborflow_v1_state_proto_rawDesc = "" +
 	"\x06holder\x18\x01 \x01(\tR\x06holder\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\x12;\n" +
 	"\vlease_until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"leaseUntil\"\x8c\x01\n" +
+	"leaseUntil\"\xb7\x01\n" +
 	"\n" +
 	"StageEntry\x12\x14\n" +
 	"\x05stage\x18\x01 \x01(\tR\x05stage\x12\x1e\n" +
@@ -1311,7 +1321,8 @@ const file_harborflow_v1_state_proto_rawDesc = "" +
 	"repository\x18\x02 \x01(\tR\n" +
 	"repository\x124\n" +
 	"\aentered\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aentered\x12\x12\n" +
-	"\x04tags\x18\x04 \x03(\tR\x04tags\"\\\n" +
+	"\x04tags\x18\x04 \x03(\tR\x04tags\x12)\n" +
+	"\x05gates\x18\x05 \x03(\v2\x13.harborflow.v1.GateR\x05gates\"\\\n" +
 	"\bApproval\x12\x14\n" +
 	"\x05stage\x18\x01 \x01(\tR\x05stage\x12\x0e\n" +
 	"\x02by\x18\x02 \x01(\tR\x02by\x12*\n" +
@@ -1381,13 +1392,14 @@ var file_harborflow_v1_state_proto_depIdxs = []int32{
 	10, // 19: harborflow.v1.PromotionState.approvals:type_name -> harborflow.v1.Approval
 	15, // 20: harborflow.v1.RepositoryTurn.lease_until:type_name -> google.protobuf.Timestamp
 	15, // 21: harborflow.v1.StageEntry.entered:type_name -> google.protobuf.Timestamp
-	15, // 22: harborflow.v1.Approval.at:type_name -> google.protobuf.Timestamp
-	15, // 23: harborflow.v1.ScanResult.at:type_name -> google.protobuf.Timestamp
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	17, // 22: harborflow.v1.StageEntry.gates:type_name -> harborflow.v1.Gate
+	15, // 23: harborflow.v1.Approval.at:type_name -> google.protobuf.Timestamp
+	15, // 24: harborflow.v1.ScanResult.at:type_name -> google.protobuf.Timestamp
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_harborflow_v1_state_proto_init() }
