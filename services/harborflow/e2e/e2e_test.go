@@ -24,7 +24,8 @@ import (
 )
 
 // TestE2ERebuild pushes one base image to the registry and follows it through the pipeline: the registry's
-// notification, the inspection, the overlay rebuild into acme/am and the inspection of the rebuilt image.
+// notification, the inspection, the overlay rebuild into acme/am, the inspection of the rebuilt image and its
+// promotion into acme-staging/am.
 func TestE2ERebuild(t *testing.T) {
 	e := newEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -111,13 +112,72 @@ func TestE2ERebuild(t *testing.T) {
 		t.Errorf("%d image.inspected of the rebuilt image %s, want exactly 1:\n  %s", len(ofTarget), rebuilt.Digest,
 			strings.Join(ofTarget, "\n  "))
 	}
+	e.checkPromoted(ctx, []image{rebuilt})
 	e.checkNoDeadLetters(ctx)
+}
+
+// checkPromoted checks that every image of acme/am was promoted once into acme-staging/am, under its own tag,
+// and that the rolling tags 4.2.0 and latest are on the newest.
+func (e *env) checkPromoted(ctx context.Context, images []image) {
+	e.t.Helper()
+	staged, err := e.reg.tags(ctx, stagingRepo)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var newest image
+	for _, img := range images {
+		if staged[img.Tag] != img.Digest {
+			e.t.Errorf("%s:%s is %q, want %s (as %s:%s)", stagingRepo, img.Tag, staged[img.Tag], img.Digest, targetRepo, img.Tag)
+		}
+		if img.Level > newest.Level {
+			newest = img
+		}
+	}
+	for _, rolling := range []string{"4.2.0", "latest"} {
+		if staged[rolling] != newest.Digest {
+			e.t.Errorf("%s:%s is %q, want the newest, %s (%s)", stagingRepo, rolling, staged[rolling], newest.Tag, newest.Digest)
+		}
+	}
+	if len(staged) != len(images)+2 {
+		e.t.Errorf("%s has tags %v, want the %d of %s and two rolling tags", stagingRepo, staged, len(images), targetRepo)
+	}
+	lines, err := e.hf.events(ctx, event.SubjectImagePromoted)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	promoted := map[string]int{}
+	for _, l := range lines {
+		m := &harborflowv1.ImagePromoted{}
+		if err := l.decode(m); err != nil {
+			e.t.Fatal(err)
+		}
+		if m.GetChain() != chainName || m.GetToStage() == "" {
+			e.t.Errorf("image.promoted %v", m)
+		}
+		promoted[m.GetDigest()]++
+	}
+	for _, img := range images {
+		if promoted[img.Digest] != 1 {
+			e.t.Errorf("%s (%s) promoted %d times, want once", img.Tag, img.Digest, promoted[img.Digest])
+		}
+	}
+	if len(promoted) != len(images) {
+		e.t.Errorf("%d images promoted, want %d", len(promoted), len(images))
+	}
+	blocked, err := e.hf.events(ctx, event.SubjectImageBlocked)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if len(blocked) != 0 {
+		e.t.Errorf("%d image.blocked, want none", len(blocked))
+	}
 }
 
 // TestE2EChaos pushes 30 update levels while harborflow is SIGKILLed and restarted every 1–3 s, then lets it
 // settle and checks that the pipeline ends where an uninterrupted one would: nothing dead-lettered, the newest
 // level built, no level built twice, and no older level finished after a newer one — neither by build number
-// nor in the order image.rebuilt was published. Levels skipped because a newer one was built first are fine.
+// nor in the order image.rebuilt was published — and every image built promoted once into acme-staging/am,
+// with 4.2.0 and latest on the newest. Levels skipped because a newer one was built first are fine.
 func TestE2EChaos(t *testing.T) {
 	const (
 		levels   = 30
@@ -201,11 +261,23 @@ func TestE2EChaos(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		return ok && newest == levels, fmt.Sprintf("newest level built %d; %s", newest, state)
+		staged, err := e.reg.tags(ctx, stagingRepo)
+		if err != nil {
+			return false, err.Error()
+		}
+		promoted := 0
+		for _, img := range images {
+			if staged[img.Tag] == img.Digest {
+				promoted++
+			}
+		}
+		return ok && newest == levels && promoted == len(images),
+			fmt.Sprintf("newest level built %d; %d of %d promoted; %s", newest, promoted, len(images), state)
 	})
 	t.Logf("+%5.1fs settled; acme/am: %v", time.Since(start).Seconds(), images)
 
 	e.checkNoDeadLetters(ctx)
+	e.checkPromoted(ctx, images)
 	byLevel := map[int64][]string{}
 	for _, img := range images {
 		byLevel[img.Level] = append(byLevel[img.Level], img.Tag)

@@ -42,16 +42,18 @@ import (
 
 // What the tests configure.
 const (
-	source     = "e2e"               // the distribution source: POST /webhooks/distribution/e2e
-	webhookKey = "Bearer e2e-secret" // the Authorization header the registry sends
-	baseRepo   = "wso2-apim/am"      // where base images are pushed, as 4.2.0.<level>
-	targetRepo = "acme/am"           // where the recipe pushes its rebuilt images
-	recipeName = "acme-am"
-	levelLabel = "update_level"
-	buildLabel = "io.harborflow.build"
-	mediaOCI   = "application/vnd.oci.image.manifest.v1+json"
-	mediaCfg   = "application/vnd.oci.image.config.v1+json"
-	mediaLayer = "application/vnd.oci.image.layer.v1.tar+gzip"
+	source      = "e2e"               // the distribution source: POST /webhooks/distribution/e2e
+	webhookKey  = "Bearer e2e-secret" // the Authorization header the registry sends
+	baseRepo    = "wso2-apim/am"      // where base images are pushed, as 4.2.0.<level>
+	targetRepo  = "acme/am"           // where the recipe pushes its rebuilt images: the chain's first stage
+	stagingRepo = "acme-staging/am"   // the chain's second stage, gated by non_root and allowed_ports
+	chainName   = "acme-am"
+	recipeName  = "acme-am"
+	levelLabel  = "update_level"
+	buildLabel  = "io.harborflow.build"
+	mediaOCI    = "application/vnd.oci.image.manifest.v1+json"
+	mediaCfg    = "application/vnd.oci.image.config.v1+json"
+	mediaLayer  = "application/vnd.oci.image.layer.v1.tar+gzip"
 )
 
 // env is one end-to-end setup: a distribution registry and a harborflow process whose receiver gets the
@@ -404,6 +406,34 @@ func (i image) String() string {
 
 // targetImages reads every tag of acme/am, and the update level and build number labels of the image it
 // names, ordered by build number. A repository that does not exist yet has none.
+// tags returns the digest each tag of repo names (none when the repository does not exist).
+func (d *distribution) tags(ctx context.Context, repo string) (map[string]string, error) {
+	r, err := d.ref(repo)
+	if err != nil {
+		return nil, err
+	}
+	tl, err := d.rc.TagList(ctx, r)
+	if errors.Is(err, errs.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing the tags of %s: %w", repo, err)
+	}
+	names, err := tl.GetTags()
+	if err != nil {
+		return nil, fmt.Errorf("listing the tags of %s: %w", repo, err)
+	}
+	out := map[string]string{}
+	for _, tag := range names {
+		m, err := d.rc.ManifestHead(ctx, r.SetTag(tag))
+		if err != nil {
+			return nil, fmt.Errorf("reading %s:%s: %w", repo, tag, err)
+		}
+		out[tag] = m.GetDescriptor().Digest.String()
+	}
+	return out, nil
+}
+
 func (d *distribution) targetImages(ctx context.Context) ([]image, error) {
 	repo, err := d.ref(targetRepo)
 	if err != nil {
@@ -491,8 +521,15 @@ rebuilds:
     owner: "802:802"
     target: %[5]s/%[11]s
     tag: "{{.Version}}.{{.UpdateLevel}}.{{.Build}}{{.Suffix}}"
+promotions:
+  - name: %[12]s
+    stages:
+      - repository: %[5]s/%[11]s
+      - repository: %[5]s/%[13]s
+        gates: {non_root: true, allowed_ports: ["9443/tcp"]}
+    rolling_tags: ["{{.Version}}", "latest"]
 `, natsAddr, filepath.Join(dir, "nats"), httpAddr, source, regHost, webhookKey, levelLabel, recipeName, baseRepo,
-		ctxDir, targetRepo)
+		ctxDir, targetRepo, chainName, stagingRepo)
 	path := filepath.Join(dir, "harborflow.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatalf("writing harborflow's configuration: %v", err)
@@ -715,9 +752,10 @@ func lastSeq(lines []eventLine) uint64 {
 	return lines[len(lines)-1].Sequence
 }
 
-// settled reports whether the inspector has handled every push event stored and the rebuilder every
-// image.inspected, with nothing left unacknowledged (a delivery cut short by a kill stays unacknowledged until
-// the server redelivers it, AckWait later); and describes the state.
+// settled reports whether the inspector has handled every push event stored, the rebuilder every
+// image.inspected and the promoter every image.inspected, image.rebuilt and task, with nothing left
+// unacknowledged (a delivery cut short by a kill stays unacknowledged until the server redelivers it, AckWait
+// later); and describes the state.
 func (h *harborflow) settled(ctx context.Context) (bool, string, error) {
 	pushes, err := h.events(ctx, "registry.*.push")
 	if err != nil {
@@ -727,15 +765,26 @@ func (h *harborflow) settled(ctx context.Context) (bool, string, error) {
 	if err != nil {
 		return false, "", err
 	}
+	rebuilt, err := h.events(ctx, event.SubjectImageRebuilt)
+	if err != nil {
+		return false, "", err
+	}
+	tasks, err := h.events(ctx, event.TaskSubject(event.StagePromoter))
+	if err != nil {
+		return false, "", err
+	}
 	st, err := h.status(ctx)
 	if err != nil {
 		return false, "", err
 	}
 	ins := st.consumer(event.StreamRegistry, event.StageInspector)
 	reb := st.consumer(event.StreamImage, event.StageRebuilder)
-	ok := ins.idleAfter(lastSeq(pushes)) && reb.idleAfter(lastSeq(inspected))
-	return ok, fmt.Sprintf("%d push events (last #%d), %s; %d image.inspected (last #%d), %s",
-		len(pushes), lastSeq(pushes), ins, len(inspected), lastSeq(inspected), reb), nil
+	pro := st.consumer(event.StreamImage, event.StagePromoter)
+	proTasks := st.consumer(event.StreamTask, event.StagePromoter)
+	ok := ins.idleAfter(lastSeq(pushes)) && reb.idleAfter(lastSeq(inspected)) &&
+		pro.idleAfter(max(lastSeq(inspected), lastSeq(rebuilt))) && proTasks.idleAfter(lastSeq(tasks))
+	return ok, fmt.Sprintf("%d push events (last #%d), %s; %d image.inspected (last #%d), %s; promoter %s, tasks %s",
+		len(pushes), lastSeq(pushes), ins, len(inspected), lastSeq(inspected), reb, pro, proTasks), nil
 }
 
 // --- logs ---
