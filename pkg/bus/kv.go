@@ -157,15 +157,6 @@ func (kv *KV) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// DeleteRevision deletes key if its revision is still revision (compare-and-set); ErrRevisionMismatch when
-// another writer changed it since.
-func (kv *KV) DeleteRevision(ctx context.Context, key string, revision uint64) error {
-	if err := kv.kv.Delete(ctx, key, jetstream.LastRevision(revision)); err != nil {
-		return kv.err("deleting", key, err)
-	}
-	return nil
-}
-
 // List returns the entries whose keys match pattern (wildcards * and >), in the order they were last written.
 // Deleted keys are left out. ctx bounds the whole read.
 func (kv *KV) List(ctx context.Context, pattern string) ([]Entry, error) {
@@ -258,7 +249,8 @@ func (kv *KV) err(verb, key string, err error) error {
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
 		err = ErrKeyNotFound
-	case verb == "creating" && errors.Is(err, jetstream.ErrKeyExists):
+	case verb == "creating" && (errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)):
+		// A create is a compare-and-set against "no such key": lost, the key exists (see below).
 		err = ErrKeyExists
 	case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
 		// Replicated streams report a lost compare-and-set with another code than a single replica does;

@@ -80,7 +80,10 @@ type Client struct {
 	metrics     *metrics      // nil without WithMetrics
 
 	manifests *lru[string, *cachedManifest] // registry/repository@digest
-	configs   *lru[string, *imageConfig]    // config digest
+	// bodies are the manifests of manifests by registry@digest, whatever repository they were read from: what
+	// Tag puts under a tag in another repository of that registry (the registry checks that its blobs are there).
+	bodies  *lru[string, *cachedManifest]
+	configs *lru[string, *imageConfig] // config digest
 }
 
 // Opt configures a Client.
@@ -210,6 +213,7 @@ func New(regs []Host, opts ...Opt) (*Client, error) {
 		),
 	)
 	c.manifests = newLRU[string, *cachedManifest](c.cacheSize)
+	c.bodies = newLRU[string, *cachedManifest](c.cacheSize)
 	c.configs = newLRU[string, *imageConfig](c.cacheSize)
 	return c, nil
 }
@@ -335,6 +339,8 @@ func opError(op, ref string, err error) error {
 type cachedManifest struct {
 	desc Descriptor
 	m    manifestJSON
+	// raw is the manifest's body, byte for byte: what Tag puts under a new tag without reading it again.
+	raw []byte
 }
 
 // manifestArtifact fetches (or recalls) r's manifest and classifies it.
@@ -393,6 +399,9 @@ func (c *Client) fetchManifest(ctx context.Context, r ref.Ref) (*cachedManifest,
 		if cm.m, err = manifestFields(m); err != nil {
 			return nil, err
 		}
+		if cm.raw, err = m.RawBody(); err != nil {
+			return nil, err
+		}
 		d := m.GetDescriptor()
 		cm.desc = Descriptor{Digest: d.Digest.String(), MediaType: d.MediaType, Size: d.Size}
 		if cm.desc.MediaType == "" {
@@ -400,6 +409,7 @@ func (c *Client) fetchManifest(ctx context.Context, r ref.Ref) (*cachedManifest,
 		}
 	}
 	c.manifests.put(manifestKey(r, cm.desc.Digest), cm)
+	c.bodies.put(r.Registry+"@"+cm.desc.Digest, cm)
 	if ce := c.log.Check(zap.DebugLevel, "read manifest"); ce != nil {
 		ce.Write(zap.String(logging.FieldRepository, r.Registry+"/"+r.Repository), zap.String(logging.FieldDigest, cm.desc.Digest))
 	}

@@ -58,7 +58,7 @@ func (d *direct) manifest(ctx context.Context, r ref.Ref) (*cachedManifest, bool
 	if !ok {
 		return nil, false, err
 	}
-	cm := &cachedManifest{desc: Descriptor{Digest: r.Digest, Size: int64(len(body))}}
+	cm := &cachedManifest{desc: Descriptor{Digest: r.Digest, Size: int64(len(body))}, raw: body}
 	if err := json.Unmarshal(body, &cm.m); err != nil {
 		return nil, false, nil
 	}

@@ -109,8 +109,10 @@ type Written struct {
 }
 
 // Tag points tag at the manifest image (registry/repository@digest) names: the manifest's own bytes are
-// PUT under the tag, so the digest stays the same. The error is ErrNotFound when the registry does not have
-// the manifest.
+// PUT under the tag, so the digest stays the same. The manifest is read once per client, registry and digest
+// (it cannot change), from whichever repository of the registry it was read. The error is ErrNotFound when the
+// registry does not have it; a manifest read from another repository whose blobs this one lacks is refused by
+// the registry's PUT.
 func (c *Client) Tag(ctx context.Context, image, tag string) error {
 	r, err := pinnedRef(image)
 	if err != nil {
@@ -119,9 +121,19 @@ func (c *Client) Tag(ctx context.Context, image, tag string) error {
 	if !imageref.IsTag(tag) {
 		return fmt.Errorf("tagging %s: %w: tag %q", image, ErrInvalidReference, tag)
 	}
-	m, err := c.rc.ManifestGet(ctx, r)
+	// The manifest by digest is immutable: read once per client and registry, from any of its repositories
+	// (a promotion's copy has it from the source), and put under each tag.
+	cm, ok := c.bodies.get(r.Registry + "@" + r.Digest)
+	if !ok {
+		var err error
+		if cm, err = c.fetchManifest(ctx, r); err != nil {
+			return opError("tagging as "+tag, image, err)
+		}
+	}
+	m, err := manifest.New(manifest.WithRaw(cm.raw), manifest.WithDesc(descriptor.Descriptor{
+		MediaType: cm.desc.MediaType, Digest: digest.Digest(cm.desc.Digest), Size: cm.desc.Size}))
 	if err != nil {
-		return opError("tagging as "+tag, image, mapErr(err))
+		return opError("tagging as "+tag, image, err)
 	}
 	if err := c.rc.ManifestPut(ctx, r.SetTag(tag), m); err != nil {
 		return fmt.Errorf("tagging %s as %s: %w", image, tag, mapErr(err))

@@ -37,6 +37,8 @@ import (
 	"slices"
 	"strings"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/harborflow/harborflow/pkg/harbor"
 	"github.com/harborflow/harborflow/pkg/imagetag"
 	"github.com/harborflow/harborflow/pkg/registry"
@@ -160,22 +162,30 @@ var ErrVerify = errors.New("tag does not point at the image")
 // each verified with a HEAD. An error is a failure to classify with fault.Classify (registry and Harbor
 // errors, ErrVerify); a tag protected by an immutable rule is not an error but a TagRefused in the result
 // (CopyResult.Blocked), and then, if it is the unique tag, no rolling tag is tried.
+//
+// What is read first, at once: whether the image is at the destination, the destination's tags, and (for
+// Harbor's copy) the source artifact's tags. A tag that was not at the destination, or a rolling tag when no
+// tag there is newer than ours and the image was not there either (so no tag can point at it yet), is put
+// without looking at it first; any other tag is looked at, so that a second run moves nothing.
 func (c *Copier) Copy(ctx context.Context, req CopyRequest) (CopyResult, error) {
 	var res CopyResult
 	if req.Digest == "" || req.Tag == "" {
 		return res, fmt.Errorf("copying %s to %s: want a digest and a unique tag", req.From, req.To)
 	}
-	dst := req.To.String()
 	ours, _ := imagetag.Parse(req.Tag) // not a version tag: every version tag counts as newer
-
-	method, carried, err := c.copyImage(ctx, req, ours)
+	dst, err := c.look(ctx, req, ours)
+	if err != nil {
+		return res, err
+	}
+	method, carried, err := c.copyImage(ctx, req, dst)
 	if err != nil {
 		return res, err
 	}
 	res.Copied, res.Method = method != CopyNone, method
-	// A tag Harbor's copy just placed is found there by its HEAD: report it as moved by this copy.
 	put := func(tag string, rolling bool) (TagResult, error) {
-		tr, err := c.putTag(ctx, req, dst, tag, ours, rolling)
+		look := slices.Contains(carried, tag) || slices.Contains(dst.tags, tag) && (!rolling || dst.newer || dst.present)
+		tr, err := c.putTag(ctx, req, tag, rolling, look, dst)
+		// A tag Harbor's copy just placed is found there by its HEAD: report it as moved by this copy.
 		if err == nil && tr.Outcome == TagAlreadyThere && slices.Contains(carried, tag) {
 			tr.Outcome = TagMoved
 		}
@@ -207,18 +217,75 @@ func (c *Copier) Copy(ctx context.Context, req CopyRequest) (CopyResult, error) 
 	return res, nil
 }
 
+// destination is what Copy reads of the destination and the source before it writes.
+type destination struct {
+	repo string
+	ours imagetag.Tag
+	// present: the image is there already.
+	present bool
+	// tags are the destination's tags before the copy; newer is true when a fixed version tag among them is
+	// newer than ours (only then can a rolling tag sit on a newer image).
+	tags  []string
+	newer bool
+	// source is the source artifact when Harbor's copy may be used.
+	source *harbor.Artifact
+}
+
+// look reads, at once, whether the image is at the destination, the destination's tags and, for Harbor's copy,
+// the source artifact.
+func (c *Copier) look(ctx context.Context, req CopyRequest, ours imagetag.Tag) (*destination, error) {
+	d := &destination{repo: req.To.String(), ours: ours}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		_, err := c.Registry.Resolve(gctx, d.repo+"@"+req.Digest)
+		if errors.Is(err, registry.ErrNotFound) {
+			return nil
+		}
+		d.present = err == nil
+		return err
+	})
+	g.Go(func() error {
+		tags, err := c.Registry.Tags(gctx, d.repo)
+		if errors.Is(err, registry.ErrNotFound) {
+			return nil // no repository yet
+		}
+		d.tags = tags
+		return err
+	})
+	if hc := c.harbor(req); hc != nil {
+		g.Go(func() error {
+			project, repo := splitRepository(req.From.Repository)
+			var err error
+			d.source, err = hc.Artifact(gctx, project, repo, req.Digest)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	d.newer = slices.ContainsFunc(d.tags, func(s string) bool {
+		t, err := imagetag.Parse(s)
+		return err == nil && !t.Moving() && imagetag.Compare(t, ours) > 0
+	})
+	return d, nil
+}
+
+// harbor is the Harbor API client Harbor's copy would use: source and destination on one Harbor.
+func (c *Copier) harbor(req CopyRequest) *harbor.Client {
+	if req.From.Registry != req.To.Registry {
+		return nil
+	}
+	return c.Harbors[req.To.Registry]
+}
+
 // copyImage puts the image at the destination unless it is there, and says how, and which tags Harbor's copy
 // placed at the destination.
-func (c *Copier) copyImage(ctx context.Context, req CopyRequest, ours imagetag.Tag) (CopyMethod, []string, error) {
-	dstRef := req.To.String() + "@" + req.Digest
-	switch _, err := c.Registry.Resolve(ctx, dstRef); {
-	case err == nil:
+func (c *Copier) copyImage(ctx context.Context, req CopyRequest, dst *destination) (CopyMethod, []string, error) {
+	if dst.present {
 		return CopyNone, nil, nil
-	case !errors.Is(err, registry.ErrNotFound):
-		return CopyNone, nil, err
 	}
-	if hc := c.Harbors[req.To.Registry]; hc != nil && req.From.Registry == req.To.Registry {
-		carried, ok, err := c.harborCopySafe(ctx, hc, req, ours)
+	if hc := c.harbor(req); hc != nil {
+		carried, ok, err := c.harborCopySafe(ctx, req, dst)
 		if err != nil {
 			return CopyNone, nil, err
 		}
@@ -234,7 +301,7 @@ func (c *Copier) copyImage(ctx context.Context, req CopyRequest, ours imagetag.T
 			// A carried tag is immutable at the destination: copy without tags, and report it below.
 		}
 	}
-	if err := c.Registry.Copy(ctx, req.From.String()+"@"+req.Digest, req.To.String(), registry.WithReferrers()); err != nil {
+	if err := c.Registry.Copy(ctx, req.From.String()+"@"+req.Digest, dst.repo, registry.WithReferrers()); err != nil {
 		return CopyNone, nil, err
 	}
 	return CopyRegistry, nil, nil
@@ -243,28 +310,23 @@ func (c *Copier) copyImage(ctx context.Context, req CopyRequest, ours imagetag.T
 // harborCopySafe reports whether Harbor's copy, which carries every tag of the source root, would move only
 // tags the copier moves itself: each is the unique tag or a rolling tag, and is not at the destination on an
 // image with a newer tag. It returns those tags (the copy places them).
-func (c *Copier) harborCopySafe(ctx context.Context, hc *harbor.Client, req CopyRequest, ours imagetag.Tag) ([]string, bool, error) {
-	project, repo := splitRepository(req.From.Repository)
-	a, err := hc.Artifact(ctx, project, repo, req.Digest)
-	if err != nil {
-		return nil, false, err
-	}
-	dst, tags := req.To.String(), a.TagNames()
+func (c *Copier) harborCopySafe(ctx context.Context, req CopyRequest, dst *destination) ([]string, bool, error) {
+	tags := dst.source.TagNames()
 	for _, t := range tags {
 		if t != req.Tag && !slices.Contains(req.Rolling, t) {
 			return nil, false, nil
 		}
-		d, err := c.Registry.Resolve(ctx, dst+":"+t)
+		if t == req.Tag || !slices.Contains(dst.tags, t) || !dst.newer {
+			continue // absent, or moved anyway: nothing newer holds it
+		}
+		d, err := c.Registry.Resolve(ctx, dst.repo+":"+t)
 		switch {
 		case errors.Is(err, registry.ErrNotFound):
 			continue
 		case err != nil:
 			return nil, false, err
 		}
-		if t == req.Tag {
-			continue
-		}
-		newer, err := c.newerOn(ctx, dst, ours, d.Digest)
+		newer, err := c.newerOn(ctx, dst, d.Digest)
 		if err != nil {
 			return nil, false, err
 		}
@@ -272,31 +334,38 @@ func (c *Copier) harborCopySafe(ctx context.Context, hc *harbor.Client, req Copy
 			return nil, false, nil
 		}
 	}
+	// The unique tag on another image at the destination would be moved by the copy: the registry copy then,
+	// and putTag looks at it.
+	if slices.Contains(tags, req.Tag) && slices.Contains(dst.tags, req.Tag) {
+		return nil, false, nil
+	}
 	return tags, true, nil
 }
 
-// putTag points tag at the image unless it is there already or, for a rolling tag, sits on a newer image;
-// then checks it with a HEAD.
-func (c *Copier) putTag(ctx context.Context, req CopyRequest, dst, tag string, ours imagetag.Tag, rolling bool) (TagResult, error) {
+// putTag points tag at the image unless, when look is set, it is there already or, for a rolling tag, sits on
+// a newer image; then checks it with a HEAD.
+func (c *Copier) putTag(ctx context.Context, req CopyRequest, tag string, rolling, look bool, dst *destination) (TagResult, error) {
 	tr := TagResult{Tag: tag}
-	cur, err := c.Registry.Resolve(ctx, dst+":"+tag)
-	switch {
-	case err == nil && cur.Digest == req.Digest:
-		tr.Outcome = TagAlreadyThere
-		return tr, nil
-	case err == nil && rolling:
-		newer, err := c.newerOn(ctx, dst, ours, cur.Digest)
-		if err != nil {
+	if look {
+		cur, err := c.Registry.Resolve(ctx, dst.repo+":"+tag)
+		switch {
+		case err == nil && cur.Digest == req.Digest:
+			tr.Outcome = TagAlreadyThere
+			return tr, nil
+		case err == nil && rolling:
+			newer, err := c.newerOn(ctx, dst, cur.Digest)
+			if err != nil {
+				return tr, err
+			}
+			if newer != "" {
+				tr.Outcome, tr.Newer = TagKeptOnNewer, newer
+				return tr, nil
+			}
+		case err != nil && !errors.Is(err, registry.ErrNotFound):
 			return tr, err
 		}
-		if newer != "" {
-			tr.Outcome, tr.Newer = TagKeptOnNewer, newer
-			return tr, nil
-		}
-	case err != nil && !errors.Is(err, registry.ErrNotFound):
-		return tr, err
 	}
-	if err := c.Registry.Tag(ctx, dst+"@"+req.Digest, tag); err != nil {
+	if err := c.Registry.Tag(ctx, dst.repo+"@"+req.Digest, tag); err != nil {
 		if errors.Is(err, registry.ErrPrecondition) {
 			tr.Outcome = TagRefused
 			tr.Reason = "tag " + tag + " is protected by an immutable rule in " + req.To.Repository
@@ -304,36 +373,32 @@ func (c *Copier) putTag(ctx context.Context, req CopyRequest, dst, tag string, o
 		}
 		return tr, err
 	}
-	got, err := c.Registry.Resolve(ctx, dst+":"+tag)
+	got, err := c.Registry.Resolve(ctx, dst.repo+":"+tag)
 	if err != nil {
-		return tr, fmt.Errorf("verifying tag %s of %s: %w", tag, dst, err)
+		return tr, fmt.Errorf("verifying tag %s of %s: %w", tag, dst.repo, err)
 	}
 	if got.Digest != req.Digest {
-		return tr, fmt.Errorf("verifying tag %s of %s: %w: %s, want %s", tag, dst, ErrVerify, got.Digest, req.Digest)
+		return tr, fmt.Errorf("verifying tag %s of %s: %w: %s, want %s", tag, dst.repo, ErrVerify, got.Digest, req.Digest)
 	}
 	tr.Outcome = TagMoved
 	return tr, nil
 }
 
-// newerOn returns a tag of repository dst that names digest and is newer than ours (pkg/imagetag order: update
-// level, then build), or "" when there is none. Only the fixed version tags newer than ours are looked at,
-// newest first, one HEAD each until one names digest: usually none, so the usual cost is one tag listing.
-func (c *Copier) newerOn(ctx context.Context, dst string, ours imagetag.Tag, digest string) (string, error) {
-	tags, err := c.Registry.Tags(ctx, dst)
-	if err != nil {
-		return "", err
-	}
+// newerOn returns a tag of the destination that names digest and is newer than ours (pkg/imagetag order:
+// update level, then build), or "" when there is none. Only the fixed version tags newer than ours are looked
+// at, newest first, one HEAD each until one names digest.
+func (c *Copier) newerOn(ctx context.Context, dst *destination, digest string) (string, error) {
 	var newer []imagetag.Tag
-	for _, s := range tags {
+	for _, s := range dst.tags {
 		t, err := imagetag.Parse(s)
-		if err != nil || t.Moving() || imagetag.Compare(t, ours) <= 0 {
+		if err != nil || t.Moving() || imagetag.Compare(t, dst.ours) <= 0 {
 			continue
 		}
 		newer = append(newer, t)
 	}
 	slices.SortFunc(newer, func(a, b imagetag.Tag) int { return cmp.Compare(0, imagetag.Compare(a, b)) })
 	for _, t := range newer {
-		d, err := c.Registry.Resolve(ctx, dst+":"+t.Raw)
+		d, err := c.Registry.Resolve(ctx, dst.repo+":"+t.Raw)
 		switch {
 		case errors.Is(err, registry.ErrNotFound):
 			continue // deleted meanwhile

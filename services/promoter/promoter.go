@@ -5,8 +5,9 @@ package promoter
 // State. One PromotionState per chain and digest (bucket promotions, key promotion.<chain>.<digest>), written
 // with compare-and-set: the stages reached, the last evaluation towards the next stage, approvals and the scan
 // asked for. The newest ScanResult per registry and digest lives in bucket scans (key scan.<registry>.<digest>);
-// an evaluation waiting on a platform's scan leaves a key wait.<registry>.<platform digest>.<chain>.<digest> in
-// the promotions bucket, so that a scan event finds the promotions to evaluate again without a listing.
+// an evaluation waiting on a platform's scan adds a line "<chain> <digest>" to the key
+// wait.<registry>.<platform digest> in the promotions bucket, so that a scan event finds the promotions to
+// evaluate again with one read.
 //
 // Loop protection. Before copying to stage N+1 the promoter writes N+1's StageEntry without an entry time (a
 // copy under way), and sets the time once the copy and its tags are verified. The image.inspected our own copy
@@ -203,10 +204,12 @@ func platformName(p *harborflowv1.Platform) string {
 // stateKey is the key of a chain's state of digest.
 func stateKey(chain, digest string) string { return event.Key("promotion", chain, digest) }
 
-// waitKey is the key that tells a scan of platform in registry which promotion waits on it.
-func waitKey(registry, platform, chain, digest string) string {
-	return event.Key("wait", registry, platform, chain, digest)
-}
+// waitKey is the key that tells a scan of platform in registry which promotions wait on it: its value is a
+// line "<chain> <digest>" per promotion.
+func waitKey(registry, platform string) string { return event.Key("wait", registry, platform) }
+
+// waitLine is a promotion's line in a wait key.
+func waitLine(chain, digest string) string { return chain + " " + digest + "\n" }
 
 // entered records an image entering a stage of every chain that has its repository, and evaluates it towards
 // the next stage.
@@ -328,32 +331,38 @@ func (p *Promoter) scanned(ctx context.Context, ev *harborflowv1.RegistryEvent, 
 		res.Severity = ""
 	}
 	key := event.Key("scan", ev.GetRegistry(), ev.GetDigest())
-	old := &harborflowv1.ScanResult{}
-	rev, err := p.deps.Scans.Get(ctx, key, old)
-	switch {
-	case errors.Is(err, bus.ErrKeyNotFound):
-		if _, err := p.deps.Scans.Create(ctx, key, res); err != nil {
-			return nil, fmt.Errorf("recording the scan of %s: %w", ev.GetDigest(), err)
+	// Usually the digest's first scan: create it; else the newest result wins.
+	if _, err := p.deps.Scans.Create(ctx, key, res); errors.Is(err, bus.ErrKeyExists) {
+		old := &harborflowv1.ScanResult{}
+		rev, err := p.deps.Scans.Get(ctx, key, old)
+		switch {
+		case err != nil:
+			return nil, err
+		case old.GetAt().AsTime().After(res.GetAt().AsTime()):
+			// An older result never replaces a newer one; nothing waits on it.
+			if !redelivered {
+				return nil, nil
+			}
+		default:
+			if _, err := p.deps.Scans.Update(ctx, key, res, rev); err != nil {
+				// Another result of the digest came in between: the event is handled again, and the
+				// newest wins.
+				return nil, fmt.Errorf("recording the scan of %s: %w", ev.GetDigest(), err)
+			}
 		}
-	case err != nil:
-		return nil, err
-	case old.GetAt().AsTime().After(res.GetAt().AsTime()):
-		// An older result never replaces a newer one; nothing waits on it.
-		if !redelivered {
-			return nil, nil
-		}
-	default:
-		if _, err := p.deps.Scans.Update(ctx, key, res, rev); err != nil {
-			return nil, fmt.Errorf("recording the scan of %s: %w", ev.GetDigest(), err)
-		}
+	} else if err != nil {
+		return nil, fmt.Errorf("recording the scan of %s: %w", ev.GetDigest(), err)
 	}
-	waits, err := p.deps.Promotions.List(ctx, event.Key("wait", ev.GetRegistry(), ev.GetDigest())+".>")
+	waits, err := p.deps.Promotions.GetBytes(ctx, waitKey(ev.GetRegistry(), ev.GetDigest()))
+	if errors.Is(err, bus.ErrKeyNotFound) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
 	var out []*bus.Message
-	for _, w := range waits {
-		chainName, digest, ok := strings.Cut(string(w.Value), "\n")
+	for line := range strings.Lines(string(waits.Value)) {
+		chainName, digest, ok := strings.Cut(strings.TrimSpace(line), " ")
 		if !ok {
 			continue
 		}
@@ -707,13 +716,38 @@ func (p *Promoter) noteWaits(ctx context.Context, ch *chain, st *harborflowv1.Pr
 	if i < 0 || st.GetGates()[i].GetPassed() {
 		return nil
 	}
+	line := waitLine(ch.cfg.Name, st.GetDigest())
 	for _, pl := range f.Platforms {
-		if _, err := p.deps.Promotions.PutBytes(ctx, waitKey(from.Registry, pl.Digest, ch.cfg.Name, st.GetDigest()),
-			[]byte(ch.cfg.Name+"\n"+st.GetDigest())); err != nil {
+		if err := p.noteWait(ctx, waitKey(from.Registry, pl.Digest), line); err != nil {
 			return fmt.Errorf("noting that %s waits on the scan of %s: %w", st.GetDigest(), pl.Digest, err)
 		}
 	}
 	return nil
+}
+
+// noteWait adds line to the wait key key unless it is there, with compare-and-set: other promotions (another
+// chain, an index sharing the platform) may be noting theirs.
+func (p *Promoter) noteWait(ctx context.Context, key, line string) error {
+	for range maxConflicts {
+		e, err := p.deps.Promotions.GetBytes(ctx, key)
+		switch {
+		case errors.Is(err, bus.ErrKeyNotFound):
+			_, err = p.deps.Promotions.CreateBytes(ctx, key, []byte(line))
+			if errors.Is(err, bus.ErrKeyExists) {
+				continue
+			}
+			return err
+		case err != nil:
+			return err
+		case strings.Contains("\n"+string(e.Value), "\n"+line):
+			return nil
+		}
+		_, err = p.deps.Promotions.UpdateBytes(ctx, key, append(slices.Clip(e.Value), line...), e.Revision)
+		if !errors.Is(err, bus.ErrRevisionMismatch) {
+			return err
+		}
+	}
+	return fmt.Errorf("%s changed under each of %d attempts", key, maxConflicts)
 }
 
 // facts gathers what the gates of g need about st's digest in the stage from.

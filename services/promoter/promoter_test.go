@@ -241,8 +241,13 @@ func TestPromotionsIntoOneRepositoryTakeTurns(t *testing.T) {
 			t.Errorf("staging/am:%s: %v %v, want %s", tag, d, err, want)
 		}
 	}
-	if left, err := promotions.List(ctx, "turn.>"); err != nil || len(left) != 0 {
-		t.Errorf("turns left behind: %v %v", left, err)
+	turns, err := promotions.List(ctx, "turn.>")
+	if err != nil || len(turns) != 1 {
+		t.Fatalf("turns: %v %v, want the repository's", turns, err)
+	}
+	turn := &harborflowv1.RepositoryTurn{}
+	if err := turns[0].Decode(turn); err != nil || turn.GetHolder() != "" {
+		t.Errorf("the turn was not given back: %v %v", turn, err)
 	}
 }
 

@@ -67,40 +67,35 @@ func (p *Promoter) takeTurn(ctx context.Context, registry, repository, digest st
 		// Best effort, and never someone else's: a turn not given back runs out with its lease.
 		rctx, done := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer done()
-		_ = p.deps.Promotions.DeleteRevision(rctx, key, rev)
+		_, _ = p.deps.Promotions.Update(rctx, key, &harborflowv1.RepositoryTurn{}, rev)
 	}
 	return held, release, nil
 }
 
-// waitTurn writes turn at key when no one holds it, or when its holder's lease ran out; meanwhile it waits for
-// the key to change or the lease to end. It returns the revision written.
+// waitTurn writes turn at key when no one holds it (the key is absent, or given back: no holder), or when its
+// holder's lease ran out; meanwhile it waits for the key to change or the lease to end. It returns the revision
+// written. The key is kept when the turn is given back, so that taking it is a read and a compare-and-set.
 func (p *Promoter) waitTurn(ctx context.Context, key string, turn *harborflowv1.RepositoryTurn) (uint64, error) {
 	for {
-		turn.LeaseUntil = timestamppb.New(time.Now().Add(p.turnLease))
-		rev, err := p.deps.Promotions.Create(ctx, key, turn)
-		if err == nil {
-			return rev, nil
-		}
-		if !errors.Is(err, bus.ErrKeyExists) {
-			return 0, err
-		}
 		cur := &harborflowv1.RepositoryTurn{}
-		rev, err = p.deps.Promotions.Get(ctx, key, cur)
+		rev, err := p.deps.Promotions.Get(ctx, key, cur)
+		turn.LeaseUntil = timestamppb.New(time.Now().Add(p.turnLease))
 		switch {
 		case errors.Is(err, bus.ErrKeyNotFound):
-			continue // given back meanwhile
+			rev, err := p.deps.Promotions.Create(ctx, key, turn)
+			if errors.Is(err, bus.ErrKeyExists) {
+				continue // taken meanwhile
+			}
+			return rev, err
 		case err != nil:
 			return 0, err
 		}
 		left := time.Until(cur.GetLeaseUntil().AsTime())
-		if left <= 0 {
-			// Its holder died: take it over, unless another did first.
+		if cur.GetHolder() == "" || left <= 0 {
+			// Given back, or its holder died: take it, unless another did first.
 			next, err := p.deps.Promotions.Update(ctx, key, turn, rev)
-			if err == nil {
-				return next, nil
-			}
 			if !errors.Is(err, bus.ErrRevisionMismatch) {
-				return 0, err
+				return next, err
 			}
 			continue
 		}
