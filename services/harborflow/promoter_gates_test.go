@@ -429,7 +429,7 @@ func TestImmutableLatestReportedNotRetried(t *testing.T) {
 }
 
 // TestOlderUpdateLevelKeepsLatest: 4.2.0.16 then 4.2.0.15 through the chain: 4.2.0.15 is promoted under its own
-// tag, but latest and 4.2.0 stay on 4.2.0.16.
+// tag, but latest and 4.2.0 stay on 4.2.0.16, in wso2-dev as in wso2-staging.
 func TestOlderUpdateLevelKeepsLatest(t *testing.T) {
 	f := startFlow(t, map[string]string{"auto_scan": "true"}, func(h string) []config.Promotion {
 		return []config.Promotion{devToStaging(h, "acme-am", "am", config.Gates{MaxSeverity: "Medium"})}
@@ -444,6 +444,10 @@ func TestOlderUpdateLevelKeepsLatest(t *testing.T) {
 	for tag, want := range map[string]string{"latest": d16, "4.2.0": d16, "4.2.0.16": d16, "4.2.0.15": d15} {
 		if d := f.digestOf(t, "wso2-staging/am:"+tag); d != want {
 			t.Errorf("wso2-staging/am:%s: %s, want %s", tag, d, want)
+		}
+		// The rolling tags move in the first stage too, never backwards either.
+		if d := f.digestOf(t, "wso2-dev/am:"+tag); d != want {
+			t.Errorf("wso2-dev/am:%s: %s, want %s", tag, d, want)
 		}
 	}
 }

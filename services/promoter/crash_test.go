@@ -23,8 +23,8 @@ import (
 	"github.com/harborflow/harborflow/services/promoter"
 )
 
-// The crash test stops a promotion at each write it sends the registry — each blob, the manifest, the unique
-// tag, each rolling tag — in two ways, and redelivers its trigger to another process (a promoter of its own
+// The crash test stops a promotion at each write it sends the registry — the rolling tags in the first stage,
+// each blob, the manifest, the unique tag, each rolling tag in the next — in two ways, and redelivers its trigger to another process (a promoter of its own
 // on the same buckets and registry), as JetStream does after a crash:
 //
 //   - exit-before: the process dies while the request is on its way: the registry never sees it;
@@ -97,7 +97,7 @@ type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
-// crashFixture is a registry with the image in dev/am, and NATS.
+// crashFixture is a registry and NATS; each case pushes the image into a first stage of its own.
 type crashFixture struct {
 	t      *testing.T
 	js     *bustest.Server
@@ -105,7 +105,15 @@ type crashFixture struct {
 	pushed registrytest.Pushed
 }
 
-// process is a promoter of its own (registry client, NATS connection) for the chain dev/am → name/am; its
+// image is what every case promotes.
+var crashImage = registrytest.Image{User: "802", Layer: "15", Labels: map[string]string{"update_level": "15"}}
+
+// push pushes the image into name-dev/am:4.2.0.15, the first stage of the case name.
+func (f *crashFixture) push(t *testing.T, name string) {
+	f.pushed = f.reg.PushImage(t, name+"-dev/am:4.2.0.15", crashImage)
+}
+
+// process is a promoter of its own (registry client, NATS connection) for the chain name-dev/am → name/am; its
 // requests carry processHeader: name when marked. kill closes its NATS connection.
 func (f *crashFixture) process(name string, marked bool) (p *promoter.Promoter, kill func()) {
 	f.t.Helper()
@@ -143,7 +151,7 @@ func (f *crashFixture) process(name string, marked bool) (p *promoter.Promoter, 
 		f.t.Fatal(err)
 	}
 	chain := config.Promotion{Name: name, RollingTags: []string{"{{.Version}}", "latest"}, Stages: []config.PromotionStage{
-		{Name: "dev", Repository: f.reg.Ref("dev/am")},
+		{Name: "dev", Repository: f.reg.Ref(name + "-dev/am")},
 		{Name: "next", Repository: f.reg.Ref(name + "/am"), Gates: config.Gates{NonRoot: true}}}}
 	p, err = promoter.New([]config.Promotion{chain}, promoter.Deps{Registry: rc, Promotions: promotions, Scans: scans,
 		TurnLease: 300 * time.Millisecond})
@@ -153,10 +161,10 @@ func (f *crashFixture) process(name string, marked bool) (p *promoter.Promoter, 
 	return p, nc.Close
 }
 
-// delivery is the image.inspected of dev/am:4.2.0.15 as the bus delivers it (first delivery).
-func (f *crashFixture) delivery() *bus.Message {
+// delivery is the image.inspected of name-dev/am:4.2.0.15 as the bus delivers it (first delivery).
+func (f *crashFixture) delivery(name string) *bus.Message {
 	m, err := bus.NewMessage(event.SubjectImageInspected, "inspected", "corr", &harborflowv1.ImageInspected{Registry: f.reg.Host,
-		Repository: "dev/am", Digest: f.pushed.Digest, Tags: []string{"4.2.0.15"}, InspectedAt: timestamppb.Now()})
+		Repository: name + "-dev/am", Digest: f.pushed.Digest, Tags: []string{"4.2.0.15"}, InspectedAt: timestamppb.Now()})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -191,8 +199,8 @@ func redeliver(t *testing.T, p *promoter.Promoter, m *bus.Message) []*bus.Messag
 	return nil
 }
 
-// check fails the test unless name/am holds the image under every tag, the state is done, and promoted is
-// the one image.promoted a promotion nothing stopped publishes.
+// check fails the test unless name-dev/am and name/am hold the image under every tag, the state is done, and
+// promoted is the one image.promoted a promotion nothing stopped publishes.
 func (f *crashFixture) check(t *testing.T, p *promoter.Promoter, name string, promoted []*bus.Message) {
 	t.Helper()
 	rc, err := registry.New([]registry.Host{f.reg.Settings()})
@@ -201,9 +209,11 @@ func (f *crashFixture) check(t *testing.T, p *promoter.Promoter, name string, pr
 	}
 	defer rc.Close()
 	ctx := context.Background()
-	for _, tag := range []string{"4.2.0.15", "4.2.0", "latest"} {
-		if d, err := rc.Resolve(ctx, f.reg.Ref(name+"/am:"+tag)); err != nil || d.Digest != f.pushed.Digest {
-			t.Errorf("%s/am:%s: %v %v", name, tag, d, err)
+	for _, repo := range []string{name + "-dev/am", name + "/am"} {
+		for _, tag := range []string{"4.2.0.15", "4.2.0", "latest"} {
+			if d, err := rc.Resolve(ctx, f.reg.Ref(repo+":"+tag)); err != nil || d.Digest != f.pushed.Digest {
+				t.Errorf("%s:%s: %v %v", repo, tag, d, err)
+			}
 		}
 	}
 	if tags, err := rc.Tags(ctx, f.reg.Ref(name+"/am")); err != nil || len(tags) != 3 {
@@ -235,13 +245,12 @@ func TestPromotionCrashAtEveryWriteStep(t *testing.T) {
 	steps := &crashSteps{}
 	f := &crashFixture{t: t, js: bustest.Start(t)}
 	f.reg = registrytest.New(t, registrytest.WithMiddleware(steps.wrap))
-	f.pushed = f.reg.PushImage(t, "dev/am:4.2.0.15", registrytest.Image{User: "802", Layer: "15",
-		Labels: map[string]string{"update_level": "15"}})
 
 	// The promotion nothing stops, and the writes it makes.
 	ref := steps.add(t, "ref", 0, "")
+	f.push(t, "ref")
 	p, _ := f.process("ref", true)
-	outs, err := p.Handle(context.Background(), f.delivery())
+	outs, err := p.Handle(context.Background(), f.delivery("ref"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,8 +267,9 @@ func TestPromotionCrashAtEveryWriteStep(t *testing.T) {
 			name := fmt.Sprintf("c%02d-%s-%s", n, mode, strings.ToLower(what[0]))
 			t.Run(name, func(t *testing.T) {
 				step := steps.add(t, name, n, mode)
+				f.push(t, name)
 				dying, kill := f.process(name, true)
-				m := f.delivery()
+				m := f.delivery(name)
 				ctx, stop := context.WithCancel(context.Background())
 				done := make(chan struct{})
 				go func() {
@@ -283,8 +293,9 @@ func TestPromotionCrashAtEveryWriteStep(t *testing.T) {
 	}
 
 	t.Run("between state and ack", func(t *testing.T) {
+		f.push(t, "ack")
 		p, _ := f.process("ack", false)
-		m := f.delivery()
+		m := f.delivery("ack")
 		first, err := p.Handle(context.Background(), m) // promoted and recorded; the process dies before its ack
 		if err != nil {
 			t.Fatal(err)

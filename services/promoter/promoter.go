@@ -250,6 +250,11 @@ func (p *Promoter) enterChain(ctx context.Context, ch *chain, n int, img image, 
 		st = &harborflowv1.PromotionState{Chain: ch.cfg.Name, Digest: img.digest, Tags: uniqueFirst(img.tags),
 			Reached: []*harborflowv1.StageEntry{{Stage: stageName, Repository: ch.stages[n].Name(),
 				Entered: timestamppb.New(img.at), Tags: img.tags}}}
+		if n == 0 && ch.rollsFirst(st.GetTags()) {
+			// The rolling tags move in the first stage too: the entry gets its time once they have, as a
+			// promotion's does once its copy is done (finishCopy), so that a crash in between is resumed.
+			st.Reached[0].Entered = nil
+		}
 		rev, err = p.deps.Promotions.Create(ctx, key, st)
 		if err != nil {
 			return nil, fmt.Errorf("recording %s entering %s of %s: %w", img.digest, stageName, ch.cfg.Name, err)
@@ -550,14 +555,23 @@ func (p *Promoter) evaluate(ctx context.Context, ch *chain, st *harborflowv1.Pro
 // it, the message is retried later.
 const maxConflicts = 10
 
+// rollsFirst reports whether an image entering the first stage with tags (its unique tag first) has rolling
+// tags to move there.
+func (ch *chain) rollsFirst(tags []string) bool {
+	if len(tags) == 0 {
+		return false
+	}
+	rolling, err := ch.render(tags[0])
+	return err == nil && len(rolling) > 0
+}
+
 // finishCopy copies the image into stage n (whose entry has no time yet), records the entry and returns
-// image.promoted; a tag refused by an immutable rule blocks instead.
+// image.promoted; a tag refused by an immutable rule blocks instead. In the first stage (n = 0) nothing is
+// copied: its unique tag is checked and its rolling tags are moved, nothing is published, and a refused
+// rolling tag is logged and left out of the entry's tags without blocking the promotion.
 func (p *Promoter) finishCopy(ctx context.Context, ch *chain, st *harborflowv1.PromotionState, rev *uint64, n int, correlation string) ([]*bus.Message, error) {
 	key := stateKey(ch.cfg.Name, st.GetDigest())
-	if n == 0 {
-		return nil, fmt.Errorf("promotion %s of %s: first stage has no entry time", ch.cfg.Name, st.GetDigest())
-	}
-	from, to := ch.stages[n-1], ch.stages[n]
+	from, to := ch.stages[max(n-1, 0)], ch.stages[n]
 	tags := st.GetTags()
 	if len(tags) == 0 {
 		return nil, bus.Permanent(fmt.Errorf("promotion %s of %s: the image has no tag to promote under", ch.cfg.Name, st.GetDigest()))
@@ -586,6 +600,19 @@ func (p *Promoter) finishCopy(ctx context.Context, ch *chain, st *harborflowv1.P
 		return nil, fault.Classify(fmt.Errorf("copying %s to %s: %w", st.GetDigest(), to.Name(), err))
 	}
 	entry := st.Reached[len(st.Reached)-1]
+	if n == 0 {
+		entry.Entered, entry.Tags = timestamppb.New(p.now()), res.Pointing()
+		if *rev, err = p.deps.Promotions.Update(ctx, key, st, *rev); err != nil {
+			return nil, fmt.Errorf("recording %s entering %s: %w", st.GetDigest(), to.Name(), err)
+		}
+		log := p.log.Info
+		if res.Blocked() != "" {
+			log = p.log.Warn
+		}
+		log("rolling tags moved in the first stage", zap.String(logging.FieldChain, ch.cfg.Name), zap.String(logging.FieldDigest, st.GetDigest()),
+			zap.String(logging.FieldRepository, to.Name()), zap.Stringers(logging.FieldTags, res.Tags))
+		return nil, nil
+	}
 	if reason := res.Blocked(); reason != "" {
 		st.Reached = st.Reached[:len(st.Reached)-1]
 		previous := gatesFingerprint(st.GetGates(), st.GetVerdict())

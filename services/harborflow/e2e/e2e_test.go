@@ -11,6 +11,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -86,7 +87,7 @@ func TestE2ERebuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ofBase, ofTarget []string
+	var ofBase, ofTarget, targetTags []string
 	for _, l := range inspected {
 		ii := &harborflowv1.ImageInspected{}
 		if err := l.decode(ii); err != nil {
@@ -101,15 +102,18 @@ func TestE2ERebuild(t *testing.T) {
 			}
 		case ii.GetRepository() == targetRepo && ii.GetDigest() == rebuilt.Digest:
 			ofTarget = append(ofTarget, desc)
+			targetTags = append(targetTags, strings.Join(ii.GetTags(), ","))
 		}
 	}
 	if len(ofBase) != 1 {
 		t.Errorf("%d image.inspected of the base %s, want 1: %v", len(ofBase), base, ofBase)
 	}
-	// One image, one inspection: the rebuilder pushes by digest, then by tag, and each push is a notification;
-	// the untagged one waits for its tag.
-	if len(ofTarget) != 1 {
-		t.Errorf("%d image.inspected of the rebuilt image %s, want exactly 1:\n  %s", len(ofTarget), rebuilt.Digest,
+	// One inspection per tag: the rebuilder pushes by digest, then by tag, and each push is a notification; the
+	// untagged one waits for its tag. The promoter then moves the rolling tags 4.2.0 and latest in acme/am, the
+	// chain's first stage, and each of those pushes is inspected once more with every tag seen so far.
+	want := []string{wantTag, wantTag + ",4.2.0", wantTag + ",4.2.0,latest"}
+	if !slices.Equal(targetTags, want) {
+		t.Errorf("image.inspected of the rebuilt image %s with tags %q, want %q:\n  %s", rebuilt.Digest, targetTags, want,
 			strings.Join(ofTarget, "\n  "))
 	}
 	e.checkPromoted(ctx, []image{rebuilt})
@@ -117,10 +121,14 @@ func TestE2ERebuild(t *testing.T) {
 }
 
 // checkPromoted checks that every image of acme/am was promoted once into acme-staging/am, under its own tag,
-// and that the rolling tags 4.2.0 and latest are on the newest.
+// and that the rolling tags 4.2.0 and latest are on the newest, in both stages.
 func (e *env) checkPromoted(ctx context.Context, images []image) {
 	e.t.Helper()
 	staged, err := e.reg.tags(ctx, stagingRepo)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	first, err := e.reg.tags(ctx, targetRepo)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -136,6 +144,9 @@ func (e *env) checkPromoted(ctx context.Context, images []image) {
 	for _, rolling := range []string{"4.2.0", "latest"} {
 		if staged[rolling] != newest.Digest {
 			e.t.Errorf("%s:%s is %q, want the newest, %s (%s)", stagingRepo, rolling, staged[rolling], newest.Tag, newest.Digest)
+		}
+		if first[rolling] != newest.Digest {
+			e.t.Errorf("%s:%s is %q, want the newest, %s (%s)", targetRepo, rolling, first[rolling], newest.Tag, newest.Digest)
 		}
 	}
 	if len(staged) != len(images)+2 {

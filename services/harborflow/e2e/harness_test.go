@@ -38,6 +38,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/imagetag"
 )
 
 // What the tests configure.
@@ -452,6 +453,9 @@ func (d *distribution) targetImages(ctx context.Context) ([]image, error) {
 	}
 	var out []image
 	for _, tag := range tags {
+		if t, err := imagetag.Parse(tag); err != nil || t.Moving() {
+			continue // a rolling tag the promoter moves in the chain's first stage (latest, 4.2.0)
+		}
 		r := repo.SetTag(tag)
 		m, err := d.rc.ManifestHead(ctx, r)
 		if err != nil {
