@@ -141,15 +141,7 @@ func (f *crashFixture) process(name string, marked bool) (p *promoter.Promoter, 
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	ctx := context.Background()
-	promotions, err := b.KeyValue(ctx, event.BucketPromotions)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	scans, err := b.KeyValue(ctx, event.BucketScans)
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	promotions, scans := buckets(f.t, b)
 	chain := config.Promotion{Name: name, RollingTags: []string{"{{.Version}}", "latest"}, Stages: []config.PromotionStage{
 		{Name: "dev", Repository: f.reg.Ref(name + "-dev/am")},
 		{Name: "next", Repository: f.reg.Ref(name + "/am"), Gates: config.Gates{NonRoot: true}}}}

@@ -33,6 +33,20 @@ type clock struct {
 func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
 
+// buckets are the promotions and scans KV buckets, through b.
+func buckets(t testing.TB, b *bus.Bus) (promotions, scans *bus.KV) {
+	t.Helper()
+	ctx := context.Background()
+	var err error
+	if promotions, err = b.KeyValue(ctx, event.BucketPromotions); err != nil {
+		t.Fatal(err)
+	}
+	if scans, err = b.KeyValue(ctx, event.BucketScans); err != nil {
+		t.Fatal(err)
+	}
+	return promotions, scans
+}
+
 // round is one round of the promoter's loop: the tasks Due finds, each handled as the consumer would.
 func round(ctx context.Context, t *testing.T, p *promoter.Promoter) ([]*bus.Message, error) {
 	t.Helper()
@@ -67,14 +81,7 @@ func TestGatesThatBecomeTrueLaterResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	promotions, err := js.Bus.KeyValue(ctx, event.BucketPromotions)
-	if err != nil {
-		t.Fatal(err)
-	}
-	scans, err := js.Bus.KeyValue(ctx, event.BucketScans)
-	if err != nil {
-		t.Fatal(err)
-	}
+	promotions, scans := buckets(t, js.Bus)
 	clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	chain := config.Promotion{Name: "acme-am", RollingTags: []string{"latest"}, ScanTimeout: time.Minute, Stages: []config.PromotionStage{
 		{Name: "dev", Repository: reg.Ref("dev/am")},
@@ -201,14 +208,7 @@ func TestPromotionsIntoOneRepositoryTakeTurns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	promotions, err := js.Bus.KeyValue(ctx, event.BucketPromotions)
-	if err != nil {
-		t.Fatal(err)
-	}
-	scans, err := js.Bus.KeyValue(ctx, event.BucketScans)
-	if err != nil {
-		t.Fatal(err)
-	}
+	promotions, scans := buckets(t, js.Bus)
 	chain := config.Promotion{Name: "acme-am", RollingTags: []string{"latest"}, Stages: []config.PromotionStage{
 		{Name: "dev", Repository: reg.Ref("dev/am")}, {Name: "staging", Repository: reg.Ref("staging/am")}}}
 	replica := func() *promoter.Promoter {
@@ -264,14 +264,7 @@ func TestTurnOfADeadHolderIsTakenOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	promotions, err := js.Bus.KeyValue(ctx, event.BucketPromotions)
-	if err != nil {
-		t.Fatal(err)
-	}
-	scans, err := js.Bus.KeyValue(ctx, event.BucketScans)
-	if err != nil {
-		t.Fatal(err)
-	}
+	promotions, scans := buckets(t, js.Bus)
 	chain := config.Promotion{Name: "acme-am", RollingTags: []string{"latest"}, Stages: []config.PromotionStage{
 		{Name: "dev", Repository: reg.Ref("dev/am")}, {Name: "staging", Repository: reg.Ref("staging/am")}}}
 	p, err := promoter.New([]config.Promotion{chain}, promoter.Deps{Registry: rc, Promotions: promotions, Scans: scans})
