@@ -12,7 +12,15 @@ package promoter
 // Loop protection. Before copying to stage N+1 the promoter writes N+1's StageEntry without an entry time (a
 // copy under way), and sets the time once the copy and its tags are verified. The image.inspected our own copy
 // causes finds N+1 already reached and changes nothing; a copy interrupted by a crash is resumed by the
-// redelivery or the re-evaluation loop, which finds the entry without a time.
+// redelivery or the re-evaluation loop, which finds the entry without a time. The first stage's entry is
+// written the same way when the chain's rolling tags are to be moved there.
+//
+// Re-evaluation. Run looks for states a soak, a scan timeout, an approval, a label or an unfinished copy may
+// have changed, and publishes a task.promoter for each (Due); the handler does the work, so that what it
+// publishes is stored before its ack and a crash redelivers it. harborflow approve publishes one too.
+//
+// Turns. Copies into one repository hold its turn (key turn.<registry>.<repository>, a lease renewed while
+// copying): a rolling tag's check and move are never interleaved with another promotion's (turn.go).
 //
 // Idempotent outputs. image.promoted's id is (chain, digest, from, to): an image enters a stage once.
 // image.blocked's id is the verdict itself, and one is published only when the verdict differs from the one
