@@ -270,9 +270,10 @@ func (c *Copier) look(ctx context.Context, req CopyRequest, ours imagetag.Tag) (
 	return d, nil
 }
 
-// harbor is the Harbor API client Harbor's copy would use: source and destination on one Harbor.
+// harbor is the Harbor API client Harbor's copy would use: source and destination on one Harbor, and not the
+// same repository (the tags moved within a stage are put one by one).
 func (c *Copier) harbor(req CopyRequest) *harbor.Client {
-	if req.From.Registry != req.To.Registry {
+	if req.From.Registry != req.To.Registry || req.From == req.To {
 		return nil
 	}
 	return c.Harbors[req.To.Registry]
