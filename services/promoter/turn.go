@@ -17,7 +17,7 @@ import (
 
 // DefaultTurnLease is Deps.TurnLease's default: how long a promotion holds its destination repository without
 // renewing it (renewed every third of it while the copy runs).
-const DefaultTurnLease = time.Minute
+const DefaultTurnLease = 15 * time.Second
 
 // errTurnLost is the cause a copy is cancelled with when its holder could not renew its turn (another took
 // it over after the lease ran out): retryable, the next attempt takes its turn again.

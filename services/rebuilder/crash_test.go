@@ -432,3 +432,62 @@ func TestLineBuildsInLevelOrder(t *testing.T) {
 	}
 	t.Logf("built levels %v (builds %v) of 20..27", levels, builds)
 }
+
+// TestTaggedBuildRecoveredAfterCrash: a process dies right after the tag of update level 16 reached the
+// registry, before it recorded the build, holding the line. 17, delivered to another process, waits out the
+// dead holder's lease and takes the line over: 16 finished first (its tag is there), so 17's delivery records
+// it built and publishes its image.rebuilt before its own. 16's redelivery then publishes the same one again.
+func TestTaggedBuildRecoveredAfterCrash(t *testing.T) {
+	t.Parallel()
+	steps := &writeSteps{}
+	reg := registrytest.New(t, registrytest.WithMiddleware(steps.wrap))
+
+	// The writes of a build nothing stops: the tag is the last.
+	rec := steps.add(t, "ref", 0, "")
+	ref := newFixtureOn(t, reg, nil, crashRecipe(t, "ref"))
+	refBase := ref.base("wso2/am:4.2.0.16", "16", "linux/amd64", "linux/arm64")
+	rebuiltOf(t, redeliver(t, ref.process(marked("ref")), ref.inspected(refBase, "4.2.0.16", 16)))
+	last := len(rec.writes)
+	if !strings.HasSuffix(rec.writes[last-1], "/manifests/4.2.0.16.1") {
+		t.Fatalf("the last write is %s, not the tag", rec.writes[last-1])
+	}
+
+	f := newFixtureOn(t, reg, nil, crashRecipe(t, "tagged"))
+	f.deps.LineLease = 600 * time.Millisecond
+	b16 := f.base("wso2/am:4.2.0.16", "16", "linux/amd64", "linux/arm64")
+	b17 := f.base("wso2/am:4.2.0.17", "17", "linux/amd64", "linux/arm64")
+	t16 := f.inspected(b16, "4.2.0.16", 16)
+	t16.Stream, t16.Sequence = event.StreamImage, 7
+	t17 := f.inspected(b17, "4.2.0.17", 17)
+	t17.Stream, t17.Sequence = event.StreamImage, 8
+
+	step := steps.add(t, "dying", last, "exit-after")
+	dying, disconnect := f.processConn(marked("dying"))
+	startDelivery(t, dying, t16, step)
+	disconnect()
+	if b := f.buildRecord("acme-am", b16.Digest); b.GetState() != rebuilder.StatePushed || b.GetResult().GetTag() != "4.2.0.16.1" {
+		t.Fatalf("16's build record %v, want pushed with its result", b)
+	}
+	if tags := f.tags("acme/am-tagged"); !slices.Equal(tags, []string{"4.2.0.16.1"}) {
+		t.Fatalf("target tags %v, want 16's tag in place", tags)
+	}
+
+	outs := redeliver(t, f.process(nil), t17)
+	if len(outs) != 2 {
+		t.Fatalf("17's delivery published %d messages, want 16's image.rebuilt then its own", len(outs))
+	}
+	if first, second := rebuiltOf(t, outs[:1]), rebuiltOf(t, outs[1:]); first.GetTag() != "4.2.0.16.1" || second.GetTag() != "4.2.0.17.2" {
+		t.Errorf("published %s then %s, want 4.2.0.16.1 then 4.2.0.17.2", first.GetTag(), second.GetTag())
+	}
+	if b := f.buildRecord("acme-am", b16.Digest); b.GetState() != rebuilder.StateBuilt {
+		t.Errorf("16's build record %v, want built", b)
+	}
+
+	again := redeliver(t, f.process(nil), t16)
+	if len(again) != 1 || again[0].ID != outs[0].ID {
+		t.Errorf("the redelivery of 16 published %v, want 16's image.rebuilt again (id %s)", again, outs[0].ID)
+	}
+	if tags := f.tags("acme/am-tagged"); !slices.Equal(tags, []string{"4.2.0.16.1", "4.2.0.17.2"}) {
+		t.Errorf("target tags %v", tags)
+	}
+}

@@ -217,9 +217,7 @@ func (r *Rebuilder) Handle(ctx context.Context, m *bus.Message) ([]*bus.Message,
 			errs = append(errs, fmt.Errorf("recipe %s: %w", rc.Name, err))
 			continue
 		}
-		if out != nil {
-			outs = append(outs, out)
-		}
+		outs = append(outs, out...)
 	}
 	return outs, joinErrs(errs)
 }
@@ -255,12 +253,12 @@ func (r *Rebuilder) Rebuild(ctx context.Context, name string, force bool) (Manua
 		for _, p := range art.Platforms {
 			t.platforms = append(t.platforms, p.String())
 		}
-		m, outcome, err := r.rebuild(ctx, rc, t)
-		if err != nil || m == nil {
+		ms, outcome, err := r.rebuild(ctx, rc, t)
+		if err != nil || outcome != outcomeBuilt && outcome != outcomeRepeated {
 			return Manual{}, err
 		}
 		out := &harborflowv1.ImageRebuilt{}
-		if err := m.Decode(out); err != nil {
+		if err := ms[len(ms)-1].Decode(out); err != nil { // its own comes last, after a build it recovered
 			return Manual{}, err
 		}
 		return Manual{Rebuilt: out, AlreadyBuilt: outcome == outcomeRepeated}, nil
@@ -283,7 +281,7 @@ func (rc recipe) follows(repo string, ev *harborflowv1.ImageInspected) bool {
 }
 
 // rebuild runs one recipe for one trigger, counts its outcome and returns it.
-func (r *Rebuilder) rebuild(ctx context.Context, rc recipe, t trigger) (*bus.Message, string, error) {
+func (r *Rebuilder) rebuild(ctx context.Context, rc recipe, t trigger) ([]*bus.Message, string, error) {
 	m, outcome, err := r.run(ctx, rc, t)
 	switch {
 	case err == nil:
@@ -296,15 +294,15 @@ func (r *Rebuilder) rebuild(ctx context.Context, rc recipe, t trigger) (*bus.Mes
 	return m, outcome, err
 }
 
-// run runs one recipe for one trigger, from the line to the tag. It returns the image.rebuilt to publish, or
-// nil when there is nothing to build, and the outcome.
+// run runs one recipe for one trigger, from the line to the tag. It returns the image.rebuilt to publish (none
+// when there is nothing to build; first, that of a dead holder's build it recovered), and the outcome.
 //
 // A recipe follows one version line, and its builds take turns on it (the recipe's line in the rebuilds
 // bucket, held with a lease its holder renews): a trigger waits while another base of the line is being built,
 // then decides, holding the line, whether it is still worth a build. An older update level than the one built
 // meanwhile is recorded as superseded by that build, never built after it: builds of a line finish in
 // update-level order, on one process or several replicas.
-func (r *Rebuilder) run(ctx context.Context, rc recipe, t trigger) (*bus.Message, string, error) {
+func (r *Rebuilder) run(ctx context.Context, rc recipe, t trigger) ([]*bus.Message, string, error) {
 	log := r.log.With(zap.String(logging.FieldRecipe, rc.Name), zap.String(logging.FieldBase, t.base))
 	if t.level == nil {
 		return nil, "", bus.Permanent(fmt.Errorf("base %s has no %s label: not rebuilt (a rebuilt image's tag needs the update level)",
@@ -324,7 +322,7 @@ func (r *Rebuilder) run(ctx context.Context, rc recipe, t trigger) (*bus.Message
 				return nil, "", err
 			}
 			m, err := RebuiltMessage(b.GetResult())
-			return m, outcomeRepeated, err
+			return []*bus.Message{m}, outcomeRepeated, err
 		case StateFailed:
 			log.Info("this base failed to build before; not trying again (harborflow rebuild --force does)",
 				zap.String(logging.FieldReason, b.GetReason()))
@@ -334,7 +332,7 @@ func (r *Rebuilder) run(ctx context.Context, rc recipe, t trigger) (*bus.Message
 		}
 	}
 
-	v, last, err := r.acquire(ctx, st, rc, t, log)
+	v, last, recovered, err := r.acquire(ctx, st, rc, t, log)
 	if err != nil {
 		return nil, "", err
 	}
@@ -342,16 +340,50 @@ func (r *Rebuilder) run(ctx context.Context, rc recipe, t trigger) (*bus.Message
 	case lineElsewhere:
 		// Another delivery builds this digest and publishes the result; if it dies, its redelivery takes over.
 		log.Info("being built by another delivery", zap.String(logging.FieldHolder, last.GetBuilding().GetHolder()))
-		return nil, outcomeSkipped, nil
+		return recovered, outcomeSkipped, nil
 	case lineSuperseded, lineSkipped:
-		return nil, outcomeOf(v), r.passOver(ctx, st, rc, t, v, last, log)
+		return recovered, outcomeOf(v), r.passOver(ctx, st, rc, t, v, last, log)
 	}
 
 	// This delivery holds the line until release; a crash leaves it to the lease, or to this trigger's
 	// redelivery, which holds it under the same name.
 	ctx, stopKeeping := r.keepLine(ctx, st, rc, t)
 	defer stopKeeping()
-	return r.buildHeld(ctx, st, rc, t, log)
+	m, outcome, err := r.buildHeld(ctx, st, rc, t, log)
+	if m != nil {
+		recovered = append(recovered, m)
+	}
+	return recovered, outcome, err
+}
+
+// recover finishes the build of a line's holder that died (its lease ran out) when that build reached its
+// tag: it finished before anything built since, so it is recorded built, made the line's last build (unless
+// a newer one is), and its image.rebuilt (kept in the record since the push) is returned to publish. A build
+// that did not reach its tag is left to its own redelivery (superseded, or built).
+func (r *Rebuilder) recover(ctx context.Context, st state, rc recipe, h *harborflowv1.LineHold, log *zap.Logger) (*bus.Message, error) {
+	b, rev, err := st.build(ctx, rc.Name, h.GetBaseDigest())
+	if err != nil || b == nil || b.GetState() != StatePushed || b.GetTargetDigest() == "" || b.GetResult() == nil {
+		return nil, err
+	}
+	d, err := r.deps.Registry.Resolve(ctx, rc.Target+":"+b.GetTag())
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fault.Classify(fmt.Errorf("looking for the tag of a build its holder left: %w", err))
+	case d.Digest != b.GetTargetDigest():
+		return nil, nil
+	}
+	b.State, b.Finished, b.LeaseUntil = StateBuilt, timestamppb.New(r.now()), nil
+	if _, err := st.update(ctx, b, rev); err != nil {
+		return nil, err
+	}
+	if err := r.release(ctx, st, rc, trigger{holder: h.GetHolder(), digest: h.GetBaseDigest()}, b); err != nil {
+		return nil, err
+	}
+	log.Info("recovered the build of a holder that died after its tag", zap.String(logging.FieldTag, b.GetTag()),
+		zap.String(logging.FieldHolder, h.GetHolder()))
+	return RebuiltMessage(b.GetResult())
 }
 
 // buildHeld builds, pushes and tags, holding the line, then records the build and frees the line. On an
@@ -377,7 +409,10 @@ func (r *Rebuilder) buildHeld(ctx context.Context, st state, rc recipe, t trigge
 		if err != nil {
 			return nil, "", r.failed(ctx, st, rc, t, b, rev, err)
 		}
-		b.State, b.TargetDigest = StatePushed, w.Digest
+		// The result is kept from the push on: if this process dies after the tag, whoever takes the line
+		// over records the build and publishes it (recover).
+		b.State, b.TargetDigest, b.Result = StatePushed, w.Digest, r.result(rc, t, b, w, start)
+		// DurationMs then counts the build and the push; the tag is one more request.
 		if rev, err = st.update(ctx, b, rev); err != nil {
 			return nil, "", r.abandon(ctx, st, rc, t, err)
 		}
@@ -385,11 +420,9 @@ func (r *Rebuilder) buildHeld(ctx context.Context, st state, rc recipe, t trigge
 	if err := r.deps.Registry.Tag(ctx, w.Ref, b.GetTag()); err != nil {
 		return nil, "", r.failed(ctx, st, rc, t, b, rev, err) // the registry's error names the image and the tag
 	}
-	result := &harborflowv1.ImageRebuilt{
-		Recipe: rc.Name, Base: t.base, BaseDigest: t.digest, BaseTag: rc.baseTag.Raw, UpdateLevel: b.GetUpdateLevel(),
-		Build: b.GetBuild(), Target: rc.Target, Tag: b.GetTag(), Digest: w.Digest, Builder: rc.Builder,
-		DurationMs: r.now().Sub(start).Milliseconds(), CorrelationId: t.correlID, BytesRead: w.BytesRead,
-		BytesWritten: w.BytesWritten, Platforms: w.Platforms, EventId: t.eventID,
+	result := b.GetResult() // as pushed, before a crash
+	if result == nil {
+		result = r.result(rc, t, b, w, start)
 	}
 	b.State, b.Result, b.Finished, b.LeaseUntil = StateBuilt, result, timestamppb.New(r.now()), nil
 	if _, err := st.update(ctx, b, rev); err != nil {
@@ -406,6 +439,16 @@ func (r *Rebuilder) buildHeld(ctx context.Context, st state, rc recipe, t trigge
 		zap.Int64(logging.FieldBytesRead, w.BytesRead), zap.Int64(logging.FieldBytesWritten, w.BytesWritten))
 	m, err := RebuiltMessage(result)
 	return m, outcomeBuilt, err
+}
+
+// result is the image.rebuilt of build b of the trigger, written as w, started at start.
+func (r *Rebuilder) result(rc recipe, t trigger, b *harborflowv1.Build, w registry.Written, start time.Time) *harborflowv1.ImageRebuilt {
+	return &harborflowv1.ImageRebuilt{
+		Recipe: rc.Name, Base: t.base, BaseDigest: t.digest, BaseTag: rc.baseTag.Raw, UpdateLevel: b.GetUpdateLevel(),
+		Build: b.GetBuild(), Target: rc.Target, Tag: b.GetTag(), Digest: w.Digest, Builder: rc.Builder,
+		DurationMs: r.now().Sub(start).Milliseconds(), CorrelationId: t.correlID, BytesRead: w.BytesRead,
+		BytesWritten: w.BytesWritten, Platforms: w.Platforms, EventId: t.eventID,
+	}
 }
 
 // claim writes the build record of the trigger, holding the line: a fresh one (or, forced, a fresh one over
@@ -508,7 +551,7 @@ const lineRetry = 5 * time.Second
 // built (its holder's lease running), it waits for the line to change, as long as ctx allows, then asks for a
 // redelivery. The line held, it decides whether the trigger is still worth a build: the verdict is lineHeld
 // only then. last is the line as read.
-func (r *Rebuilder) acquire(ctx context.Context, st state, rc recipe, t trigger, log *zap.Logger) (verdict, *harborflowv1.RecipeState, error) {
+func (r *Rebuilder) acquire(ctx context.Context, st state, rc recipe, t trigger, log *zap.Logger) (v verdict, last *harborflowv1.RecipeState, recovered []*bus.Message, err error) {
 	var w *bus.KeyWatcher
 	defer func() {
 		if w != nil {
@@ -519,17 +562,17 @@ func (r *Rebuilder) acquire(ctx context.Context, st state, rc recipe, t trigger,
 	for {
 		rs, rev, err := st.line(ctx, rc.Name)
 		if err != nil {
-			return 0, nil, err
+			return 0, nil, recovered, err
 		}
 		now := r.now()
 		if h := rs.GetBuilding(); h != nil && h.GetHolder() != t.holder && h.GetLeaseUntil().AsTime().After(now) {
 			if h.GetBaseDigest() == t.digest {
-				return lineElsewhere, rs, nil
+				return lineElsewhere, rs, recovered, nil
 			}
 			if w == nil {
 				// Watch first, then read again, so that no change between the two is missed.
 				if w, err = st.watchLine(ctx, rc.Name); err != nil {
-					return 0, nil, err
+					return 0, nil, recovered, err
 				}
 				continue
 			}
@@ -547,15 +590,26 @@ func (r *Rebuilder) acquire(ctx context.Context, st state, rc recipe, t trigger,
 			case <-lease.C:
 			case <-ctx.Done():
 				lease.Stop()
-				return 0, nil, bus.Wait(fmt.Errorf("the line of %s is held by the build of update level %d (%s): %w", rc.Name,
+				return 0, nil, recovered, bus.Wait(fmt.Errorf("the line of %s is held by the build of update level %d (%s): %w", rc.Name,
 					h.GetUpdateLevel(), h.GetHolder(), ctx.Err()), lineRetry)
 			}
 			lease.Stop()
 			continue
 		}
+		if h := rs.GetBuilding(); h != nil && h.GetHolder() != t.holder && h.GetBaseDigest() != t.digest {
+			// Its holder died. A build of it that reached its tag is finished first; the line is read again.
+			m, err := r.recover(ctx, st, rc, h, log)
+			if err != nil {
+				return 0, nil, recovered, err
+			}
+			if m != nil {
+				recovered = append(recovered, m)
+				continue
+			}
+		}
 		if !t.force {
 			if v := stale(rc, t, rs); v != lineHeld {
-				return v, rs, nil
+				return v, rs, recovered, nil
 			}
 		}
 		next := proto.CloneOf(rs)
@@ -565,9 +619,9 @@ func (r *Rebuilder) acquire(ctx context.Context, st state, rc recipe, t trigger,
 		case errors.Is(err, errConflict):
 			continue
 		case err != nil:
-			return 0, nil, err
+			return 0, nil, recovered, err
 		}
-		return lineHeld, rs, nil
+		return lineHeld, rs, recovered, nil
 	}
 }
 
