@@ -1,0 +1,199 @@
+package retention
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/harborflow/harborflow/pkg/imagetag"
+)
+
+// Artifact is one artifact of a repository as the planner sees it.
+type Artifact struct {
+	Digest string
+	Tags   []string
+	// Pushed is when the artifact entered the repository (min_age); zero when unknown, which counts as young.
+	Pushed time.Time
+	// Children are the digests an index refers to; Subject is the digest an accessory (a signature, an
+	// attestation) belongs to, "" for an image.
+	Children []string
+	Subject  string
+}
+
+// Policy is what the planner applies to one repository.
+type Policy struct {
+	// KeepPerVersion is how many builds of each version line are kept, newest first.
+	KeepPerVersion int
+	// Protect are the patterns of tags never deleted, each matched against the whole tag.
+	Protect []*regexp.Regexp
+	// Rolling are the rolling tags of every promotion chain (latest, 4.2.0): what they point to is kept.
+	Rolling []string
+	// Busy are the digests a promotion is working on.
+	Busy map[string]bool
+	// MinAge: nothing younger is deleted.
+	MinAge time.Duration
+}
+
+// Decision is the plan for one artifact: kept or deleted, and the rule that decided.
+type Decision struct {
+	Digest string
+	Tags   []string
+	Delete bool
+	Reason string
+}
+
+// Plan is what retention does to one repository: each artifact's decision, the deleted first, each part in
+// digest order.
+type Plan struct {
+	Deleted, Kept []Decision
+}
+
+// Reasons, each followed by details.
+const (
+	reasonNewest    = "newest"                // one of the newest keep_per_version of its version line
+	reasonOlder     = "older than the newest" // deleted
+	reasonProtected = "protected"             // a tag matches protect, or is a rolling tag
+	reasonNoVersion = "no version tag"        // not retention's to judge
+	reasonChild     = "referred to by kept"   // a child or accessory of a kept artifact
+	reasonBusy      = "a promotion is working on it"
+	reasonYoung     = "younger than min_age"
+)
+
+// ParseProtect compiles protect patterns, each matched against the whole tag.
+func ParseProtect(patterns []string) ([]*regexp.Regexp, error) {
+	out := make([]*regexp.Regexp, 0, len(patterns))
+	for _, p := range patterns {
+		re, err := regexp.Compile(`^(?:` + strings.TrimSuffix(strings.TrimPrefix(p, "^"), "$") + `)$`)
+		if err != nil {
+			return nil, fmt.Errorf("protect pattern %q: %w", p, err)
+		}
+		out = append(out, re)
+	}
+	return out, nil
+}
+
+// Make plans one repository's artifacts under policy p at time now.
+func Make(p Policy, arts []Artifact, now time.Time) Plan {
+	type candidate struct {
+		i   int
+		tag *imagetag.Tag // its newest fixed version tag
+	}
+	newestTags := make([]imagetag.Tag, len(arts))
+	decided := make([]Decision, len(arts))
+	lines := map[string][]candidate{}
+	var accessories []int
+	for i, a := range arts {
+		decided[i] = Decision{Digest: a.Digest, Tags: a.Tags}
+		if a.Subject != "" {
+			accessories = append(accessories, i)
+			continue
+		}
+		var newest imagetag.Tag
+		found := false
+		for _, s := range a.Tags {
+			t, err := imagetag.Parse(s)
+			if err != nil || t.Moving() {
+				continue
+			}
+			if !found || imagetag.Compare(t, newest) > 0 {
+				newest, found = t, true
+			}
+		}
+		if !found {
+			decided[i].Reason = reasonNoVersion
+			continue
+		}
+		newestTags[i] = newest
+		lines[newest.Line()] = append(lines[newest.Line()], candidate{i: i, tag: &newestTags[i]})
+	}
+	// Each line newest first (update level, then build; the digest breaks a tie of equal tags).
+	for line, cs := range lines {
+		slices.SortFunc(cs, func(a, b candidate) int {
+			if c := imagetag.Compare(*b.tag, *a.tag); c != 0 {
+				return c
+			}
+			return strings.Compare(arts[a.i].Digest, arts[b.i].Digest)
+		})
+		keep := strconv.Itoa(p.KeepPerVersion)
+		for rank, c := range cs {
+			d := &decided[c.i]
+			if rank < p.KeepPerVersion {
+				d.Reason = reasonNewest + " " + strconv.Itoa(rank+1) + " of " + line + ": " + c.tag.Raw
+				continue
+			}
+			d.Delete = true
+			d.Reason = reasonOlder + " " + keep + " of " + line + ": " + c.tag.Raw + " is number " + strconv.Itoa(rank+1)
+		}
+	}
+	// The guards that override a deletion by age order; then what any kept artifact refers to stays.
+	guard := func(d *Decision, why string) { d.Delete, d.Reason = false, why+"; else "+d.Reason }
+	for i, a := range arts {
+		d := &decided[i]
+		if !d.Delete {
+			continue
+		}
+		if tag, ok := p.protected(a.Tags); ok {
+			guard(d, reasonProtected+": tag "+tag)
+		} else if p.Busy[a.Digest] {
+			guard(d, reasonBusy)
+		} else if a.Pushed.IsZero() || now.Sub(a.Pushed) < p.MinAge {
+			guard(d, fmt.Sprintf("%s (%s)", reasonYoung, p.MinAge))
+		}
+	}
+	referred := map[string]string{}
+	for i, a := range arts {
+		if !decided[i].Delete && a.Subject == "" {
+			for _, c := range a.Children {
+				referred[c] = a.Digest
+			}
+		}
+	}
+	for i, a := range arts {
+		if by, ok := referred[a.Digest]; ok && decided[i].Delete {
+			guard(&decided[i], reasonChild+" "+by)
+		}
+	}
+	// An accessory goes with its subject: kept when the subject is kept or not in this repository.
+	index := make(map[string]int, len(arts))
+	for i, a := range arts {
+		index[a.Digest] = i
+	}
+	for _, i := range accessories {
+		s, ok := index[arts[i].Subject]
+		if !ok || !decided[s].Delete {
+			decided[i].Reason = reasonChild + " " + arts[i].Subject
+			continue
+		}
+		decided[i].Delete, decided[i].Reason = true, "an accessory of deleted "+arts[i].Subject
+	}
+	var plan Plan
+	for _, d := range decided {
+		if d.Delete {
+			plan.Deleted = append(plan.Deleted, d)
+		} else {
+			plan.Kept = append(plan.Kept, d)
+		}
+	}
+	byDigest := func(a, b Decision) int { return strings.Compare(a.Digest, b.Digest) }
+	slices.SortFunc(plan.Deleted, byDigest)
+	slices.SortFunc(plan.Kept, byDigest)
+	return plan
+}
+
+// protected returns the first of tags that a protect pattern matches or that is a rolling tag.
+func (p Policy) protected(tags []string) (string, bool) {
+	for _, t := range tags {
+		if slices.Contains(p.Rolling, t) {
+			return t, true
+		}
+		for _, re := range p.Protect {
+			if re.MatchString(t) {
+				return t, true
+			}
+		}
+	}
+	return "", false
+}
