@@ -46,8 +46,7 @@ type Config struct {
 	Registries []Registry `yaml:"registries"`
 	Inspector  Inspector  `yaml:"inspector"`
 	Rebuilds   []Rebuild  `yaml:"rebuilds"`
-	// Promotions are the promoter's chains. Retention is the section of the retention stage, which does not
-	// exist yet: a file that sets it is refused ("not supported yet"), so it stays empty until it does.
+	// Promotions are the promoter's chains; Retention the retention stage's policies.
 	Promotions []Promotion `yaml:"promotions"`
 	Retention  []Retention `yaml:"retention"`
 }
@@ -314,13 +313,23 @@ func (p *Promotion) setDefaults() {
 	}
 }
 
-// Retention is a keep-N policy over repositories.
+// Retention is a keep-N policy over repositories of a Harbor (the registry needs harbor: true: the artifacts,
+// their push times and accessories are read, and deleted, through Harbor's API).
 type Retention struct {
-	Repositories   []string      `yaml:"repositories"`
-	KeepPerVersion int           `yaml:"keep_per_version"`
-	Protect        []string      `yaml:"protect"`
-	DryRun         bool          `yaml:"dry_run"`
-	Schedule       time.Duration `yaml:"schedule"`
+	// Repositories are globs of registry/project/repository (pkg/glob): harbor.acme.example/wso2-*/acme-am.
+	Repositories []string `yaml:"repositories"`
+	// KeepPerVersion is how many builds of each version line (4.2.0, 4.2.0-rocky) are kept, newest first.
+	KeepPerVersion int `yaml:"keep_per_version"`
+	// Protect are regular expressions, each matched against the whole tag: what a matching tag points to is
+	// never deleted (every rolling tag of every promotion chain is protected too).
+	Protect []string `yaml:"protect"`
+	// MinAge: nothing pushed more recently is deleted.
+	MinAge time.Duration `yaml:"min_age"`
+	// DryRun publishes the plan and deletes nothing.
+	DryRun bool `yaml:"dry_run"`
+	// Schedule is how often every matching repository is planned besides the runs after pushes and
+	// promotions; 0 turns the schedule off.
+	Schedule time.Duration `yaml:"schedule"`
 }
 
 // Secret is a value that must never be printed (see package secret).

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"github.com/harborflow/harborflow/pkg/event"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -132,6 +133,9 @@ func unsetProblem(name string, stages []string) string {
 		who = "read by no stage"
 	case !slices.Equal(stages, StageNames()):
 		who = "needed by the " + strings.Join(stages, ", the ")
+		if stages[len(stages)-1] == event.StageRetention {
+			who += " stage" // "the retention" alone reads as a noun of its own
+		}
 	}
 	return fmt.Sprintf("environment variable %s is not set (%s)", name, who)
 }
@@ -168,10 +172,8 @@ type noFileError struct {
 func (e *noFileError) Error() string { return e.msg }
 func (e *noFileError) Unwrap() error { return e.err }
 
-// refused are keys the file may not set, with why: the section of the stage that does not exist yet, and keys
-// that are no longer read.
+// refused are keys the file may not set, with why: keys that are no longer read.
 var refused = map[string]string{
-	"retention": "not supported yet: the retention stage does not exist yet; remove the section",
 	"http.shutdown_timeout": fmt.Sprintf("is no longer read: ops.shutdown_grace is how long running handlers get "+
 		"to finish on SIGTERM, and the whole stop takes at most that plus %s", DrainTimeout),
 }
@@ -235,7 +237,17 @@ func (l *loader) fail(key, problem string) {
 	if l.scope.covers(key, l.kindOf) == none || l.unsetKeys[key] {
 		return
 	}
-	l.errs = append(l.errs, &Error{File: l.file, Line: l.lines[key], Key: key, Problem: problem})
+	// A key the file does not set (a required one) is reported at the line of the nearest key around it.
+	line := l.lines[key]
+	for k := key; line == 0; {
+		i := strings.LastIndexAny(k, ".[")
+		if i < 0 {
+			break
+		}
+		k = k[:i]
+		line = l.lines[k]
+	}
+	l.errs = append(l.errs, &Error{File: l.file, Line: line, Key: key, Problem: problem})
 }
 
 func (l *loader) kindOf(item string) string { return l.kinds[item] }

@@ -169,8 +169,7 @@ func TestLoadForStagesValidatesOnlyTheirSections(t *testing.T) {
 
 func TestUnknownStage(t *testing.T) {
 	for _, tc := range []struct{ stage, want string }{
-		{"inspectr", `unknown stage "inspectr" (stages: receiver, watcher, inspector, rebuilder, promoter)`},
-		{"retention", `stage "retention" is not supported yet`},
+		{"inspectr", `unknown stage "inspectr" (stages: receiver, watcher, inspector, rebuilder, promoter, retention)`},
 	} {
 		if _, err := config.Parse("h.yaml", nil, env(nil), "receiver", tc.stage); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v; want %q", tc.stage, err, tc.want)
@@ -197,6 +196,7 @@ func TestStagesTable(t *testing.T) {
 		"inspector": {"inspector", "registries"},
 		"rebuilder": {"rebuilds", "inspector.update_level_label", "registries"},
 		"promoter":  {"promotions", "registries"},
+		"retention": {"retention", "promotions", "registries"},
 	}
 	for name, uses := range want {
 		if !slices.Equal(got[name], uses) {
@@ -272,10 +272,10 @@ func TestCheckListsUnsetVariablesWithTheirStages(t *testing.T) {
 	want := map[string]string{
 		"T_WEBHOOK":    "sources[0].secrets[0] receiver",
 		"T_POLL_NS":    "sources[1].repositories[0].repository watcher",
-		"T_ROBOT":      "registries[0].password watcher,inspector,rebuilder,promoter",
+		"T_ROBOT":      "registries[0].password watcher,inspector,rebuilder,promoter,retention",
 		"T_REQUIRE":    "inspector.require_update_level[0] inspector",
 		"T_TARGET_NS":  "rebuilds[0].target rebuilder",
-		"T_OPS_LISTEN": "ops.listen receiver,watcher,inspector,rebuilder,promoter",
+		"T_OPS_LISTEN": "ops.listen receiver,watcher,inspector,rebuilder,promoter,retention",
 	}
 	if len(got) != len(want) {
 		t.Errorf("unset %v, want %v", got, want)
@@ -298,7 +298,7 @@ func TestCheckListsUnsetVariablesWithTheirStages(t *testing.T) {
 				t.Error("NeededBy")
 			}
 		case "T_ROBOT":
-			if s := u.String(); !strings.HasSuffix(s, "(needed by the watcher, the inspector, the rebuilder, the promoter)") {
+			if s := u.String(); !strings.HasSuffix(s, "(needed by the watcher, the inspector, the rebuilder, the promoter, the retention stage)") {
 				t.Errorf("String: %s", s)
 			}
 		case "T_OPS_LISTEN":
@@ -335,10 +335,8 @@ func TestCheckDoesNotValidateAnUnsetValue(t *testing.T) {
 	}
 }
 
-func TestSectionsOfStagesThatDoNotExistAreRefused(t *testing.T) {
+func TestKeysNoLongerReadAreRefused(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
-		{"log:\n  level: info\nretention:\n  - keep_per_version: 3\n", "h.yaml:3: retention: not supported yet: the retention stage does not exist yet"},
-		{"retention: []\n", "h.yaml:1: retention: not supported yet"},
 		{"http:\n  shutdown_timeout: 20s\n", "h.yaml:2: http.shutdown_timeout: is no longer read: ops.shutdown_grace is how long running handlers get"},
 	} {
 		path := writeFile(t, filepath.Join(t.TempDir(), "h.yaml"), tc.yaml)

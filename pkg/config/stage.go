@@ -49,10 +49,8 @@ var stages = []Stage{
 	{Name: event.StageInspector, Uses: []Use{{Key: "inspector"}, {Key: "registries"}}},
 	{Name: event.StageRebuilder, Uses: []Use{{Key: "rebuilds"}, {Key: "inspector.update_level_label"}, {Key: "registries"}}},
 	{Name: event.StagePromoter, Uses: []Use{{Key: "promotions"}, {Key: "registries"}}},
+	{Name: event.StageRetention, Uses: []Use{{Key: "retention"}, {Key: "promotions"}, {Key: "registries"}}},
 }
-
-// notYet are the stages that do not exist yet; a file naming their sections is refused.
-var notYet = map[string]string{event.StageRetention: "retention"}
 
 // Stages returns every stage a process can run, in the order `harborflow run` starts them, with what each reads.
 func Stages() []Stage {
@@ -72,17 +70,12 @@ func StageNames() []string {
 	return names
 }
 
-// CheckStages fails on a name that is not a stage, naming the stages there are; retention is "not supported
-// yet".
+// CheckStages fails on a name that is not a stage, naming the stages there are.
 func CheckStages(names []string) error {
 	for _, n := range names {
-		if slices.Contains(StageNames(), n) {
-			continue
+		if !slices.Contains(StageNames(), n) {
+			return fmt.Errorf("unknown stage %q (stages: %s)", n, strings.Join(StageNames(), ", "))
 		}
-		if _, ok := notYet[n]; ok {
-			return fmt.Errorf("stage %q is not supported yet (stages: %s)", n, strings.Join(StageNames(), ", "))
-		}
-		return fmt.Errorf("unknown stage %q (stages: %s)", n, strings.Join(StageNames(), ", "))
 	}
 	return nil
 }

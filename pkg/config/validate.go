@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
+	"time"
 
 	"go.uber.org/zap/zapcore"
 
@@ -141,6 +143,7 @@ func (l *loader) validate(c *Config) error {
 
 	l.validateRebuilds(c.Rebuilds)
 	l.validatePromotions(c.Promotions, c.Registries)
+	l.validateRetention(c.Retention, c.Registries)
 
 	hosts := map[string]int{}
 	for i, r := range c.Registries {
@@ -308,6 +311,41 @@ func (l *loader) validatePromotions(promotions []Promotion, registries []Registr
 		}
 		if p.ScanTimeout <= 0 {
 			l.fail(key+".scan_timeout", fmt.Sprintf("must be a positive duration such as 10m, not %s", p.ScanTimeout))
+		}
+	}
+}
+
+// validateRetention checks the retention policies: each repository glob names a registry with Harbor's API.
+func (l *loader) validateRetention(policies []Retention, registries []Registry) {
+	for i, p := range policies {
+		key := fmt.Sprintf("retention[%d]", i)
+		if len(p.Repositories) == 0 {
+			l.fail(key+".repositories", "must list at least one repository glob, e.g. harbor.acme.example/wso2-*/acme-am")
+		}
+		for j, r := range p.Repositories {
+			rk := fmt.Sprintf("%s.repositories[%d]", key, j)
+			host, rest, _ := strings.Cut(r, "/")
+			if _, err := glob.Compile(r); err != nil || rest == "" || strings.ContainsAny(host, "*?") {
+				l.fail(rk, fmt.Sprintf("must be a glob of registry/project/repository with a literal registry, not %q", r))
+				continue
+			}
+			if !slices.ContainsFunc(registries, func(reg Registry) bool { return reg.Host == host && reg.Harbor }) {
+				l.fail(rk, fmt.Sprintf("needs Harbor's API to read and delete artifacts in %s, but registries has no entry for %s with harbor: true", host, host))
+			}
+		}
+		if p.KeepPerVersion < 1 {
+			l.fail(key+".keep_per_version", fmt.Sprintf("must be at least 1, not %d", p.KeepPerVersion))
+		}
+		for j, pat := range p.Protect {
+			if _, err := regexp.Compile(pat); err != nil {
+				l.fail(fmt.Sprintf("%s.protect[%d]", key, j), fmt.Sprintf("must be a regular expression: %v", err))
+			}
+		}
+		if p.MinAge < 0 {
+			l.fail(key+".min_age", fmt.Sprintf("must not be negative, not %s", p.MinAge))
+		}
+		if p.Schedule != 0 && p.Schedule < time.Minute {
+			l.fail(key+".schedule", fmt.Sprintf("must be at least 1m, or 0 to turn the schedule off, not %s", p.Schedule))
 		}
 	}
 }

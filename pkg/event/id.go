@@ -112,6 +112,18 @@ func PromotionTaskID(chain, digest string, revision uint64) string {
 	return ID("promotion-task", chain, digest, strconv.FormatUint(revision, 10))
 }
 
+// RetentionTaskID is the id of a task to plan a repository: (repository, the slot it is for — a debounce
+// window or a schedule tick, in unix seconds). Replicas, and events within one window, ask once.
+func RetentionTaskID(repository string, slot int64) string {
+	return ID("retention-task", repository, strconv.FormatInt(slot, 10))
+}
+
+// PrunedID is the id of an image.pruned: (repository, dry run, the plan: every decision in order). The same
+// plan of a repository is stored once within the duplicate window.
+func PrunedID(repository string, dryRun bool, plan string) string {
+	return ID("pruned", repository, strconv.FormatBool(dryRun), plan)
+}
+
 // BlockedID is the id of an image.blocked: (chain, digest, the stage it leaves, the stage it may not enter, the
 // verdict: each gate's name, verdict and reason). The same verdict twice is one message; a different one is
 // another.

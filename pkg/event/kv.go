@@ -28,6 +28,9 @@ const (
 	// BucketScans holds the newest ScanResult per registry and digest, from registry.*.scan events: what the
 	// promoter's max_severity gate reads for every platform of an image.
 	BucketScans = "scans"
+	// BucketRetention holds a Deletion per artifact retention deleted (or is deleting): what, why, when, and
+	// the manifests to put it back with.
+	BucketRetention = "retention"
 )
 
 // indexChildTTL is how long a child → index record is kept: long enough for every webhook of a push (they
@@ -58,6 +61,7 @@ func KeyValues(o StreamOptions) []jetstream.KeyValueConfig {
 		def(BucketLayerTrees, "rebuilder: base layer digest → its directories and links", layerTreeTTL),
 		def(BucketPromotions, "promoter: chain and digest → PromotionState", 0),
 		def(BucketScans, "promoter: registry and digest → newest ScanResult", 0),
+		def(BucketRetention, "retention: registry, repository and digest → Deletion", 0),
 	}
 }
 

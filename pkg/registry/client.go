@@ -275,6 +275,20 @@ func (c *Client) Manifest(ctx context.Context, ref string) (*Artifact, error) {
 	return a, nil
 }
 
+// ManifestBody returns the manifest ref points to, byte for byte, with its descriptor: what is kept to put it
+// back with PutManifest. One GET, none when ref has a digest the client has already read.
+func (c *Client) ManifestBody(ctx context.Context, ref string) (Descriptor, []byte, error) {
+	r, err := parseRef(ref)
+	if err != nil {
+		return Descriptor{}, nil, opError("reading manifest", ref, err)
+	}
+	cm, err := c.fetchManifest(ctx, r)
+	if err != nil {
+		return Descriptor{}, nil, opError("reading manifest", ref, err)
+	}
+	return cm.desc, slices.Clone(cm.raw), nil
+}
+
 // Inspect reads and classifies the manifest ref points to, and for an image its config, for an index each
 // platform's manifest and config. Give ref a digest when it is known (registry/repository[:tag]@digest):
 // the manifest is then fetched by digest, and manifests and configs already read are not fetched again, so

@@ -141,6 +141,30 @@ func (c *Client) Tag(ctx context.Context, image, tag string) error {
 	return nil
 }
 
+// PutManifest puts a manifest body, byte for byte, into repository (registry/repository) under its digest, or
+// under tag when tag is set; the registry must have the blobs (and, for an index, the children) it names.
+func (c *Client) PutManifest(ctx context.Context, repository, tag string, mediaType string, body []byte) (Descriptor, error) {
+	r, err := targetRef(repository)
+	if err != nil {
+		return Descriptor{}, opError("putting a manifest into", repository, err)
+	}
+	d := Descriptor{Digest: digest.FromBytes(body).String(), MediaType: mediaType, Size: int64(len(body))}
+	if tag != "" {
+		r = r.SetTag(tag)
+	} else {
+		r = r.SetDigest(d.Digest)
+	}
+	m, err := manifest.New(manifest.WithRaw(body), manifest.WithDesc(descriptor.Descriptor{
+		MediaType: mediaType, Digest: digest.Digest(d.Digest), Size: d.Size}))
+	if err != nil {
+		return Descriptor{}, opError("putting a manifest into", repository, err)
+	}
+	if err := c.rc.ManifestPut(ctx, r, m); err != nil {
+		return Descriptor{}, fmt.Errorf("putting manifest %s into %s: %w", d.Digest, repository, mapErr(err))
+	}
+	return d, nil
+}
+
 // pinnedRef parses registry/repository[:tag]@digest, refusing a reference without a digest.
 func pinnedRef(s string) (ref.Ref, error) {
 	r, err := parseRef(s)

@@ -973,6 +973,230 @@ func (x *RepositoryTurn) GetLeaseUntil() *timestamppb.Timestamp {
 	return nil
 }
 
+// RetentionTask asks the retention stage to plan one repository (subject task.retention): after pushes and
+// promotions into it (debounced), and on its policy's schedule.
+type RetentionTask struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// registry/project/repository.
+	Repository string `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	// Why: "after a push", "schedule".
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// A task after pushes waits for the end of its debounce window, so that one plan covers them all.
+	NotBefore     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetentionTask) Reset() {
+	*x = RetentionTask{}
+	mi := &file_harborflow_v1_state_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetentionTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetentionTask) ProtoMessage() {}
+
+func (x *RetentionTask) ProtoReflect() protoreflect.Message {
+	mi := &file_harborflow_v1_state_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetentionTask.ProtoReflect.Descriptor instead.
+func (*RetentionTask) Descriptor() ([]byte, []int) {
+	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RetentionTask) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *RetentionTask) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RetentionTask) GetNotBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotBefore
+	}
+	return nil
+}
+
+// Deletion is an artifact retention deleted, or is deleting (KV bucket retention, key
+// deleted.<registry>.<repository>.<digest>): what, why, when, and its manifests, so that
+// `harborflow retention restore` can put it back with its tags while the registry still has its blobs.
+type Deletion struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// registry/project/repository.
+	Repository string   `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	Digest     string   `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	Tags       []string `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty"`
+	Reason     string   `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// deleting (recorded before the delete), deleted, or restored.
+	State string                 `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	At    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=at,proto3" json:"at,omitempty"`
+	// The artifact's manifest and, for an index, its children's, children first.
+	Manifests     []*StoredManifest `protobuf:"bytes,7,rep,name=manifests,proto3" json:"manifests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Deletion) Reset() {
+	*x = Deletion{}
+	mi := &file_harborflow_v1_state_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Deletion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Deletion) ProtoMessage() {}
+
+func (x *Deletion) ProtoReflect() protoreflect.Message {
+	mi := &file_harborflow_v1_state_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Deletion.ProtoReflect.Descriptor instead.
+func (*Deletion) Descriptor() ([]byte, []int) {
+	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Deletion) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *Deletion) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *Deletion) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *Deletion) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Deletion) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Deletion) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *Deletion) GetManifests() []*StoredManifest {
+	if x != nil {
+		return x.Manifests
+	}
+	return nil
+}
+
+// StoredManifest is a manifest kept byte for byte.
+type StoredManifest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Digest        string                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	MediaType     string                 `protobuf:"bytes,2,opt,name=media_type,json=mediaType,proto3" json:"media_type,omitempty"`
+	Body          []byte                 `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoredManifest) Reset() {
+	*x = StoredManifest{}
+	mi := &file_harborflow_v1_state_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoredManifest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoredManifest) ProtoMessage() {}
+
+func (x *StoredManifest) ProtoReflect() protoreflect.Message {
+	mi := &file_harborflow_v1_state_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoredManifest.ProtoReflect.Descriptor instead.
+func (*StoredManifest) Descriptor() ([]byte, []int) {
+	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *StoredManifest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *StoredManifest) GetMediaType() string {
+	if x != nil {
+		return x.MediaType
+	}
+	return ""
+}
+
+func (x *StoredManifest) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
 // StageEntry is a stage of a chain an image reached: where, when, and the tags it got there.
 type StageEntry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -990,7 +1214,7 @@ type StageEntry struct {
 
 func (x *StageEntry) Reset() {
 	*x = StageEntry{}
-	mi := &file_harborflow_v1_state_proto_msgTypes[9]
+	mi := &file_harborflow_v1_state_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1226,7 @@ func (x *StageEntry) String() string {
 func (*StageEntry) ProtoMessage() {}
 
 func (x *StageEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_harborflow_v1_state_proto_msgTypes[9]
+	mi := &file_harborflow_v1_state_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1239,7 @@ func (x *StageEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageEntry.ProtoReflect.Descriptor instead.
 func (*StageEntry) Descriptor() ([]byte, []int) {
-	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{9}
+	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StageEntry) GetStage() string {
@@ -1065,7 +1289,7 @@ type Approval struct {
 
 func (x *Approval) Reset() {
 	*x = Approval{}
-	mi := &file_harborflow_v1_state_proto_msgTypes[10]
+	mi := &file_harborflow_v1_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1301,7 @@ func (x *Approval) String() string {
 func (*Approval) ProtoMessage() {}
 
 func (x *Approval) ProtoReflect() protoreflect.Message {
-	mi := &file_harborflow_v1_state_proto_msgTypes[10]
+	mi := &file_harborflow_v1_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1314,7 @@ func (x *Approval) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Approval.ProtoReflect.Descriptor instead.
 func (*Approval) Descriptor() ([]byte, []int) {
-	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{10}
+	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Approval) GetStage() string {
@@ -1132,7 +1356,7 @@ type ScanResult struct {
 
 func (x *ScanResult) Reset() {
 	*x = ScanResult{}
-	mi := &file_harborflow_v1_state_proto_msgTypes[11]
+	mi := &file_harborflow_v1_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1368,7 @@ func (x *ScanResult) String() string {
 func (*ScanResult) ProtoMessage() {}
 
 func (x *ScanResult) ProtoReflect() protoreflect.Message {
-	mi := &file_harborflow_v1_state_proto_msgTypes[11]
+	mi := &file_harborflow_v1_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1381,7 @@ func (x *ScanResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResult.ProtoReflect.Descriptor instead.
 func (*ScanResult) Descriptor() ([]byte, []int) {
-	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{11}
+	return file_harborflow_v1_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ScanResult) GetRegistry() string {
@@ -1313,7 +1537,29 @@ const file_harborflow_v1_state_proto_rawDesc = "" +
 	"\x06holder\x18\x01 \x01(\tR\x06holder\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\x12;\n" +
 	"\vlease_until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"leaseUntil\"\xb7\x01\n" +
+	"leaseUntil\"\x82\x01\n" +
+	"\rRetentionTask\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x129\n" +
+	"\n" +
+	"not_before\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\"\xed\x01\n" +
+	"\bDeletion\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x12\n" +
+	"\x04tags\x18\x03 \x03(\tR\x04tags\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x12*\n" +
+	"\x02at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12;\n" +
+	"\tmanifests\x18\a \x03(\v2\x1d.harborflow.v1.StoredManifestR\tmanifests\"[\n" +
+	"\x0eStoredManifest\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x1d\n" +
+	"\n" +
+	"media_type\x18\x02 \x01(\tR\tmediaType\x12\x12\n" +
+	"\x04body\x18\x03 \x01(\fR\x04body\"\xb7\x01\n" +
 	"\n" +
 	"StageEntry\x12\x14\n" +
 	"\x05stage\x18\x01 \x01(\tR\x05stage\x12\x1e\n" +
@@ -1348,7 +1594,7 @@ func file_harborflow_v1_state_proto_rawDescGZIP() []byte {
 	return file_harborflow_v1_state_proto_rawDescData
 }
 
-var file_harborflow_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_harborflow_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_harborflow_v1_state_proto_goTypes = []any{
 	(*ImageRecord)(nil),           // 0: harborflow.v1.ImageRecord
 	(*IndexChild)(nil),            // 1: harborflow.v1.IndexChild
@@ -1359,47 +1605,53 @@ var file_harborflow_v1_state_proto_goTypes = []any{
 	(*PromotionState)(nil),        // 6: harborflow.v1.PromotionState
 	(*PromotionTask)(nil),         // 7: harborflow.v1.PromotionTask
 	(*RepositoryTurn)(nil),        // 8: harborflow.v1.RepositoryTurn
-	(*StageEntry)(nil),            // 9: harborflow.v1.StageEntry
-	(*Approval)(nil),              // 10: harborflow.v1.Approval
-	(*ScanResult)(nil),            // 11: harborflow.v1.ScanResult
-	nil,                           // 12: harborflow.v1.ImageRecord.LabelsEntry
-	nil,                           // 13: harborflow.v1.WatchBaseline.PlatformsEntry
-	(*Platform)(nil),              // 14: harborflow.v1.Platform
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
-	(*ImageRebuilt)(nil),          // 16: harborflow.v1.ImageRebuilt
-	(*Gate)(nil),                  // 17: harborflow.v1.Gate
+	(*RetentionTask)(nil),         // 9: harborflow.v1.RetentionTask
+	(*Deletion)(nil),              // 10: harborflow.v1.Deletion
+	(*StoredManifest)(nil),        // 11: harborflow.v1.StoredManifest
+	(*StageEntry)(nil),            // 12: harborflow.v1.StageEntry
+	(*Approval)(nil),              // 13: harborflow.v1.Approval
+	(*ScanResult)(nil),            // 14: harborflow.v1.ScanResult
+	nil,                           // 15: harborflow.v1.ImageRecord.LabelsEntry
+	nil,                           // 16: harborflow.v1.WatchBaseline.PlatformsEntry
+	(*Platform)(nil),              // 17: harborflow.v1.Platform
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*ImageRebuilt)(nil),          // 19: harborflow.v1.ImageRebuilt
+	(*Gate)(nil),                  // 20: harborflow.v1.Gate
 }
 var file_harborflow_v1_state_proto_depIdxs = []int32{
-	14, // 0: harborflow.v1.ImageRecord.platforms:type_name -> harborflow.v1.Platform
-	12, // 1: harborflow.v1.ImageRecord.labels:type_name -> harborflow.v1.ImageRecord.LabelsEntry
-	15, // 2: harborflow.v1.ImageRecord.first_seen:type_name -> google.protobuf.Timestamp
-	15, // 3: harborflow.v1.ImageRecord.last_seen:type_name -> google.protobuf.Timestamp
-	15, // 4: harborflow.v1.IndexChild.seen:type_name -> google.protobuf.Timestamp
-	13, // 5: harborflow.v1.WatchBaseline.platforms:type_name -> harborflow.v1.WatchBaseline.PlatformsEntry
-	15, // 6: harborflow.v1.WatchBaseline.updated_at:type_name -> google.protobuf.Timestamp
-	15, // 7: harborflow.v1.Build.lease_until:type_name -> google.protobuf.Timestamp
-	15, // 8: harborflow.v1.Build.started:type_name -> google.protobuf.Timestamp
-	15, // 9: harborflow.v1.Build.finished:type_name -> google.protobuf.Timestamp
-	16, // 10: harborflow.v1.Build.result:type_name -> harborflow.v1.ImageRebuilt
-	15, // 11: harborflow.v1.RecipeState.updated_at:type_name -> google.protobuf.Timestamp
+	17, // 0: harborflow.v1.ImageRecord.platforms:type_name -> harborflow.v1.Platform
+	15, // 1: harborflow.v1.ImageRecord.labels:type_name -> harborflow.v1.ImageRecord.LabelsEntry
+	18, // 2: harborflow.v1.ImageRecord.first_seen:type_name -> google.protobuf.Timestamp
+	18, // 3: harborflow.v1.ImageRecord.last_seen:type_name -> google.protobuf.Timestamp
+	18, // 4: harborflow.v1.IndexChild.seen:type_name -> google.protobuf.Timestamp
+	16, // 5: harborflow.v1.WatchBaseline.platforms:type_name -> harborflow.v1.WatchBaseline.PlatformsEntry
+	18, // 6: harborflow.v1.WatchBaseline.updated_at:type_name -> google.protobuf.Timestamp
+	18, // 7: harborflow.v1.Build.lease_until:type_name -> google.protobuf.Timestamp
+	18, // 8: harborflow.v1.Build.started:type_name -> google.protobuf.Timestamp
+	18, // 9: harborflow.v1.Build.finished:type_name -> google.protobuf.Timestamp
+	19, // 10: harborflow.v1.Build.result:type_name -> harborflow.v1.ImageRebuilt
+	18, // 11: harborflow.v1.RecipeState.updated_at:type_name -> google.protobuf.Timestamp
 	5,  // 12: harborflow.v1.RecipeState.building:type_name -> harborflow.v1.LineHold
-	15, // 13: harborflow.v1.LineHold.lease_until:type_name -> google.protobuf.Timestamp
-	9,  // 14: harborflow.v1.PromotionState.reached:type_name -> harborflow.v1.StageEntry
-	17, // 15: harborflow.v1.PromotionState.gates:type_name -> harborflow.v1.Gate
-	15, // 16: harborflow.v1.PromotionState.evaluated_at:type_name -> google.protobuf.Timestamp
-	15, // 17: harborflow.v1.PromotionState.next_evaluation:type_name -> google.protobuf.Timestamp
-	15, // 18: harborflow.v1.PromotionState.scan_requested_at:type_name -> google.protobuf.Timestamp
-	10, // 19: harborflow.v1.PromotionState.approvals:type_name -> harborflow.v1.Approval
-	15, // 20: harborflow.v1.RepositoryTurn.lease_until:type_name -> google.protobuf.Timestamp
-	15, // 21: harborflow.v1.StageEntry.entered:type_name -> google.protobuf.Timestamp
-	17, // 22: harborflow.v1.StageEntry.gates:type_name -> harborflow.v1.Gate
-	15, // 23: harborflow.v1.Approval.at:type_name -> google.protobuf.Timestamp
-	15, // 24: harborflow.v1.ScanResult.at:type_name -> google.protobuf.Timestamp
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	18, // 13: harborflow.v1.LineHold.lease_until:type_name -> google.protobuf.Timestamp
+	12, // 14: harborflow.v1.PromotionState.reached:type_name -> harborflow.v1.StageEntry
+	20, // 15: harborflow.v1.PromotionState.gates:type_name -> harborflow.v1.Gate
+	18, // 16: harborflow.v1.PromotionState.evaluated_at:type_name -> google.protobuf.Timestamp
+	18, // 17: harborflow.v1.PromotionState.next_evaluation:type_name -> google.protobuf.Timestamp
+	18, // 18: harborflow.v1.PromotionState.scan_requested_at:type_name -> google.protobuf.Timestamp
+	13, // 19: harborflow.v1.PromotionState.approvals:type_name -> harborflow.v1.Approval
+	18, // 20: harborflow.v1.RepositoryTurn.lease_until:type_name -> google.protobuf.Timestamp
+	18, // 21: harborflow.v1.RetentionTask.not_before:type_name -> google.protobuf.Timestamp
+	18, // 22: harborflow.v1.Deletion.at:type_name -> google.protobuf.Timestamp
+	11, // 23: harborflow.v1.Deletion.manifests:type_name -> harborflow.v1.StoredManifest
+	18, // 24: harborflow.v1.StageEntry.entered:type_name -> google.protobuf.Timestamp
+	20, // 25: harborflow.v1.StageEntry.gates:type_name -> harborflow.v1.Gate
+	18, // 26: harborflow.v1.Approval.at:type_name -> google.protobuf.Timestamp
+	18, // 27: harborflow.v1.ScanResult.at:type_name -> google.protobuf.Timestamp
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_harborflow_v1_state_proto_init() }
@@ -1415,7 +1667,7 @@ func file_harborflow_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_harborflow_v1_state_proto_rawDesc), len(file_harborflow_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
