@@ -29,8 +29,11 @@ type Policy struct {
 	KeepPerVersion int
 	// Protect are the patterns of tags never deleted, each matched against the whole tag.
 	Protect []*regexp.Regexp
-	// Rolling are the rolling tags of every promotion chain (latest, 4.2.0): what they point to is kept.
+	// Rolling are the literal rolling tags of every promotion chain (latest): what they point to is kept.
 	Rolling []string
+	// ProtectMoving protects what a moving version tag (4.2.0, 4.2.0-rocky, 4.2.0.0) points to: a chain's
+	// templated rolling tag ({{.Version}}) renders to one.
+	ProtectMoving bool
 	// Busy are the digests a promotion is working on.
 	Busy map[string]bool
 	// MinAge: nothing younger is deleted.
@@ -188,6 +191,11 @@ func (p Policy) protected(tags []string) (string, bool) {
 	for _, t := range tags {
 		if slices.Contains(p.Rolling, t) {
 			return t, true
+		}
+		if p.ProtectMoving {
+			if v, err := imagetag.Parse(t); err == nil && v.Moving() {
+				return t, true
+			}
 		}
 		for _, re := range p.Protect {
 			if re.MatchString(t) {

@@ -96,6 +96,14 @@ func TestPlan(t *testing.T) {
 			reasons: map[string]string{"d:s": "protected: tag stable"},
 		},
 		{
+			name:   "a chain's templated rolling tag ({{.Version}}) protects the moving version tags",
+			policy: func(p *retention.Policy) { p.Protect, p.ProtectMoving = nil, true },
+			arts: []retention.Artifact{{Digest: "d:v", Tags: []string{"4.2.0.1.1", "4.2.0-rocky"}, Pushed: now.Add(-48 * time.Hour)},
+				old("4.2.0.2.2"), old("4.2.0.3.3"), old("4.2.0.4.4"), old("4.2.0.5.5")},
+			deleted: []string{"d:4.2.0.2.2"},
+			reasons: map[string]string{"d:v": "protected: tag 4.2.0-rocky"},
+		},
+		{
 			name: "the children of a kept index stay, even when tagged old",
 			arts: []retention.Artifact{
 				{Digest: "d:index", Tags: []string{"4.2.0.9.1"}, Pushed: now.Add(-48 * time.Hour), Children: []string{"d:4.2.0.1.1"}},

@@ -1,0 +1,510 @@
+package retention
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/harborflow/harborflow/pkg/bus"
+	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/fault"
+	"github.com/harborflow/harborflow/pkg/glob"
+	"github.com/harborflow/harborflow/pkg/harbor"
+	"github.com/harborflow/harborflow/pkg/imageref"
+	"github.com/harborflow/harborflow/pkg/logging"
+	"github.com/harborflow/harborflow/pkg/registry"
+	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
+)
+
+// Deps are the retention stage's collaborators.
+type Deps struct {
+	// Harbors are the Harbor API clients by registry host: artifacts are listed and deleted through them.
+	Harbors map[string]*harbor.Client
+	// Registry reads the manifests kept with a deletion, and puts them back on a restore.
+	Registry *registry.Client
+	// Records is the retention KV bucket (a Deletion per artifact); Promotions the promoter's, read for the
+	// digests a promotion is copying.
+	Records, Promotions *bus.KV
+	Log                 *zap.Logger
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+	// Debounce is how long the run after a push waits for more pushes into the repository (DefaultDebounce
+	// when zero).
+	Debounce time.Duration
+}
+
+// DefaultDebounce is Deps.Debounce's default.
+const DefaultDebounce = 30 * time.Second
+
+// Retention is the retention stage's handler.
+type Retention struct {
+	policies []policy
+	// stageRepos are the repositories of each promotion chain's stages, by chain and stage name.
+	stageRepos map[[2]string]string
+	rolling    []string
+	moving     bool
+	deps       Deps
+	log        *zap.Logger
+	now        func() time.Time
+	debounce   time.Duration
+}
+
+type policy struct {
+	cfg     config.Retention
+	repos   glob.Set
+	protect []*regexp.Regexp
+}
+
+// New builds the retention stage of policies; promotions give the rolling tags it protects and the
+// repositories image.promoted names.
+func New(policies []config.Retention, promotions []config.Promotion, deps Deps) (*Retention, error) {
+	if deps.Records == nil {
+		return nil, errors.New("retention: the retention KV bucket is required")
+	}
+	r := &Retention{deps: deps, log: deps.Log, now: deps.Now, debounce: deps.Debounce, stageRepos: map[[2]string]string{}}
+	if r.log == nil {
+		r.log = zap.NewNop()
+	}
+	r.log = r.log.With(zap.String(logging.FieldStage, event.StageRetention))
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if r.debounce <= 0 {
+		r.debounce = DefaultDebounce
+	}
+	for i, p := range policies {
+		repos, err := glob.CompileAll(p.Repositories)
+		if err != nil {
+			return nil, fmt.Errorf("retention[%d].repositories: %w", i, err)
+		}
+		protect, err := ParseProtect(p.Protect)
+		if err != nil {
+			return nil, fmt.Errorf("retention[%d].protect: %w", i, err)
+		}
+		r.policies = append(r.policies, policy{cfg: p, repos: repos, protect: protect})
+	}
+	for _, c := range promotions {
+		for _, st := range c.Stages {
+			r.stageRepos[[2]string{c.Name, st.Name}] = st.Repository
+		}
+		for _, t := range c.RollingTags {
+			if strings.Contains(t, "{{") {
+				r.moving = true
+			} else if !slices.Contains(r.rolling, t) {
+				r.rolling = append(r.rolling, t)
+			}
+		}
+	}
+	return r, nil
+}
+
+// ConsumerConfig is the retention stage's durable consumer: images that enter a repository, and its tasks.
+func (r *Retention) ConsumerConfig() bus.ConsumerConfig {
+	return bus.ConsumerConfig{
+		Stage: event.StageRetention,
+		Subjects: []string{event.SubjectImageInspected, event.SubjectImageRebuilt, event.SubjectImagePromoted,
+			event.TaskSubject(event.StageRetention)},
+		HandlerTimeout: 10 * time.Minute,
+	}
+}
+
+// Handle turns an image entering a repository a policy matches into a task for the end of the debounce
+// window, and a task into a run: the plan published as image.pruned and, unless a dry run, applied.
+func (r *Retention) Handle(ctx context.Context, m *bus.Message) ([]*bus.Message, error) {
+	if m.Subject == event.TaskSubject(event.StageRetention) {
+		task := &harborflowv1.RetentionTask{}
+		if err := m.Decode(task); err != nil {
+			return nil, bus.Permanent(err)
+		}
+		if wait := task.GetNotBefore().AsTime().Sub(r.now()); task.GetNotBefore() != nil && wait > 0 {
+			return nil, bus.Wait(fmt.Errorf("the debounce window of %s ends in %s", task.GetRepository(), wait.Round(time.Second)), wait)
+		}
+		pruned, err := r.Run(ctx, task.GetRepository(), false)
+		if err != nil || pruned == nil {
+			return nil, err
+		}
+		out, err := PrunedMessage(pruned, m.CorrelationID())
+		if err != nil {
+			return nil, err
+		}
+		return []*bus.Message{out}, nil
+	}
+	repo, err := r.repositoryOf(m)
+	if err != nil || repo == "" || r.policyOf(repo) == nil {
+		return nil, err
+	}
+	end := r.now().Truncate(r.debounce).Add(r.debounce)
+	task, err := bus.NewMessage(event.TaskSubject(event.StageRetention), event.RetentionTaskID(repo, end.Unix()), m.CorrelationID(),
+		&harborflowv1.RetentionTask{Repository: repo, Reason: "after " + m.Subject, NotBefore: timestamppb.New(end)})
+	if err != nil {
+		return nil, bus.Permanent(err)
+	}
+	return []*bus.Message{task}, nil
+}
+
+// repositoryOf is the repository (registry/path) an image.* message says an image entered.
+func (r *Retention) repositoryOf(m *bus.Message) (string, error) {
+	switch m.Subject {
+	case event.SubjectImageInspected:
+		ii := &harborflowv1.ImageInspected{}
+		if err := m.Decode(ii); err != nil {
+			return "", bus.Permanent(err)
+		}
+		return ii.GetRegistry() + "/" + ii.GetRepository(), nil
+	case event.SubjectImageRebuilt:
+		rb := &harborflowv1.ImageRebuilt{}
+		if err := m.Decode(rb); err != nil {
+			return "", bus.Permanent(err)
+		}
+		return rb.GetTarget(), nil
+	case event.SubjectImagePromoted:
+		ip := &harborflowv1.ImagePromoted{}
+		if err := m.Decode(ip); err != nil {
+			return "", bus.Permanent(err)
+		}
+		return r.stageRepos[[2]string{ip.GetChain(), ip.GetToStage()}], nil
+	}
+	return "", nil
+}
+
+// policyOf is the first policy whose repositories match repo, nil when none does.
+func (r *Retention) policyOf(repo string) *policy {
+	for i := range r.policies {
+		if r.policies[i].repos.Match(repo) {
+			return &r.policies[i]
+		}
+	}
+	return nil
+}
+
+// PrunedMessage is the image.pruned of p.
+func PrunedMessage(p *harborflowv1.ImagePruned, correlation string) (*bus.Message, error) {
+	var b strings.Builder
+	for _, a := range slices.Concat(p.GetDeleted(), p.GetKept()) {
+		fmt.Fprintf(&b, "%s %s %s\n", a.GetDigest(), strings.Join(a.GetTags(), ","), a.GetReason())
+	}
+	m, err := bus.NewMessage(event.SubjectImagePruned, event.PrunedID(p.GetRepository(), p.GetDryRun(), b.String()), correlation, p)
+	if err != nil {
+		return nil, bus.Permanent(err)
+	}
+	return m, nil
+}
+
+// Plan plans repo (registry/project/repository) under the policy that matches it, deleting nothing.
+func (r *Retention) Plan(ctx context.Context, repo string) (Plan, error) {
+	p := r.policyOf(repo)
+	if p == nil {
+		return Plan{}, fmt.Errorf("no retention policy matches %s", repo)
+	}
+	hc, project, name, err := r.harbor(repo)
+	if err != nil {
+		return Plan{}, err
+	}
+	arts, err := hc.Artifacts(ctx, project, name)
+	if err != nil {
+		return Plan{}, fault.Classify(fmt.Errorf("listing the artifacts of %s: %w", repo, err))
+	}
+	busy, err := r.busy(ctx)
+	if err != nil {
+		return Plan{}, err
+	}
+	in := make([]Artifact, 0, len(arts))
+	for _, a := range arts {
+		art := Artifact{Digest: a.Digest, Tags: a.TagNames(), Pushed: a.PushTime}
+		for _, c := range a.References {
+			art.Children = append(art.Children, c.Digest)
+		}
+		in = append(in, art)
+	}
+	return Make(Policy{KeepPerVersion: p.cfg.KeepPerVersion, Protect: p.protect, Rolling: r.rolling, ProtectMoving: r.moving,
+		Busy: busy, MinAge: p.cfg.MinAge}, in, r.now()), nil
+}
+
+// Run plans repo and, unless its policy is a dry run (or dryRun is set), applies the plan: each deletion is
+// recorded first, with the manifests to restore it, then made through Harbor's API. It returns what was
+// done, as image.pruned says it.
+func (r *Retention) Run(ctx context.Context, repo string, dryRun bool) (*harborflowv1.ImagePruned, error) {
+	p := r.policyOf(repo)
+	if p == nil {
+		return nil, nil // a policy removed from the configuration
+	}
+	plan, err := r.Plan(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	out := &harborflowv1.ImagePruned{Repository: repo, DryRun: dryRun || p.cfg.DryRun}
+	for _, d := range plan.Kept {
+		out.Kept = append(out.Kept, &harborflowv1.PrunedArtifact{Digest: d.Digest, Tags: d.Tags, Reason: d.Reason})
+	}
+	if out.DryRun {
+		for _, d := range plan.Deleted {
+			out.Deleted = append(out.Deleted, &harborflowv1.PrunedArtifact{Digest: d.Digest, Tags: d.Tags, Reason: d.Reason})
+		}
+		return out, nil
+	}
+	for _, d := range plan.Deleted {
+		done, why, err := r.delete(ctx, repo, d)
+		if err != nil {
+			return nil, err
+		}
+		a := &harborflowv1.PrunedArtifact{Digest: d.Digest, Tags: d.Tags, Reason: d.Reason}
+		if !done {
+			a.Reason = why
+			out.Kept = append(out.Kept, a)
+			continue
+		}
+		out.Deleted = append(out.Deleted, a)
+	}
+	r.log.Info("retention applied", zap.String(logging.FieldRepository, repo), zap.Int("deleted", len(out.Deleted)),
+		zap.Int("kept", len(out.Kept)))
+	return out, nil
+}
+
+// Deletion states.
+const (
+	StateDeleting = "deleting"
+	StateDeleted  = "deleted"
+	StateRestored = "restored"
+)
+
+// claimAge is how long a deletion another run recorded is left to it before this run finishes it (the other
+// run died between recording and deleting).
+const claimAge = time.Minute
+
+// delete records and deletes one artifact. done is false, with why, when it was not deleted: Harbor refused it
+// (an immutable rule), or another run is deleting it. A deletion recorded but not made (a crash in between) is
+// finished.
+func (r *Retention) delete(ctx context.Context, repo string, d Decision) (done bool, why string, err error) {
+	key := event.Key("deleted", repo, d.Digest)
+	rec := &harborflowv1.Deletion{Repository: repo, Digest: d.Digest, Tags: d.Tags, Reason: d.Reason, State: StateDeleting,
+		At: timestamppb.New(r.now())}
+	if rec.Manifests, err = r.manifests(ctx, repo, d.Digest); err != nil {
+		return false, "", err
+	}
+	rev, err := r.deps.Records.Create(ctx, key, rec)
+	if errors.Is(err, bus.ErrKeyExists) {
+		old := &harborflowv1.Deletion{}
+		if rev, err = r.deps.Records.Get(ctx, key, old); err != nil {
+			return false, "", err
+		}
+		recent := r.now().Sub(old.GetAt().AsTime()) < claimAge
+		switch {
+		case old.GetState() == StateDeleting && recent:
+			return false, "another run is deleting it", nil
+		case old.GetState() == StateDeleted && recent:
+			return false, "another run deleted it", nil
+		case old.GetState() == StateDeleting:
+			// Its run died: finish it, keeping what it recorded (and the manifests, if it had none).
+			if len(old.GetManifests()) == 0 {
+				old.Manifests = rec.GetManifests()
+			}
+			rec = old
+		default: // deleted before and restored, or pushed again since: a deletion of its own
+			if rev, err = r.deps.Records.Update(ctx, key, rec, rev); err != nil {
+				return false, "", fmt.Errorf("recording the deletion of %s@%s: %w", repo, d.Digest, err)
+			}
+		}
+	} else if err != nil {
+		return false, "", fmt.Errorf("recording the deletion of %s@%s: %w", repo, d.Digest, err)
+	}
+	hc, project, name, err := r.harbor(repo)
+	if err != nil {
+		return false, "", err
+	}
+	switch err := hc.DeleteArtifact(ctx, project, name, d.Digest); {
+	case err == nil, errors.Is(err, harbor.ErrNotFound):
+	case errors.Is(err, harbor.ErrPrecondition):
+		// HARBOR.md §3: a tag of it is protected by an immutable rule. Never retried: recorded and reported.
+		why := "protected by immutable rule: Harbor refused to delete it (412)"
+		_ = r.deps.Records.Delete(ctx, key)
+		r.log.Warn("retention refused by an immutable rule", zap.String(logging.FieldRepository, repo), zap.String(logging.FieldDigest, d.Digest))
+		return false, why, nil
+	default:
+		return false, "", fault.Classify(fmt.Errorf("deleting %s@%s: %w", repo, d.Digest, err))
+	}
+	rec.State, rec.At = StateDeleted, timestamppb.New(r.now())
+	if _, err := r.deps.Records.Update(ctx, key, rec, rev); err != nil {
+		return false, "", fmt.Errorf("recording the deletion of %s@%s: %w", repo, d.Digest, err)
+	}
+	r.log.Info("deleted", zap.String(logging.FieldRepository, repo), zap.String(logging.FieldDigest, d.Digest),
+		zap.Strings(logging.FieldTags, d.Tags), zap.String(logging.FieldReason, d.Reason))
+	return true, "", nil
+}
+
+// manifests reads the manifest of repo@digest and, for an index, its children's, children first.
+func (r *Retention) manifests(ctx context.Context, repo, digest string) ([]*harborflowv1.StoredManifest, error) {
+	if r.deps.Registry == nil {
+		return nil, nil
+	}
+	desc, body, err := r.deps.Registry.ManifestBody(ctx, repo+"@"+digest)
+	if err != nil {
+		return nil, fault.Classify(fmt.Errorf("keeping the manifest of %s@%s: %w", repo, digest, err))
+	}
+	art, err := r.deps.Registry.Manifest(ctx, repo+"@"+digest)
+	if err != nil {
+		return nil, fault.Classify(fmt.Errorf("keeping the manifest of %s@%s: %w", repo, digest, err))
+	}
+	var out []*harborflowv1.StoredManifest
+	for _, p := range art.Platforms {
+		cd, cb, err := r.deps.Registry.ManifestBody(ctx, repo+"@"+p.Digest)
+		if err != nil {
+			return nil, fault.Classify(fmt.Errorf("keeping the manifest of %s@%s: %w", repo, p.Digest, err))
+		}
+		out = append(out, &harborflowv1.StoredManifest{Digest: cd.Digest, MediaType: cd.MediaType, Body: cb})
+	}
+	return append(out, &harborflowv1.StoredManifest{Digest: desc.Digest, MediaType: desc.MediaType, Body: body}), nil
+}
+
+// Restore puts a deleted artifact of repo back, children first, then its tags, and records it restored. The
+// registry must still have its blobs (Harbor's garbage collection has not run since).
+func (r *Retention) Restore(ctx context.Context, repo, digest string) (*harborflowv1.Deletion, error) {
+	key := event.Key("deleted", repo, digest)
+	rec := &harborflowv1.Deletion{}
+	rev, err := r.deps.Records.Get(ctx, key, rec)
+	if errors.Is(err, bus.ErrKeyNotFound) {
+		return nil, fmt.Errorf("retention has no record of deleting %s@%s", repo, digest)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(rec.GetManifests()) == 0 {
+		return nil, fmt.Errorf("the record of %s@%s keeps no manifest to restore", repo, digest)
+	}
+	for _, m := range rec.GetManifests() {
+		if _, err := r.deps.Registry.PutManifest(ctx, repo, "", m.GetMediaType(), m.GetBody()); err != nil {
+			return nil, fmt.Errorf("restoring %s@%s: %w", repo, digest, err)
+		}
+	}
+	for _, t := range rec.GetTags() {
+		if err := r.deps.Registry.Tag(ctx, repo+"@"+digest, t); err != nil {
+			return nil, fmt.Errorf("restoring tag %s of %s@%s: %w", t, repo, digest, err)
+		}
+	}
+	rec.State, rec.At = StateRestored, timestamppb.New(r.now())
+	if _, err := r.deps.Records.Update(ctx, key, rec, rev); err != nil {
+		return nil, fmt.Errorf("recording the restore of %s@%s: %w", repo, digest, err)
+	}
+	return rec, nil
+}
+
+// busy are the digests a promotion is copying (its state's last stage has no entry time yet).
+func (r *Retention) busy(ctx context.Context) (map[string]bool, error) {
+	out := map[string]bool{}
+	if r.deps.Promotions == nil {
+		return out, nil
+	}
+	entries, err := r.deps.Promotions.List(ctx, "promotion.>")
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		st := &harborflowv1.PromotionState{}
+		if err := e.Decode(st); err != nil {
+			continue
+		}
+		if reached := st.GetReached(); len(reached) > 0 && reached[len(reached)-1].GetEntered() == nil {
+			out[st.GetDigest()] = true
+		}
+	}
+	return out, nil
+}
+
+// harbor is the Harbor API client of repo's registry, and repo's project and repository in it.
+func (r *Retention) harbor(repo string) (*harbor.Client, string, string, error) {
+	ref, err := imageref.ParseRepository(repo)
+	if err != nil {
+		return nil, "", "", bus.Permanent(fmt.Errorf("repository %q: %w", repo, err))
+	}
+	hc := r.deps.Harbors[ref.Registry]
+	if hc == nil {
+		return nil, "", "", bus.Permanent(fmt.Errorf("%s has no Harbor API configured (registries[].harbor)", ref.Registry))
+	}
+	project, name, _ := strings.Cut(ref.Repository, "/")
+	return hc, project, name, nil
+}
+
+// Schedule publishes on b, until ctx ends, a task for every repository of each policy with a schedule, once
+// per schedule slot: replicas publish the same ids, stored once.
+func (r *Retention) Schedule(ctx context.Context, b *bus.Bus) error {
+	every := time.Duration(0)
+	for _, p := range r.policies {
+		if s := p.cfg.Schedule; s > 0 && (every == 0 || s < every) {
+			every = s
+		}
+	}
+	if every == 0 {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	t := time.NewTicker(min(every, time.Minute))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		for _, p := range r.policies {
+			if p.cfg.Schedule <= 0 {
+				continue
+			}
+			slot := r.now().Truncate(p.cfg.Schedule)
+			repos, err := r.repositories(ctx, p)
+			if err != nil {
+				r.log.Warn("listing the repositories of a retention policy", zap.Error(err))
+				continue
+			}
+			for _, repo := range repos {
+				m, err := bus.NewMessage(event.TaskSubject(event.StageRetention), event.RetentionTaskID(repo, slot.Unix()), "",
+					&harborflowv1.RetentionTask{Repository: repo, Reason: "schedule"})
+				if err != nil {
+					return err
+				}
+				if _, err := b.Publish(ctx, m); err != nil && ctx.Err() == nil {
+					r.log.Warn("asking for a scheduled retention run", zap.String(logging.FieldRepository, repo), zap.Error(err))
+				}
+			}
+		}
+	}
+}
+
+// repositories lists the repositories of the Harbors a policy's globs name that the globs match.
+func (r *Retention) repositories(ctx context.Context, p policy) ([]string, error) {
+	var out []string
+	hosts := map[string]bool{}
+	for _, g := range p.cfg.Repositories {
+		host, _, _ := strings.Cut(g, "/")
+		hosts[host] = true
+	}
+	for host := range hosts {
+		hc := r.deps.Harbors[host]
+		if hc == nil {
+			continue
+		}
+		projects, err := hc.Projects(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, pr := range projects {
+			repos, err := hc.Repositories(ctx, pr.Name)
+			if err != nil {
+				return nil, err
+			}
+			for _, rp := range repos {
+				if name := host + "/" + rp.Name; p.repos.Match(name) && !slices.Contains(out, name) {
+					out = append(out, name)
+				}
+			}
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}

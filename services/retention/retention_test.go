@@ -1,0 +1,357 @@
+package retention_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/regclient/regclient"
+	rcconfig "github.com/regclient/regclient/config"
+	"github.com/regclient/regclient/types/ref"
+
+	"github.com/harborflow/harborflow/pkg/bus"
+	"github.com/harborflow/harborflow/pkg/bus/bustest"
+	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/harbor"
+	"github.com/harborflow/harborflow/pkg/harbor/harbortest"
+	"github.com/harborflow/harborflow/pkg/registry"
+	"github.com/harborflow/harborflow/pkg/registry/registrytest"
+	"github.com/harborflow/harborflow/pkg/secret"
+	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
+	"github.com/harborflow/harborflow/services/retention"
+)
+
+// standIn is the Harbor stand-in with wso2-dev/am holding 4.2.0.1.1 to 4.2.0.5.5 (latest on 4.2.0.1.1), and the
+// retention KV bucket.
+type standIn struct {
+	harbor     *harbortest.Server
+	repo       string
+	digests    map[string]string // by unique tag
+	records    *bus.KV
+	promotions *bus.KV
+	reg        *registry.Client
+	// deletes counts the DELETEs of artifacts sent to Harbor's API, by digest.
+	mu      sync.Mutex
+	deletes map[string]int
+}
+
+func newStandIn(t *testing.T) *standIn {
+	t.Helper()
+	ctx := context.Background()
+	s := &standIn{harbor: harbortest.New(t), digests: map[string]string{}, deletes: map[string]int{}}
+	user, pass := s.harbor.Admin()
+	s.harbor.CreateProject(t, "wso2-dev", false, nil)
+	s.repo = s.harbor.Host() + "/wso2-dev/am"
+	src := registrytest.New(t)
+	rc := regclient.New(regclient.WithConfigHost(rcconfig.Host{Name: s.harbor.Host(), TLS: rcconfig.TLSDisabled, User: user, Pass: pass},
+		rcconfig.Host{Name: src.Host, TLS: rcconfig.TLSDisabled}))
+	for _, tag := range []string{"4.2.0.1.1", "4.2.0.2.2", "4.2.0.3.3", "4.2.0.4.4", "4.2.0.5.5"} {
+		p := src.PushImage(t, "am:"+tag, registrytest.Image{User: "802", Layer: tag})
+		from, _ := ref.New(src.Host + "/am:" + tag)
+		to, _ := ref.New(s.repo + ":" + tag)
+		if err := rc.ImageCopy(ctx, from, to); err != nil {
+			t.Fatal(err)
+		}
+		s.digests[tag] = p.Digest
+	}
+	from, _ := ref.New(src.Host + "/am:4.2.0.1.1")
+	to, _ := ref.New(s.repo + ":latest")
+	if err := rc.ImageCopy(ctx, from, to); err != nil {
+		t.Fatal(err)
+	}
+	js := bustest.Start(t)
+	var err error
+	if s.records, err = js.Bus.KeyValue(ctx, event.BucketRetention); err != nil {
+		t.Fatal(err)
+	}
+	if s.promotions, err = js.Bus.KeyValue(ctx, event.BucketPromotions); err != nil {
+		t.Fatal(err)
+	}
+	if s.reg, err = registry.New([]registry.Host{{Name: s.harbor.Host(), Username: user, Password: secret.Secret(pass), PlainHTTP: true}}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// replica is a retention stage of its own (Harbor client, clock) on the shared buckets: keep 2 per version,
+// latest protected.
+func (s *standIn) replica(t *testing.T, now func() time.Time) *retention.Retention {
+	t.Helper()
+	user, pass := s.harbor.Admin()
+	hc, err := harbor.New(harbor.Host{Name: s.harbor.Host(), Username: user, Password: secret.Secret(pass), PlainHTTP: true},
+		harbor.WithTransport(func(next http.RoundTripper) http.RoundTripper {
+			return roundTripper(func(r *http.Request) (*http.Response, error) {
+				if r.Method == http.MethodDelete && strings.Contains(r.URL.Path, "/artifacts/") {
+					s.mu.Lock()
+					s.deletes[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]++
+					s.mu.Unlock()
+				}
+				return next.RoundTrip(r)
+			})
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := retention.New([]config.Retention{{Repositories: []string{s.harbor.Host() + "/wso2-*/am"}, KeepPerVersion: 2,
+		Protect: []string{"latest"}}}, nil,
+		retention.Deps{Harbors: map[string]*harbor.Client{s.harbor.Host(): hc}, Registry: s.reg, Records: s.records,
+			Promotions: s.promotions, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// tags are the tags of wso2-dev/am in the stand-in, by digest.
+func (s *standIn) tags(t *testing.T) map[string][]string {
+	t.Helper()
+	user, pass := s.harbor.Admin()
+	hc, err := harbor.New(harbor.Host{Name: s.harbor.Host(), Username: user, Password: secret.Secret(pass), PlainHTTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	arts, err := hc.Artifacts(context.Background(), "wso2-dev", "am")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	for _, a := range arts {
+		tags := a.TagNames()
+		slices.Sort(tags)
+		out[a.Digest] = tags
+	}
+	return out
+}
+
+func digestsOf(as []*harborflowv1.PrunedArtifact) []string {
+	var out []string
+	for _, a := range as {
+		out = append(out, a.GetDigest())
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (s *standIn) want(tags ...string) []string {
+	var out []string
+	for _, t := range tags {
+		out = append(out, s.digests[t])
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestDryRunThenApplyThenRestore: the plan keeps 4.2.0.5.5 and 4.2.0.4.4 (the newest two) and 4.2.0.1.1 (latest
+// points to it), and deletes 4.2.0.3.3 and 4.2.0.2.2. A dry run deletes nothing; apply deletes exactly the plan
+// and records each deletion with its manifest; restore puts one back with its tag.
+func TestDryRunThenApplyThenRestore(t *testing.T) {
+	ctx := context.Background()
+	s := newStandIn(t)
+	r := s.replica(t, nil)
+
+	dry, err := r.Run(ctx, s.repo, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := digestsOf(dry.GetDeleted()), s.want("4.2.0.2.2", "4.2.0.3.3"); !dry.GetDryRun() || !slices.Equal(got, want) {
+		t.Fatalf("dry run: deleted %v (dry %v), want %v", got, dry.GetDryRun(), want)
+	}
+	if len(s.tags(t)) != 5 {
+		t.Fatalf("a dry run deleted something: %v", s.tags(t))
+	}
+	if recs, _ := s.records.List(ctx, "deleted.>"); len(recs) != 0 {
+		t.Errorf("a dry run recorded %d deletions", len(recs))
+	}
+	for _, a := range dry.GetKept() {
+		if a.GetDigest() == s.digests["4.2.0.1.1"] && !strings.HasPrefix(a.GetReason(), "protected: tag latest") {
+			t.Errorf("4.2.0.1.1 kept because %q", a.GetReason())
+		}
+	}
+
+	applied, err := r.Run(ctx, s.repo, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := digestsOf(applied.GetDeleted()); !slices.Equal(got, digestsOf(dry.GetDeleted())) {
+		t.Fatalf("apply deleted %v, the plan %v", got, digestsOf(dry.GetDeleted()))
+	}
+	left := s.tags(t)
+	if len(left) != 3 || left[s.digests["4.2.0.2.2"]] != nil || left[s.digests["4.2.0.3.3"]] != nil {
+		t.Fatalf("after apply: %v", left)
+	}
+	d3 := s.digests["4.2.0.3.3"]
+	rec := &harborflowv1.Deletion{}
+	if _, err := s.records.Get(ctx, event.Key("deleted", s.repo, d3), rec); err != nil || rec.GetState() != retention.StateDeleted ||
+		!slices.Equal(rec.GetTags(), []string{"4.2.0.3.3"}) || len(rec.GetManifests()) != 1 || rec.GetManifests()[0].GetDigest() != d3 ||
+		!strings.Contains(rec.GetReason(), "older than the newest 2 of 4.2.0") {
+		t.Fatalf("record of 4.2.0.3.3: %v %v", rec, err)
+	}
+	m, err := retention.PrunedMessage(applied, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body map[string]any
+	if err := json.Unmarshal(m.Data, &body); err != nil || body["repository"] != s.repo || len(body["deleted"].([]any)) != 2 {
+		t.Errorf("image.pruned %s", m.Data)
+	}
+
+	if _, err := r.Restore(ctx, s.repo, d3); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.tags(t)[d3]; !slices.Equal(got, []string{"4.2.0.3.3"}) {
+		t.Errorf("restored 4.2.0.3.3 with tags %v", got)
+	}
+	if _, err := s.records.Get(ctx, event.Key("deleted", s.repo, d3), rec); err != nil || rec.GetState() != retention.StateRestored {
+		t.Errorf("record after restore: %v %v", rec, err)
+	}
+}
+
+// TestImmutableRuleReportedNotRetried: Harbor's 412 for an artifact an immutable rule protects is reported as
+// such, kept, and not an error.
+func TestImmutableRuleReportedNotRetried(t *testing.T) {
+	ctx := context.Background()
+	s := newStandIn(t)
+	user, pass := s.harbor.Admin()
+	rule, _ := json.Marshal(map[string]any{"action": "immutable", "template": "immutable_template",
+		"tag_selectors":   []map[string]string{{"kind": "doublestar", "decoration": "matches", "pattern": "4.2.0.2.*"}},
+		"scope_selectors": map[string]any{"repository": []map[string]string{{"kind": "doublestar", "decoration": "repoMatches", "pattern": "**"}}}})
+	req, _ := http.NewRequest(http.MethodPost, s.harbor.URL()+"/api/v2.0/projects/wso2-dev/immutabletagrules", bytes.NewReader(rule))
+	req.SetBasicAuth(user, pass)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("creating the rule: %v %v", resp, err)
+	}
+	resp.Body.Close()
+
+	out, err := s.replica(t, nil).Run(ctx, s.repo, false)
+	if err != nil {
+		t.Fatalf("a 412 is an error: %v", err)
+	}
+	if got := digestsOf(out.GetDeleted()); !slices.Equal(got, s.want("4.2.0.3.3")) {
+		t.Errorf("deleted %v", got)
+	}
+	i := slices.IndexFunc(out.GetKept(), func(a *harborflowv1.PrunedArtifact) bool { return a.GetDigest() == s.digests["4.2.0.2.2"] })
+	if i < 0 || !strings.HasPrefix(out.GetKept()[i].GetReason(), "protected by immutable rule") {
+		t.Errorf("4.2.0.2.2: %v", out.GetKept())
+	}
+}
+
+// TestConcurrentRunsDeleteEachArtifactOnce: two replicas run one repository at the same time; Harbor is asked to
+// delete each artifact once.
+func TestConcurrentRunsDeleteEachArtifactOnce(t *testing.T) {
+	ctx := context.Background()
+	s := newStandIn(t)
+	a, b := s.replica(t, nil), s.replica(t, nil)
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	for _, r := range []*retention.Retention{a, b} {
+		wg.Go(func() {
+			if _, err := r.Run(ctx, s.repo, false); err != nil {
+				failed.Store(err)
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		t.Fatal(err)
+	}
+	for _, tag := range []string{"4.2.0.2.2", "4.2.0.3.3"} {
+		if n := s.deletes[s.digests[tag]]; n != 1 {
+			t.Errorf("%s deleted %d times", tag, n)
+		}
+	}
+	if len(s.tags(t)) != 3 {
+		t.Errorf("left %v", s.tags(t))
+	}
+}
+
+// TestKilledMidApplyLeavesAConsistentRecord: a run records a deletion and dies before Harbor deletes it (its
+// request never returns). A later run, once the record is older than a run's claim, finishes it: the artifact
+// is gone and the record says deleted.
+func TestKilledMidApplyLeavesAConsistentRecord(t *testing.T) {
+	ctx := context.Background()
+	s := newStandIn(t)
+	d := s.digests["4.2.0.3.3"]
+	rec := &harborflowv1.Deletion{Repository: s.repo, Digest: d, Tags: []string{"4.2.0.3.3"}, State: retention.StateDeleting,
+		Reason: "older than the newest 2 of 4.2.0"}
+	// What the dead run left: the record, written before its DELETE.
+	if _, err := s.records.Create(ctx, event.Key("deleted", s.repo, d), rec); err != nil {
+		t.Fatal(err)
+	}
+	later := func() time.Time { return time.Now().Add(2 * time.Minute) }
+	out, err := s.replica(t, later).Run(ctx, s.repo, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := digestsOf(out.GetDeleted()); !slices.Equal(got, s.want("4.2.0.2.2", "4.2.0.3.3")) {
+		t.Errorf("deleted %v", got)
+	}
+	got := &harborflowv1.Deletion{}
+	if _, err := s.records.Get(ctx, event.Key("deleted", s.repo, d), got); err != nil || got.GetState() != retention.StateDeleted ||
+		len(got.GetManifests()) != 1 || got.GetReason() != rec.GetReason() {
+		t.Errorf("record %v %v", got, err)
+	}
+	if s.tags(t)[d] != nil {
+		t.Error("4.2.0.3.3 still there")
+	}
+}
+
+// TestPushesBecomeOneDebouncedRun: images entering a matching repository within one window ask for one run
+// (the same task id), which waits for the end of the window; then it runs and publishes image.pruned. An image
+// in a repository no policy matches asks for nothing.
+func TestPushesBecomeOneDebouncedRun(t *testing.T) {
+	ctx := context.Background()
+	s := newStandIn(t)
+	clock := time.Date(2026, 12, 1, 12, 0, 10, 0, time.UTC)
+	now := func() time.Time { return clock }
+	r := s.replica(t, now)
+	inspected := func(repo, tag string) *bus.Message {
+		host, path, _ := strings.Cut(repo, "/")
+		m, err := bus.NewMessage(event.SubjectImageInspected, tag, "corr", &harborflowv1.ImageInspected{Registry: host, Repository: path,
+			Digest: s.digests[tag], Tags: []string{tag}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	var tasks []*bus.Message
+	for _, tag := range []string{"4.2.0.4.4", "4.2.0.5.5"} {
+		out, err := r.Handle(ctx, inspected(s.repo, tag))
+		if err != nil || len(out) != 1 || out[0].Subject != event.TaskSubject(event.StageRetention) {
+			t.Fatalf("image.inspected of %s: %v %v", tag, out, err)
+		}
+		tasks = append(tasks, out[0])
+	}
+	if tasks[0].ID != tasks[1].ID {
+		t.Errorf("two pushes in one window asked for two runs: %s, %s", tasks[0].ID, tasks[1].ID)
+	}
+	if out, err := r.Handle(ctx, inspected(s.harbor.Host()+"/wso2-dev/other", "4.2.0.4.4")); err != nil || len(out) != 0 {
+		t.Errorf("a repository no policy matches: %v %v", out, err)
+	}
+
+	if _, err := r.Handle(ctx, tasks[0]); !bus.IsRetry(err) || !strings.Contains(err.Error(), "debounce window") {
+		t.Fatalf("the task before its window ended: %v, want a wait", err)
+	}
+	clock = clock.Add(retention.DefaultDebounce)
+	out, err := r.Handle(ctx, tasks[0])
+	if err != nil || len(out) != 1 || out[0].Subject != event.SubjectImagePruned {
+		t.Fatalf("the task: %v %v", out, err)
+	}
+	p := &harborflowv1.ImagePruned{}
+	if err := out[0].Decode(p); err != nil || p.GetRepository() != s.repo || len(p.GetDeleted()) != 2 {
+		t.Errorf("image.pruned %v %v", p, err)
+	}
+}
