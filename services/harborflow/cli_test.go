@@ -47,7 +47,7 @@ func TestConfigCheck(t *testing.T) {
 	}
 	for _, tc := range []struct{ yaml, want string }{
 		{"http:\n  listen: 127.0.0.1:1\n  max_body: 5\n", `:3: http.max_body: unknown key (did you mean "max_body_bytes"?)`},
-		{"retention:\n  - dry_run: true\n", ":1: retention: not supported yet: the retention stage does not exist yet; remove the section"},
+		{"retention:\n  - dry_run: true\n", ":2: retention[0].repositories: must list at least one repository glob, e.g. harbor.acme.example/wso2-*/acme-am\n" + "BAD:2: retention[0].keep_per_version: must be at least 1, not 0"},
 		// A bad value fails whichever stage reads it, with or without --stages.
 		{"inspector:\n  concurrency: 0\n", ":2: inspector.concurrency: must be between 1 and 256, not 0"},
 	} {
@@ -56,8 +56,10 @@ func TestConfigCheck(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, args := range [][]string{{"config", "check", bad}, {"config", "check", bad, "--stages", "receiver"}} {
-			if _, err := runCLI(t, args...); err == nil || err.Error() != bad+tc.want {
-				t.Errorf("%v: %v; want %s%s", args, err, bad, tc.want)
+			// BAD in want stands for the file's path, on the lines after the first.
+			_, err := runCLI(t, args...)
+			if want := bad + strings.ReplaceAll(tc.want, "BAD", bad); err == nil || err.Error() != want {
+				t.Errorf("%v: %v; want %s", args, err, want)
 			}
 		}
 	}
@@ -84,8 +86,7 @@ func TestConfigCheckSample(t *testing.T) {
 		{[]string{"--stages", "inspector,receiver"}, sample + ": not set, and needed by --stages inspector,receiver: HARBOR_WEBHOOK_AUTH, REGISTRY_WEBHOOK_AUTH",
 			[]string{"error: " + sample + ":25: sources[0].secrets[0]: environment variable HARBOR_WEBHOOK_AUTH is not set"}},
 		{[]string{"--strict"}, sample + ": not set (--strict): HARBOR_WEBHOOK_AUTH, REGISTRY_WEBHOOK_AUTH", nil},
-		{[]string{"--stages", "inspecter"}, `--stages: unknown stage "inspecter" (stages: receiver, watcher, inspector, rebuilder, promoter)`, nil},
-		{[]string{"--stages", "retention"}, `--stages: stage "retention" is not supported yet`, nil},
+		{[]string{"--stages", "inspecter"}, `--stages: unknown stage "inspecter" (stages: receiver, watcher, inspector, rebuilder, promoter, retention)`, nil},
 	} {
 		out, err := runCLI(t, append([]string{"config", "check", sample}, tc.args...)...)
 		switch {

@@ -35,6 +35,7 @@ func NewCommand() *cobra.Command {
 		newRebuildCommand(cfgPath),
 		newApproveCommand(cfgPath),
 		newPromotionCommand(cfgPath),
+		newRetentionCommand(cfgPath),
 		newConfigCommand(cfgPath),
 		newDevCommand(),
 		newHarborCommand(cfgPath),

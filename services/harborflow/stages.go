@@ -21,6 +21,7 @@ import (
 	"github.com/harborflow/harborflow/services/promoter"
 	"github.com/harborflow/harborflow/services/rebuilder"
 	"github.com/harborflow/harborflow/services/receiver"
+	"github.com/harborflow/harborflow/services/retention"
 	"github.com/harborflow/harborflow/services/watcher"
 )
 
@@ -39,6 +40,7 @@ var stages = []stageDef{
 	{name: event.StageInspector, new: newInspector},
 	{name: event.StageRebuilder, idle: noRecipes, new: newRebuilderStage},
 	{name: event.StagePromoter, idle: noChains, new: newPromoterStage},
+	{name: event.StageRetention, idle: noPolicies, new: newRetentionStage},
 }
 
 // selectStages returns the definitions of names, in pipeline order; no names means every stage.
@@ -183,8 +185,23 @@ func newPromoterStage(ctx context.Context, w *wiring) (stage.Stage, error) {
 	if err != nil {
 		return nil, err
 	}
+	harbors, err := harborClients(w.cfg)
+	if err != nil {
+		return nil, err
+	}
+	p, err := promoter.New(w.cfg.Promotions, promoter.Deps{Registry: reg, Harbors: harbors, Promotions: promotions, Scans: scans, Log: w.log})
+	if err != nil {
+		return nil, err
+	}
+	return &withLoop{Stage: stage.Consuming(w.bus, p), loop: stage.Loop(event.StagePromoter, func(ctx context.Context) error {
+		return p.Run(ctx, w.bus, promoterEvery)
+	})}, nil
+}
+
+// harborClients are the Harbor API clients of the registries with harbor: true, by host.
+func harborClients(cfg *config.Config) (map[string]*harbor.Client, error) {
 	harbors := map[string]*harbor.Client{}
-	for _, r := range w.cfg.Registries {
+	for _, r := range cfg.Registries {
 		if !r.Harbor {
 			continue
 		}
@@ -194,13 +211,46 @@ func newPromoterStage(ctx context.Context, w *wiring) (stage.Stage, error) {
 		}
 		harbors[r.Host] = c
 	}
-	p, err := promoter.New(w.cfg.Promotions, promoter.Deps{Registry: reg, Harbors: harbors, Promotions: promotions, Scans: scans, Log: w.log})
+	return harbors, nil
+}
+
+func noPolicies(cfg *config.Config) string {
+	if len(cfg.Retention) == 0 {
+		return "no retention policies"
+	}
+	return ""
+}
+
+func newRetentionStage(ctx context.Context, w *wiring) (stage.Stage, error) {
+	r, err := newRetention(ctx, w.cfg, w.bus, w.log, w.registry)
 	if err != nil {
 		return nil, err
 	}
-	return &withLoop{Stage: stage.Consuming(w.bus, p), loop: stage.Loop(event.StagePromoter, func(ctx context.Context) error {
-		return p.Run(ctx, w.bus, promoterEvery)
+	return &withLoop{Stage: stage.Consuming(w.bus, r), loop: stage.Loop(event.StageRetention, func(ctx context.Context) error {
+		return r.Schedule(ctx, w.bus)
 	})}, nil
+}
+
+// newRetention builds the retention stage's handler of cfg on b (also for `harborflow retention`).
+func newRetention(ctx context.Context, cfg *config.Config, b *bus.Bus, log *zap.Logger, reg func() (*registry.Client, error)) (*retention.Retention, error) {
+	client, err := reg()
+	if err != nil {
+		return nil, err
+	}
+	records, err := b.KeyValue(ctx, event.BucketRetention)
+	if err != nil {
+		return nil, err
+	}
+	promotions, err := b.KeyValue(ctx, event.BucketPromotions)
+	if err != nil {
+		return nil, err
+	}
+	harbors, err := harborClients(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return retention.New(cfg.Retention, cfg.Promotions, retention.Deps{Harbors: harbors, Registry: client, Records: records,
+		Promotions: promotions, Log: log})
 }
 
 // promoterEvery is how often the promoter looks for promotions a soak, a scan timeout, an approval or a label
