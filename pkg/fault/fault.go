@@ -5,8 +5,10 @@
 //	failure                                                   bus action
 //	already marked with bus.Permanent, bus.Retry or bus.Wait  as marked
 //	registry.ErrRateLimited with a Retry-After                retry after the registry's delay
+//	harbor.ErrRateLimited with a Retry-After                  retry after Harbor's delay
 //	registry.ErrRateLimited, ErrUnavailable,                  retry with the consumer's back-off
-//	  ErrIncompleteWrite; a context that ended (the stage
+//	  ErrIncompleteWrite; harbor.ErrRateLimited,
+//	  ErrUnavailable (a 5xx, no answer); a context that ended (the stage
 //	  is stopping, or a build was stopped)
 //	anything else: registry.ErrNotFound, ErrUnauthorized,     dead-letter at once, with the error as reason
 //	  ErrInvalidReference, ErrTLS, ErrBaseMismatch, content
@@ -18,7 +20,10 @@
 package fault
 
 import (
+	"errors"
+
 	"github.com/harborflow/harborflow/pkg/bus"
+	"github.com/harborflow/harborflow/pkg/harbor"
 	"github.com/harborflow/harborflow/pkg/registry"
 )
 
@@ -30,6 +35,12 @@ func Classify(err error) error {
 	case registry.Retryable(err):
 		if d, ok := registry.RetryAfter(err); ok {
 			return bus.Retry(err, d)
+		}
+		return err
+	case harbor.Retryable(err):
+		var he *harbor.Error
+		if errors.As(err, &he) && he.RetryAfter > 0 {
+			return bus.Retry(err, he.RetryAfter)
 		}
 		return err
 	}

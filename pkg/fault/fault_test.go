@@ -10,6 +10,7 @@ import (
 	"github.com/harborflow/harborflow/pkg/buildah"
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/fault"
+	"github.com/harborflow/harborflow/pkg/harbor"
 	"github.com/harborflow/harborflow/pkg/registry"
 )
 
@@ -34,6 +35,10 @@ func TestClassify(t *testing.T) {
 		{"deadline", wrap(context.DeadlineExceeded), backoff},
 		{"build stopped", &buildah.BuildError{Command: "bud", ExitCode: -1, Err: context.Canceled}, backoff},
 		{"not found", wrap(registry.ErrNotFound), permanent},
+		{"harbor unavailable", wrap(harbor.ErrUnavailable), backoff},
+		{"harbor rate limited", wrap(harbor.ErrRateLimited), backoff},
+		{"harbor not found", wrap(harbor.ErrNotFound), permanent},
+		{"harbor forbidden", wrap(harbor.ErrForbidden), permanent},
 		{"invalid reference", wrap(registry.ErrInvalidReference), permanent},
 		{"unauthorized", wrap(registry.ErrUnauthorized), permanent},
 		{"TLS", wrap(registry.ErrTLS), permanent},
