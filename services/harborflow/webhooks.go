@@ -41,11 +41,11 @@ type webhookTarget struct {
 	Want    harbor.WebhookPolicy
 }
 
-// webhookTargets lists the Harbor projects cfg involves — the projects of rebuild targets on a registry with
-// `harbor: true`, plus extra (host/project or project, for every Harbor) — each with the policy it must have.
-// Promotion stages and retention patterns will add theirs when those stages exist: the configuration refuses
-// their sections until then (issue 11, 12). Each policy has:
-// the receiver's public address for the Harbor source of that host, its first secret as the auth header.
+// webhookTargets lists the Harbor projects cfg involves — on registries with `harbor: true`, the projects of
+// rebuild targets, of promotion stages (the promoter reads their scans and pushes) and of retention patterns
+// whose project is not a glob, plus extra (host/project or project, for every Harbor) — each with the policy it
+// must have: the receiver's public address for the Harbor source of that host, its first secret as the auth
+// header.
 func webhookTargets(cfg *config.Config, extra []string, format string) ([]webhookTarget, error) {
 	harbors := map[string]bool{}
 	for _, r := range cfg.Registries {
@@ -64,6 +64,25 @@ func webhookTargets(cfg *config.Config, extra []string, format string) ([]webhoo
 		}
 		if harbors[ref.Registry] {
 			projects[[2]string{ref.Registry, ref.Project()}] = true
+		}
+	}
+	for _, p := range cfg.Promotions {
+		for _, st := range p.Stages {
+			ref, err := imageref.ParseRepository(st.Repository)
+			if err != nil {
+				return nil, fmt.Errorf("promotion %s: stage %q: %w", p.Name, st.Repository, err)
+			}
+			if harbors[ref.Registry] {
+				projects[[2]string{ref.Registry, ref.Project()}] = true
+			}
+		}
+	}
+	for _, r := range cfg.Retention {
+		for _, g := range r.Repositories {
+			parts := strings.SplitN(g, "/", 3)
+			if len(parts) == 3 && harbors[parts[0]] && !strings.ContainsAny(parts[1], "*?") {
+				projects[[2]string{parts[0], parts[1]}] = true
+			}
 		}
 	}
 	for _, e := range extra {
@@ -221,8 +240,8 @@ func newHarborCommand(cfgPath func() string) *cobra.Command {
 		Use:   "setup-webhooks",
 		Short: "Give every Harbor project the configuration involves one webhook policy named harborflow",
 		Long: "Harbor has webhooks per project only. For every project the configuration involves — the projects of the\n" +
-			"rebuild targets on registries with `harbor: true` (promotion stages and retention patterns once those stages\n" +
-			"exist), plus --project — create or update one webhook policy named\n" +
+			"rebuild targets, promotion stages and retention patterns (a project that is a glob: name it with --project) on\n" +
+			"registries with `harbor: true`, plus --project — create or update one webhook policy named\n" +
 			"harborflow: http.public_url/webhooks/harbor/<source>, the event types the stages use (" + strings.Join(policyEvents, ", ") + "),\n" +
 			"the Harbor source's first secret as the auth header. A second run changes nothing; a project the account may\n" +
 			"not manage is reported and the others still get their policy. Secrets are never printed. Needs the receiver's\n" +

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -150,5 +151,27 @@ func TestSetupWebhooksNeedsAHarborSource(t *testing.T) {
 	cfg.Registries = nil
 	if _, err := webhookTargets(cfg, nil, "Default"); err == nil || !strings.Contains(err.Error(), "harbor: true") {
 		t.Errorf("%v", err)
+	}
+}
+
+// The projects of promotion stages and of retention patterns whose project is literal get a policy too; a
+// project glob is left to --project.
+func TestWebhookTargetsOfPromotionsAndRetention(t *testing.T) {
+	cfg := webhookConfig()
+	cfg.Promotions = []config.Promotion{{Name: "acme-am", Stages: []config.PromotionStage{
+		{Repository: "harbor.acme.example/wso2-dev/acme-am"}, {Repository: "harbor.acme.example/wso2-staging/acme-am"},
+		{Repository: "harbor.acme.example/wso2-prod/acme-am"}}}}
+	cfg.Retention = []config.Retention{{Repositories: []string{"harbor.acme.example/wso2-archive/acme-am", "harbor.acme.example/team-*/x"}}}
+	targets, err := webhookTargets(cfg, nil, "Default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, tg := range targets {
+		got = append(got, tg.Project)
+	}
+	slices.Sort(got)
+	if want := []string{"wso2-archive", "wso2-dev", "wso2-prod", "wso2-staging"}; !slices.Equal(got, want) {
+		t.Errorf("projects %v, want %v", got, want)
 	}
 }
