@@ -46,7 +46,7 @@ wait_for() {
 # Something already on a port would answer for the helper that could not start: say so instead.
 for addr in "$harbor" "$registry"; do
 	if curl -s -o /dev/null "http://$addr/"; then
-		echo "run: $addr is taken (a make run or make registry still running?)" >&2
+		echo "run: $addr is taken (another make run, make harbor or make registry?)" >&2
 		exit 1
 	fi
 done
