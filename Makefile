@@ -23,9 +23,10 @@ export PATH := $(TOOLS):$(PATH)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/harborflow/harborflow/services/harborflow.Version=$(VERSION)
 CONFIG ?= deploy/harborflow.yaml
-# `make run` needs webhook secrets; these are for a local machine only.
+# `make run` needs webhook secrets and the Harbor stand-in's password; these are for a local machine only.
 run: export HARBOR_WEBHOOK_AUTH ?= Bearer dev-secret
 run: export REGISTRY_WEBHOOK_AUTH ?= Bearer dev-secret
+run: export HARBOR_PASSWORD ?= Harbor12345
 
 ##@ Everyday
 .PHONY: help
@@ -33,8 +34,8 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z0-9_-]+:.*?##/ { printf "  %-16s %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
 .PHONY: run
-run: build ## Run every stage in one process with an embedded NATS (CONFIG=deploy/harborflow.yaml; STAGES=a,b for a subset)
-	./bin/harborflow run --config $(CONFIG) $(if $(STAGES),--stages $(STAGES))
+run: build docker-registry ## Run the whole system: every stage, embedded NATS, a Harbor stand-in (8880), a registry.wso2.com stand-in (5000); state in ./var (scripts/run.sh)
+	CONFIG=$(CONFIG) ./scripts/run.sh $(if $(STAGES),--stages $(STAGES))
 
 .PHONY: registry
 registry: docker-registry ## Run a local registry on 127.0.0.1:5000 that notifies `make run` of every push (deploy/registry.yml)

@@ -65,27 +65,36 @@ func TestConfigCheck(t *testing.T) {
 	}
 }
 
-// TestConfigCheckSample: the sample `make run` uses is valid as shipped. Without its two webhook variables (only
-// the Makefile sets them) config check warns, naming each with its key and the receiver, and fails only when
-// asked for the receiver or --strict; with them it is clean.
+// TestConfigCheckSample: the sample `make run` uses is valid as shipped. Without its webhook variables and the
+// Harbor stand-in's password (only the Makefile sets them) config check warns, naming each with its key and the
+// stages that need it, and fails only when asked for such a stage or --strict; with them it is clean.
 func TestConfigCheckSample(t *testing.T) {
 	const sample = "../../deploy/harborflow.yaml"
-	unsetenv(t, "HARBOR_WEBHOOK_AUTH", "REGISTRY_WEBHOOK_AUTH")
-	warnings := []string{
-		"warning: " + sample + ":25: sources[0].secrets[0]: environment variable HARBOR_WEBHOOK_AUTH is not set (needed by the receiver)",
-		"warning: " + sample + ":30: sources[1].secrets[0]: environment variable REGISTRY_WEBHOOK_AUTH is not set (needed by the receiver)",
+	unsetenv(t, "HARBOR_WEBHOOK_AUTH", "REGISTRY_WEBHOOK_AUTH", "HARBOR_PASSWORD")
+	hook := func(level string) []string {
+		return []string{
+			level + ": " + sample + ":25: sources[0].secrets[0]: environment variable HARBOR_WEBHOOK_AUTH is not set (needed by the receiver)",
+			level + ": " + sample + ":30: sources[1].secrets[0]: environment variable REGISTRY_WEBHOOK_AUTH is not set (needed by the receiver)",
+		}
 	}
+	password := func(level string) []string {
+		return []string{level + ": " + sample + ":45: registries[1].password: environment variable HARBOR_PASSWORD is not set " +
+			"(needed by the watcher, the inspector, the rebuilder, the promoter, the retention stage)"}
+	}
+	warnings := append(hook("warning"), password("warning")...)
 	for _, tc := range []struct {
 		args    []string
 		err     string // empty: exit 0
 		printed []string
 	}{
-		{nil, "", append(warnings, sample+": ok (2 sources, 1 registries, nats embedded at 127.0.0.1:4222); 2 variable(s) not set")},
-		{[]string{"--stages", "inspector,rebuilder"}, "", warnings},
-		{[]string{"--stages", "watcher", "--stages", "inspector"}, "", warnings},
-		{[]string{"--stages", "inspector,receiver"}, sample + ": not set, and needed by --stages inspector,receiver: HARBOR_WEBHOOK_AUTH, REGISTRY_WEBHOOK_AUTH",
-			[]string{"error: " + sample + ":25: sources[0].secrets[0]: environment variable HARBOR_WEBHOOK_AUTH is not set"}},
-		{[]string{"--strict"}, sample + ": not set (--strict): HARBOR_WEBHOOK_AUTH, REGISTRY_WEBHOOK_AUTH", nil},
+		{nil, "", append(warnings, sample+": ok (3 sources, 3 registries, nats embedded at 127.0.0.1:4222); 3 variable(s) not set")},
+		{[]string{"--stages", "receiver"}, sample + ": not set, and needed by --stages receiver: HARBOR_WEBHOOK_AUTH, REGISTRY_WEBHOOK_AUTH",
+			append(hook("error"), password("warning")...)},
+		{[]string{"--stages", "watcher", "--stages", "inspector"}, sample + ": not set, and needed by --stages watcher,inspector: HARBOR_PASSWORD",
+			append(hook("warning"), password("error")...)},
+		{[]string{"--stages", "inspector,receiver"}, sample + ": not set, and needed by --stages inspector,receiver: HARBOR_WEBHOOK_AUTH, REGISTRY_WEBHOOK_AUTH, HARBOR_PASSWORD",
+			append(hook("error"), password("error")...)},
+		{[]string{"--strict"}, sample + ": not set (--strict): HARBOR_WEBHOOK_AUTH, REGISTRY_WEBHOOK_AUTH, HARBOR_PASSWORD", nil},
 		{[]string{"--stages", "inspecter"}, `--stages: unknown stage "inspecter" (stages: receiver, watcher, inspector, rebuilder, promoter, retention)`, nil},
 	} {
 		out, err := runCLI(t, append([]string{"config", "check", sample}, tc.args...)...)
@@ -104,9 +113,10 @@ func TestConfigCheckSample(t *testing.T) {
 
 	t.Setenv("HARBOR_WEBHOOK_AUTH", "Bearer x")
 	t.Setenv("REGISTRY_WEBHOOK_AUTH", "Bearer y")
+	t.Setenv("HARBOR_PASSWORD", "Harbor12345")
 	for _, args := range [][]string{nil, {"--strict"}, {"--stages", "receiver"}} {
 		out, err := runCLI(t, append([]string{"config", "check", sample}, args...)...)
-		if err != nil || out != sample+": ok (2 sources, 1 registries, nats embedded at 127.0.0.1:4222)\n" {
+		if err != nil || out != sample+": ok (3 sources, 3 registries, nats embedded at 127.0.0.1:4222)\n" {
 			t.Errorf("%v with the variables: %v %q", args, err, out)
 		}
 	}

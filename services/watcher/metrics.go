@@ -13,7 +13,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "harborflow", Subsystem: "watcher", Name: "polls_total",
-			Help: "Poll cycles by source and result (ok, error).",
+			Help: "Poll cycles by source and result (ok, not_found: the repository does not exist yet, error).",
 		}, []string{"source", "result"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "harborflow", Subsystem: "watcher", Name: "events_published_total",

@@ -77,6 +77,7 @@ type repo struct {
 	patterns  []*regexp.Regexp
 	platforms []string
 	failures  int
+	missing   bool // the last tag list found no repository
 }
 
 // New builds a watcher for the poll sources of sources; it has nothing to do when there are none.
@@ -184,6 +185,18 @@ func (w *Watcher) poll(ctx context.Context, r *repo) error {
 	defer cancel()
 	log := w.log.With(zap.String(logging.FieldSource, r.source.Name), zap.String(logging.FieldRepository, r.ref))
 	tags, err := w.deps.Registry.Tags(ctx, r.ref)
+	if errors.Is(err, registry.ErrNotFound) {
+		// The repository does not exist yet (an empty registry, a product line not published yet; distribution
+		// answers NAME_UNKNOWN): no tags, not a failure, so it keeps its interval and its first tag is seen
+		// within one. Said once, not every cycle.
+		if !r.missing {
+			log.Info("repository not found; polling until its first tag", zap.Error(err))
+		}
+		r.missing = true
+		w.m.polls.WithLabelValues(r.source.Name, "not_found").Inc()
+		return nil
+	}
+	r.missing = false
 	if err != nil {
 		w.m.polls.WithLabelValues(r.source.Name, "error").Inc()
 		log.Warn("listing tags failed; backing off", zap.Error(err))

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -345,4 +348,42 @@ func TestAnUnchangedCycleOver100TagsIsOneListAndHEADsOnly(t *testing.T) {
 		t.Errorf("a quiet cycle over 100 tags made %+v, want 1 tag list, ≤ 100 HEADs, 0 GETs", got)
 	}
 	t.Logf("quiet cycle over 100 tags: %+v", got)
+}
+
+// A repository that does not exist yet (an empty registry, a product line not published yet) has no tags: the
+// cycle succeeds, so the repository is polled at its interval and not backed off, and its first tag is seen
+// within one interval. distribution answers its tag list 404 NAME_UNKNOWN, as here.
+func TestAMissingRepositoryIsPolledAtItsIntervalUntilItsFirstTag(t *testing.T) {
+	var missing atomic.Bool
+	missing.Store(true)
+	reg := registrytest.New(t, registrytest.WithMiddleware(func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if missing.Load() && r.URL.Path == "/v2/wso2-apim/am/tags/list" {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusNotFound)
+				_, _ = io.WriteString(w, `{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry","detail":{"name":"wso2-apim/am"}}]}`)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}))
+	f := newFixture(t, reg)
+	src := source("wso2", reg.Ref("wso2-apim/am"), "publish", []string{`^4\.2\.0(\.\d+)?$`})
+	w := f.watcher(src)
+	for range 3 {
+		if err := w.PollOnce(context.Background()); err != nil {
+			t.Fatalf("a missing repository: %v, want no error (no back-off)", err)
+		}
+	}
+	if evs := f.events(); len(evs) != 0 {
+		t.Fatalf("events of a missing repository: %v", evs)
+	}
+	a := reg.PushImage(t, "wso2-apim/am:4.2.0.15", image(15))
+	missing.Store(false)
+	if err := w.PollOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if evs := f.events(); len(evs) != 1 || evs[0].GetDigest() != a.Digest {
+		t.Fatalf("after the first push: %v", evs)
+	}
 }

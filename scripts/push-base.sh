@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# push-base.sh LEVEL [REPOSITORY]: push a WSO2-like base as WSO2 would, to make run's registry.wso2.com stand-in:
+# a two-platform image (linux/amd64, linux/arm64; user 802:802, label update_level=LEVEL) tagged 4.2.0.LEVEL,
+# then the tag 4.2.0 moved onto it. REPOSITORY defaults to 127.0.0.1:5000/wso2-apim/am. Uses crane (pinned as in
+# the Makefile; installed into .tmp/bin when missing) — any OCI tool would do.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+level=${1:?usage: scripts/push-base.sh LEVEL [REPOSITORY]}
+repo=${2:-127.0.0.1:5000/wso2-apim/am}
+crane_version=$(sed -n 's/^CRANE_VERSION := //p' Makefile)
+export PATH=$PWD/.tmp/bin:$PATH
+if ! command -v crane >/dev/null; then
+	GOBIN=$PWD/.tmp/bin go install "github.com/google/go-containerregistry/cmd/crane@$crane_version"
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+# crane logs every blob on stderr: keep it, and show it only when crane fails.
+crane() {
+	command crane "$@" 2>"$tmp/crane.log" || { cat "$tmp/crane.log" >&2; return 1; }
+}
+manifests=()
+for platform in linux/amd64 linux/arm64; do
+	# One small layer per platform: /opt/wso2/update_level, owned by wso2carbon (802).
+	mkdir -p "$tmp/$platform/opt/wso2"
+	echo "$level $platform" >"$tmp/$platform/opt/wso2/update_level"
+	tar -C "$tmp/$platform" --owner=802 --group=802 --numeric-owner --mtime=@0 -cf "$tmp/layer.tar" opt
+	# Built in a scratch repository, then pushed by digest (no tag) into the base's repository.
+	scratch=${repo%%/*}/scratch/base:${platform//\//-}
+	crane append --oci-empty-base -f "$tmp/layer.tar" -t "$scratch" >/dev/null
+	manifests+=(-m "$(crane mutate "$scratch" --set-platform "$platform" --user 802:802 \
+		--label update_level="$level" --label org.opencontainers.image.version="4.2.0.$level" --repo "$repo")")
+done
+crane index append --docker-empty-base=false "${manifests[@]}" -t "$repo:4.2.0.$level" >/dev/null
+crane tag "$repo:4.2.0.$level" 4.2.0
+echo "pushed $repo:4.2.0.$level and $repo:4.2.0 ($(crane digest "$repo:4.2.0.$level"), linux/amd64 and linux/arm64, update_level=$level)"
