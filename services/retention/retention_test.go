@@ -38,9 +38,10 @@ type standIn struct {
 	records    *bus.KV
 	promotions *bus.KV
 	reg        *registry.Client
-	// deletes counts the DELETEs of artifacts sent to Harbor's API, by digest.
+	// deletes counts the DELETEs of artifacts sent to Harbor's API, by digest; calls every API request.
 	mu      sync.Mutex
 	deletes map[string]int
+	calls   atomic.Int64
 }
 
 func newStandIn(t *testing.T) *standIn {
@@ -89,6 +90,7 @@ func (s *standIn) replica(t *testing.T, now func() time.Time) *retention.Retenti
 	hc, err := harbor.New(harbor.Host{Name: s.harbor.Host(), Username: user, Password: secret.Secret(pass), PlainHTTP: true},
 		harbor.WithTransport(func(next http.RoundTripper) http.RoundTripper {
 			return roundTripper(func(r *http.Request) (*http.Response, error) {
+				s.calls.Add(1)
 				if r.Method == http.MethodDelete && strings.Contains(r.URL.Path, "/artifacts/") {
 					s.mu.Lock()
 					s.deletes[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]++
@@ -180,9 +182,14 @@ func TestDryRunThenApplyThenRestore(t *testing.T) {
 		}
 	}
 
+	s.calls.Store(0)
 	applied, err := r.Run(ctx, s.repo, false)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Harbor's API: the list (one page) and one call per deletion, nothing more.
+	if n := s.calls.Load(); n != 1+2 {
+		t.Errorf("apply made %d API calls, want 3", n)
 	}
 	if got := digestsOf(applied.GetDeleted()); !slices.Equal(got, digestsOf(dry.GetDeleted())) {
 		t.Fatalf("apply deleted %v, the plan %v", got, digestsOf(dry.GetDeleted()))
