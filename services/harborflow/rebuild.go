@@ -1,6 +1,7 @@
 package harborflow
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/logging"
@@ -28,25 +30,12 @@ func newRebuildCommand(cfgPath func() string) *cobra.Command {
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			cfg, err := config.Load(cfgPath(), event.StageRebuilder)
+			env, err := openStage(ctx, cfgPath(), event.StageRebuilder)
 			if err != nil {
 				return err
 			}
-			log, err := logging.New(cfg.Log.Level, cfg.Log.Development)
-			if err != nil {
-				return err
-			}
-			defer func() { _ = log.Sync() }()
-			nc, b, err := connectTo(ctx, cfg)
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			reg, err := registry.New(config.RegistryHosts(cfg.Registries), registry.WithLogger(log), registry.WithVersion(Version))
-			if err != nil {
-				return err
-			}
-			defer reg.Close()
+			defer env.close()
+			cfg, log, b, reg := env.cfg, env.log, env.bus, env.reg
 			host, _ := os.Hostname()
 			rb, err := newRebuilder(ctx, cfg, b, reg, rebuilder.Deps{Log: log, Holder: fmt.Sprintf("manual/%s/%d", host, os.Getpid())})
 			if err != nil {
@@ -83,4 +72,43 @@ func newRebuildCommand(cfgPath func() string) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "build even when this base digest was built before (takes a new build number)")
 	return cmd
+}
+
+// stageEnv is what a command doing a stage's work by hand needs: the configuration loaded for that stage, a
+// logger, the bus, and a registry client.
+type stageEnv struct {
+	cfg *config.Config
+	log *zap.Logger
+	bus *bus.Bus
+	reg *registry.Client
+	// close releases them.
+	close func()
+}
+
+// openStage loads the configuration at path for stage and opens its logger, NATS connection and registry client.
+func openStage(ctx context.Context, path, stage string) (*stageEnv, error) {
+	cfg, err := config.Load(path, stage)
+	if err != nil {
+		return nil, err
+	}
+	log, err := logging.New(cfg.Log.Level, cfg.Log.Development)
+	if err != nil {
+		return nil, err
+	}
+	nc, b, err := connectTo(ctx, cfg)
+	if err != nil {
+		_ = log.Sync()
+		return nil, err
+	}
+	reg, err := registry.New(config.RegistryHosts(cfg.Registries), registry.WithLogger(log), registry.WithVersion(Version))
+	if err != nil {
+		nc.Close()
+		_ = log.Sync()
+		return nil, err
+	}
+	return &stageEnv{cfg: cfg, log: log, bus: b, reg: reg, close: func() {
+		reg.Close()
+		nc.Close()
+		_ = log.Sync()
+	}}, nil
 }

@@ -7,12 +7,9 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"go.uber.org/zap"
 
 	"github.com/harborflow/harborflow/pkg/bus"
-	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
-	"github.com/harborflow/harborflow/pkg/logging"
 	"github.com/harborflow/harborflow/pkg/registry"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 	"github.com/harborflow/harborflow/services/retention"
@@ -101,31 +98,16 @@ garbage collection runs.`,
 
 // withRetention runs f with the retention stage of the configuration at path.
 func withRetention(ctx context.Context, path string, f func(*retention.Retention, *bus.Bus) error) error {
-	cfg, err := config.Load(path, event.StageRetention)
+	env, err := openStage(ctx, path, event.StageRetention)
 	if err != nil {
 		return err
 	}
-	log, err := logging.New(cfg.Log.Level, cfg.Log.Development)
+	defer env.close()
+	r, err := newRetention(ctx, env.cfg, env.bus, env.log, func() (*registry.Client, error) { return env.reg, nil })
 	if err != nil {
 		return err
 	}
-	defer func() { _ = log.Sync() }()
-	nc, b, err := connectTo(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	reg, err := registry.New(config.RegistryHosts(cfg.Registries), registry.WithLogger(log), registry.WithVersion(Version))
-	if err != nil {
-		return err
-	}
-	defer reg.Close()
-	r, err := newRetention(ctx, cfg, b, log.With(zap.String(logging.FieldStage, event.StageRetention)),
-		func() (*registry.Client, error) { return reg, nil })
-	if err != nil {
-		return err
-	}
-	return f(r, b)
+	return f(r, env.bus)
 }
 
 // printPruned prints a run's decisions: what goes (verb), then what stays, each with its reason.
