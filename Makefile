@@ -27,6 +27,9 @@ CONFIG ?= deploy/harborflow.yaml
 run: export HARBOR_WEBHOOK_AUTH ?= Bearer dev-secret
 run: export REGISTRY_WEBHOOK_AUTH ?= Bearer dev-secret
 run: export HARBOR_PASSWORD ?= Harbor12345
+demo: export HARBOR_WEBHOOK_AUTH ?= Bearer dev-secret
+demo: export REGISTRY_WEBHOOK_AUTH ?= Bearer dev-secret
+demo: export HARBOR_PASSWORD ?= Harbor12345
 
 ##@ Everyday
 .PHONY: help
@@ -36,6 +39,10 @@ help: ## Show this help
 .PHONY: run
 run: build docker-registry ## Run the whole system: every stage, embedded NATS, a Harbor stand-in (8880), a registry.wso2.com stand-in (5000); state in ./var (scripts/run.sh)
 	CONFIG=$(CONFIG) ./scripts/run.sh $(if $(STAGES),--stages $(STAGES))
+
+.PHONY: demo
+demo: build ## With `make run` running (another terminal): publish wso2am 4.2.0 levels 15-19 and show the whole trail
+	./bin/harborflow --config $(CONFIG) dev demo
 
 .PHONY: registry
 registry: docker-registry ## Run a local registry on 127.0.0.1:5000 that notifies `make run` of every push (deploy/registry.yml)

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# push-base.sh LEVEL [REPOSITORY]: push a WSO2-like base as WSO2 would, to make run's registry.wso2.com stand-in:
-# a two-platform image (linux/amd64, linux/arm64; user 802:802, label update_level=LEVEL) tagged 4.2.0.LEVEL,
-# then the tag 4.2.0 moved onto it. REPOSITORY defaults to 127.0.0.1:5000/wso2-apim/am. Uses crane (pinned as in
-# the Makefile; installed into .tmp/bin when missing) — any OCI tool would do.
+# push-base.sh LEVEL [REPOSITORY [LABEL=VALUE ...]]: push a WSO2-like base as WSO2 would, to make run's
+# registry.wso2.com stand-in: a two-platform image (linux/amd64, linux/arm64; user 802:802, label
+# update_level=LEVEL and any LABEL=VALUE given) tagged 4.2.0.LEVEL, then the tag 4.2.0 moved onto it. REPOSITORY
+# defaults to 127.0.0.1:5000/wso2-apim/am. The Harbor stand-in's scanner reads the label harbortest.severity
+# (harbortest.severity=High: a scan finds a High vulnerability). Uses crane (pinned as in the Makefile;
+# installed into .tmp/bin when missing) — any OCI tool would do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-level=${1:?usage: scripts/push-base.sh LEVEL [REPOSITORY]}
+level=${1:?usage: scripts/push-base.sh LEVEL [REPOSITORY [LABEL=VALUE ...]]}
 repo=${2:-127.0.0.1:5000/wso2-apim/am}
+labels=()
+for l in "${@:3}"; do
+	labels+=(--label "$l")
+done
 crane_version=$(sed -n 's/^CRANE_VERSION := //p' Makefile)
 export PATH=$PWD/.tmp/bin:$PATH
 if ! command -v crane >/dev/null; then
@@ -30,7 +36,7 @@ for platform in linux/amd64 linux/arm64; do
 	scratch=${repo%%/*}/scratch/base:${platform//\//-}
 	crane append --oci-empty-base -f "$tmp/layer.tar" -t "$scratch" >/dev/null
 	manifests+=(-m "$(crane mutate "$scratch" --set-platform "$platform" --user 802:802 \
-		--label update_level="$level" --label org.opencontainers.image.version="4.2.0.$level" --repo "$repo")")
+		--label update_level="$level" --label org.opencontainers.image.version="4.2.0.$level" "${labels[@]}" --repo "$repo")")
 done
 crane index append --docker-empty-base=false "${manifests[@]}" -t "$repo:4.2.0.$level" >/dev/null
 crane tag "$repo:4.2.0.$level" 4.2.0

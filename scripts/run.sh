@@ -25,6 +25,11 @@ stop() {
 }
 trap stop EXIT
 
+# listening HOST:PORT: whether something accepts connections there (bash's /dev/tcp: no curl needed).
+listening() {
+	(exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null
+}
+
 # wait_for NAME PID COMMAND...: until COMMAND succeeds, as long as PID lives, at most 30 s.
 wait_for() {
 	local name=$1 pid=$2 deadline=$((SECONDS + 30))
@@ -45,7 +50,7 @@ wait_for() {
 
 # Something already on a port would answer for the helper that could not start: say so instead.
 for addr in "$harbor" "$registry"; do
-	if curl -s -o /dev/null "http://$addr/"; then
+	if listening "$addr"; then
 		echo "run: $addr is taken (another make run, make harbor or make registry?)" >&2
 		exit 1
 	fi
@@ -63,7 +68,7 @@ wait_for harbor "${pids[-1]}" grep -q '^harbor stand-in listening' var/log/harbo
 
 docker-registry serve deploy/wso2-registry.yml >var/log/wso2-registry.log 2>&1 &
 pids+=($!)
-wait_for wso2-registry "${pids[-1]}" curl -sf "http://$registry/v2/"
+wait_for wso2-registry "${pids[-1]}" listening "$registry"
 
 echo "run: Harbor stand-in http://$harbor (admin / Harbor12345; projects ${projects[*]}), registry.wso2.com stand-in http://$registry" >&2
 # The projects of the rebuild target and of every promotion stage get the policy.

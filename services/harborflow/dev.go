@@ -12,12 +12,12 @@ import (
 	"github.com/harborflow/harborflow/pkg/secret"
 )
 
-func newDevCommand() *cobra.Command {
+func newDevCommand(cfgPath func() string) *cobra.Command {
 	dev := &cobra.Command{
 		Use:   "dev",
 		Short: "Stand-ins for development: what harborflow talks to, on this machine",
 	}
-	dev.AddCommand(newDevHarborCommand())
+	dev.AddCommand(newDevHarborCommand(), newDevDemoCommand(cfgPath))
 	return dev
 }
 

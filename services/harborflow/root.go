@@ -37,7 +37,7 @@ func NewCommand() *cobra.Command {
 		newPromotionCommand(cfgPath),
 		newRetentionCommand(cfgPath),
 		newConfigCommand(cfgPath),
-		newDevCommand(),
+		newDevCommand(cfgPath),
 		newHarborCommand(cfgPath),
 	)
 	return root
