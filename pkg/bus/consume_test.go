@@ -328,6 +328,7 @@ func (e *env) checkDeadLetter(stage string, seq uint64, deliveries int, reason s
 		event.HeaderDLQStream:     event.StreamRegistry,
 		event.HeaderDLQSequence:   fmt.Sprint(seq),
 		event.HeaderDLQDeliveries: fmt.Sprint(deliveries),
+		event.HeaderDLQMsgID:      "in-1",
 		event.HeaderCorrelationID: "corr-1",
 		event.HeaderContentType:   event.ContentTypeJSON,
 	}

@@ -61,8 +61,9 @@ func (m *Message) Decode(pb proto.Message) error {
 }
 
 // DeadLetter returns the copy of m that goes to dlq.<stage>: the same body and original headers, plus the
-// reason, the stage, and where the original came from. Its id is derived from the original's, so a stage that
-// dead-letters the same message twice stores it once.
+// reason, the stage, where the original came from and its id (Harborflow-Dlq-Msg-Id: the dead letter's own
+// Nats-Msg-Id replaces the original's). Its id is derived from the original's, so a stage that dead-letters the
+// same message twice stores it once.
 func DeadLetter(stage, reason string, m *Message) *Message {
 	h := nats.Header{}
 	for k, v := range m.Header {
@@ -86,6 +87,7 @@ func DeadLetter(stage, reason string, m *Message) *Message {
 	if id == "" {
 		id = event.ID(m.Subject, string(m.Data))
 	}
+	h.Set(event.HeaderDLQMsgID, id)
 	return &Message{
 		Subject: event.DLQSubject(stage),
 		ID:      event.ID("dlq", stage, id, fmt.Sprint(m.Sequence)),

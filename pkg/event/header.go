@@ -25,4 +25,9 @@ const (
 	HeaderDLQSequence = "Harborflow-Dlq-Sequence"
 	// HeaderDLQDeliveries is how many times the stage tried.
 	HeaderDLQDeliveries = "Harborflow-Dlq-Deliveries"
+	// HeaderDLQMsgID is the original's Nats-Msg-Id (the dead letter has its own), so that a replay can
+	// derive its id from it.
+	HeaderDLQMsgID = "Harborflow-Dlq-Msg-Id"
+	// HeaderDLQPrefix begins every Harborflow-Dlq-* header; a replay drops them all.
+	HeaderDLQPrefix = "Harborflow-Dlq-"
 )

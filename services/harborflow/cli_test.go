@@ -127,7 +127,7 @@ func TestOpsCommandsWithoutAConfigFile(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
 	unsetenv(t, "HARBORFLOW_CONFIG")
-	for _, args := range [][]string{{"events"}, {"status"}, {"history", "r.example/a"}, {"rebuild", "acme-am"}, {"run"}, {"config", "check"}} {
+	for _, args := range [][]string{{"events"}, {"status"}, {"dlq", "list"}, {"dlq", "replay", "--stage", "inspector", "--all"}, {"history", "r.example/a"}, {"rebuild", "acme-am"}, {"run"}, {"config", "check"}} {
 		_, err := runCLI(t, args...)
 		want := "config file harborflow.yaml (" + filepath.Join(dir, "harborflow.yaml") + ") does not exist: it is the default when neither " +
 			"--config nor $HARBORFLOW_CONFIG is set; name one with --config FILE or $HARBORFLOW_CONFIG"

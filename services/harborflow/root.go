@@ -32,6 +32,7 @@ func NewCommand() *cobra.Command {
 		newEventsCommand(cfgPath),
 		newStatusCommand(cfgPath),
 		newHistoryCommand(cfgPath),
+		newDLQCommand(cfgPath),
 		newRebuildCommand(cfgPath),
 		newApproveCommand(cfgPath),
 		newPromotionCommand(cfgPath),
