@@ -431,8 +431,8 @@ func (r *Retention) harbor(repo string) (*harbor.Client, string, string, error) 
 	return hc, project, name, nil
 }
 
-// Schedule publishes on b, until ctx ends, a task for every repository of each policy with a schedule, once
-// per schedule slot: replicas publish the same ids, stored once.
+// Schedule publishes on b, until ctx ends, the tasks Due finds: checked every minute (or every schedule, when
+// shorter), each published once per slot whichever replica publishes it.
 func (r *Retention) Schedule(ctx context.Context, b *bus.Bus) error {
 	every := time.Duration(0)
 	for _, p := range r.policies {
@@ -452,28 +452,45 @@ func (r *Retention) Schedule(ctx context.Context, b *bus.Bus) error {
 			return ctx.Err()
 		case <-t.C:
 		}
-		for _, p := range r.policies {
-			if p.cfg.Schedule <= 0 {
-				continue
-			}
-			slot := r.now().Truncate(p.cfg.Schedule)
-			repos, err := r.repositories(ctx, p)
-			if err != nil {
-				r.log.Warn("listing the repositories of a retention policy", zap.Error(err))
-				continue
-			}
-			for _, repo := range repos {
-				m, err := bus.NewMessage(event.TaskSubject(event.StageRetention), event.RetentionTaskID(repo, slot.Unix()), "",
-					&harborflowv1.RetentionTask{Repository: repo, Reason: "schedule"})
-				if err != nil {
-					return err
-				}
-				if _, err := b.Publish(ctx, m); err != nil && ctx.Err() == nil {
-					r.log.Warn("asking for a scheduled retention run", zap.String(logging.FieldRepository, repo), zap.Error(err))
-				}
+		tasks, err := r.Due(ctx)
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("listing the repositories of the retention policies", zap.Error(err))
+		}
+		for _, m := range tasks {
+			if _, err := b.Publish(ctx, m); err != nil && ctx.Err() == nil {
+				r.log.Warn("asking for a scheduled retention run", zap.String(logging.FieldSubject, m.Subject), zap.Error(err))
+				break
 			}
 		}
 	}
+}
+
+// Due returns a task.retention for every repository of each policy with a schedule (its Harbor's repositories
+// the policy's globs match), for the schedule slot now is in: its id is (repository, slot), so replicas and
+// the rounds within one slot ask once.
+func (r *Retention) Due(ctx context.Context) ([]*bus.Message, error) {
+	var out []*bus.Message
+	var errs []error
+	for _, p := range r.policies {
+		if p.cfg.Schedule <= 0 {
+			continue
+		}
+		slot := r.now().Truncate(p.cfg.Schedule)
+		repos, err := r.repositories(ctx, p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, repo := range repos {
+			m, err := bus.NewMessage(event.TaskSubject(event.StageRetention), event.RetentionTaskID(repo, slot.Unix()), "",
+				&harborflowv1.RetentionTask{Repository: repo, Reason: "schedule"})
+			if err != nil {
+				return nil, bus.Permanent(err)
+			}
+			out = append(out, m)
+		}
+	}
+	return out, errors.Join(errs...)
 }
 
 // repositories lists the repositories of the Harbors a policy's globs name that the globs match.

@@ -362,3 +362,37 @@ func TestPushesBecomeOneDebouncedRun(t *testing.T) {
 		t.Errorf("image.pruned %v %v", p, err)
 	}
 }
+
+// TestScheduleAsksOncePerSlot: a policy with a schedule asks for a run of every repository its globs match in
+// Harbor — once per slot, the same id on every replica and every round of the slot.
+func TestScheduleAsksOncePerSlot(t *testing.T) {
+	ctx := context.Background()
+	s := newStandIn(t)
+	user, pass := s.harbor.Admin()
+	hc, err := harbor.New(harbor.Host{Name: s.harbor.Host(), Username: user, Password: secret.Secret(pass), PlainHTTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Date(2026, 12, 1, 12, 10, 0, 0, time.UTC)
+	r, err := retention.New([]config.Retention{{Repositories: []string{s.harbor.Host() + "/wso2-*/am"}, KeepPerVersion: 2, Schedule: time.Hour}}, nil,
+		retention.Deps{Harbors: map[string]*harbor.Client{s.harbor.Host(): hc}, Records: s.records, Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := r.Due(ctx)
+	if err != nil || len(first) != 1 {
+		t.Fatalf("due: %v %v", first, err)
+	}
+	task := &harborflowv1.RetentionTask{}
+	if err := first[0].Decode(task); err != nil || task.GetRepository() != s.repo || task.GetReason() != "schedule" {
+		t.Errorf("task %v %v", task, err)
+	}
+	clock = clock.Add(20 * time.Minute)
+	if again, err := r.Due(ctx); err != nil || len(again) != 1 || again[0].ID != first[0].ID {
+		t.Errorf("later in the slot: %v %v; want the same id", again, err)
+	}
+	clock = clock.Add(40 * time.Minute)
+	if next, err := r.Due(ctx); err != nil || len(next) != 1 || next[0].ID == first[0].ID {
+		t.Errorf("the next slot: %v %v; want a new id", next, err)
+	}
+}
