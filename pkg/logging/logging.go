@@ -47,6 +47,8 @@ const (
 	FieldBytesRead     = "bytes_read"
 	FieldBytesWritten  = "bytes_written"
 	FieldAttempt       = "attempt"
+	FieldDeleted       = "deleted"
+	FieldKept          = "kept"
 	// FieldRetryLayer names the layer that retries a failed request or message: the registry client
 	// ("registry_client") or the caller ("caller"; for a stage, the bus's back-off).
 	FieldRetryLayer = "retry_layer"

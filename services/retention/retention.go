@@ -263,8 +263,8 @@ func (r *Retention) Run(ctx context.Context, repo string, dryRun bool) (*harborf
 		}
 		out.Deleted = append(out.Deleted, a)
 	}
-	r.log.Info("retention applied", zap.String(logging.FieldRepository, repo), zap.Int("deleted", len(out.Deleted)),
-		zap.Int("kept", len(out.Kept)))
+	r.log.Info("retention applied", zap.String(logging.FieldRepository, repo), zap.Int(logging.FieldDeleted, len(out.Deleted)),
+		zap.Int(logging.FieldKept, len(out.Kept)))
 	return out, nil
 }
 
