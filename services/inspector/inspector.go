@@ -172,16 +172,33 @@ func (i *Inspector) Handle(ctx context.Context, m *bus.Message) ([]*bus.Message,
 			// Recorded now, like its children, so that the wait reads only the history; published by its tag
 			// push, or by this event untagged when none comes within the wait (known).
 			rec.AwaitingTag = true
-			if err := i.create(ctx, key, rec); err != nil {
+			if err := i.create(ctx, key, rec); errors.Is(err, bus.ErrKeyExists) {
+				return i.recordedMeanwhile(ctx, ev, key)
+			} else if err != nil {
 				return nil, err
 			}
 			return nil, bus.Wait(errWaitingForTag, min(wait, indexPoll))
 		}
 	}
-	if err := i.create(ctx, key, rec); err != nil {
+	if err := i.create(ctx, key, rec); errors.Is(err, bus.ErrKeyExists) {
+		return i.recordedMeanwhile(ctx, ev, key)
+	} else if err != nil {
 		return nil, err
 	}
 	return i.publish(ev, rec)
+}
+
+// recordedMeanwhile carries on from the record another delivery created while this one inspected the same
+// digest (its other tag's push, or a replica): the digest is known now.
+func (i *Inspector) recordedMeanwhile(ctx context.Context, ev *harborflowv1.RegistryEvent, key string) ([]*bus.Message, error) {
+	rec, rev, err := i.record(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if rec == nil {
+		return nil, fmt.Errorf("the history record %s was created and is gone", key)
+	}
+	return i.known(ctx, ev, key, rec, rev)
 }
 
 // known handles a digest the history has. A new tag is recorded and published from the history, without a
@@ -394,8 +411,7 @@ func (i *Inspector) update(ctx context.Context, key string, rec *harborflowv1.Im
 	return err
 }
 
-// create writes a new history record; when another replica wrote it first, theirs stands and this delivery is
-// retried to publish from it.
+// create writes a new history record; when another delivery wrote it first (bus.ErrKeyExists), theirs stands.
 func (i *Inspector) create(ctx context.Context, key string, rec *harborflowv1.ImageRecord) error {
 	if _, err := i.deps.History.Create(ctx, key, rec); err != nil {
 		return fmt.Errorf("recording the history of %s: %w", rec.GetDigest(), err)

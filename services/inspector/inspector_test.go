@@ -3,8 +3,10 @@ package inspector_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -611,5 +613,39 @@ func TestTagMovedBackIsSeenOnItsDigestAgain(t *testing.T) {
 	f.redeliver(first)
 	if got := lastSeen(a.Digest); !got.Equal(back) {
 		t.Errorf("a redelivery of the first push changed A's last seen from %s to %s", back, got)
+	}
+}
+
+// TestTwoTagsOfOneDigestAtOnce: the pushes of two tags of one new digest are handled at the same moment (two
+// replicas, or two handlers): both succeed — the one that finds the record created meanwhile carries on from it
+// instead of failing into a retry — and each tag is published.
+func TestTwoTagsOfOneDigestAtOnce(t *testing.T) {
+	f := newFixture(t, time.Second)
+	for i := range 5 {
+		tag := fmt.Sprintf("4.2.0.%d", 20+i)
+		img := f.reg.PushImage(t, "wso2/am:"+tag, registrytest.Image{Layer: tag, Labels: map[string]string{"update_level": strconv.Itoa(20 + i)}})
+		// Handed to the handler directly, not published: the fixture's own consumer must not see them first.
+		pushOf := func(tag string) *bus.Message {
+			ev := &harborflowv1.RegistryEvent{Id: tag + img.Digest, Source: "test", Kind: "push", Type: "PUSH_ARTIFACT",
+				Registry: f.reg.Host, Repository: "wso2/am", Digest: img.Digest, Tag: tag, OccurredAt: timestamppb.Now()}
+			m, err := bus.NewMessage("registry.test.push", ev.Id, ev.Id, ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m
+		}
+		a, b := pushOf(tag), pushOf("latest")
+		errs := make(chan error, 2)
+		for _, m := range []*bus.Message{a, b} {
+			go func() {
+				_, err := f.insp.Handle(context.Background(), &bus.Message{Subject: m.Subject, ID: m.ID, Header: m.Header, Data: m.Data, Deliveries: 1})
+				errs <- err
+			}()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Errorf("%s: %v", tag, err)
+			}
+		}
 	}
 }
