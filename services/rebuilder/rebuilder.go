@@ -77,7 +77,7 @@ type Deps struct {
 	// Holder names this process in the claims of builds run by hand (default host name and pid). A trigger
 	// from the bus holds its claim as its stream sequence, so that its redelivery after a crash takes it over.
 	Holder string
-	// LineLease is how long a build holds its recipe's line without renewing it (default 1m; renewed every
+	// LineLease is how long a build holds its recipe's line without renewing it (default 15s; renewed every
 	// third of it while building): how long the other bases of a line wait after their builder died.
 	LineLease time.Duration
 	// Trees keeps what base layers hold by layer digest (the layer-trees KV bucket), so that the overlay
@@ -100,7 +100,7 @@ type Rebuilder struct {
 }
 
 // DefaultLineLease is Deps.LineLease's default.
-const DefaultLineLease = time.Minute
+const DefaultLineLease = 15 * time.Second
 
 // recipe is a configured recipe with its base tag and template parsed.
 type recipe struct {
