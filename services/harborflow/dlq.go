@@ -24,10 +24,10 @@ import (
 func newDLQCommand(cfgPath func() string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dlq",
-		Short: "List and replay the messages stages gave up on (stream DLQ)",
+		Short: "List, replay and drop the messages stages gave up on (stream DLQ)",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newDLQListCommand(cfgPath), newDLQReplayCommand(cfgPath))
+	cmd.AddCommand(newDLQListCommand(cfgPath), newDLQReplayCommand(cfgPath), newDLQDropCommand(cfgPath))
 	return cmd
 }
 
@@ -113,6 +113,51 @@ stored. The receiver's dead letters (dlq.receiver) are webhooks that never becam
 	_ = cmd.MarkFlagRequired("stage")
 	cmd.MarkFlagsOneRequired("seq", "all")
 	cmd.MarkFlagsMutuallyExclusive("seq", "all")
+	return cmd
+}
+
+func newDLQDropCommand(cfgPath func() string) *cobra.Command {
+	var (
+		stage string
+		seq   uint64
+	)
+	cmd := &cobra.Command{
+		Use:   "drop --stage STAGE --seq N",
+		Short: "Remove one dead letter from the DLQ without replaying it",
+		Long: `Removes the dead letter at DLQ sequence N (the SEQ of dlq list) of the stage, after printing what it was:
+for a dead letter that is not to be replayed — a receiver's (dlq.receiver), an event about something gone, one
+handled by hand. One at a time, by sequence: read it first with dlq list --json, it cannot be brought back.`,
+		Example: "  harborflow dlq drop --stage receiver --seq 7",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			subject, err := dlqSubject(stage)
+			if err != nil {
+				return err
+			}
+			if seq == 0 {
+				return errors.New("--seq: DLQ sequences start at 1")
+			}
+			nc, b, err := connect(cmd.Context(), cfgPath())
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			msgs, err := deadLetterAt(cmd.Context(), b, subject, seq)
+			if err != nil {
+				return err
+			}
+			d := deadLetterOf(msgs[0])
+			if err := b.DeleteMsg(cmd.Context(), event.StreamDLQ, seq); err != nil {
+				return fmt.Errorf("dropping DLQ message %d: %w", seq, err)
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "dropped DLQ message %d of %s (from %s: %s)\n", seq, d.Stage, d.Subject, d.Reason)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&stage, "stage", "", "the stage of the dead letter (dlq.STAGE)")
+	cmd.Flags().Uint64Var(&seq, "seq", 0, "the DLQ sequence `N` of the dead letter (the SEQ of dlq list)")
+	_ = cmd.MarkFlagRequired("stage")
+	_ = cmd.MarkFlagRequired("seq")
 	return cmd
 }
 

@@ -280,3 +280,30 @@ func TestDLQReplayFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestDLQDropRemovesOneDeadLetter: drop removes the dead letter it names, and only it; a second drop of it,
+// and a drop naming another stage's dead letter, are refused.
+func TestDLQDropRemovesOneDeadLetter(t *testing.T) {
+	e := newDLQEnv(t)
+	ack, err := e.srv.Bus.Publish(e.ctx, bus.DeadLetter(event.StageReceiver, "no repository",
+		&bus.Message{Subject: "/webhooks/distribution/reg", Data: []byte(`{}`)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	receiver := ack.Sequence
+	if _, err := e.run(t, "drop", "--stage", "inspector", "--seq", fmt.Sprint(receiver)); err == nil ||
+		!strings.Contains(err.Error(), "is on dlq.receiver, not dlq.inspector") {
+		t.Errorf("drop of another stage's dead letter: %v", err)
+	}
+	out, err := e.run(t, "drop", "--stage", "receiver", "--seq", fmt.Sprint(receiver))
+	if err != nil || !strings.Contains(out, fmt.Sprintf("dropped DLQ message %d of receiver (from /webhooks/distribution/reg: no repository)", receiver)) {
+		t.Fatalf("drop: %v\n%s", err, out)
+	}
+	if left := e.srv.Messages(event.StreamDLQ, "dlq.>"); len(left) != 1 || left[0].Sequence != e.dead {
+		t.Errorf("DLQ holds %v, want only the inspector's dead letter %d", left, e.dead)
+	}
+	if _, err := e.run(t, "drop", "--stage", "receiver", "--seq", fmt.Sprint(receiver)); err == nil ||
+		!strings.Contains(err.Error(), "the DLQ holds no message") {
+		t.Errorf("a second drop: %v", err)
+	}
+}
