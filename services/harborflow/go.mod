@@ -9,6 +9,7 @@ replace (
 	github.com/harborflow/harborflow/services/promoter => ../promoter
 	github.com/harborflow/harborflow/services/rebuilder => ../rebuilder
 	github.com/harborflow/harborflow/services/receiver => ../receiver
+	github.com/harborflow/harborflow/services/retention => ../retention
 	github.com/harborflow/harborflow/services/watcher => ../watcher
 )
 
@@ -19,6 +20,7 @@ require (
 	github.com/harborflow/harborflow/services/promoter v0.0.0-00010101000000-000000000000
 	github.com/harborflow/harborflow/services/rebuilder v0.0.0-00010101000000-000000000000
 	github.com/harborflow/harborflow/services/receiver v0.0.0-00010101000000-000000000000
+	github.com/harborflow/harborflow/services/retention v0.0.0-00010101000000-000000000000
 	github.com/harborflow/harborflow/services/watcher v0.0.0-00010101000000-000000000000
 	github.com/nats-io/nats.go v1.55.0
 	github.com/opencontainers/go-digest v1.0.0
