@@ -388,3 +388,19 @@ func TestLoadKeysRefused(t *testing.T) {
 }
 
 func digestOf(b []byte) string { return godigest.FromBytes(b).String() }
+
+func TestSignAndVerifyNeedADigest(t *testing.T) {
+	e := newEnv(t)
+	e.reg.PushImage(t, "wso2/am:4.2.0", registrytest.Image{})
+	s := newSigner(t)
+	ref := e.reg.Ref("wso2/am:4.2.0")
+	if _, err := s.Sign(e.ctx, e.client, ref); !errors.Is(err, registry.ErrInvalidReference) {
+		t.Errorf("Sign(%s) = %v, want ErrInvalidReference", ref, err)
+	}
+	if err := signature.Verify(e.ctx, e.client, ref, verifiers(t, s)); !errors.Is(err, registry.ErrInvalidReference) {
+		t.Errorf("Verify(%s) = %v, want ErrInvalidReference", ref, err)
+	}
+	if tags, err := e.client.Tags(e.ctx, e.reg.Ref("wso2/am")); err != nil || len(tags) != 1 {
+		t.Errorf("tags after refused Signs = %v, %v; want only 4.2.0", tags, err)
+	}
+}
