@@ -35,7 +35,7 @@ func cosign(t *testing.T, path string, env []string, args ...string) (string, er
 }
 
 // offline are the flags cosign needs for a key-based signature in a plain-HTTP registry without Rekor.
-var offline = []string{"--insecure-ignore-tlog=true", "--allow-insecure-registry", "--allow-http-registry"}
+var offline = []string{"--offline=true", "--insecure-ignore-tlog=true", "--allow-insecure-registry", "--allow-http-registry"}
 
 func writeFile(t *testing.T, name string, data []byte) string {
 	t.Helper()
