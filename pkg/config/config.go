@@ -36,7 +36,8 @@ const (
 // Config is the whole file. Each stage reads its own sections (Stages); a Config loaded for some stages holds
 // only theirs.
 //
-// A string field tagged config:"path" is a path: relative, it is relative to the config file's directory.
+// A string field (or a list of strings) tagged config:"path" is a path: relative, it is relative to the config
+// file's directory.
 type Config struct {
 	NATS       NATS       `yaml:"nats"`
 	HTTP       HTTP       `yaml:"http"`
@@ -49,6 +50,9 @@ type Config struct {
 	// Promotions are the promoter's chains; Retention the retention stage's policies.
 	Promotions []Promotion `yaml:"promotions"`
 	Retention  []Retention `yaml:"retention"`
+	// Signing is the key the rebuilder signs every image it pushes with, and the keys signatures are verified
+	// with (pkg/signature); empty: nothing is signed.
+	Signing Signing `yaml:"signing"`
 }
 
 // NATS is where messages are stored: an external server (URL) or the embedded one.
@@ -330,6 +334,17 @@ type Retention struct {
 	// Schedule is how often every matching repository is planned besides the runs after pushes and
 	// promotions; 0 turns the schedule off.
 	Schedule time.Duration `yaml:"schedule"`
+}
+
+// Signing is a cosign key pair: the private key (cosign's encrypted cosign.key, with its password, or a PEM
+// ECDSA P-256 key) and the public keys accepted when verifying (several while a key is being rotated).
+type Signing struct {
+	// Key is the private key file; empty turns signing off.
+	Key string `yaml:"key" config:"path"`
+	// Password decrypts an encrypted cosign.key; from ${NAME}, never written in the file.
+	Password Secret `yaml:"password"`
+	// PublicKeys are PEM public key files; each may hold several keys.
+	PublicKeys []string `yaml:"public_keys" config:"path"`
 }
 
 // Secret is a value that must never be printed (see package secret).

@@ -252,6 +252,19 @@ func (l *loader) fail(key, problem string) {
 
 func (l *loader) kindOf(item string) string { return l.kinds[item] }
 
+// resolvePath makes a path field absolute against dir: a string, or each string of a list of paths.
+func resolvePath(v reflect.Value, dir string) {
+	if v.Kind() == reflect.Slice {
+		for i := 0; i < v.Len(); i++ {
+			resolvePath(v.Index(i), dir)
+		}
+		return
+	}
+	if p := v.String(); p != "" && !filepath.IsAbs(p) {
+		v.SetString(filepath.Join(dir, p))
+	}
+}
+
 // resolvePaths makes every path of the file — a string field tagged config:"path" — absolute against dir, the
 // config file's directory, so that it means the same from any working directory. This is the one place that
 // does it: a new path key needs only the tag.
@@ -268,9 +281,7 @@ func resolvePaths(v reflect.Value, dir string) {
 				continue
 			}
 			if f.Tag.Get("config") == "path" {
-				if p := v.Field(i).String(); p != "" && !filepath.IsAbs(p) {
-					v.Field(i).SetString(filepath.Join(dir, p))
-				}
+				resolvePath(v.Field(i), dir)
 				continue
 			}
 			resolvePaths(v.Field(i), dir)

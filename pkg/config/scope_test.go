@@ -194,7 +194,7 @@ func TestStagesTable(t *testing.T) {
 		"receiver":  {"http", "sources of kind harbor, distribution"},
 		"watcher":   {"sources of kind poll", "registries"},
 		"inspector": {"inspector", "registries"},
-		"rebuilder": {"rebuilds", "inspector.update_level_label", "registries"},
+		"rebuilder": {"rebuilds", "inspector.update_level_label", "registries", "signing"},
 		"promoter":  {"promotions", "registries"},
 		"retention": {"retention", "promotions", "registries"},
 	}

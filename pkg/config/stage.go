@@ -47,7 +47,7 @@ var stages = []Stage{
 	{Name: event.StageReceiver, Uses: []Use{{Key: "http"}, {Key: "sources", Kinds: []string{SourceHarbor, SourceDistribution}}}},
 	{Name: event.StageWatcher, Uses: []Use{{Key: "sources", Kinds: []string{SourcePoll}}, {Key: "registries"}}},
 	{Name: event.StageInspector, Uses: []Use{{Key: "inspector"}, {Key: "registries"}}},
-	{Name: event.StageRebuilder, Uses: []Use{{Key: "rebuilds"}, {Key: "inspector.update_level_label"}, {Key: "registries"}}},
+	{Name: event.StageRebuilder, Uses: []Use{{Key: "rebuilds"}, {Key: "inspector.update_level_label"}, {Key: "registries"}, {Key: "signing"}}},
 	{Name: event.StagePromoter, Uses: []Use{{Key: "promotions"}, {Key: "registries"}}},
 	{Name: event.StageRetention, Uses: []Use{{Key: "retention"}, {Key: "promotions"}, {Key: "registries"}}},
 }

@@ -144,6 +144,7 @@ func (l *loader) validate(c *Config) error {
 	l.validateRebuilds(c.Rebuilds)
 	l.validatePromotions(c.Promotions, c.Registries)
 	l.validateRetention(c.Retention, c.Registries)
+	l.validateSigning(c.Signing)
 
 	hosts := map[string]int{}
 	for i, r := range c.Registries {
@@ -346,6 +347,28 @@ func (l *loader) validateRetention(policies []Retention, registries []Registry) 
 		}
 		if p.Schedule != 0 && p.Schedule < time.Minute {
 			l.fail(key+".schedule", fmt.Sprintf("must be at least 1m, or 0 to turn the schedule off, not %s", p.Schedule))
+		}
+	}
+}
+
+// validateSigning checks that the signing key and the public keys are files that can be read (their contents
+// are checked by the stage that loads them, which can say whether a password is wrong).
+func (l *loader) validateSigning(sg Signing) {
+	if sg.Key == "" {
+		if sg.Password != "" {
+			l.fail("signing.password", "is set, but signing.key is not: there is nothing to decrypt")
+		}
+		return
+	}
+	if _, err := os.Stat(sg.Key); err != nil {
+		l.fail("signing.key", fmt.Sprintf("cannot read %q: %v", sg.Key, errors.Unwrap(err)))
+	}
+	for i, pk := range sg.PublicKeys {
+		key := fmt.Sprintf("signing.public_keys[%d]", i)
+		if pk == "" {
+			l.fail(key, "must name a PEM public key file")
+		} else if _, err := os.Stat(pk); err != nil {
+			l.fail(key, fmt.Sprintf("cannot read %q: %v", pk, errors.Unwrap(err)))
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/harbor"
 	"github.com/harborflow/harborflow/pkg/registry"
+	"github.com/harborflow/harborflow/pkg/signature"
 	"github.com/harborflow/harborflow/pkg/stage"
 	"github.com/harborflow/harborflow/services/inspector"
 	"github.com/harborflow/harborflow/services/promoter"
@@ -162,7 +164,38 @@ func newRebuilder(ctx context.Context, cfg *config.Config, b *bus.Bus, reg *regi
 		deps.Buildah = bh
 		break
 	}
+	if cfg.Signing.Key != "" {
+		s, err := loadSigner(cfg.Signing)
+		if err != nil {
+			return nil, err
+		}
+		deps.Signer = imageSigner{signer: s, reg: reg}
+	}
 	return rebuilder.New(cfg.Rebuilds, cfg.Inspector.UpdateLevelLabel, deps)
+}
+
+// loadSigner reads the signing key of sg, decrypting it with its password.
+func loadSigner(sg config.Signing) (*signature.Signer, error) {
+	pem, err := os.ReadFile(sg.Key)
+	if err != nil {
+		return nil, fmt.Errorf("signing.key: %w", err)
+	}
+	s, err := signature.LoadSigner(pem, []byte(sg.Password))
+	if err != nil {
+		return nil, fmt.Errorf("signing.key %s: %w", sg.Key, err)
+	}
+	return s, nil
+}
+
+// imageSigner signs images in the registry they are in (rebuilder.Signer).
+type imageSigner struct {
+	signer *signature.Signer
+	reg    *registry.Client
+}
+
+func (s imageSigner) Sign(ctx context.Context, image string) error {
+	_, err := s.signer.Sign(ctx, s.reg, image)
+	return err
 }
 
 func noChains(cfg *config.Config) string {

@@ -83,6 +83,15 @@ type Deps struct {
 	// Trees keeps what base layers hold by layer digest (the layer-trees KV bucket), so that the overlay
 	// builder reads each base layer once; nil reads every base layer on every build.
 	Trees registry.TreeCache
+	// Signer signs every image pushed — the index and each platform manifest — before its tag is pushed, so
+	// that no tag ever points at an unsigned image; nil signs nothing (no signing: configured).
+	Signer Signer
+}
+
+// Signer signs an image (registry/repository@digest) where it is, once: signing what is signed already by the
+// same key writes nothing (pkg/signature).
+type Signer interface {
+	Sign(ctx context.Context, image string) error
 }
 
 // Rebuilder is the rebuilder stage.
@@ -417,6 +426,11 @@ func (r *Rebuilder) buildHeld(ctx context.Context, st state, rc recipe, t trigge
 			return nil, "", r.abandon(ctx, st, rc, t, err)
 		}
 	}
+	// Signed before the tag: a crash between the push and the signature is repaired by the redelivery, which
+	// finds the build pushed and signs it (once) before tagging.
+	if err := r.sign(ctx, rc, w); err != nil {
+		return nil, "", r.failed(ctx, st, rc, t, b, rev, err)
+	}
 	if err := r.deps.Registry.Tag(ctx, w.Ref, b.GetTag()); err != nil {
 		return nil, "", r.failed(ctx, st, rc, t, b, rev, err) // the registry's error names the image and the tag
 	}
@@ -439,6 +453,27 @@ func (r *Rebuilder) buildHeld(ctx context.Context, st state, rc recipe, t trigge
 		zap.Int64(logging.FieldBytesRead, w.BytesRead), zap.Int64(logging.FieldBytesWritten, w.BytesWritten))
 	m, err := RebuiltMessage(result)
 	return m, outcomeBuilt, err
+}
+
+// sign signs what the build pushed: the image or index, and an index's platform manifests.
+func (r *Rebuilder) sign(ctx context.Context, rc recipe, w registry.Written) error {
+	if r.deps.Signer == nil {
+		return nil
+	}
+	images := []string{w.Ref}
+	art, err := r.deps.Registry.Inspect(ctx, w.Ref)
+	if err != nil {
+		return fmt.Errorf("reading %s to sign it: %w", w.Ref, err)
+	}
+	for _, p := range art.Platforms {
+		images = append(images, rc.Target+"@"+p.Digest)
+	}
+	for _, img := range images {
+		if err := r.deps.Signer.Sign(ctx, img); err != nil {
+			return fmt.Errorf("signing %s: %w", img, err)
+		}
+	}
+	return nil
 }
 
 // result is the image.rebuilt of build b of the trigger, written as w, started at start.
