@@ -195,7 +195,7 @@ func TestStagesTable(t *testing.T) {
 		"watcher":   {"sources of kind poll", "registries"},
 		"inspector": {"inspector", "registries"},
 		"rebuilder": {"rebuilds", "inspector.update_level_label", "registries", "signing"},
-		"promoter":  {"promotions", "registries"},
+		"promoter":  {"promotions", "registries", "signing.public_keys"},
 		"retention": {"retention", "promotions", "registries"},
 	}
 	for name, uses := range want {

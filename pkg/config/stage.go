@@ -48,7 +48,7 @@ var stages = []Stage{
 	{Name: event.StageWatcher, Uses: []Use{{Key: "sources", Kinds: []string{SourcePoll}}, {Key: "registries"}}},
 	{Name: event.StageInspector, Uses: []Use{{Key: "inspector"}, {Key: "registries"}}},
 	{Name: event.StageRebuilder, Uses: []Use{{Key: "rebuilds"}, {Key: "inspector.update_level_label"}, {Key: "registries"}, {Key: "signing"}}},
-	{Name: event.StagePromoter, Uses: []Use{{Key: "promotions"}, {Key: "registries"}}},
+	{Name: event.StagePromoter, Uses: []Use{{Key: "promotions"}, {Key: "registries"}, {Key: "signing.public_keys"}}},
 	{Name: event.StageRetention, Uses: []Use{{Key: "retention"}, {Key: "promotions"}, {Key: "registries"}}},
 }
 

@@ -145,6 +145,14 @@ func (l *loader) validate(c *Config) error {
 	l.validatePromotions(c.Promotions, c.Registries)
 	l.validateRetention(c.Retention, c.Registries)
 	l.validateSigning(c.Signing)
+	for i, p := range c.Promotions {
+		for j, st := range p.Stages {
+			if st.Gates.Signed && len(c.Signing.PublicKeys) == 0 {
+				l.fail(fmt.Sprintf("promotions[%d].stages[%d].gates.signed", i, j),
+					"needs signing.public_keys: the gate verifies signatures against them, it does not only look for one")
+			}
+		}
+	}
 
 	hosts := map[string]int{}
 	for i, r := range c.Registries {

@@ -3,7 +3,12 @@ package harborflow_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -24,6 +29,7 @@ import (
 	"github.com/harborflow/harborflow/pkg/harbor/harbortest"
 	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
+	"github.com/harborflow/harborflow/pkg/signature"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 	"github.com/harborflow/harborflow/services/harborflow"
 	"github.com/harborflow/harborflow/services/promoter"
@@ -54,6 +60,37 @@ type flow struct {
 	clk        *fakeClock
 	side       *promoter.Promoter
 	ctx        context.Context
+	// signer's public key is the one signing.public_keys lists; reg reads and writes the stand-in.
+	signer *signature.Signer
+	reg    *registry.Client
+}
+
+// newSigningKey is a new ECDSA P-256 signing key.
+func newSigningKey(t *testing.T) *signature.Signer {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := signature.LoadSigner(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// writePublicKey writes s's public key to a PEM file and returns its path.
+func writePublicKey(t *testing.T, s *signature.Signer) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "cosign.pub")
+	if err := os.WriteFile(p, s.Verifier().PublicKeyPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // startFlow starts a flow whose chains (built on the stand-in's host) run dev → staging; devMeta is the
@@ -81,6 +118,9 @@ func startFlow(t *testing.T, devMeta map[string]string, chains func(h string) []
 			cfg.Promotions[i].Stages[j].Name = strings.Split(cfg.Promotions[i].Stages[j].Repository, "/")[1]
 		}
 	}
+	// The key a signed gate verifies with.
+	f.signer = newSigningKey(t)
+	cfg.Signing.PublicKeys = []string{writePublicKey(t, f.signer)}
 	f.cfg = cfg
 	f.p = startStages(t, &f.cfg, event.StageReceiver, event.StageInspector, event.StagePromoter)
 
@@ -111,13 +151,14 @@ func startFlow(t *testing.T, devMeta map[string]string, chains func(h string) []
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.reg = reg
 	hc, err := harbor.New(cfg.Registries[0].HarborHost())
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.clk = &fakeClock{now: time.Now()}
 	f.side, err = promoter.New(cfg.Promotions, promoter.Deps{Registry: reg, Harbors: map[string]*harbor.Client{f.h: hc},
-		Promotions: f.promotions, Scans: scans, Now: f.clk.Now})
+		Promotions: f.promotions, Scans: scans, Now: f.clk.Now, Verifiers: []*signature.Verifier{f.signer.Verifier()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +329,8 @@ func TestPromoterRequestsAScanAfterTheTimeout(t *testing.T) {
 }
 
 // TestUnsignedBlockedUntilSigned: with signed: true an image without a cosign signature is blocked with a
-// readable reason; once its signature (tag sha256-<hex>.sig) is pushed, re-evaluation promotes it.
+// readable reason; signed by a key signing.public_keys does not list, it stays blocked, saying so; once signed
+// with the configured key (another layer under the same sha256-<hex>.sig tag), re-evaluation promotes it.
 func TestUnsignedBlockedUntilSigned(t *testing.T) {
 	f := startFlow(t, map[string]string{"auto_scan": "true"}, func(h string) []config.Promotion {
 		return []config.Promotion{devToStaging(h, "acme-am", "am", config.Gates{Signed: true})}
@@ -299,8 +341,24 @@ func TestUnsignedBlockedUntilSigned(t *testing.T) {
 		t.Fatalf("unsigned: %v", b.GetGates())
 	}
 
-	f.push(t, "wso2-dev", "am:"+strings.Replace(digest, ":", "-", 1)+".sig",
-		registrytest.Image{Layer: "signature", Labels: map[string]string{"cosign": "sig"}})
+	img := f.h + "/wso2-dev/am@" + digest
+	if _, err := newSigningKey(t).Sign(f.ctx, f.reg, img); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the foreign key's signature reported", func() bool {
+		f.reevaluate(t)
+		st := &harborflowv1.PromotionState{}
+		_, err := f.promotions.Get(f.ctx, event.Key("promotion", "acme-am", digest), st)
+		g := gate(st.GetGates(), "signed")
+		return err == nil && g != nil && strings.HasSuffix(g.GetReason(), "is signed, but by no key of signing.public_keys")
+	})
+	if d := f.digestOf(t, "wso2-staging/am:4.2.0.15"); d != "" {
+		t.Fatal("promoted with a foreign key's signature")
+	}
+
+	if _, err := f.signer.Sign(f.ctx, f.reg, img); err != nil {
+		t.Fatal(err)
+	}
 	f.reevaluateUntil(t, "wso2-staging/am:4.2.0.15", digest)
 	m := waitMessage(t, f.b, event.SubjectImagePromoted, promotedOf(digest, "wso2-staging"))
 	if g := gate(m.GetGates(), "signed"); g == nil || !g.GetPassed() {

@@ -187,6 +187,26 @@ func loadSigner(sg config.Signing) (*signature.Signer, error) {
 	return s, nil
 }
 
+// loadVerifiers reads the public keys of sg (none when it lists none).
+func loadVerifiers(sg config.Signing) ([]*signature.Verifier, error) {
+	var pems [][]byte
+	for i, f := range sg.PublicKeys {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("signing.public_keys[%d]: %w", i, err)
+		}
+		pems = append(pems, b)
+	}
+	if len(pems) == 0 {
+		return nil, nil
+	}
+	v, err := signature.LoadVerifiers(pems...)
+	if err != nil {
+		return nil, fmt.Errorf("signing.public_keys: %w", err)
+	}
+	return v, nil
+}
+
 // imageSigner signs images in the registry they are in (rebuilder.Signer).
 type imageSigner struct {
 	signer *signature.Signer
@@ -222,7 +242,12 @@ func newPromoterStage(ctx context.Context, w *wiring) (stage.Stage, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := promoter.New(w.cfg.Promotions, promoter.Deps{Registry: reg, Harbors: harbors, Promotions: promotions, Scans: scans, Log: w.log})
+	verifiers, err := loadVerifiers(w.cfg.Signing)
+	if err != nil {
+		return nil, err
+	}
+	p, err := promoter.New(w.cfg.Promotions, promoter.Deps{Registry: reg, Harbors: harbors, Promotions: promotions, Scans: scans,
+		Verifiers: verifiers, Log: w.log})
 	if err != nil {
 		return nil, err
 	}

@@ -82,8 +82,10 @@ type Facts struct {
 	Scans []Scan
 	// ScanRequested is when harborflow asked Harbor to scan the digest; zero: never.
 	ScanRequested time.Time
-	// Signed says a cosign signature exists for the digest.
-	Signed bool
+	// Signed says a cosign signature of the digest verifies with a configured public key; SignatureProblem
+	// says why not, when it does not (no signature, tampered, another key).
+	Signed           bool
+	SignatureProblem string
 	// Labels are the Harbor labels on the artifact.
 	Labels []string
 	// Entered is when the digest entered the stage it is leaving.
@@ -271,10 +273,14 @@ func maxSeverity(t Target, f Facts) (GateResult, time.Time, bool) {
 
 func signed(f Facts) GateResult {
 	if f.Signed {
-		return GateResult{Name: "signed", Verdict: Passed, Reason: "signed"}
+		return GateResult{Name: "signed", Verdict: Passed, Reason: "signature verified with a key of signing.public_keys"}
 	}
-	return GateResult{Name: "signed", Verdict: Blocked, Reason: fmt.Sprintf("no cosign signature for %s", short(f.Digest)),
-		Unblock: fmt.Sprintf("sign it: cosign sign <repository>@%s", f.Digest)}
+	reason := f.SignatureProblem
+	if reason == "" {
+		reason = fmt.Sprintf("no cosign signature for %s", short(f.Digest))
+	}
+	return GateResult{Name: "signed", Verdict: Blocked, Reason: reason,
+		Unblock: fmt.Sprintf("sign it with a key of signing.public_keys: cosign sign --key cosign.key <repository>@%s", f.Digest)}
 }
 
 func labels(want []string, f Facts) GateResult {

@@ -187,9 +187,14 @@ func TestMaxSeverity(t *testing.T) {
 func TestSigned(t *testing.T) {
 	runGateCases(t, "signed", []gateCase{
 		{name: "signed", gates: config.Gates{Signed: true}, change: func(f *promoter.Facts) { f.Signed = true },
-			verdict: promoter.Passed, reason: "signed"},
+			verdict: promoter.Passed, reason: "signature verified with a key of signing.public_keys"},
 		{name: "unsigned", gates: config.Gates{Signed: true}, verdict: promoter.Blocked,
-			reason: "no cosign signature for sha256:000000000000", unblock: "cosign sign <repository>@" + index},
+			reason: "no cosign signature for sha256:000000000000", unblock: "cosign sign --key cosign.key <repository>@" + index},
+		{name: "signed by another key", gates: config.Gates{Signed: true}, verdict: promoter.Blocked,
+			change: func(f *promoter.Facts) {
+				f.SignatureProblem = "sha256:000000000000 is signed, but by no key of signing.public_keys"
+			},
+			reason: "sha256:000000000000 is signed, but by no key of signing.public_keys"},
 	})
 }
 

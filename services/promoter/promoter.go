@@ -48,6 +48,7 @@ import (
 	"github.com/harborflow/harborflow/pkg/imagetag"
 	"github.com/harborflow/harborflow/pkg/logging"
 	"github.com/harborflow/harborflow/pkg/registry"
+	"github.com/harborflow/harborflow/pkg/signature"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 )
 
@@ -63,6 +64,8 @@ type Deps struct {
 	Log        *zap.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Verifiers are the public keys a signed gate verifies signatures with (signing.public_keys).
+	Verifiers []*signature.Verifier
 	// TurnLease is how long a copy holds its destination repository without renewing it (DefaultTurnLease
 	// when zero).
 	TurnLease time.Duration
@@ -828,11 +831,11 @@ func (p *Promoter) facts(ctx context.Context, from imageref.Ref, st *harborflowv
 	hc := p.deps.Harbors[from.Registry]
 	project, repo := splitRepository(from.Repository)
 	if g.Signed {
-		signed, err := p.signed(ctx, hc, from, project, repo, st.GetDigest())
+		problem, err := p.signed(ctx, from, st.GetDigest())
 		if err != nil {
 			return f, err
 		}
-		f.Signed = signed
+		f.Signed, f.SignatureProblem = problem == "", problem
 	}
 	if len(g.Labels) > 0 && hc != nil {
 		a, err := hc.Artifact(ctx, project, repo, st.GetDigest(), harbor.WithLabels())
@@ -846,28 +849,22 @@ func (p *Promoter) facts(ctx context.Context, from imageref.Ref, st *harborflowv
 	return f, nil
 }
 
-// signed reports whether a cosign signature of digest exists: a Harbor signature accessory, or cosign's
-// sha256-<hex>.sig tag.
-func (p *Promoter) signed(ctx context.Context, hc *harbor.Client, from imageref.Ref, project, repo, digest string) (bool, error) {
-	if hc != nil {
-		accs, err := hc.Accessories(ctx, project, repo, digest)
-		if err != nil {
-			return false, fault.Classify(fmt.Errorf("reading the accessories of %s@%s: %w", from.Name(), digest, err))
-		}
-		for _, a := range accs {
-			if strings.Contains(a.Type, "signature") {
-				return true, nil
-			}
-		}
-	}
-	_, err := p.deps.Registry.Resolve(ctx, from.Name()+":"+strings.Replace(digest, ":", "-", 1)+".sig")
+// signed verifies the cosign signature of digest in from against the configured public keys
+// (pkg/signature): "" when one verifies, else why not — none, tampered, or by a key not configured.
+func (p *Promoter) signed(ctx context.Context, from imageref.Ref, digest string) (string, error) {
+	img := from.Name() + "@" + digest
+	err := signature.Verify(ctx, p.deps.Registry, img, p.deps.Verifiers)
 	switch {
 	case err == nil:
-		return true, nil
-	case errors.Is(err, registry.ErrNotFound):
-		return false, nil
+		return "", nil
+	case errors.Is(err, signature.ErrNotSigned):
+		return "no cosign signature for " + short(digest), nil
+	case errors.Is(err, signature.ErrTampered):
+		return "the signature of " + short(digest) + " does not match it (tampered, or made for another image)", nil
+	case errors.Is(err, signature.ErrUntrustedKey):
+		return short(digest) + " is signed, but by no key of signing.public_keys", nil
 	}
-	return false, fault.Classify(fmt.Errorf("looking for the signature of %s@%s: %w", from.Name(), digest, err))
+	return "", fault.Classify(fmt.Errorf("verifying the signature of %s: %w", img, err))
 }
 
 // Due returns a task (task.promoter) for every promotion whose state may have changed without an event: a
