@@ -3,7 +3,12 @@ package promoter_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
 	"encoding/hex"
 	"io"
 	"net/http"
@@ -20,6 +25,7 @@ import (
 	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
+	"github.com/harborflow/harborflow/pkg/signature"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 	"github.com/harborflow/harborflow/services/promoter"
 )
@@ -291,5 +297,54 @@ func TestTurnOfADeadHolderIsTakenOver(t *testing.T) {
 	}
 	if d, err := rc.Resolve(ctx, reg.Ref("staging/am:latest")); err != nil || d.Digest != pushed.Digest {
 		t.Errorf("staging/am:latest: %v %v", d, err)
+	}
+}
+
+// TestSignatureTravelsWithThePromotion: an image signed in its first stage (cosign's sha256-<hex>.sig tag) is
+// promoted across two registries with its signature, which verifies in the next stage with the same key — so
+// a signed gate further on can pass.
+func TestSignatureTravelsWithThePromotion(t *testing.T) {
+	ctx := context.Background()
+	js := bustest.Start(t)
+	dev, next := registrytest.New(t), registrytest.New(t)
+	pushed := dev.PushIndex(t, "dev/am:4.2.0.15", registrytest.Index{Images: []registrytest.Image{
+		{Platform: "linux/amd64", User: "802"}, {Platform: "linux/arm64", User: "802"}}})
+	rc, err := registry.New([]registry.Host{dev.Settings(), next.Settings()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := signature.LoadSigner(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := signer.Sign(ctx, rc, dev.Ref("dev/am@"+pushed.Digest)); err != nil {
+		t.Fatal(err)
+	}
+	promotions, scans := buckets(t, js.Bus)
+	chain := config.Promotion{Name: "acme-am", RollingTags: []string{"latest"}, Stages: []config.PromotionStage{
+		{Name: "dev", Repository: dev.Ref("dev/am")}, {Name: "staging", Repository: next.Ref("staging/am")}}}
+	p, err := promoter.New([]config.Promotion{chain}, promoter.Deps{Registry: rc, Promotions: promotions, Scans: scans})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := bus.NewMessage(event.SubjectImageInspected, "ii", "", &harborflowv1.ImageInspected{Registry: dev.Host,
+		Repository: "dev/am", Digest: pushed.Digest, Tags: []string{"4.2.0.15"}, InspectedAt: timestamppb.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Deliveries = 1
+	if out, err := p.Handle(ctx, m); err != nil || len(out) != 1 {
+		t.Fatalf("promoting: %v %v", out, err)
+	}
+	if err := signature.Verify(ctx, rc, next.Ref("staging/am@"+pushed.Digest), []*signature.Verifier{signer.Verifier()}); err != nil {
+		t.Errorf("the signature in the next stage: %v", err)
 	}
 }
