@@ -237,10 +237,10 @@ func (p *Promoter) entered(ctx context.Context, img image, redelivered bool) ([]
 			continue
 		}
 		msgs, err := p.enterChain(ctx, ch, n, img, redelivered)
-		if err != nil {
-			return nil, err
-		}
 		out = append(out, msgs...)
+		if err != nil {
+			return out, err
+		}
 	}
 	return out, nil
 }
@@ -283,10 +283,10 @@ func (p *Promoter) enterChain(ctx context.Context, ch *chain, n int, img image, 
 		// A redelivery also finishes a copy its first delivery left under way (the process died).
 		if st.GetVerdict() == "" || due(st, p.now()) || (redelivered && copying(st)) {
 			msgs, err := p.evaluate(ctx, ch, st, rev, img.platforms, img.correlation)
-			if err != nil {
-				return nil, err
-			}
 			out = append(out, msgs...)
+			if err != nil {
+				return out, err
+			}
 		}
 		return out, nil
 	}
@@ -387,10 +387,10 @@ func (p *Promoter) scanned(ctx context.Context, ev *harborflowv1.RegistryEvent, 
 			continue
 		}
 		msgs, err := p.reevaluate(ctx, &p.chains[ci], digest, ev.GetCorrelationId(), redelivered)
-		if err != nil {
-			return nil, err
-		}
 		out = append(out, msgs...)
+		if err != nil {
+			return out, err
+		}
 	}
 	return out, nil
 }
@@ -421,10 +421,7 @@ func (p *Promoter) reevaluate(ctx context.Context, ch *chain, digest, correlatio
 		out = p.republish(ch, st, correlation)
 	}
 	msgs, err := p.evaluate(ctx, ch, st, rev, nil, correlation)
-	if err != nil {
-		return nil, err
-	}
-	return append(out, msgs...), nil
+	return append(out, msgs...), err // what a failing evaluation recorded is published all the same
 }
 
 // state reads a promotion state; nil when there is none.
@@ -480,7 +477,7 @@ func (p *Promoter) evaluate(ctx context.Context, ch *chain, st *harborflowv1.Pro
 			if again, err := lost(err); again {
 				continue
 			} else if err != nil {
-				return nil, err
+				return out, err
 			}
 			out = append(out, msgs...)
 			if st.GetVerdict() == string(Blocked) {
@@ -496,7 +493,7 @@ func (p *Promoter) evaluate(ctx context.Context, ch *chain, st *harborflowv1.Pro
 					if again, err := lost(err); again {
 						continue
 					} else {
-						return nil, fmt.Errorf("recording %s done in %s: %w", st.GetDigest(), ch.cfg.Name, err)
+						return out, fmt.Errorf("recording %s done in %s: %w", st.GetDigest(), ch.cfg.Name, err)
 					}
 				}
 			}
@@ -507,7 +504,7 @@ func (p *Promoter) evaluate(ctx context.Context, ch *chain, st *harborflowv1.Pro
 			Gates: ch.cfg.Stages[n+1].Gates, ScanTimeout: ch.cfg.ScanTimeout}
 		f, err := p.facts(ctx, from, st, last, target.Gates, platforms)
 		if err != nil {
-			return nil, err
+			return out, err
 		}
 		platforms = nil // they were of this stage's event
 		e := Evaluate(target, f)
@@ -515,7 +512,7 @@ func (p *Promoter) evaluate(ctx context.Context, ch *chain, st *harborflowv1.Pro
 			if hc := p.deps.Harbors[from.Registry]; hc != nil {
 				project, repo := splitRepository(from.Repository)
 				if err := hc.ScanArtifact(ctx, project, repo, st.GetDigest()); err != nil && !errors.Is(err, harbor.ErrConflict) {
-					return nil, fault.Classify(fmt.Errorf("asking Harbor to scan %s@%s: %w", from.Name(), st.GetDigest(), err))
+					return out, fault.Classify(fmt.Errorf("asking Harbor to scan %s@%s: %w", from.Name(), st.GetDigest(), err))
 				}
 				st.ScanRequestedAt = timestamppb.New(f.Now)
 				p.log.Info("scan requested", zap.String(logging.FieldRepository, from.Name()), zap.String(logging.FieldDigest, st.GetDigest()))
@@ -529,19 +526,19 @@ func (p *Promoter) evaluate(ctx context.Context, ch *chain, st *harborflowv1.Pro
 		}
 		if e.Verdict != Passed {
 			if err := p.noteWaits(ctx, ch, st, from, f); err != nil {
-				return nil, err
+				return out, err
 			}
 			next, err := p.deps.Promotions.Update(ctx, key, st, rev)
 			if again, err := lost(err); again {
 				continue
 			} else if err != nil {
-				return nil, fmt.Errorf("recording the evaluation of %s towards %s: %w", st.GetDigest(), target.Stage, err)
+				return out, fmt.Errorf("recording the evaluation of %s towards %s: %w", st.GetDigest(), target.Stage, err)
 			}
 			rev = next
 			if e.Verdict == Blocked && gatesFingerprint(st.GetGates(), st.GetVerdict()) != previous {
 				m, err := p.blocked(ch, st, n, correlation)
 				if err != nil {
-					return nil, err
+					return out, err
 				}
 				out = append(out, m)
 				p.log.Info("promotion blocked", zap.String(logging.FieldChain, ch.cfg.Name), zap.String(logging.FieldDigest, st.GetDigest()),
@@ -556,7 +553,7 @@ func (p *Promoter) evaluate(ctx context.Context, ch *chain, st *harborflowv1.Pro
 		if again, err := lost(err); again {
 			continue
 		} else if err != nil {
-			return nil, fmt.Errorf("recording the promotion of %s to %s: %w", st.GetDigest(), target.Stage, err)
+			return out, fmt.Errorf("recording the promotion of %s to %s: %w", st.GetDigest(), target.Stage, err)
 		}
 		rev = next
 	}

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"io"
+	"slices"
 	"net/http"
 	"strings"
 	"sync"
@@ -346,5 +347,44 @@ func TestSignatureTravelsWithThePromotion(t *testing.T) {
 	}
 	if err := signature.Verify(ctx, rc, next.Ref("staging/am@"+pushed.Digest), []*signature.Verifier{signer.Verifier()}); err != nil {
 		t.Errorf("the signature in the next stage: %v", err)
+	}
+}
+
+// TestAPromotionRecordedBeforeAFailureIsPublished: dev → next → last, with last's registry down. The first
+// stage's copy is recorded and its image.promoted returned with the error of the second, so that the bus
+// publishes it; a redelivery returns it again (the same id) while the last stage still fails.
+func TestAPromotionRecordedBeforeAFailureIsPublished(t *testing.T) {
+	ctx := context.Background()
+	js := bustest.Start(t)
+	reg, down := registrytest.New(t), registrytest.New(t)
+	pushed := reg.PushImage(t, "dev/am:4.2.0.15", registrytest.Image{User: "802"})
+	rc, err := registry.New([]registry.Host{reg.Settings(), down.Settings()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	down.SetDown(true)
+	promotions, scans := buckets(t, js.Bus)
+	chain := config.Promotion{Name: "acme-am", Stages: []config.PromotionStage{
+		{Name: "dev", Repository: reg.Ref("dev/am")}, {Name: "next", Repository: reg.Ref("next/am")},
+		{Name: "last", Repository: down.Ref("last/am")}}}
+	p, err := promoter.New([]config.Promotion{chain}, promoter.Deps{Registry: rc, Promotions: promotions, Scans: scans})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := bus.NewMessage(event.SubjectImageInspected, "ii", "", &harborflowv1.ImageInspected{Registry: reg.Host,
+		Repository: "dev/am", Digest: pushed.Digest, Tags: []string{"4.2.0.15"}, InspectedAt: timestamppb.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := event.PromotedID("acme-am", pushed.Digest, "dev", "next")
+	for delivery := uint64(1); delivery <= 2; delivery++ {
+		m.Deliveries = delivery
+		out, err := p.Handle(ctx, m)
+		if err == nil || bus.IsPermanent(err) {
+			t.Fatalf("delivery %d: %v, want a retryable error (last's registry is down)", delivery, err)
+		}
+		if !slices.ContainsFunc(out, func(o *bus.Message) bool { return o.ID == want }) {
+			t.Errorf("delivery %d returned %v with its error, want the image.promoted to next (%s)", delivery, out, want)
+		}
 	}
 }
