@@ -2,6 +2,7 @@ package harborflow
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -43,6 +44,11 @@ func newRebuildCommand(cfgPath func() string) *cobra.Command {
 			}
 			start := time.Now()
 			res, err := rb.Rebuild(ctx, args[0], force)
+			for _, m := range res.Recovered { // a dead holder's build, finished on the way
+				if _, perr := b.Publish(ctx, m); perr != nil {
+					return errors.Join(err, fmt.Errorf("publishing a recovered image.rebuilt: %w", perr))
+				}
+			}
 			if err != nil {
 				return err
 			}

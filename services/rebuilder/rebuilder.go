@@ -222,11 +222,10 @@ func (r *Rebuilder) Handle(ctx context.Context, m *bus.Message) ([]*bus.Message,
 			holder: fmt.Sprintf("%s#%d", m.Stream, m.Sequence),
 		}
 		out, _, err := r.rebuild(ctx, rc, t)
+		outs = append(outs, out...) // with an error too: a build recovered on the way is published
 		if err != nil {
 			errs = append(errs, fmt.Errorf("recipe %s: %w", rc.Name, err))
-			continue
 		}
-		outs = append(outs, out...)
 	}
 	return outs, joinErrs(errs)
 }
@@ -238,6 +237,9 @@ type Manual struct {
 	Rebuilt *harborflowv1.ImageRebuilt
 	// AlreadyBuilt says the base digest was built before and force was not given: nothing was built now.
 	AlreadyBuilt bool
+	// Recovered are the image.rebuilt of builds a dead holder of the line had tagged, finished on the way
+	// (Rebuilt excluded): to publish too.
+	Recovered []*bus.Message
 }
 
 // Rebuild builds recipe by hand from what its base tag points to now (harborflow rebuild). Unless force is
@@ -264,13 +266,13 @@ func (r *Rebuilder) Rebuild(ctx context.Context, name string, force bool) (Manua
 		}
 		ms, outcome, err := r.rebuild(ctx, rc, t)
 		if err != nil || outcome != outcomeBuilt && outcome != outcomeRepeated {
-			return Manual{}, err
+			return Manual{Recovered: ms}, err
 		}
 		out := &harborflowv1.ImageRebuilt{}
 		if err := ms[len(ms)-1].Decode(out); err != nil { // its own comes last, after a build it recovered
-			return Manual{}, err
+			return Manual{Recovered: ms[:len(ms)-1]}, err
 		}
-		return Manual{Rebuilt: out, AlreadyBuilt: outcome == outcomeRepeated}, nil
+		return Manual{Rebuilt: out, AlreadyBuilt: outcome == outcomeRepeated, Recovered: ms[:len(ms)-1]}, nil
 	}
 	return Manual{}, fmt.Errorf("no recipe named %q (recipes: %s)", name, strings.Join(r.Recipes(), ", "))
 }
@@ -343,7 +345,7 @@ func (r *Rebuilder) run(ctx context.Context, rc recipe, t trigger) ([]*bus.Messa
 
 	v, last, recovered, err := r.acquire(ctx, st, rc, t, log)
 	if err != nil {
-		return nil, "", err
+		return recovered, "", err // a build it recovered is published all the same
 	}
 	switch v {
 	case lineElsewhere:
