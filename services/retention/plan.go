@@ -31,9 +31,9 @@ type Policy struct {
 	Protect []*regexp.Regexp
 	// Rolling are the literal rolling tags of every promotion chain (latest): what they point to is kept.
 	Rolling []string
-	// ProtectMoving protects what a moving version tag (4.2.0, 4.2.0-rocky, 4.2.0.0) points to: a chain's
-	// templated rolling tag ({{.Version}}) renders to one.
-	ProtectMoving bool
+	// RollingTemplates are the templated rolling tags of every chain ({{.Version}}, {{.Version}}.{{.UpdateLevel}}):
+	// an artifact one of them rendered over its own version tag points to is kept (4.2.0 on 4.2.0.16.3).
+	RollingTemplates []*imagetag.Template
 	// Busy are the digests a promotion is working on.
 	Busy map[string]bool
 	// MinAge: nothing younger is deleted.
@@ -192,14 +192,22 @@ func (p Policy) protected(tags []string) (string, bool) {
 		if slices.Contains(p.Rolling, t) {
 			return t, true
 		}
-		if p.ProtectMoving {
-			if v, err := imagetag.Parse(t); err == nil && v.Moving() {
-				return t, true
-			}
-		}
+
 		for _, re := range p.Protect {
 			if re.MatchString(t) {
 				return t, true
+			}
+		}
+	}
+	// A chain's templated rolling tag, rendered over one of the artifact's version tags, among its tags.
+	for _, s := range tags {
+		v, err := imagetag.Parse(s)
+		if err != nil || !v.IsVersion() {
+			continue
+		}
+		for _, tpl := range p.RollingTemplates {
+			if r, err := tpl.Execute(v); err == nil && r != s && slices.Contains(tags, r) {
+				return r, true
 			}
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/harborflow/harborflow/pkg/imagetag"
 	"github.com/harborflow/harborflow/services/retention"
 )
 
@@ -96,12 +97,18 @@ func TestPlan(t *testing.T) {
 			reasons: map[string]string{"d:s": "protected: tag stable"},
 		},
 		{
-			name:   "a chain's templated rolling tag ({{.Version}}) protects the moving version tags",
-			policy: func(p *retention.Policy) { p.Protect, p.ProtectMoving = nil, true },
-			arts: []retention.Artifact{{Digest: "d:v", Tags: []string{"4.2.0.1.1", "4.2.0-rocky"}, Pushed: now.Add(-48 * time.Hour)},
-				old("4.2.0.2.2"), old("4.2.0.3.3"), old("4.2.0.4.4"), old("4.2.0.5.5")},
-			deleted: []string{"d:4.2.0.2.2"},
-			reasons: map[string]string{"d:v": "protected: tag 4.2.0-rocky"},
+			name: "a chain's templated rolling tags protect what they were rendered onto",
+			policy: func(p *retention.Policy) {
+				p.Protect, p.RollingTemplates = nil, templates(t, "{{.Version}}", "{{.Version}}.{{.UpdateLevel}}")
+			},
+			arts: []retention.Artifact{
+				{Digest: "d:v", Tags: []string{"4.2.0.1.1", "4.2.0"}, Pushed: now.Add(-48 * time.Hour)},
+				{Digest: "d:l", Tags: []string{"4.2.0.2.2", "4.2.0.2"}, Pushed: now.Add(-48 * time.Hour)},
+				old("4.2.0.3.3"), old("4.2.0.4.4"), old("4.2.0.5.5"), old("4.2.0.6.6"),
+				old("test"), // no version: not retention's, and no template protects it either
+			},
+			deleted: []string{"d:4.2.0.3.3"},
+			reasons: map[string]string{"d:v": "protected: tag 4.2.0;", "d:l": "protected: tag 4.2.0.2;", "d:test": "no version tag"},
 		},
 		{
 			name: "the children of a kept index stay, even when tagged old",
@@ -160,6 +167,19 @@ func TestPlan(t *testing.T) {
 			}
 		})
 	}
+}
+
+func templates(t *testing.T, ss ...string) []*imagetag.Template {
+	t.Helper()
+	var out []*imagetag.Template
+	for _, s := range ss {
+		tpl, err := imagetag.ParseTemplate(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, tpl)
+	}
+	return out
 }
 
 func dump(p retention.Plan) string {

@@ -19,6 +19,7 @@ import (
 	"github.com/harborflow/harborflow/pkg/glob"
 	"github.com/harborflow/harborflow/pkg/harbor"
 	"github.com/harborflow/harborflow/pkg/imageref"
+	"github.com/harborflow/harborflow/pkg/imagetag"
 	"github.com/harborflow/harborflow/pkg/logging"
 	"github.com/harborflow/harborflow/pkg/registry"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
@@ -50,7 +51,7 @@ type Retention struct {
 	// stageRepos are the repositories of each promotion chain's stages, by chain and stage name.
 	stageRepos map[[2]string]string
 	rolling    []string
-	moving     bool
+	templates  []*imagetag.Template
 	deps       Deps
 	log        *zap.Logger
 	now        func() time.Time
@@ -96,11 +97,17 @@ func New(policies []config.Retention, promotions []config.Promotion, deps Deps) 
 			r.stageRepos[[2]string{c.Name, st.Name}] = st.Repository
 		}
 		for _, t := range c.RollingTags {
-			if strings.Contains(t, "{{") {
-				r.moving = true
-			} else if !slices.Contains(r.rolling, t) {
-				r.rolling = append(r.rolling, t)
+			if !strings.Contains(t, "{{") {
+				if !slices.Contains(r.rolling, t) {
+					r.rolling = append(r.rolling, t)
+				}
+				continue
 			}
+			tpl, err := imagetag.ParseTemplate(t)
+			if err != nil {
+				return nil, fmt.Errorf("promotion %s: rolling tag %q: %w", c.Name, t, err)
+			}
+			r.templates = append(r.templates, tpl)
 		}
 	}
 	return r, nil
@@ -224,7 +231,7 @@ func (r *Retention) Plan(ctx context.Context, repo string) (Plan, error) {
 		}
 		in = append(in, art)
 	}
-	return Make(Policy{KeepPerVersion: p.cfg.KeepPerVersion, Protect: p.protect, Rolling: r.rolling, ProtectMoving: r.moving,
+	return Make(Policy{KeepPerVersion: p.cfg.KeepPerVersion, Protect: p.protect, Rolling: r.rolling, RollingTemplates: r.templates,
 		Busy: busy, MinAge: p.cfg.MinAge}, in, r.now()), nil
 }
 
