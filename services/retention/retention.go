@@ -134,15 +134,15 @@ func (r *Retention) Handle(ctx context.Context, m *bus.Message) ([]*bus.Message,
 		if wait := task.GetNotBefore().AsTime().Sub(r.now()); task.GetNotBefore() != nil && wait > 0 {
 			return nil, bus.Wait(fmt.Errorf("the debounce window of %s ends in %s", task.GetRepository(), wait.Round(time.Second)), wait)
 		}
-		pruned, err := r.Run(ctx, task.GetRepository(), false)
-		if err != nil || pruned == nil {
-			return nil, err
+		pruned, runErr := r.Run(ctx, task.GetRepository(), false)
+		if pruned == nil {
+			return nil, runErr
 		}
 		out, err := PrunedMessage(pruned, m.CorrelationID())
 		if err != nil {
 			return nil, err
 		}
-		return []*bus.Message{out}, nil
+		return []*bus.Message{out}, runErr // a run cut short reports what it deleted
 	}
 	repo, err := r.repositoryOf(m)
 	if err != nil || repo == "" || r.policyOf(repo) == nil {
@@ -237,7 +237,7 @@ func (r *Retention) Plan(ctx context.Context, repo string) (Plan, error) {
 
 // Run plans repo and, unless its policy is a dry run (or dryRun is set), applies the plan: each deletion is
 // recorded first, with the manifests to restore it, then made through Harbor's API. It returns what was
-// done, as image.pruned says it.
+// done, as image.pruned says it; a run cut short by an error returns what it deleted before, with the error.
 func (r *Retention) Run(ctx context.Context, repo string, dryRun bool) (*harborflowv1.ImagePruned, error) {
 	p := r.policyOf(repo)
 	if p == nil {
@@ -260,7 +260,11 @@ func (r *Retention) Run(ctx context.Context, repo string, dryRun bool) (*harborf
 	for _, d := range plan.Deleted {
 		done, why, err := r.delete(ctx, repo, d)
 		if err != nil {
-			return nil, err
+			// What was deleted so far is reported with the error; the retry's plan no longer lists it.
+			if len(out.Deleted) == 0 {
+				return nil, err
+			}
+			return out, err
 		}
 		a := &harborflowv1.PrunedArtifact{Digest: d.Digest, Tags: d.Tags, Reason: d.Reason}
 		if !done {
@@ -293,7 +297,9 @@ func (r *Retention) delete(ctx context.Context, repo string, d Decision) (done b
 	key := event.Key("deleted", repo, d.Digest)
 	rec := &harborflowv1.Deletion{Repository: repo, Digest: d.Digest, Tags: d.Tags, Reason: d.Reason, State: StateDeleting,
 		At: timestamppb.New(r.now())}
-	if rec.Manifests, err = r.manifests(ctx, repo, d.Digest); err != nil {
+	if rec.Manifests, err = r.manifests(ctx, repo, d.Digest); errors.Is(err, registry.ErrNotFound) {
+		return false, "gone already: another run, or a person, deleted it", nil
+	} else if err != nil {
 		return false, "", err
 	}
 	rev, err := r.deps.Records.Create(ctx, key, rec)

@@ -396,3 +396,52 @@ func TestScheduleAsksOncePerSlot(t *testing.T) {
 		t.Errorf("the next slot: %v %v; want a new id", next, err)
 	}
 }
+
+// TestAnArtifactGoneBeforeItsDeletionIsNoFailure: an artifact the plan deletes is deleted by someone else
+// between the listing and its deletion; the run reports it kept as gone already, deletes the rest, and does
+// not fail.
+func TestAnArtifactGoneBeforeItsDeletionIsNoFailure(t *testing.T) {
+	ctx := context.Background()
+	s := newStandIn(t)
+	user, pass := s.harbor.Admin()
+	other, err := harbor.New(harbor.Host{Name: s.harbor.Host(), Username: user, Password: secret.Secret(pass), PlainHTTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := s.digests["4.2.0.3.3"]
+	var once sync.Once
+	hc, err := harbor.New(harbor.Host{Name: s.harbor.Host(), Username: user, Password: secret.Secret(pass), PlainHTTP: true},
+		harbor.WithTransport(func(next http.RoundTripper) http.RoundTripper {
+			return roundTripper(func(r *http.Request) (*http.Response, error) {
+				resp, err := next.RoundTrip(r)
+				if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/artifacts") {
+					once.Do(func() { // right after the listing: someone else deletes 4.2.0.3.3
+						if err := other.DeleteArtifact(ctx, "wso2-dev", "am", gone); err != nil {
+							t.Error(err)
+						}
+					})
+				}
+				return resp, err
+			})
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := retention.New([]config.Retention{{Repositories: []string{s.harbor.Host() + "/wso2-*/am"}, KeepPerVersion: 2,
+		Protect: []string{"latest"}}}, nil,
+		retention.Deps{Harbors: map[string]*harbor.Client{s.harbor.Host(): hc}, Registry: s.reg, Records: s.records})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := r.Run(ctx, s.repo, false)
+	if err != nil {
+		t.Fatalf("a run whose artifact was deleted meanwhile failed: %v", err)
+	}
+	if got := digestsOf(out.GetDeleted()); !slices.Equal(got, s.want("4.2.0.2.2")) {
+		t.Errorf("deleted %v", got)
+	}
+	i := slices.IndexFunc(out.GetKept(), func(a *harborflowv1.PrunedArtifact) bool { return a.GetDigest() == gone })
+	if i < 0 || !strings.HasPrefix(out.GetKept()[i].GetReason(), "gone already") {
+		t.Errorf("4.2.0.3.3: %v", out.GetKept())
+	}
+}
