@@ -69,7 +69,9 @@ const (
 func ParseProtect(patterns []string) ([]*regexp.Regexp, error) {
 	out := make([]*regexp.Regexp, 0, len(patterns))
 	for _, p := range patterns {
-		re, err := regexp.Compile(`^(?:` + strings.TrimSuffix(strings.TrimPrefix(p, "^"), "$") + `)$`)
+		// Anchored as a whole: ^ and $ of the pattern itself are harmless inside the group, so a pattern
+		// config check compiles compiles here too.
+		re, err := regexp.Compile(`^(?:` + p + `)$`)
 		if err != nil {
 			return nil, fmt.Errorf("protect pattern %q: %w", p, err)
 		}

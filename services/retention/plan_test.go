@@ -192,3 +192,25 @@ func dump(p retention.Plan) string {
 	}
 	return b.String()
 }
+
+// TestParseProtectTakesWhatConfigCheckTakes: every pattern Go's regexp compiles (what config check checks) is
+// taken, anchored to the whole tag.
+func TestParseProtectTakesWhatConfigCheckTakes(t *testing.T) {
+	res, err := retention.ParseProtect([]string{`latest`, `^\d+\.\d+\.\d+$`, `latest\$`, `4\.2\.0\.1[0-9]\.\d+`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for tag, want := range map[string][]bool{
+		"latest":     {true, false, false, false},
+		"latest-old": {false, false, false, false},
+		"4.2.0":      {false, true, false, false},
+		"latest$":    {false, false, true, false},
+		"4.2.0.15.3": {false, false, false, true},
+	} {
+		for i, re := range res {
+			if re.MatchString(tag) != want[i] {
+				t.Errorf("pattern %d on %q: %v", i, tag, !want[i])
+			}
+		}
+	}
+}

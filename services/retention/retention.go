@@ -457,7 +457,7 @@ func (r *Retention) Schedule(ctx context.Context, b *bus.Bus) error {
 		<-ctx.Done()
 		return ctx.Err()
 	}
-	t := time.NewTicker(min(every, time.Minute))
+	t := time.NewTicker(scheduleRound(every))
 	defer t.Stop()
 	for {
 		select {
@@ -478,9 +478,12 @@ func (r *Retention) Schedule(ctx context.Context, b *bus.Bus) error {
 	}
 }
 
+// scheduleRound is how often Schedule looks, for a schedule every: once a minute, or every schedule when shorter.
+func scheduleRound(every time.Duration) time.Duration { return min(every, time.Minute) }
+
 // Due returns a task.retention for every repository of each policy with a schedule (its Harbor's repositories
-// the policy's globs match), for the schedule slot now is in: its id is (repository, slot), so replicas and
-// the rounds within one slot ask once.
+// the policy's globs match), in the first round of each schedule slot: its id is (repository, slot), so
+// replicas ask once.
 func (r *Retention) Due(ctx context.Context) ([]*bus.Message, error) {
 	var out []*bus.Message
 	var errs []error
@@ -488,7 +491,13 @@ func (r *Retention) Due(ctx context.Context) ([]*bus.Message, error) {
 		if p.cfg.Schedule <= 0 {
 			continue
 		}
-		slot := r.now().Truncate(p.cfg.Schedule)
+		// Only the first round of a slot asks: JetStream's duplicate window (10 m by default) is shorter than a
+		// schedule such as 1h, so asking every round would run it again each time the id dropped out of it.
+		now := r.now()
+		slot := now.Truncate(p.cfg.Schedule)
+		if now.Sub(slot) >= scheduleRound(p.cfg.Schedule) {
+			continue
+		}
 		repos, err := r.repositories(ctx, p)
 		if err != nil {
 			errs = append(errs, err)

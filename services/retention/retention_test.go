@@ -364,7 +364,7 @@ func TestPushesBecomeOneDebouncedRun(t *testing.T) {
 }
 
 // TestScheduleAsksOncePerSlot: a policy with a schedule asks for a run of every repository its globs match in
-// Harbor — once per slot, the same id on every replica and every round of the slot.
+// Harbor in the first round of each slot, under the same id on every replica, and not in later rounds.
 func TestScheduleAsksOncePerSlot(t *testing.T) {
 	ctx := context.Background()
 	s := newStandIn(t)
@@ -373,7 +373,7 @@ func TestScheduleAsksOncePerSlot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := time.Date(2026, 12, 1, 12, 10, 0, 0, time.UTC)
+	clock := time.Date(2026, 12, 1, 12, 0, 30, 0, time.UTC)
 	r, err := retention.New([]config.Retention{{Repositories: []string{s.harbor.Host() + "/wso2-*/am"}, KeepPerVersion: 2, Schedule: time.Hour}}, nil,
 		retention.Deps{Harbors: map[string]*harbor.Client{s.harbor.Host(): hc}, Records: s.records, Now: func() time.Time { return clock }})
 	if err != nil {
@@ -387,11 +387,17 @@ func TestScheduleAsksOncePerSlot(t *testing.T) {
 	if err := first[0].Decode(task); err != nil || task.GetRepository() != s.repo || task.GetReason() != "schedule" {
 		t.Errorf("task %v %v", task, err)
 	}
-	clock = clock.Add(20 * time.Minute)
+	// A replica whose round comes 20 s later in the same slot asks under the same id.
+	clock = clock.Add(20 * time.Second)
 	if again, err := r.Due(ctx); err != nil || len(again) != 1 || again[0].ID != first[0].ID {
-		t.Errorf("later in the slot: %v %v; want the same id", again, err)
+		t.Errorf("the same round's slot: %v %v; want the same id", again, err)
 	}
-	clock = clock.Add(40 * time.Minute)
+	// Later rounds of the slot ask nothing (the duplicate window is shorter than the schedule).
+	clock = clock.Add(20 * time.Minute)
+	if later, err := r.Due(ctx); err != nil || len(later) != 0 {
+		t.Errorf("later in the slot: %v %v; want nothing", later, err)
+	}
+	clock = time.Date(2026, 12, 1, 13, 0, 10, 0, time.UTC)
 	if next, err := r.Due(ctx); err != nil || len(next) != 1 || next[0].ID == first[0].ID {
 		t.Errorf("the next slot: %v %v; want a new id", next, err)
 	}
