@@ -640,7 +640,7 @@ func (p *Promoter) finishCopy(ctx context.Context, ch *chain, st *harborflowv1.P
 		}
 		return []*bus.Message{m}, nil
 	}
-	entry.Entered, entry.Tags, entry.Gates = timestamppb.New(p.now()), res.Pointing(), st.GetGates()
+	entry.Entered, entry.Tags, entry.Gates, entry.Promoted = timestamppb.New(p.now()), res.Pointing(), st.GetGates(), true
 	gates := st.GetGates()
 	st.Gates, st.Verdict, st.NextEvaluation = nil, "", nil
 	if n == len(ch.stages)-1 {
@@ -678,13 +678,13 @@ func (ch *chain) render(unique string) ([]string, error) {
 	return out, nil
 }
 
-// republish returns image.promoted for every stage the state records as entered by promotion, and image.blocked
-// for a blocked verdict: the same ids as when they were first published.
+// republish returns image.promoted for every stage the state records as entered by promotion (Promoted), and
+// image.blocked for a blocked verdict: the same ids as when they were first published.
 func (p *Promoter) republish(ch *chain, st *harborflowv1.PromotionState, correlation string) []*bus.Message {
 	var out []*bus.Message
 	for i, e := range st.GetReached() {
-		if i == 0 || e.GetEntered() == nil {
-			continue
+		if i == 0 || e.GetEntered() == nil || !e.GetPromoted() {
+			continue // pushed into the stage, not promoted: nothing to announce
 		}
 		from := st.GetReached()[i-1].GetStage()
 		m, err := bus.NewMessage(event.SubjectImagePromoted, event.PromotedID(ch.cfg.Name, st.GetDigest(), from, e.GetStage()), correlation,

@@ -388,3 +388,45 @@ func TestAPromotionRecordedBeforeAFailureIsPublished(t *testing.T) {
 		}
 	}
 }
+
+// TestAPushIntoALaterStageIsNotAnnouncedAsAPromotion: an image blocked in dev (it runs as root) is pushed into
+// next by a person; a redelivery of that push announces no image.promoted dev → next, which never happened.
+func TestAPushIntoALaterStageIsNotAnnouncedAsAPromotion(t *testing.T) {
+	ctx := context.Background()
+	js := bustest.Start(t)
+	reg := registrytest.New(t)
+	pushed := reg.PushImage(t, "dev/am:4.2.0.15", registrytest.Image{User: "root"})
+	reg.PushImage(t, "next/am:4.2.0.15", registrytest.Image{User: "root"})
+	rc, err := registry.New([]registry.Host{reg.Settings()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	promotions, scans := buckets(t, js.Bus)
+	chain := config.Promotion{Name: "acme-am", Stages: []config.PromotionStage{
+		{Name: "dev", Repository: reg.Ref("dev/am")}, {Name: "next", Repository: reg.Ref("next/am"), Gates: config.Gates{NonRoot: true}},
+		{Name: "last", Repository: reg.Ref("last/am"), Gates: config.Gates{Approval: true}}}}
+	p, err := promoter.New([]config.Promotion{chain}, promoter.Deps{Registry: rc, Promotions: promotions, Scans: scans})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inspected := func(repo string, deliveries uint64) []*bus.Message {
+		m, err := bus.NewMessage(event.SubjectImageInspected, repo, "", &harborflowv1.ImageInspected{Registry: reg.Host,
+			Repository: repo, Digest: pushed.Digest, Tags: []string{"4.2.0.15"}, InspectedAt: timestamppb.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Deliveries = deliveries
+		out, err := p.Handle(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	inspected("dev/am", 1) // blocked: root
+	inspected("next/am", 1)
+	for _, o := range inspected("next/am", 2) {
+		if o.Subject == event.SubjectImagePromoted {
+			t.Errorf("a redelivery announced %s: a push into next is no promotion", o.Data)
+		}
+	}
+}

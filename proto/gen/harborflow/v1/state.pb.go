@@ -1207,7 +1207,10 @@ type StageEntry struct {
 	Tags       []string               `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty"`
 	// The gates that let it in, when the promoter carried it there: image.promoted says them again on a
 	// redelivery.
-	Gates         []*Gate `protobuf:"bytes,5,rep,name=gates,proto3" json:"gates,omitempty"`
+	Gates []*Gate `protobuf:"bytes,5,rep,name=gates,proto3" json:"gates,omitempty"`
+	// The promoter carried it there (not a push into the stage, not the chain's first stage): only such an
+	// entry is announced again as image.promoted on a redelivery.
+	Promoted      bool `protobuf:"varint,6,opt,name=promoted,proto3" json:"promoted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1275,6 +1278,13 @@ func (x *StageEntry) GetGates() []*Gate {
 		return x.Gates
 	}
 	return nil
+}
+
+func (x *StageEntry) GetPromoted() bool {
+	if x != nil {
+		return x.Promoted
+	}
+	return false
 }
 
 // Approval is a person's go for an image to enter a stage (`harborflow approve`).
@@ -1559,7 +1569,7 @@ const file_harborflow_v1_state_proto_rawDesc = "" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x1d\n" +
 	"\n" +
 	"media_type\x18\x02 \x01(\tR\tmediaType\x12\x12\n" +
-	"\x04body\x18\x03 \x01(\fR\x04body\"\xb7\x01\n" +
+	"\x04body\x18\x03 \x01(\fR\x04body\"\xd3\x01\n" +
 	"\n" +
 	"StageEntry\x12\x14\n" +
 	"\x05stage\x18\x01 \x01(\tR\x05stage\x12\x1e\n" +
@@ -1568,7 +1578,8 @@ const file_harborflow_v1_state_proto_rawDesc = "" +
 	"repository\x124\n" +
 	"\aentered\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aentered\x12\x12\n" +
 	"\x04tags\x18\x04 \x03(\tR\x04tags\x12)\n" +
-	"\x05gates\x18\x05 \x03(\v2\x13.harborflow.v1.GateR\x05gates\"\\\n" +
+	"\x05gates\x18\x05 \x03(\v2\x13.harborflow.v1.GateR\x05gates\x12\x1a\n" +
+	"\bpromoted\x18\x06 \x01(\bR\bpromoted\"\\\n" +
 	"\bApproval\x12\x14\n" +
 	"\x05stage\x18\x01 \x01(\tR\x05stage\x12\x0e\n" +
 	"\x02by\x18\x02 \x01(\tR\x02by\x12*\n" +
