@@ -77,7 +77,8 @@ deletion is recorded first, with the manifests to put it back (harborflow retent
 		Short: "Put an artifact retention deleted back, with its tags",
 		Long: `Put back an artifact retention deleted from REPOSITORY: its manifests (an index's children first) and its
 tags, from the record retention kept. The registry must still have its blobs: restore before Harbor's
-garbage collection runs.`,
+garbage collection runs. Retention keeps a restored artifact for 7 days though its plan still says delete:
+protect it (retention[].protect) or change the policy meanwhile.`,
 		Example: "  harborflow retention restore harbor.acme.example/wso2-dev/acme-am sha256:…",
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -2,6 +2,7 @@ package retention
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -286,6 +287,10 @@ const (
 	StateRestored = "restored"
 )
 
+// restoredGrace is how long an artifact put back by Restore is not deleted again, though the plan still says
+// so: time for an operator to protect it or change the policy.
+const restoredGrace = 7 * 24 * time.Hour
+
 // claimAge is how long a deletion another run recorded is left to it before this run finishes it (the other
 // run died between recording and deleting).
 const claimAge = time.Minute
@@ -310,6 +315,9 @@ func (r *Retention) delete(ctx context.Context, repo string, d Decision) (done b
 		}
 		recent := r.now().Sub(old.GetAt().AsTime()) < claimAge
 		switch {
+		case old.GetState() == StateRestored && r.now().Sub(old.GetAt().AsTime()) < restoredGrace:
+			return false, fmt.Sprintf("restored at %s (harborflow retention restore): kept until %s, to protect it or change the policy",
+				old.GetAt().AsTime().Format(time.RFC3339), old.GetAt().AsTime().Add(restoredGrace).Format(time.RFC3339)), nil
 		case old.GetState() == StateDeleting && recent:
 			return false, "another run is deleting it", nil
 		case old.GetState() == StateDeleted && recent:
@@ -352,7 +360,9 @@ func (r *Retention) delete(ctx context.Context, repo string, d Decision) (done b
 	return true, "", nil
 }
 
-// manifests reads the manifest of repo@digest and, for an index, its children's, children first.
+// manifests reads the manifest of repo@digest and, for an index, every manifest it names — platforms,
+// attestation manifests, nested indexes, recursively — children first, so that a restore can put them back in
+// that order.
 func (r *Retention) manifests(ctx context.Context, repo, digest string) ([]*harborflowv1.StoredManifest, error) {
 	if r.deps.Registry == nil {
 		return nil, nil
@@ -361,17 +371,19 @@ func (r *Retention) manifests(ctx context.Context, repo, digest string) ([]*harb
 	if err != nil {
 		return nil, fault.Classify(fmt.Errorf("keeping the manifest of %s@%s: %w", repo, digest, err))
 	}
-	art, err := r.deps.Registry.Manifest(ctx, repo+"@"+digest)
-	if err != nil {
-		return nil, fault.Classify(fmt.Errorf("keeping the manifest of %s@%s: %w", repo, digest, err))
+	var index struct {
+		Manifests []struct {
+			Digest string `json:"digest"`
+		} `json:"manifests"`
 	}
+	_ = json.Unmarshal(body, &index) // an image manifest has no manifests
 	var out []*harborflowv1.StoredManifest
-	for _, p := range art.Platforms {
-		cd, cb, err := r.deps.Registry.ManifestBody(ctx, repo+"@"+p.Digest)
+	for _, m := range index.Manifests {
+		children, err := r.manifests(ctx, repo, m.Digest)
 		if err != nil {
-			return nil, fault.Classify(fmt.Errorf("keeping the manifest of %s@%s: %w", repo, p.Digest, err))
+			return nil, err
 		}
-		out = append(out, &harborflowv1.StoredManifest{Digest: cd.Digest, MediaType: cd.MediaType, Body: cb})
+		out = append(out, children...)
 	}
 	return append(out, &harborflowv1.StoredManifest{Digest: desc.Digest, MediaType: desc.MediaType, Body: body}), nil
 }

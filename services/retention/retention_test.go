@@ -223,6 +223,15 @@ func TestDryRunThenApplyThenRestore(t *testing.T) {
 	if _, err := s.records.Get(ctx, event.Key("deleted", s.repo, d3), rec); err != nil || rec.GetState() != retention.StateRestored {
 		t.Errorf("record after restore: %v %v", rec, err)
 	}
+	// The next run's plan still says delete it; it is kept, saying why, for the grace.
+	again, err := r.Run(ctx, s.repo, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(again.GetKept(), func(a *harborflowv1.PrunedArtifact) bool { return a.GetDigest() == d3 })
+	if i < 0 || !strings.HasPrefix(again.GetKept()[i].GetReason(), "restored at ") || s.tags(t)[d3] == nil {
+		t.Errorf("a restored artifact on the next run: %v", again.GetKept())
+	}
 }
 
 // TestImmutableRuleReportedNotRetried: Harbor's 412 for an artifact an immutable rule protects is reported as
@@ -449,5 +458,46 @@ func TestAnArtifactGoneBeforeItsDeletionIsNoFailure(t *testing.T) {
 	i := slices.IndexFunc(out.GetKept(), func(a *harborflowv1.PrunedArtifact) bool { return a.GetDigest() == gone })
 	if i < 0 || !strings.HasPrefix(out.GetKept()[i].GetReason(), "gone already") {
 		t.Errorf("4.2.0.3.3: %v", out.GetKept())
+	}
+}
+
+// TestAnIndexIsRestoredWithItsChildren: a two-platform index retention deleted is recorded with every manifest
+// it names, children first, and restored whole.
+func TestAnIndexIsRestoredWithItsChildren(t *testing.T) {
+	ctx := context.Background()
+	s := newStandIn(t)
+	user, pass := s.harbor.Admin()
+	src := registrytest.New(t)
+	idx := src.PushIndex(t, "am:4.2.0.0.1", registrytest.Index{Images: []registrytest.Image{
+		{Platform: "linux/amd64", Layer: "old-amd64"}, {Platform: "linux/arm64", Layer: "old-arm64"}}})
+	rc := regclient.New(regclient.WithConfigHost(rcconfig.Host{Name: s.harbor.Host(), TLS: rcconfig.TLSDisabled, User: user, Pass: pass},
+		rcconfig.Host{Name: src.Host, TLS: rcconfig.TLSDisabled}))
+	from, _ := ref.New(src.Host + "/am:4.2.0.0.1")
+	to, _ := ref.New(s.repo + ":4.2.0.0.1")
+	if err := rc.ImageCopy(ctx, from, to); err != nil {
+		t.Fatal(err)
+	}
+	r := s.replica(t, nil)
+	out, err := r.Run(ctx, s.repo, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(digestsOf(out.GetDeleted()), idx.Digest) {
+		t.Fatalf("the old index was not deleted: %v", digestsOf(out.GetDeleted()))
+	}
+	rec := &harborflowv1.Deletion{}
+	if _, err := s.records.Get(ctx, event.Key("deleted", s.repo, idx.Digest), rec); err != nil || len(rec.GetManifests()) != 3 ||
+		rec.GetManifests()[2].GetDigest() != idx.Digest {
+		t.Fatalf("the index's record keeps %d manifests (%v), want its two children then itself", len(rec.GetManifests()), err)
+	}
+	if _, err := r.Restore(ctx, s.repo, idx.Digest); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.tags(t)[idx.Digest]; !slices.Equal(got, []string{"4.2.0.0.1"}) {
+		t.Errorf("restored index with tags %v", got)
+	}
+	art, err := s.reg.Inspect(ctx, s.repo+"@"+idx.Digest)
+	if err != nil || len(art.Platforms) != 2 {
+		t.Errorf("the restored index: %v %v", art, err)
 	}
 }
