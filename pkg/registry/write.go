@@ -111,8 +111,10 @@ type Written struct {
 // Tag points tag at the manifest image (registry/repository@digest) names: the manifest's own bytes are
 // PUT under the tag, so the digest stays the same. The manifest is read once per client, registry and digest
 // (it cannot change), from whichever repository of the registry it was read. The error is ErrNotFound when the
-// registry does not have it; a manifest read from another repository whose blobs this one lacks is refused by
-// the registry's PUT.
+// client never read the manifest and the registry does not have it; a manifest the client read before is put
+// as it was — back, if it was deleted since, while the registry still has its blobs — and one read from
+// another repository whose blobs this one lacks is refused by the registry's PUT. Callers tag what they have
+// just written or checked.
 func (c *Client) Tag(ctx context.Context, image, tag string) error {
 	r, err := pinnedRef(image)
 	if err != nil {

@@ -39,31 +39,36 @@ func (p *Promoter) takeTurn(ctx context.Context, registry, repository, digest st
 		return nil, nil, fmt.Errorf("waiting for the turn of %s/%s: %w", registry, repository, err)
 	}
 	held, cancel := context.WithCancelCause(ctx)
-	renewed := make(chan struct{})
+	// Renewals are not cut short by release: a renewal the server applied while its call was being cancelled
+	// would leave rev stale, and the give-back's compare-and-set would fail, holding the turn for a lease.
+	stop, renewed := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(renewed)
 		t := time.NewTicker(p.turnLease / 3)
 		defer t.Stop()
 		for {
 			select {
+			case <-stop:
+				return
 			case <-held.Done():
 				return
 			case <-t.C:
 			}
 			turn.LeaseUntil = timestamppb.New(time.Now().Add(p.turnLease))
-			next, err := p.deps.Promotions.Update(held, key, turn, rev)
+			uctx, done := context.WithTimeout(context.WithoutCancel(ctx), p.turnLease/3)
+			next, err := p.deps.Promotions.Update(uctx, key, turn, rev)
+			done()
 			if err != nil {
-				if held.Err() == nil {
-					cancel(fmt.Errorf("%w: %w", errTurnLost, err))
-				}
+				cancel(fmt.Errorf("%w: %w", errTurnLost, err))
 				return
 			}
 			rev = next
 		}
 	}()
 	release := func() {
-		cancel(nil)
+		close(stop)
 		<-renewed
+		cancel(nil)
 		// Best effort, and never someone else's: a turn not given back runs out with its lease.
 		rctx, done := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer done()
