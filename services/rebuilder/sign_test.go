@@ -28,7 +28,7 @@ func (s signer) Sign(ctx context.Context, image string) error {
 	return err
 }
 
-func newSigner(t *testing.T, client *registry.Client) signer {
+func newSigner(t testing.TB, client *registry.Client) signer {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
