@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -31,6 +32,20 @@ const (
 type Signer struct {
 	sv  sigstore.SignerVerifier
 	pub *Verifier
+}
+
+// Generate makes a new ECDSA P-256 key and returns its signer: for tests and local runs that need a key of
+// their own (a deployment's key comes from cosign generate-key-pair, read with LoadSigner).
+func Generate() (*Signer, error) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("%w: generating a key: %v", ErrKey, err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encoding a generated key: %v", ErrKey, err)
+	}
+	return LoadSigner(pem.EncodeToMemory(&pem.Block{Type: pemPKCS8Private, Bytes: der}), nil)
 }
 
 // LoadSigner reads a private key from PEM: cosign's encrypted format, decrypted with password, or a plain

@@ -2,12 +2,7 @@ package rebuilder_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"slices"
 	"strings"
 	"testing"
@@ -30,15 +25,7 @@ func (s signer) Sign(ctx context.Context, image string) error {
 
 func newSigner(t testing.TB, client *registry.Client) signer {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := signature.LoadSigner(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil)
+	s, err := signature.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
