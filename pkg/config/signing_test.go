@@ -46,6 +46,7 @@ func TestSigning(t *testing.T) {
 		{"signing:\n  key: missing.key\n", "h.yaml:2: signing.key: cannot read"},
 		{"signing:\n  password: x\n", "h.yaml:2: signing.password: is set, but signing.key is not"},
 		{"signing:\n  key: cosign.key\n  public_keys: [gone.pub]\n", "h.yaml:3: signing.public_keys[0]: cannot read"},
+		{"signing:\n  public_keys: [gone.pub]\n", "h.yaml:2: signing.public_keys[0]: cannot read"},
 	} {
 		p := writeFile(t, filepath.Join(dir, "bad.yaml"), tc.yaml)
 		if _, err := config.Load(p, event.StageRebuilder); err == nil || !strings.Contains(err.Error(), strings.Replace(tc.want, "h.yaml", "bad.yaml", 1)) {

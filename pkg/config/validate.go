@@ -362,15 +362,15 @@ func (l *loader) validateRetention(policies []Retention, registries []Registry) 
 // validateSigning checks that the signing key and the public keys are files that can be read (their contents
 // are checked by the stage that loads them, which can say whether a password is wrong).
 func (l *loader) validateSigning(sg Signing) {
-	if sg.Key == "" {
-		if sg.Password != "" {
-			l.fail("signing.password", "is set, but signing.key is not: there is nothing to decrypt")
+	switch {
+	case sg.Key == "" && sg.Password != "":
+		l.fail("signing.password", "is set, but signing.key is not: there is nothing to decrypt")
+	case sg.Key != "":
+		if _, err := os.Stat(sg.Key); err != nil {
+			l.fail("signing.key", fmt.Sprintf("cannot read %q: %v", sg.Key, errors.Unwrap(err)))
 		}
-		return
 	}
-	if _, err := os.Stat(sg.Key); err != nil {
-		l.fail("signing.key", fmt.Sprintf("cannot read %q: %v", sg.Key, errors.Unwrap(err)))
-	}
+	// A promoter verifies with the public keys alone: they are checked with or without a key to sign with.
 	for i, pk := range sg.PublicKeys {
 		key := fmt.Sprintf("signing.public_keys[%d]", i)
 		if pk == "" {
