@@ -18,8 +18,12 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/harborflow/harborflow/pkg/bus"
+	"github.com/harborflow/harborflow/pkg/logging"
 )
 
 // Stage is one stage of harborflow, running in this process.
@@ -108,6 +112,35 @@ func (s *consuming) Ready(ctx context.Context) error {
 // context ends; an error it returns before that is the stage's failure, delivered by Failed.
 func Loop(name string, run func(ctx context.Context) error) Stage {
 	return &loop{name: name, run: run, failed: make(chan error, 1)}
+}
+
+// Tasks is the Loop that publishes on b, every interval, the messages due returns: how a stage asks its own
+// handler for work no event causes (task.<stage>, with content-derived ids, so that replicas ask once). A
+// failed publish ends the round: the next one asks again.
+func Tasks(name string, b *bus.Bus, every time.Duration, log *zap.Logger, due func(ctx context.Context) ([]*bus.Message, error)) Stage {
+	return Loop(name, func(ctx context.Context) error {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-t.C:
+			}
+			tasks, err := due(ctx)
+			if err != nil && ctx.Err() == nil {
+				log.Warn("looking for work due", zap.String(logging.FieldStage, name), zap.Error(err))
+			}
+			for _, m := range tasks {
+				if _, err := b.Publish(ctx, m); err != nil {
+					if ctx.Err() == nil {
+						log.Warn("asking for work due", zap.String(logging.FieldStage, name), zap.String(logging.FieldSubject, m.Subject), zap.Error(err))
+					}
+					break
+				}
+			}
+		}
+	})
 }
 
 type loop struct {

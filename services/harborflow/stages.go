@@ -251,9 +251,7 @@ func newPromoterStage(ctx context.Context, w *wiring) (stage.Stage, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &withLoop{Stage: stage.Consuming(w.bus, p), loop: stage.Loop(event.StagePromoter, func(ctx context.Context) error {
-		return p.Run(ctx, w.bus, promoterEvery)
-	})}, nil
+	return &withLoop{Stage: stage.Consuming(w.bus, p), loop: stage.Tasks(event.StagePromoter, w.bus, promoterEvery, w.log, p.Due)}, nil
 }
 
 // harborClients are the Harbor API clients of the registries with harbor: true, by host.
@@ -284,9 +282,10 @@ func newRetentionStage(ctx context.Context, w *wiring) (stage.Stage, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &withLoop{Stage: stage.Consuming(w.bus, r), loop: stage.Loop(event.StageRetention, func(ctx context.Context) error {
-		return r.Schedule(ctx, w.bus)
-	})}, nil
+	if r.Every() == 0 {
+		return stage.Consuming(w.bus, r), nil // no schedule: runs after pushes and promotions only
+	}
+	return &withLoop{Stage: stage.Consuming(w.bus, r), loop: stage.Tasks(event.StageRetention, w.bus, r.Every(), w.log, r.Due)}, nil
 }
 
 // newRetention builds the retention stage's handler of cfg on b (also for `harborflow retention`).

@@ -15,7 +15,7 @@ package promoter
 // redelivery or the re-evaluation loop, which finds the entry without a time. The first stage's entry is
 // written the same way when the chain's rolling tags are to be moved there.
 //
-// Re-evaluation. Run looks for states a soak, a scan timeout, an approval, a label or an unfinished copy may
+// Re-evaluation. The stage's loop (stage.Tasks over Due) looks for states a soak, a scan timeout, an approval, a label or an unfinished copy may
 // have changed, and publishes a task.promoter for each (Due); the handler does the work, so that what it
 // publishes is stored before its ack and a crash redelivers it. harborflow approve publishes one too.
 //
@@ -924,29 +924,4 @@ func stale(st *harborflowv1.PromotionState, now time.Time) bool {
 		}
 	}
 	return false
-}
-
-// Run publishes on b, every interval until ctx ends, a task for each promotion that is due (Due): "a gate that
-// becomes true later resumes the promotion without any other event".
-func (p *Promoter) Run(ctx context.Context, b *bus.Bus, every time.Duration) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-		tasks, err := p.Due(ctx)
-		if err != nil && ctx.Err() == nil {
-			p.log.Warn("looking for promotions due", zap.Error(err))
-		}
-		for _, m := range tasks {
-			if _, err := b.Publish(ctx, m); err != nil && ctx.Err() == nil {
-				// The state is unchanged: the next round asks again.
-				p.log.Warn("asking for a promotion's evaluation", zap.String(logging.FieldSubject, m.Subject), zap.Error(err))
-				break
-			}
-		}
-	}
 }

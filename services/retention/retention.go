@@ -456,41 +456,20 @@ func (r *Retention) harbor(repo string) (*harbor.Client, string, string, error) 
 	return hc, project, name, nil
 }
 
-// Schedule publishes on b, until ctx ends, the tasks Due finds: checked every minute (or every schedule, when
-// shorter), each published once per slot whichever replica publishes it.
-func (r *Retention) Schedule(ctx context.Context, b *bus.Bus) error {
+// Every is how often the stage's loop looks for the tasks Due returns (stage.Tasks): once a minute, or every
+// schedule when shorter; 0 when no policy has a schedule.
+func (r *Retention) Every() time.Duration {
 	every := time.Duration(0)
 	for _, p := range r.policies {
 		if s := p.cfg.Schedule; s > 0 && (every == 0 || s < every) {
 			every = s
 		}
 	}
-	if every == 0 {
-		<-ctx.Done()
-		return ctx.Err()
-	}
-	t := time.NewTicker(scheduleRound(every))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-		tasks, err := r.Due(ctx)
-		if err != nil && ctx.Err() == nil {
-			r.log.Warn("listing the repositories of the retention policies", zap.Error(err))
-		}
-		for _, m := range tasks {
-			if _, err := b.Publish(ctx, m); err != nil && ctx.Err() == nil {
-				r.log.Warn("asking for a scheduled retention run", zap.String(logging.FieldSubject, m.Subject), zap.Error(err))
-				break
-			}
-		}
-	}
+	return scheduleRound(every)
 }
 
-// scheduleRound is how often Schedule looks, for a schedule every: once a minute, or every schedule when shorter.
+// scheduleRound is how often the stage's loop looks, for a schedule every: once a minute, or every schedule when
+// shorter.
 func scheduleRound(every time.Duration) time.Duration { return min(every, time.Minute) }
 
 // Due returns a task.retention for every repository of each policy with a schedule (its Harbor's repositories
