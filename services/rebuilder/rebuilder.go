@@ -55,6 +55,7 @@ const (
 type Registry interface {
 	Resolve(ctx context.Context, ref string) (registry.Descriptor, error)
 	Inspect(ctx context.Context, ref string) (*registry.Artifact, error)
+	Manifest(ctx context.Context, ref string) (*registry.Artifact, error)
 	Overlay(ctx context.Context, base, target string, layer registry.Layer, edit registry.Edit) (registry.Written, error)
 	Rebase(ctx context.Context, image, oldBase, newBase, target string, edit registry.Edit) (registry.Written, error)
 	Push(ctx context.Context, layoutDir, target string, edit registry.Edit) (registry.Written, error)
@@ -463,7 +464,7 @@ func (r *Rebuilder) sign(ctx context.Context, rc recipe, w registry.Written) err
 		return nil
 	}
 	images := []string{w.Ref}
-	art, err := r.deps.Registry.Inspect(ctx, w.Ref)
+	art, err := r.deps.Registry.Manifest(ctx, w.Ref) // the platforms' digests: no config is read
 	if err != nil {
 		return fmt.Errorf("reading %s to sign it: %w", w.Ref, err)
 	}
