@@ -2,6 +2,7 @@ package signature_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/harborflow/harborflow/pkg/buildah/buildahtest"
+	"github.com/harborflow/harborflow/pkg/provenance"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
 	"github.com/harborflow/harborflow/pkg/signature"
 )
@@ -124,5 +126,92 @@ func TestVerifyCosignSignatures(t *testing.T) {
 	}
 	if got.Added || len(readSig(t, e, "wso2/am", img.Digest).Layers) != len(before.Layers) {
 		t.Errorf("Sign over cosign's signature by the same key = %+v, want nothing added", got)
+	}
+}
+
+// TestCosignVerifiesOurAttestations attests an image and a two-platform index with Attest and has `cosign
+// verify-attestation --key --type slsaprovenance1` check them: accepted with the signer's key, refused with
+// another key and for another predicate type.
+func TestCosignVerifiesOurAttestations(t *testing.T) {
+	tool := cosignTool(t)
+	e := newEnv(t)
+	img := e.reg.PushImage(t, "acme/am:4.2.0.16.1", registrytest.Image{})
+	idx := e.reg.PushIndex(t, "acme/is:7.0.0.3.1", registrytest.Index{Images: []registrytest.Image{
+		{Platform: "linux/amd64"}, {Platform: "linux/arm64"},
+	}})
+	s := newSigner(t)
+	pub := writeFile(t, "pub.pem", s.Verifier().PublicKeyPEM())
+	otherPub := writeFile(t, "other.pem", newSigner(t).Verifier().PublicKeyPEM())
+
+	for _, ref := range []string{img.Ref, idx.Ref} {
+		if _, err := s.Attest(e.ctx, e.client, ref, statementOf(t, ref)); err != nil {
+			t.Fatalf("Attest(%s): %v", ref, err)
+		}
+		args := append([]string{"verify-attestation", "--key", pub, "--type", "slsaprovenance1"}, offline...)
+		out, err := cosign(t, tool, nil, append(args, ref)...)
+		if err != nil {
+			t.Errorf("cosign verify-attestation --key <signer's key> %s: %v\n%s", ref, err, out)
+		}
+		// It prints the envelope; its payload is the statement, about the digest.
+		if !strings.Contains(out, `"payloadType":"application/vnd.in-toto+json"`) {
+			t.Errorf("cosign verify-attestation printed no envelope for %s:\n%s", ref, out)
+		}
+		out, err = cosign(t, tool, nil, append(append([]string{"verify-attestation", "--key", otherPub, "--type", "slsaprovenance1"}, offline...), ref)...)
+		if err == nil {
+			t.Errorf("cosign verify-attestation --key <another key> %s succeeded:\n%s", ref, out)
+		}
+		out, err = cosign(t, tool, nil, append(append([]string{"verify-attestation", "--key", pub, "--type", "spdxjson"}, offline...), ref)...)
+		if err == nil {
+			t.Errorf("cosign verify-attestation --type spdxjson %s succeeded:\n%s", ref, out)
+		}
+	}
+}
+
+// TestVerifyCosignAttestations has `cosign attest --key cosign.key --type slsaprovenance1` attest an image with
+// our statement's predicate: VerifyAttestation accepts it, and Attest with the same key adds nothing.
+func TestVerifyCosignAttestations(t *testing.T) {
+	tool := cosignTool(t)
+	e := newEnv(t)
+	img := e.reg.PushImage(t, "acme/am:4.2.0.16.1", registrytest.Image{})
+	var st struct {
+		Predicate json.RawMessage `json:"predicate"`
+	}
+	if err := json.Unmarshal(statementOf(t, img.Ref), &st); err != nil {
+		t.Fatal(err)
+	}
+	predicate := writeFile(t, "predicate.json", st.Predicate)
+	out, err := cosign(t, tool, []string{"COSIGN_PASSWORD=harborflow-test"}, "attest", "--key", filepath.Join("testdata", "cosign.key"),
+		"--type", "slsaprovenance1", "--predicate", predicate, "--tlog-upload=false", "--allow-insecure-registry",
+		"--allow-http-registry", "--yes", img.Ref)
+	if err != nil {
+		t.Fatalf("cosign attest: %v\n%s", err, out)
+	}
+	pubPEM, err := os.ReadFile(filepath.Join("testdata", "cosign.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs, err := signature.LoadVerifiers(pubPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := signature.VerifyAttestation(e.ctx, e.client, img.Ref, vs, provenance.PredicateType)
+	if err != nil {
+		t.Fatalf("VerifyAttestation of cosign's attestation: %v", err)
+	}
+	b, err := provenance.Parse(back)
+	if err != nil || b.Recipe != "am" || b.Digest != img.Digest {
+		t.Errorf("cosign's statement parsed as %+v, %v", b, err)
+	}
+	keyPEM, err := os.ReadFile(filepath.Join("testdata", "cosign.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := signature.LoadSigner(keyPEM, []byte("harborflow-test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Attest(e.ctx, e.client, img.Ref, statementOf(t, img.Ref))
+	if err != nil || got.Added {
+		t.Errorf("Attest over cosign's attestation by the same key = %+v, %v; want nothing added", got, err)
 	}
 }

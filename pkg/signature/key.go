@@ -163,6 +163,9 @@ func (v *Verifier) KeyID() string { return v.id }
 // PublicKeyPEM is the public key as a "PUBLIC KEY" PEM block: what `cosign verify --key` reads.
 func (v *Verifier) PublicKeyPEM() []byte { return bytes.Clone(v.pem) }
 
+// verifies reports whether l, a simple-signing layer, is signed by this key.
+func (v *Verifier) verifies(l layer) bool { return v.verify(l.sig, l.payload) }
+
 // verify reports whether sig is a signature of payload by this key.
 func (v *Verifier) verify(sig, payload []byte) bool {
 	return v.v.VerifySignature(bytes.NewReader(sig), bytes.NewReader(payload)) == nil

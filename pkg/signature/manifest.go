@@ -12,6 +12,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature/payload"
 
 	"github.com/harborflow/harborflow/pkg/imageref"
+	"github.com/harborflow/harborflow/pkg/mediatype"
 	"github.com/harborflow/harborflow/pkg/registry"
 )
 
@@ -25,6 +26,8 @@ const (
 	AnnotationKey = "io.harborflow.signature.key"
 	// TagSuffix ends cosign's signature tag, sha256-<hex>.sig.
 	TagSuffix = ".sig"
+	// AttestationTagSuffix ends cosign's attestation tag, sha256-<hex>.att.
+	AttestationTagSuffix = ".att"
 
 	// maxPayloadSize bounds a payload read back: cosign's are a few hundred bytes.
 	maxPayloadSize = 1 << 20
@@ -35,11 +38,12 @@ type target struct {
 	image      string // as the caller gave it
 	repository string // registry/repository
 	digest     string
-	tag        string // sha256-<hex>.sig
+	tag        string // sha256-<hex>.sig or .att
 }
 
-// parseTarget parses registry/repository@digest.
-func parseTarget(image string) (target, error) {
+// parseTarget parses registry/repository@digest; the target's tag ends in suffix (TagSuffix,
+// AttestationTagSuffix).
+func parseTarget(image, suffix string) (target, error) {
 	r, err := imageref.Parse(image)
 	if err != nil {
 		return target{}, err
@@ -48,7 +52,7 @@ func parseTarget(image string) (target, error) {
 		return target{}, fmt.Errorf("%w %q: want registry/repository@digest", imageref.ErrInvalid, image)
 	}
 	return target{image: image, repository: r.Name(), digest: r.Digest,
-		tag: strings.Replace(r.Digest, ":", "-", 1) + TagSuffix}, nil
+		tag: strings.Replace(r.Digest, ":", "-", 1) + suffix}, nil
 }
 
 // sigManifest is the part of an OCI image manifest a signature manifest uses.
@@ -89,40 +93,47 @@ func existing(ctx context.Context, client *registry.Client, t target) (m sigMani
 
 // layer is one signature of a signature manifest, read back.
 type layer struct {
+	// payload is the layer's blob: a simple-signing payload, or a DSSE envelope (which holds its signatures).
 	payload []byte
-	sig     []byte
-	keyID   string
+	// sig is a simple-signing payload's signature, from the layer's annotation.
+	sig   []byte
+	keyID string
+	// predicateType is an attestation layer's annotation: what its statement says it is, unverified.
+	predicateType string
 	// bad says why the layer cannot be checked: no signature, not base64, payload not found.
 	bad string
 }
 
-// readLayers reads the simple-signing layers of m and their payloads.
-func readLayers(ctx context.Context, client *registry.Client, t target, m sigManifest) ([]layer, error) {
+// readLayers reads the layers of m of mediaType (MediaTypePayload, MediaTypeDSSE) and their blobs.
+func readLayers(ctx context.Context, client *registry.Client, t target, m sigManifest, mediaType string) ([]layer, error) {
 	var out []layer
 	for _, d := range m.Layers {
-		if d.MediaType != MediaTypePayload {
+		if d.MediaType != mediaType {
 			continue
 		}
-		l := layer{keyID: d.Annotations[AnnotationKey]}
+		l := layer{keyID: d.Annotations[AnnotationKey], predicateType: d.Annotations[AnnotationPredicateType]}
 		b64, ok := d.Annotations[AnnotationSignature]
-		if !ok {
+		switch {
+		case mediaType == MediaTypeDSSE: // signed inside the envelope
+		case !ok:
 			l.bad = "layer " + d.Digest + " has no " + AnnotationSignature + " annotation"
 			out = append(out, l)
 			continue
+		default:
+			sig, err := base64.StdEncoding.DecodeString(b64)
+			if err != nil {
+				l.bad = "the signature of layer " + d.Digest + " is not base64"
+				out = append(out, l)
+				continue
+			}
+			l.sig = sig
 		}
-		sig, err := base64.StdEncoding.DecodeString(b64)
-		if err != nil {
-			l.bad = "the signature of layer " + d.Digest + " is not base64"
-			out = append(out, l)
-			continue
-		}
-		l.sig = sig
 		p, err := client.Blob(ctx, t.repository, d.Digest, maxPayloadSize)
 		switch {
 		case errors.Is(err, registry.ErrNotFound):
 			l.bad = "the payload " + d.Digest + " is missing"
 		case err != nil:
-			return nil, fmt.Errorf("reading the signature payload of %s: %w", t.image, err)
+			return nil, fmt.Errorf("reading layer %s of %s:%s: %w", d.Digest, t.repository, t.tag, err)
 		}
 		l.payload = p
 		out = append(out, l)
@@ -165,4 +176,34 @@ func config(layers []descriptor) ([]byte, error) {
 		"config":       map[string]any{},
 		"rootfs":       map[string]any{"type": "layers", "diff_ids": diffIDs},
 	})
+}
+
+// appendLayer adds blob, as layer l, to m (a new manifest when m is zero) and writes m under t's tag. It
+// returns the digest of the manifest written.
+func appendLayer(ctx context.Context, client *registry.Client, t target, m sigManifest, l descriptor, blob []byte) (string, error) {
+	bd, err := client.PutBlob(ctx, t.repository, l.MediaType, blob)
+	if err != nil {
+		return "", err
+	}
+	l.Digest, l.Size = bd.Digest, bd.Size
+	m.SchemaVersion, m.MediaType = 2, mediatype.OCIManifest
+	m.Layers = append(m.Layers, l)
+	cfg, err := config(m.Layers)
+	if err != nil {
+		return "", fmt.Errorf("encoding the config: %w", err)
+	}
+	cd, err := client.PutBlob(ctx, t.repository, mediatype.OCIConfig, cfg)
+	if err != nil {
+		return "", err
+	}
+	m.Config = descriptor{MediaType: cd.MediaType, Digest: cd.Digest, Size: cd.Size}
+	body, err := json.Marshal(m)
+	if err != nil {
+		return "", fmt.Errorf("encoding the manifest: %w", err)
+	}
+	md, err := client.PutManifest(ctx, t.repository, t.tag, mediatype.OCIManifest, body)
+	if err != nil {
+		return "", err
+	}
+	return md.Digest, nil
 }

@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 
-	"github.com/harborflow/harborflow/pkg/mediatype"
 	"github.com/harborflow/harborflow/pkg/registry"
 )
 
@@ -27,7 +25,7 @@ type Signed struct {
 // of the digest that verifies with this key, nothing is written; when it holds other signatures, this one is
 // added as another layer.
 func (s *Signer) Sign(ctx context.Context, client *registry.Client, image string) (Signed, error) {
-	t, err := parseTarget(image)
+	t, err := parseTarget(image, TagSuffix)
 	if err != nil {
 		return Signed{}, fmt.Errorf("signing: %w", err)
 	}
@@ -37,7 +35,7 @@ func (s *Signer) Sign(ctx context.Context, client *registry.Client, image string
 		return Signed{}, fmt.Errorf("signing %s: %w", image, err)
 	}
 	if ok {
-		layers, err := readLayers(ctx, client, t, m)
+		layers, err := readLayers(ctx, client, t, m, MediaTypePayload)
 		if err != nil {
 			return Signed{}, fmt.Errorf("signing %s: %w", image, err)
 		}
@@ -50,8 +48,6 @@ func (s *Signer) Sign(ctx context.Context, client *registry.Client, image string
 				return out, nil
 			}
 		}
-	} else {
-		m = sigManifest{SchemaVersion: 2, MediaType: mediatype.OCIManifest}
 	}
 
 	p, err := newPayload(t)
@@ -62,33 +58,14 @@ func (s *Signer) Sign(ctx context.Context, client *registry.Client, image string
 	if err != nil {
 		return Signed{}, fmt.Errorf("signing %s: %w", image, err)
 	}
-	pd, err := client.PutBlob(ctx, t.repository, MediaTypePayload, p)
-	if err != nil {
-		return Signed{}, fmt.Errorf("signing %s: %w", image, err)
-	}
-	layer := descriptor{MediaType: MediaTypePayload, Digest: pd.Digest, Size: pd.Size, Annotations: map[string]string{
+	layer := descriptor{MediaType: MediaTypePayload, Annotations: map[string]string{
 		AnnotationSignature: base64.StdEncoding.EncodeToString(sig),
 		AnnotationKey:       s.pub.id,
 	}}
-	m.SchemaVersion, m.MediaType = 2, mediatype.OCIManifest
-	m.Layers = append(m.Layers, layer)
-	cfg, err := config(m.Layers)
-	if err != nil {
-		return Signed{}, fmt.Errorf("signing %s: encoding the config: %w", image, err)
-	}
-	cd, err := client.PutBlob(ctx, t.repository, mediatype.OCIConfig, cfg)
+	md, err := appendLayer(ctx, client, t, m, layer, p)
 	if err != nil {
 		return Signed{}, fmt.Errorf("signing %s: %w", image, err)
 	}
-	m.Config = descriptor{MediaType: cd.MediaType, Digest: cd.Digest, Size: cd.Size}
-	body, err := json.Marshal(m)
-	if err != nil {
-		return Signed{}, fmt.Errorf("signing %s: encoding the signature manifest: %w", image, err)
-	}
-	md, err := client.PutManifest(ctx, t.repository, t.tag, mediatype.OCIManifest, body)
-	if err != nil {
-		return Signed{}, fmt.Errorf("signing %s: %w", image, err)
-	}
-	out.Digest, out.Added = md.Digest, true
+	out.Digest, out.Added = md, true
 	return out, nil
 }
