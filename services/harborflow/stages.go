@@ -152,7 +152,7 @@ func newRebuilder(ctx context.Context, cfg *config.Config, b *bus.Bus, reg *regi
 	if err != nil {
 		return nil, err
 	}
-	deps.Registry, deps.State, deps.Trees = reg, kv, rebuilder.LayerTrees(trees)
+	deps.Registry, deps.State, deps.Trees, deps.Version = reg, kv, rebuilder.LayerTrees(trees), Version
 	for i, r := range cfg.Rebuilds {
 		if r.Builder != config.BuilderDockerfile {
 			continue
@@ -207,7 +207,7 @@ func loadVerifiers(sg config.Signing) ([]*signature.Verifier, error) {
 	return v, nil
 }
 
-// imageSigner signs images in the registry they are in (rebuilder.Signer).
+// imageSigner signs and attests images in the registry they are in (rebuilder.Signer).
 type imageSigner struct {
 	signer *signature.Signer
 	reg    *registry.Client
@@ -215,6 +215,11 @@ type imageSigner struct {
 
 func (s imageSigner) Sign(ctx context.Context, image string) error {
 	_, err := s.signer.Sign(ctx, s.reg, image)
+	return err
+}
+
+func (s imageSigner) Attest(ctx context.Context, image string, statement []byte) error {
+	_, err := s.signer.Attest(ctx, s.reg, image, statement)
 	return err
 }
 

@@ -40,7 +40,9 @@ import (
 	"github.com/harborflow/harborflow/pkg/imagetag"
 	"github.com/harborflow/harborflow/pkg/logging"
 	"github.com/harborflow/harborflow/pkg/platform"
+	"github.com/harborflow/harborflow/pkg/provenance"
 	"github.com/harborflow/harborflow/pkg/registry"
+	"github.com/harborflow/harborflow/pkg/signature"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 )
 
@@ -84,15 +86,19 @@ type Deps struct {
 	// Trees keeps what base layers hold by layer digest (the layer-trees KV bucket), so that the overlay
 	// builder reads each base layer once; nil reads every base layer on every build.
 	Trees registry.TreeCache
-	// Signer signs every image pushed — the index and each platform manifest — before its tag is pushed, so
-	// that no tag ever points at an unsigned image; nil signs nothing (no signing: configured).
+	// Signer signs every image pushed — the index and each platform manifest — and attests its provenance
+	// before its tag is pushed, so that no tag ever points at an unsigned image; nil signs nothing (no
+	// signing: configured).
 	Signer Signer
+	// Version is harborflow's, as the provenance names the builder's.
+	Version string
 }
 
-// Signer signs an image (registry/repository@digest) where it is, once: signing what is signed already by the
-// same key writes nothing (pkg/signature).
+// Signer signs an image (registry/repository@digest) where it is, and attaches a signed in-toto statement to
+// it, each once: what is signed or attested already by the same key is not written again (pkg/signature).
 type Signer interface {
 	Sign(ctx context.Context, image string) error
+	Attest(ctx context.Context, image string, statement []byte) error
 }
 
 // Rebuilder is the rebuilder stage.
@@ -409,37 +415,35 @@ func (r *Rebuilder) buildHeld(ctx context.Context, st state, rc recipe, t trigge
 
 	start := r.now()
 	var w registry.Written
-	if b.GetState() == StatePushed && b.GetTargetDigest() != "" {
-		// Pushed before a crash or a failed tag: tag what is there.
-		w = registry.Written{Ref: rc.Target + "@" + b.GetTargetDigest(), Digest: b.GetTargetDigest(), Platforms: t.platforms}
-		if len(rc.Platforms) > 0 {
-			w.Platforms = rc.Platforms
-		}
+	result := b.GetResult() // as pushed, before a crash
+	if b.GetState() == StatePushed && b.GetTargetDigest() != "" && result != nil {
+		// Pushed before a crash or a failed tag: sign and tag what is there.
+		w = registry.Written{Ref: rc.Target + "@" + b.GetTargetDigest(), Digest: b.GetTargetDigest(), Platforms: result.GetPlatforms()}
 	} else {
 		log.Info("building", zap.String(logging.FieldBuilder, rc.Builder), zap.Int64(logging.FieldUpdateLevel, b.GetUpdateLevel()))
-		w, err = r.build(ctx, rc, t, b)
+		var in inputs
+		if in, err = r.inputs(rc); err == nil {
+			w, in.source, err = r.build(ctx, rc, t, b)
+		}
 		if err != nil {
 			return nil, "", r.failed(ctx, st, rc, t, b, rev, err)
 		}
 		// The result is kept from the push on: if this process dies after the tag, whoever takes the line
-		// over records the build and publishes it (recover).
-		b.State, b.TargetDigest, b.Result = StatePushed, w.Digest, r.result(rc, t, b, w, start)
-		// DurationMs then counts the build and the push; the tag is one more request.
+		// over records the build and publishes it (recover); one that dies before the tag is signed from it.
+		result = r.result(rc, t, b, w, start, in)
+		b.State, b.TargetDigest, b.Result = StatePushed, w.Digest, result
+		// DurationMs then counts the build and the push; the signatures and the tag are more requests.
 		if rev, err = st.update(ctx, b, rev); err != nil {
 			return nil, "", r.abandon(ctx, st, rc, t, err)
 		}
 	}
-	// Signed before the tag: a crash between the push and the signature is repaired by the redelivery, which
-	// finds the build pushed and signs it (once) before tagging.
-	if err := r.sign(ctx, rc, w); err != nil {
+	// Signed and attested before the tag: a crash between the push and the tag is repaired by the
+	// redelivery, which finds the build pushed and signs and attests it (once) before tagging.
+	if err := r.sign(ctx, rc, w, result); err != nil {
 		return nil, "", r.failed(ctx, st, rc, t, b, rev, err)
 	}
 	if err := r.deps.Registry.Tag(ctx, w.Ref, b.GetTag()); err != nil {
 		return nil, "", r.failed(ctx, st, rc, t, b, rev, err) // the registry's error names the image and the tag
-	}
-	result := b.GetResult() // as pushed, before a crash
-	if result == nil {
-		result = r.result(rc, t, b, w, start)
 	}
 	b.State, b.Result, b.Finished, b.LeaseUntil = StateBuilt, result, timestamppb.New(r.now()), nil
 	if _, err := st.update(ctx, b, rev); err != nil {
@@ -458,8 +462,9 @@ func (r *Rebuilder) buildHeld(ctx context.Context, st state, rc recipe, t trigge
 	return m, outcomeBuilt, err
 }
 
-// sign signs what the build pushed: the image or index, and an index's platform manifests.
-func (r *Rebuilder) sign(ctx context.Context, rc recipe, w registry.Written) error {
+// sign signs what the build pushed — the image or index, and an index's platform manifests — and attests the
+// image's provenance, from result (as recorded at the push, so that a redelivery attests the same build).
+func (r *Rebuilder) sign(ctx context.Context, rc recipe, w registry.Written, result *harborflowv1.ImageRebuilt) error {
 	if r.deps.Signer == nil {
 		return nil
 	}
@@ -476,17 +481,77 @@ func (r *Rebuilder) sign(ctx context.Context, rc recipe, w registry.Written) err
 			return fmt.Errorf("signing %s: %w", img, err)
 		}
 	}
+	st, err := r.statement(ctx, rc, result)
+	if err != nil {
+		return err
+	}
+	if err := r.deps.Signer.Attest(ctx, w.Ref, st); err != nil {
+		return fmt.Errorf("attesting the provenance of %s: %w", w.Ref, err)
+	}
 	return nil
 }
 
-// result is the image.rebuilt of build b of the trigger, written as w, started at start.
-func (r *Rebuilder) result(rc recipe, t trigger, b *harborflowv1.Build, w registry.Written, start time.Time) *harborflowv1.ImageRebuilt {
-	return &harborflowv1.ImageRebuilt{
+// statement is the SLSA provenance of the build result says: the base by digest and per platform, the recipe
+// and its inputs, the trigger, and the times.
+func (r *Rebuilder) statement(ctx context.Context, rc recipe, result *harborflowv1.ImageRebuilt) ([]byte, error) {
+	base, err := r.deps.Registry.Manifest(ctx, result.GetBase())
+	if err != nil {
+		return nil, fmt.Errorf("reading the base %s for the provenance: %w", result.GetBase(), err)
+	}
+	b := provenance.Build{
+		Image: result.GetTarget(), Digest: result.GetDigest(), Recipe: result.GetRecipe(), Builder: result.GetBuilder(),
+		Tag: result.GetTag(), Base: rc.Base, BaseImage: result.GetBase(), ContextDigest: result.GetContextDigest(),
+		Source: result.GetSource(), EventID: result.GetEventId(), CorrelationID: result.GetCorrelationId(),
+		Version: r.deps.Version,
+	}
+	if result.GetStarted() != nil { // nil in a build recorded before provenance existed
+		b.Started, b.Finished = result.GetStarted().AsTime(), result.GetFinished().AsTime()
+	}
+	if rc.Builder == config.BuilderDockerfile {
+		b.Dockerfile = rc.Dockerfile
+	}
+	for _, p := range base.Platforms {
+		b.BasePlatforms = append(b.BasePlatforms, provenance.Platform{Platform: p.String(), Digest: p.Digest})
+	}
+	st, err := provenance.Statement(b)
+	if err != nil {
+		return nil, bus.Permanent(fmt.Errorf("writing the provenance of %s: %w", result.GetDigest(), err))
+	}
+	return st, nil
+}
+
+// inputs are what a build reads besides its base, for its provenance.
+type inputs struct {
+	contextDigest string // of the recipe's context, "" without one
+	source        string // the image a rebase moved
+}
+
+// inputs digests the recipe's context, before the build reads it (only when the provenance is written).
+func (r *Rebuilder) inputs(rc recipe) (inputs, error) {
+	if r.deps.Signer == nil || rc.Context == "" || rc.Builder == config.BuilderRebase {
+		return inputs{}, nil
+	}
+	d, err := provenance.ContextDigest(rc.Context)
+	if err != nil {
+		return inputs{}, bus.Permanent(fmt.Errorf("recipe %s: %w", rc.Name, err))
+	}
+	return inputs{contextDigest: d}, nil
+}
+
+// result is the image.rebuilt of build b of the trigger, written as w from in, started at start.
+func (r *Rebuilder) result(rc recipe, t trigger, b *harborflowv1.Build, w registry.Written, start time.Time, in inputs) *harborflowv1.ImageRebuilt {
+	now := r.now()
+	out := &harborflowv1.ImageRebuilt{
 		Recipe: rc.Name, Base: t.base, BaseDigest: t.digest, BaseTag: rc.baseTag.Raw, UpdateLevel: b.GetUpdateLevel(),
 		Build: b.GetBuild(), Target: rc.Target, Tag: b.GetTag(), Digest: w.Digest, Builder: rc.Builder,
-		DurationMs: r.now().Sub(start).Milliseconds(), CorrelationId: t.correlID, BytesRead: w.BytesRead,
+		DurationMs: now.Sub(start).Milliseconds(), CorrelationId: t.correlID, BytesRead: w.BytesRead,
 		BytesWritten: w.BytesWritten, Platforms: w.Platforms, EventId: t.eventID,
+		Started: timestamppb.New(start), Finished: timestamppb.New(now), ContextDigest: in.contextDigest, Source: in.source,
 	}
+	if r.deps.Signer != nil {
+		out.Provenance = rc.Target + ":" + strings.Replace(w.Digest, ":", "-", 1) + signature.AttestationTagSuffix
+	}
+	return out
 }
 
 // claim writes the build record of the trigger, holding the line: a fresh one (or, forced, a fresh one over
@@ -835,10 +900,10 @@ func (r *Rebuilder) renew(ctx context.Context, st state, rc recipe, t trigger) (
 }
 
 // build runs the recipe's builder.
-func (r *Rebuilder) build(ctx context.Context, rc recipe, t trigger, b *harborflowv1.Build) (registry.Written, error) {
+func (r *Rebuilder) build(ctx context.Context, rc recipe, t trigger, b *harborflowv1.Build) (registry.Written, string, error) {
 	bl, ok := r.builders[rc.Builder]
 	if !ok {
-		return registry.Written{}, bus.Permanent(fmt.Errorf("unknown builder %q", rc.Builder))
+		return registry.Written{}, "", bus.Permanent(fmt.Errorf("unknown builder %q", rc.Builder))
 	}
 	labels := maps.Clone(rc.Labels)
 	if labels == nil {
@@ -858,7 +923,7 @@ func (r *Rebuilder) build(ctx context.Context, rc recipe, t trigger, b *harborfl
 	if rc.Builder == config.BuilderRebase {
 		prev, err := r.rebaseSource(ctx, rc)
 		if err != nil {
-			return registry.Written{}, err
+			return registry.Written{}, "", err
 		}
 		j.image, j.oldBase = prev.image, prev.base
 	}
@@ -867,9 +932,9 @@ func (r *Rebuilder) build(ctx context.Context, rc recipe, t trigger, b *harborfl
 	w, err := bl.build(bctx, j)
 	if err != nil && ctx.Err() == nil && errors.Is(bctx.Err(), context.DeadlineExceeded) {
 		// The recipe's own bound: building again would take as long.
-		return w, bus.Permanent(fmt.Errorf("build timed out after %s (rebuilds[].timeout): %w", rc.Timeout, err))
+		return w, "", bus.Permanent(fmt.Errorf("build timed out after %s (rebuilds[].timeout): %w", rc.Timeout, err))
 	}
-	return w, err
+	return w, j.image, err
 }
 
 // failed records a build failure and frees the line. A failure that retrying cannot fix is kept in the build

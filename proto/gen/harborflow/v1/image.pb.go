@@ -374,8 +374,18 @@ type ImageRebuilt struct {
 	// Id of the event that caused the build (an image.inspected id, or "manual" for harborflow rebuild).
 	EventId string `protobuf:"bytes,14,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
 	// The base digest alone, and the tag of the base the recipe follows.
-	BaseDigest    string `protobuf:"bytes,15,opt,name=base_digest,json=baseDigest,proto3" json:"base_digest,omitempty"`
-	BaseTag       string `protobuf:"bytes,16,opt,name=base_tag,json=baseTag,proto3" json:"base_tag,omitempty"`
+	BaseDigest string `protobuf:"bytes,15,opt,name=base_digest,json=baseDigest,proto3" json:"base_digest,omitempty"`
+	BaseTag    string `protobuf:"bytes,16,opt,name=base_tag,json=baseTag,proto3" json:"base_tag,omitempty"`
+	// When the build started and when its push finished (the provenance's startedOn and finishedOn).
+	Started  *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=started,proto3" json:"started,omitempty"`
+	Finished *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=finished,proto3" json:"finished,omitempty"`
+	// Digest of the recipe's context files, sha256:<hex> (pkg/provenance.ContextDigest); "" without a context.
+	ContextDigest string `protobuf:"bytes,19,opt,name=context_digest,json=contextDigest,proto3" json:"context_digest,omitempty"`
+	// The derived image a rebase moved onto the base, registry/repository@digest (rebase builder).
+	Source string `protobuf:"bytes,20,opt,name=source,proto3" json:"source,omitempty"`
+	// Where the image's signed SLSA provenance is, <target>:sha256-<hex>.att (cosign verify-attestation reads
+	// it); "" when signing is not configured.
+	Provenance    string `protobuf:"bytes,21,opt,name=provenance,proto3" json:"provenance,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -518,6 +528,41 @@ func (x *ImageRebuilt) GetBaseDigest() string {
 func (x *ImageRebuilt) GetBaseTag() string {
 	if x != nil {
 		return x.BaseTag
+	}
+	return ""
+}
+
+func (x *ImageRebuilt) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *ImageRebuilt) GetFinished() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Finished
+	}
+	return nil
+}
+
+func (x *ImageRebuilt) GetContextDigest() string {
+	if x != nil {
+		return x.ContextDigest
+	}
+	return ""
+}
+
+func (x *ImageRebuilt) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *ImageRebuilt) GetProvenance() string {
+	if x != nil {
+		return x.Provenance
 	}
 	return ""
 }
@@ -971,7 +1016,7 @@ const file_harborflow_v1_image_proto_rawDesc = "" +
 	"\x04tags\x18\x04 \x03(\tR\x04tags\x12\x16\n" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x19\n" +
 	"\bevent_id\x18\x06 \x01(\tR\aeventId\x12%\n" +
-	"\x0ecorrelation_id\x18\a \x01(\tR\rcorrelationId\"\xd0\x03\n" +
+	"\x0ecorrelation_id\x18\a \x01(\tR\rcorrelationId\"\x9d\x05\n" +
 	"\fImageRebuilt\x12\x16\n" +
 	"\x06recipe\x18\x01 \x01(\tR\x06recipe\x12\x12\n" +
 	"\x04base\x18\x02 \x01(\tR\x04base\x12!\n" +
@@ -992,7 +1037,14 @@ const file_harborflow_v1_image_proto_rawDesc = "" +
 	"\bevent_id\x18\x0e \x01(\tR\aeventId\x12\x1f\n" +
 	"\vbase_digest\x18\x0f \x01(\tR\n" +
 	"baseDigest\x12\x19\n" +
-	"\bbase_tag\x18\x10 \x01(\tR\abaseTag\"~\n" +
+	"\bbase_tag\x18\x10 \x01(\tR\abaseTag\x124\n" +
+	"\astarted\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x126\n" +
+	"\bfinished\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\bfinished\x12%\n" +
+	"\x0econtext_digest\x18\x13 \x01(\tR\rcontextDigest\x12\x16\n" +
+	"\x06source\x18\x14 \x01(\tR\x06source\x12\x1e\n" +
+	"\n" +
+	"provenance\x18\x15 \x01(\tR\n" +
+	"provenance\"~\n" +
 	"\x04Gate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06passed\x18\x02 \x01(\bR\x06passed\x12\x16\n" +
@@ -1062,15 +1114,17 @@ var file_harborflow_v1_image_proto_depIdxs = []int32{
 	9,  // 1: harborflow.v1.ImageInspected.labels:type_name -> harborflow.v1.ImageInspected.LabelsEntry
 	11, // 2: harborflow.v1.ImageInspected.inspected_at:type_name -> google.protobuf.Timestamp
 	10, // 3: harborflow.v1.Platform.labels:type_name -> harborflow.v1.Platform.LabelsEntry
-	4,  // 4: harborflow.v1.ImagePromoted.gates:type_name -> harborflow.v1.Gate
-	4,  // 5: harborflow.v1.ImageBlocked.gates:type_name -> harborflow.v1.Gate
-	7,  // 6: harborflow.v1.ImagePruned.deleted:type_name -> harborflow.v1.PrunedArtifact
-	7,  // 7: harborflow.v1.ImagePruned.kept:type_name -> harborflow.v1.PrunedArtifact
-	8,  // [8:8] is the sub-list for method output_type
-	8,  // [8:8] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	11, // 4: harborflow.v1.ImageRebuilt.started:type_name -> google.protobuf.Timestamp
+	11, // 5: harborflow.v1.ImageRebuilt.finished:type_name -> google.protobuf.Timestamp
+	4,  // 6: harborflow.v1.ImagePromoted.gates:type_name -> harborflow.v1.Gate
+	4,  // 7: harborflow.v1.ImageBlocked.gates:type_name -> harborflow.v1.Gate
+	7,  // 8: harborflow.v1.ImagePruned.deleted:type_name -> harborflow.v1.PrunedArtifact
+	7,  // 9: harborflow.v1.ImagePruned.kept:type_name -> harborflow.v1.PrunedArtifact
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_harborflow_v1_image_proto_init() }
