@@ -29,8 +29,9 @@ func newHistoryCommand(cfgPath func() string) *cobra.Command {
 		Short: "Print the image history of a repository: update levels, digests, tags, platforms, when, and what each base became",
 		Long: `Print what the inspector learned of each digest of a repository, oldest first, and, for a base that recipes
 follow, what each recipe did with it: the tag it was rebuilt as, or why not (superseded by a newer update
-level's build, skipped, failed), so that no update level and no build number goes unexplained. A tag is shown
-on the digest it points to now. A repository with no history prints that nothing is recorded (with --json: []).`,
+level's build, skipped, failed), so that no update level and no build number goes unexplained; for an image
+harborflow rebuilt, where its signed SLSA provenance is (cosign verify-attestation --type slsaprovenance1 reads
+it). A tag is shown on the digest it points to now. A repository with no history prints that nothing is recorded (with --json: []).`,
 		Example: "  harborflow history registry.wso2.com/wso2-apim/am\n  harborflow history harbor.acme.example/wso2-dev/acme-am --json",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -64,7 +65,7 @@ on the digest it points to now. A repository with no history prints that nothing
 			if err != nil {
 				return err
 			}
-			builds, err := readBuilds(cmd.Context(), rkv, records)
+			builds, provenance, err := readBuilds(cmd.Context(), rkv, records)
 			if err != nil {
 				return err
 			}
@@ -81,12 +82,12 @@ on the digest it points to now. A repository with no history prints that nothing
 				return err
 			}
 			if asJSON {
-				return printHistoryJSON(cmd.OutOrStdout(), records, builds, promotions)
+				return printHistoryJSON(cmd.OutOrStdout(), records, builds, promotions, provenance)
 			}
-			return printHistory(cmd.OutOrStdout(), records, builds, promotions)
+			return printHistory(cmd.OutOrStdout(), records, builds, promotions, provenance)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON lines (protojson of ImageRecord, with \"rebuilds\": the Build records of the digest, and \"promotions\": its PromotionState in each chain) instead of a table")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON lines (protojson of ImageRecord, with \"rebuilds\": the Build records of the digest, \"promotions\": its PromotionState in each chain, and \"provenance\": where a rebuilt image's signed provenance is) instead of a table")
 	return cmd
 }
 
@@ -132,11 +133,11 @@ func lastSeen(r *harborflowv1.ImageRecord) time.Time {
 }
 
 // readBuilds returns the rebuilder's build records of the records' digests (what each recipe made of a base),
-// by base digest, in recipe order.
-func readBuilds(ctx context.Context, kv *bus.KV, records []*harborflowv1.ImageRecord) (map[string][]*harborflowv1.Build, error) {
-	out := map[string][]*harborflowv1.Build{}
+// by base digest, in recipe order; and where the provenance of the records' rebuilt images is, by digest.
+func readBuilds(ctx context.Context, kv *bus.KV, records []*harborflowv1.ImageRecord) (map[string][]*harborflowv1.Build, map[string]string, error) {
+	out, provenance := map[string][]*harborflowv1.Build{}, map[string]string{}
 	if len(records) == 0 {
-		return out, nil
+		return out, provenance, nil
 	}
 	digests := map[string]bool{}
 	for _, r := range records {
@@ -144,17 +145,20 @@ func readBuilds(ctx context.Context, kv *bus.KV, records []*harborflowv1.ImageRe
 	}
 	builds, err := readEntries(ctx, kv, "build.>", func() *harborflowv1.Build { return &harborflowv1.Build{} })
 	if err != nil {
-		return nil, fmt.Errorf("reading the rebuild records: %w", err)
+		return nil, nil, fmt.Errorf("reading the rebuild records: %w", err)
 	}
 	for _, b := range builds {
 		if digests[b.GetBaseDigest()] {
 			out[b.GetBaseDigest()] = append(out[b.GetBaseDigest()], b)
 		}
+		if d := b.GetTargetDigest(); digests[d] && b.GetResult().GetProvenance() != "" {
+			provenance[d] = b.GetResult().GetProvenance()
+		}
 	}
 	for _, bs := range out {
 		slices.SortFunc(bs, func(a, b *harborflowv1.Build) int { return strings.Compare(a.GetRecipe(), b.GetRecipe()) })
 	}
-	return out, nil
+	return out, provenance, nil
 }
 
 // readEntries decodes every entry of kv whose key matches pattern, in the order they were written (unknown
@@ -178,14 +182,14 @@ func readEntries[T proto.Message](ctx context.Context, kv *bus.KV, pattern strin
 }
 
 func printHistoryJSON(w io.Writer, records []*harborflowv1.ImageRecord, builds map[string][]*harborflowv1.Build,
-	promotions map[string][]*harborflowv1.PromotionState) error {
+	promotions map[string][]*harborflowv1.PromotionState, provenance map[string]string) error {
 	for _, r := range records {
 		b, err := protojson.Marshal(r)
 		if err != nil {
 			return err
 		}
-		bs, ps := builds[r.GetDigest()], promotions[r.GetDigest()]
-		if len(bs) > 0 || len(ps) > 0 {
+		bs, ps, pv := builds[r.GetDigest()], promotions[r.GetDigest()], provenance[r.GetDigest()]
+		if len(bs) > 0 || len(ps) > 0 || pv != "" {
 			// The record's fields as they are, and the digest's build records and promotions beside them.
 			fields := map[string]json.RawMessage{}
 			if err := json.Unmarshal(b, &fields); err != nil {
@@ -198,6 +202,11 @@ func printHistoryJSON(w io.Writer, records []*harborflowv1.ImageRecord, builds m
 			}
 			if len(ps) > 0 {
 				if fields["promotions"], err = marshalList(ps); err != nil {
+					return err
+				}
+			}
+			if pv != "" {
+				if fields["provenance"], err = json.Marshal(pv); err != nil {
 					return err
 				}
 			}
@@ -254,9 +263,9 @@ func rebuildSummary(bs []*harborflowv1.Build) string {
 }
 
 func printHistory(w io.Writer, records []*harborflowv1.ImageRecord, builds map[string][]*harborflowv1.Build,
-	promotions map[string][]*harborflowv1.PromotionState) error {
+	promotions map[string][]*harborflowv1.PromotionState, provenance map[string]string) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "FIRST SEEN\tUPDATE LEVEL\tDIGEST\tKIND\tTAGS\tPLATFORMS\tREBUILDS\tPROMOTIONS")
+	fmt.Fprintln(tw, "FIRST SEEN\tUPDATE LEVEL\tDIGEST\tKIND\tTAGS\tPLATFORMS\tREBUILDS\tPROMOTIONS\tPROVENANCE")
 	for _, r := range records {
 		level := "-"
 		if r.UpdateLevel != nil {
@@ -266,9 +275,13 @@ func printHistory(w io.Writer, records []*harborflowv1.ImageRecord, builds map[s
 		for _, p := range r.GetPlatforms() {
 			platforms = append(platforms, platform.Format(p.GetOs(), p.GetArchitecture(), p.GetVariant()))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetFirstSeen().AsTime().UTC().Format(time.RFC3339), level, shortDigest(r.GetDigest()),
+		pv := provenance[r.GetDigest()]
+		if pv == "" {
+			pv = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetFirstSeen().AsTime().UTC().Format(time.RFC3339), level, shortDigest(r.GetDigest()),
 			r.GetArtifactKind(), strings.Join(r.GetTags(), ","), strings.Join(platforms, ","), rebuildSummary(builds[r.GetDigest()]),
-			promotionSummary(promotions[r.GetDigest()]))
+			promotionSummary(promotions[r.GetDigest()]), pv)
 	}
 	return tw.Flush()
 }

@@ -89,8 +89,9 @@ func TestHistoryPrintsOneRepositoryOldestFirst(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 3 || !strings.Contains(lines[1], "15") || !strings.Contains(lines[1], "4.2.0.15,4.2.0.0") ||
 		!strings.Contains(lines[2], "linux/amd64,linux/arm64/v8") || !strings.Contains(lines[2], "sha256:bbbbbbbbbbbb ") ||
-		!strings.HasSuffix(lines[1], "acme-am: 4.2.0.15.2 superseded by 4.2.0.16.3  -") ||
-		!strings.HasSuffix(lines[2], "acme-am: 4.2.0.16.3                           acme-am: staging, pending: approval (no approval for prod); acme-am-dr: dev, blocked: max_severity (High found)") {
+		!strings.Contains(lines[1], "acme-am: 4.2.0.15.2 superseded by 4.2.0.16.3  -") || !strings.HasSuffix(lines[1], " -") ||
+		!strings.Contains(lines[2], "acme-am: 4.2.0.16.3                           acme-am: staging, pending: approval (no approval for prod); acme-am-dr: dev, blocked: max_severity (High found)") ||
+		!strings.HasSuffix(lines[2], " -") {
 		t.Fatalf("history table:\n%s", out)
 	}
 	out, err = runCLI(t, "--config", path, "history", "registry.wso2.com/wso2-apim/am", "--json")
@@ -131,6 +132,27 @@ func TestHistoryPrintsOneRepositoryOldestFirst(t *testing.T) {
 		len(second.Promotions[0].Reached) != 2 || second.Promotions[1].Chain != "acme-am-dr" {
 		t.Errorf("second record's promotions %+v", second.Promotions)
 	}
+	// The rebuilt image, in its own repository, says where its signed provenance is.
+	built := "sha256:" + strings.Repeat("d", 64)
+	att := "harbor.acme.example/acme/am:sha256-" + strings.Repeat("d", 64) + ".att"
+	put(&harborflowv1.ImageRecord{Registry: "harbor.acme.example", Repository: "acme/am", Digest: built, Tags: []string{"4.2.0.16.3"},
+		UpdateLevel: level(16), ArtifactKind: "index", FirstSeen: timestamppb.New(time.Unix(3000, 0))})
+	if _, err := rkv.Put(ctx, event.Key("build", "acme-am", "sha256:"+strings.Repeat("b", 64)), &harborflowv1.Build{
+		Recipe: "acme-am", BaseDigest: "sha256:" + strings.Repeat("b", 64), UpdateLevel: 16, Build: 3, Tag: "4.2.0.16.3",
+		State: rebuilder.StateBuilt, TargetDigest: built, Result: &harborflowv1.ImageRebuilt{Digest: built, Provenance: att}}); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runCLI(t, "--config", path, "history", "harbor.acme.example/acme/am")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); err != nil || len(lines) != 2 || !strings.HasPrefix(lines[0], "FIRST SEEN") ||
+		!strings.HasSuffix(lines[0], "PROVENANCE") || !strings.HasSuffix(lines[1], " "+att) {
+		t.Errorf("history of the rebuilt repository (%v):\n%s", err, out)
+	}
+	out, err = runCLI(t, "--config", path, "history", "harbor.acme.example/acme/am", "--json")
+	var rebuilt struct{ Provenance string }
+	if err != nil || json.Unmarshal([]byte(strings.TrimSpace(out)), &rebuilt) != nil || rebuilt.Provenance != att {
+		t.Errorf("history --json of the rebuilt repository (%v): %s", err, out)
+	}
+
 	if _, err := runCLI(t, "--config", path, "history", "no-slash"); err == nil {
 		t.Error("a reference without a repository was accepted")
 	}
