@@ -33,6 +33,10 @@ const (
 	ContextAlgorithm = "dirhash-h1"
 )
 
+// statementV01 is the in-toto statement type `cosign attest` writes; Parse reads it as v1, its fields being
+// the same.
+const statementV01 = "https://in-toto.io/Statement/v0.1"
+
 // Names of the resolved dependencies.
 const (
 	depBase    = "base"
@@ -164,12 +168,16 @@ func Statement(b Build) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// Parse reads a statement Statement wrote back. It checks the statement's type, predicate type and build type;
+// Parse reads a statement Statement wrote back (or `cosign attest` wrote with such a predicate). It checks the statement's type, predicate type and build type;
 // whoever hands it the statement has verified its signature.
 func Parse(statement []byte) (Build, error) {
 	st := &intoto.Statement{}
 	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(statement, st); err != nil {
 		return Build{}, fmt.Errorf("%w: not an in-toto statement: %v", ErrInvalid, err)
+	}
+	if st.GetType() == statementV01 {
+		// What cosign attest writes (in-toto-golang): the same fields under the older type.
+		st.Type = intoto.StatementTypeUri
 	}
 	if err := st.Validate(); err != nil {
 		return Build{}, fmt.Errorf("%w: %v", ErrInvalid, err)
