@@ -1,7 +1,6 @@
 package signature_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -9,32 +8,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/harborflow/harborflow/pkg/buildah/buildahtest"
 	"github.com/harborflow/harborflow/pkg/provenance"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
 	"github.com/harborflow/harborflow/pkg/signature"
 )
-
-// cosignTool is the cosign of make test (.tmp/bin, or PATH). Without it the test is skipped, or fails when
-// HARBORFLOW_REQUIRE_RUNTIMES=1.
-func cosignTool(t *testing.T) string {
-	t.Helper()
-	return buildahtest.Tool(t, "cosign")
-}
-
-// cosign runs the cosign at path with args, env and a HOME of the test's own.
-func cosign(t *testing.T, path string, env []string, args ...string) (string, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path, args...)
-	cmd.Env = append(os.Environ(), append([]string{"HOME=" + t.TempDir()}, env...)...)
-	cmd.WaitDelay = 10 * time.Second
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
 
 // offline are the flags cosign needs for a key-based signature in a plain-HTTP registry without Rekor.
 var offline = []string{"--offline=true", "--insecure-ignore-tlog=true", "--allow-insecure-registry", "--allow-http-registry"}
@@ -51,7 +30,6 @@ func writeFile(t *testing.T, name string, data []byte) string {
 // TestCosignVerifiesOurSignatures signs an image and a two-platform index with Sign and has `cosign verify
 // --key` check them: accepted with the signer's key, refused with another.
 func TestCosignVerifiesOurSignatures(t *testing.T) {
-	tool := cosignTool(t)
 	e := newEnv(t)
 	img := e.reg.PushImage(t, "wso2/am:4.2.0", registrytest.Image{})
 	idx := e.reg.PushIndex(t, "wso2/is:7.0.0", registrytest.Index{Images: []registrytest.Image{
@@ -65,7 +43,7 @@ func TestCosignVerifiesOurSignatures(t *testing.T) {
 		if _, err := s.Sign(e.ctx, e.client, ref); err != nil {
 			t.Fatalf("Sign(%s): %v", ref, err)
 		}
-		out, err := cosign(t, tool, nil, append(append([]string{"verify", "--key", pub}, offline...), ref)...)
+		out, err := buildahtest.Cosign(t, nil, append(append([]string{"verify", "--key", pub}, offline...), ref)...)
 		if err != nil {
 			t.Errorf("cosign verify --key <signer's key> %s: %v\n%s", ref, err, out)
 		} else {
@@ -74,7 +52,7 @@ func TestCosignVerifiesOurSignatures(t *testing.T) {
 		if !strings.Contains(out, `"docker-manifest-digest":"`+ref[strings.LastIndex(ref, "@")+1:]+`"`) {
 			t.Errorf("cosign verify printed no payload for %s:\n%s", ref, out)
 		}
-		out, err = cosign(t, tool, nil, append(append([]string{"verify", "--key", otherPub}, offline...), ref)...)
+		out, err = buildahtest.Cosign(t, nil, append(append([]string{"verify", "--key", otherPub}, offline...), ref)...)
 		var exit *exec.ExitError
 		if !errors.As(err, &exit) || exit.ExitCode() == 0 || !strings.Contains(out, "no matching signatures") {
 			t.Errorf("cosign verify --key <another key> %s = %v, want a non-zero exit for no matching signatures\n%s", ref, err, out)
@@ -87,11 +65,10 @@ func TestCosignVerifiesOurSignatures(t *testing.T) {
 // TestVerifyCosignSignatures has `cosign sign --key cosign.key` sign an image (testdata/cosign.key, written by
 // cosign generate-key-pair): Verify accepts the signature, and Sign with the same key adds nothing to it.
 func TestVerifyCosignSignatures(t *testing.T) {
-	tool := cosignTool(t)
 	e := newEnv(t)
 	img := e.reg.PushImage(t, "wso2/am:4.2.0", registrytest.Image{})
 	key := filepath.Join("testdata", "cosign.key")
-	out, err := cosign(t, tool, []string{"COSIGN_PASSWORD=harborflow-test"}, "sign", "--key", key, "--tlog-upload=false",
+	out, err := buildahtest.Cosign(t, []string{"COSIGN_PASSWORD=harborflow-test"}, "sign", "--key", key, "--tlog-upload=false",
 		"--allow-insecure-registry", "--allow-http-registry", "--yes", img.Ref)
 	if err != nil {
 		t.Fatalf("cosign sign: %v\n%s", err, out)
@@ -133,7 +110,6 @@ func TestVerifyCosignSignatures(t *testing.T) {
 // verify-attestation --key --type slsaprovenance1` check them: accepted with the signer's key, refused with
 // another key and for another predicate type.
 func TestCosignVerifiesOurAttestations(t *testing.T) {
-	tool := cosignTool(t)
 	e := newEnv(t)
 	img := e.reg.PushImage(t, "acme/am:4.2.0.16.1", registrytest.Image{})
 	idx := e.reg.PushIndex(t, "acme/is:7.0.0.3.1", registrytest.Index{Images: []registrytest.Image{
@@ -148,7 +124,7 @@ func TestCosignVerifiesOurAttestations(t *testing.T) {
 			t.Fatalf("Attest(%s): %v", ref, err)
 		}
 		args := append([]string{"verify-attestation", "--key", pub, "--type", "slsaprovenance1"}, offline...)
-		out, err := cosign(t, tool, nil, append(args, ref)...)
+		out, err := buildahtest.Cosign(t, nil, append(args, ref)...)
 		if err != nil {
 			t.Errorf("cosign verify-attestation --key <signer's key> %s: %v\n%s", ref, err, out)
 		}
@@ -156,11 +132,11 @@ func TestCosignVerifiesOurAttestations(t *testing.T) {
 		if !strings.Contains(out, `"payloadType":"application/vnd.in-toto+json"`) {
 			t.Errorf("cosign verify-attestation printed no envelope for %s:\n%s", ref, out)
 		}
-		out, err = cosign(t, tool, nil, append(append([]string{"verify-attestation", "--key", otherPub, "--type", "slsaprovenance1"}, offline...), ref)...)
+		out, err = buildahtest.Cosign(t, nil, append(append([]string{"verify-attestation", "--key", otherPub, "--type", "slsaprovenance1"}, offline...), ref)...)
 		if err == nil {
 			t.Errorf("cosign verify-attestation --key <another key> %s succeeded:\n%s", ref, out)
 		}
-		out, err = cosign(t, tool, nil, append(append([]string{"verify-attestation", "--key", pub, "--type", "spdxjson"}, offline...), ref)...)
+		out, err = buildahtest.Cosign(t, nil, append(append([]string{"verify-attestation", "--key", pub, "--type", "spdxjson"}, offline...), ref)...)
 		if err == nil {
 			t.Errorf("cosign verify-attestation --type spdxjson %s succeeded:\n%s", ref, out)
 		}
@@ -170,7 +146,6 @@ func TestCosignVerifiesOurAttestations(t *testing.T) {
 // TestVerifyCosignAttestations has `cosign attest --key cosign.key --type slsaprovenance1` attest an image with
 // our statement's predicate: VerifyAttestation accepts it, and Attest with the same key adds nothing.
 func TestVerifyCosignAttestations(t *testing.T) {
-	tool := cosignTool(t)
 	e := newEnv(t)
 	img := e.reg.PushImage(t, "acme/am:4.2.0.16.1", registrytest.Image{})
 	var st struct {
@@ -180,7 +155,7 @@ func TestVerifyCosignAttestations(t *testing.T) {
 		t.Fatal(err)
 	}
 	predicate := writeFile(t, "predicate.json", st.Predicate)
-	out, err := cosign(t, tool, []string{"COSIGN_PASSWORD=harborflow-test"}, "attest", "--key", filepath.Join("testdata", "cosign.key"),
+	out, err := buildahtest.Cosign(t, []string{"COSIGN_PASSWORD=harborflow-test"}, "attest", "--key", filepath.Join("testdata", "cosign.key"),
 		"--type", "slsaprovenance1", "--predicate", predicate, "--tlog-upload=false", "--allow-insecure-registry",
 		"--allow-http-registry", "--yes", img.Ref)
 	if err != nil {

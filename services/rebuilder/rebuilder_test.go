@@ -744,16 +744,7 @@ func TestRebaseMovesTheDerivedImage(t *testing.T) {
 		Image: "acme/am:4.2.0.15.1", Target: "acme/am"})
 	f.consume()
 	b15 := f.base("wso2/am:4.2.0.15", "15", "linux/amd64", "linux/arm64")
-	// The customer's own build on 4.2.0.15, annotated as buildx does.
-	var derived []registrytest.Image
-	for _, c := range b15.Children {
-		base := c
-		derived = append(derived, registrytest.Image{Platform: platformOf(t, f, c), Base: &base, Labels: map[string]string{"update_level": "15"},
-			Files:       map[string]string{"home/wso2carbon/acme.conf": "acme"},
-			Annotations: map[string]string{"org.opencontainers.image.base.name": f.reg.Ref("wso2/am:4.2.0"), "org.opencontainers.image.base.digest": b15.Digest}})
-	}
-	own := f.reg.PushIndex(t, "acme/am:4.2.0.15.1", registrytest.Index{Images: derived,
-		Annotations: map[string]string{"org.opencontainers.image.base.name": f.reg.Ref("wso2/am:4.2.0"), "org.opencontainers.image.base.digest": b15.Digest}})
+	own := derivedOn(t, f, b15, "acme/am:4.2.0.15.1")
 
 	b16 := f.base("wso2/am:4.2.0.16", "16", "linux/amd64", "linux/arm64")
 	f.publish(f.inspected(b16, "4.2.0.16", 16))
@@ -788,6 +779,25 @@ func layerDigests(m manifestJSON) []string {
 		out = append(out, l.Digest)
 	}
 	return out
+}
+
+// derivedOn pushes to repoTag the customer's own build on base (update level 15, one file added), annotated
+// as buildx does: an index of one image per platform of an index, or one image.
+func derivedOn(t *testing.T, f *fixture, base registrytest.Pushed, repoTag string) registrytest.Pushed {
+	t.Helper()
+	ann := map[string]string{"org.opencontainers.image.base.name": f.reg.Ref("wso2/am:4.2.0"), "org.opencontainers.image.base.digest": base.Digest}
+	image := func(on registrytest.Pushed) registrytest.Image {
+		return registrytest.Image{Platform: platformOf(t, f, on), Base: &on, Labels: map[string]string{"update_level": "15"},
+			Files: map[string]string{"home/wso2carbon/acme.conf": "acme"}, Annotations: ann}
+	}
+	if len(base.Children) == 0 {
+		return f.reg.PushImage(t, repoTag, image(base))
+	}
+	var derived []registrytest.Image
+	for _, c := range base.Children {
+		derived = append(derived, image(c))
+	}
+	return f.reg.PushIndex(t, repoTag, registrytest.Index{Images: derived, Annotations: ann})
 }
 
 func platformOf(t *testing.T, f *fixture, p registrytest.Pushed) string {

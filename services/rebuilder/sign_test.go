@@ -3,11 +3,15 @@ package rebuilder_test
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/harborflow/harborflow/pkg/buildah/buildahtest"
+	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/provenance"
 	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
@@ -90,6 +94,93 @@ func TestRebuiltImagesAreSigned(t *testing.T) {
 			t.Errorf("the signature of %s changed on a redelivery: %v %v, want %s", img, d, err, want)
 		}
 	}
+}
+
+// TestCosignVerifiesEveryBuilder: what each builder (overlay, dockerfile, rebase) rebuilds, on a base of one
+// platform and of two, passes `cosign verify --key` on the image and on each platform manifest, and `cosign
+// verify-attestation --key --type slsaprovenance1` on the image, whose statement names the builder.
+func TestCosignVerifiesEveryBuilder(t *testing.T) {
+	t.Parallel()
+	for name, platforms := range map[string][]string{"one platform": {"linux/amd64"}, "two platforms": {"linux/amd64", "linux/arm64"}} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			dir := contextDir(t)
+			if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY home/ /home/\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			f := newFixture(t, nil,
+				config.Rebuild{Name: "overlay", Base: "wso2/am:4.2.0", Builder: config.BuilderOverlay, Context: dir, Target: "acme/overlay"},
+				config.Rebuild{Name: "dockerfile", Base: "wso2/am:4.2.0", Builder: config.BuilderDockerfile, Context: dir, Target: "acme/dockerfile"},
+				config.Rebuild{Name: "rebase", Base: "wso2/am:4.2.0", Builder: config.BuilderRebase, Image: "acme/own:4.2.0.15.1", Target: "acme/rebase"})
+			s := newSigner(t, f.client)
+			f.deps.Signer = s
+			pub := filepath.Join(t.TempDir(), "cosign.pub")
+			if err := os.WriteFile(pub, s.s.Verifier().PublicKeyPEM(), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			f.rb = f.process(nil) // with the signer
+			f.consume()
+			derivedOn(t, f, f.base("wso2/am:4.2.0.15", "15", platforms...), "acme/own:4.2.0.15.1")
+			b16 := f.base("wso2/am:4.2.0.16", "16", platforms...)
+			f.publish(f.inspected(b16, "4.2.0.16", 16))
+			f.settle()
+			got := f.rebuilt()
+			if len(got) != 3 {
+				t.Fatalf("image.rebuilt %v, want one per builder; dead letters %v", got, f.dlq())
+			}
+			offline := []string{"--offline=true", "--insecure-ignore-tlog=true", "--allow-insecure-registry", "--allow-http-registry"}
+			for _, r := range got {
+				image := r.GetTarget() + "@" + r.GetDigest()
+				images := []string{image}
+				art, err := f.client.Manifest(ctx, image)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, p := range art.Platforms {
+					images = append(images, r.GetTarget()+"@"+p.Digest)
+				}
+				want := 1 // the image, and each platform's of an index
+				if len(platforms) > 1 {
+					want += len(platforms)
+				}
+				if len(images) != want {
+					t.Errorf("%s: %d images to verify for %d platforms", r.GetBuilder(), len(images), len(platforms))
+				}
+				for _, img := range images {
+					if out, err := buildahtest.Cosign(t, nil, append(append([]string{"verify", "--key", pub}, offline...), img)...); err != nil {
+						t.Errorf("%s: %v\n%s", r.GetBuilder(), err, out)
+					}
+				}
+				out, err := buildahtest.Cosign(t, nil, append(append([]string{"verify-attestation", "--key", pub, "--type", "slsaprovenance1"}, offline...), image)...)
+				if err != nil {
+					t.Errorf("%s: %v\n%s", r.GetBuilder(), err, out)
+					continue
+				}
+				if st := statementIn(t, out); st.Builder != r.GetBuilder() || st.Digest != r.GetDigest() || st.BaseImage != b16.Ref {
+					t.Errorf("%s: cosign verify-attestation printed a statement of %s %s on %s", r.GetBuilder(), st.Builder, st.Digest, st.BaseImage)
+				}
+			}
+		})
+	}
+}
+
+// statementIn reads the provenance in the envelope cosign verify-attestation printed (a JSON line).
+func statementIn(t *testing.T, out string) provenance.Build {
+	t.Helper()
+	for _, line := range strings.Split(out, "\n") {
+		var env struct{ Payload []byte }
+		if json.Unmarshal([]byte(line), &env) != nil || len(env.Payload) == 0 {
+			continue
+		}
+		b, err := provenance.Parse(env.Payload)
+		if err != nil {
+			t.Fatalf("the statement cosign printed: %v", err)
+		}
+		return b
+	}
+	t.Fatalf("cosign verify-attestation printed no envelope:\n%s", out)
+	return provenance.Build{}
 }
 
 // TestCrashBetweenPushAndSign: a process dies after it pushed the image, before its first signature write, or

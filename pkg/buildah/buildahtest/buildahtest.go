@@ -258,6 +258,13 @@ func RunTool(t testing.TB, name string, args ...string) (string, error) {
 	return runTool(Tool(t, name), nil, args...)
 }
 
+// Cosign runs cosign (see Tool) with args and env added, with a HOME of the test's own (cosign keeps its
+// caches there), and returns its standard output and error together; err is not nil when it fails.
+func Cosign(t testing.TB, env []string, args ...string) (string, error) {
+	t.Helper()
+	return runTool(Tool(t, "cosign"), append([]string{"HOME=" + t.TempDir()}, env...), args...)
+}
+
 // runTool runs the command at path with args, in the environment of the test with env added, and returns its
 // standard output and error together.
 func runTool(path string, env []string, args ...string) (string, error) {
