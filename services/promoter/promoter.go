@@ -224,8 +224,12 @@ func waitLine(chain, digest string) string { return chain + " " + digest + "\n" 
 
 // entered records an image entering a stage of every chain that has its repository, and evaluates it towards
 // the next stage.
+//
+// An image without a tag does not enter: there is nothing to promote it under, and a pushed image's tag, when
+// it comes, is inspected again with the tag. A build whose tag never comes (a crashed rebuild superseded by a
+// newer one) stays out of every chain.
 func (p *Promoter) entered(ctx context.Context, img image, redelivered bool) ([]*bus.Message, error) {
-	if img.digest == "" {
+	if img.digest == "" || len(img.tags) == 0 {
 		return nil, nil
 	}
 	name := img.registry + "/" + img.repository

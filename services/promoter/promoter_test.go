@@ -417,3 +417,55 @@ func TestAPushIntoALaterStageIsNotAnnouncedAsAPromotion(t *testing.T) {
 		}
 	}
 }
+
+// TestAnUntaggedImageWaitsForItsTag: an image inspected before its tag (pushed by digest; the tag came late or
+// never, as after a crashed rebuild) does not enter the chain — no state, nothing published, no error to
+// dead-letter — and enters and is promoted under its tag once that is inspected.
+func TestAnUntaggedImageWaitsForItsTag(t *testing.T) {
+	ctx := context.Background()
+	js := bustest.Start(t)
+	reg := registrytest.New(t)
+	pushed := reg.PushImage(t, "dev/am:4.2.0.15", registrytest.Image{User: "802"})
+	rc, err := registry.New([]registry.Host{reg.Settings()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	promotions, scans := buckets(t, js.Bus)
+	chain := config.Promotion{Name: "acme-am", Stages: []config.PromotionStage{
+		{Name: "dev", Repository: reg.Ref("dev/am")}, {Name: "next", Repository: reg.Ref("next/am")}}}
+	p, err := promoter.New([]config.Promotion{chain}, promoter.Deps{Registry: rc, Promotions: promotions, Scans: scans})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inspected := func(tags ...string) []*bus.Message {
+		m, err := bus.NewMessage(event.SubjectImageInspected, strings.Join(tags, ","), "", &harborflowv1.ImageInspected{Registry: reg.Host,
+			Repository: "dev/am", Digest: pushed.Digest, Tags: tags, InspectedAt: timestamppb.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Deliveries = 1
+		out, err := p.Handle(ctx, m)
+		if err != nil {
+			t.Fatalf("image.inspected with tags %v: %v", tags, err)
+		}
+		return out
+	}
+	if out := inspected(); len(out) != 0 {
+		t.Errorf("the untagged image published %v", out)
+	}
+	if entries, err := promotions.List(ctx, "promotion.>"); err != nil || len(entries) != 0 {
+		t.Errorf("the untagged image left %d promotion states (%v)", len(entries), err)
+	}
+	var promoted *harborflowv1.ImagePromoted
+	for _, o := range inspected("4.2.0.15") {
+		if o.Subject == event.SubjectImagePromoted {
+			promoted = &harborflowv1.ImagePromoted{}
+			if err := o.Decode(promoted); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if promoted == nil || !slices.Equal(promoted.GetTags(), []string{"4.2.0.15"}) {
+		t.Errorf("once tagged: image.promoted %v, want it promoted under 4.2.0.15", promoted)
+	}
+}
