@@ -6,6 +6,7 @@ import (
 	"archive/tar"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,7 +21,11 @@ import (
 	"github.com/regclient/regclient/types/descriptor"
 	"github.com/regclient/regclient/types/manifest"
 
+	"github.com/harborflow/harborflow/pkg/buildah/buildahtest"
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/provenance"
+	"github.com/harborflow/harborflow/pkg/registry"
+	"github.com/harborflow/harborflow/pkg/signature"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 )
 
@@ -118,12 +123,23 @@ func TestE2ERebuild(t *testing.T) {
 	}
 	e.checkPromoted(ctx, []image{rebuilt})
 	e.checkNoDeadLetters(ctx)
+
+	// What a user runs on the promoted image: cosign accepts its signature and its provenance.
+	staged := e.reg.Host + "/" + stagingRepo + "@" + rebuilt.Digest
+	offline := []string{"--key", keyFile(t, "cosign.pub"), "--offline=true", "--insecure-ignore-tlog=true", "--allow-insecure-registry", "--allow-http-registry"}
+	if out, err := buildahtest.Cosign(t, nil, append(append([]string{"verify"}, offline...), staged)...); err != nil {
+		t.Errorf("%v\n%s", err, out)
+	}
+	if out, err := buildahtest.Cosign(t, nil, append(append([]string{"verify-attestation", "--type", "slsaprovenance1"}, offline...), staged)...); err != nil {
+		t.Errorf("%v\n%s", err, out)
+	}
 }
 
 // checkPromoted checks that every image of acme/am was promoted once into acme-staging/am, under its own tag,
-// and that the rolling tags 4.2.0 and latest are on the newest, in both stages.
+// signed and attested in both, and that the rolling tags 4.2.0 and latest are on the newest, in both stages.
 func (e *env) checkPromoted(ctx context.Context, images []image) {
 	e.t.Helper()
+	e.checkSigned(ctx, images)
 	staged, err := e.reg.tags(ctx, stagingRepo)
 	if err != nil {
 		e.t.Fatal(err)
@@ -341,6 +357,58 @@ func (e *env) rebuiltEvents(ctx context.Context) []*harborflowv1.ImageRebuilt {
 		out = append(out, rb)
 	}
 	return out
+}
+
+// checkSigned checks that every image, in acme/am and in acme-staging/am, has one signature, which verifies
+// with harborflow's key, and one provenance attestation, which verifies and says the image was built on a base
+// of wso2-apim/am: however often harborflow was killed, nothing was signed twice.
+func (e *env) checkSigned(ctx context.Context, images []image) {
+	e.t.Helper()
+	c, err := registry.New([]registry.Host{{Name: e.reg.Host, PlainHTTP: true}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer c.Close()
+	pub, err := os.ReadFile(keyFile(e.t, "cosign.pub"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	keys, err := signature.LoadVerifiers(pub)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	layers := func(ref string) int {
+		_, body, err := c.ManifestBody(ctx, ref)
+		if err != nil {
+			e.t.Errorf("reading %s: %v", ref, err)
+			return 0
+		}
+		var m struct{ Layers []json.RawMessage }
+		if err := json.Unmarshal(body, &m); err != nil {
+			e.t.Errorf("decoding %s: %v", ref, err)
+		}
+		return len(m.Layers)
+	}
+	for _, repo := range []string{targetRepo, stagingRepo} {
+		for _, img := range images {
+			ref := e.reg.Host + "/" + repo + "@" + img.Digest
+			if err := signature.Verify(ctx, c, ref, keys); err != nil {
+				e.t.Errorf("%s: %v", img.Tag, err)
+			}
+			st, err := signature.VerifyAttestation(ctx, c, ref, keys, provenance.PredicateType)
+			if err != nil {
+				e.t.Errorf("%s: %v", img.Tag, err)
+				continue
+			}
+			if b, err := provenance.Parse(st); err != nil || b.Digest != img.Digest || !strings.HasPrefix(b.BaseImage, e.reg.Host+"/"+baseRepo+"@") {
+				e.t.Errorf("%s in %s: provenance %+v (%v), want its digest built on %s", img.Tag, repo, b, err, baseRepo)
+			}
+			tag := e.reg.Host + "/" + repo + ":" + strings.Replace(img.Digest, ":", "-", 1)
+			if sigs, atts := layers(tag+".sig"), layers(tag+".att"); sigs != 1 || atts != 1 {
+				e.t.Errorf("%s in %s: %d signatures and %d attestations, want one each", img.Tag, repo, sigs, atts)
+			}
+		}
+	}
 }
 
 // checkNoDeadLetters fails the test with every dead letter's stage and reason, verbatim.

@@ -39,6 +39,7 @@ import (
 
 	"github.com/harborflow/harborflow/pkg/event"
 	"github.com/harborflow/harborflow/pkg/imagetag"
+	"github.com/harborflow/harborflow/pkg/registry"
 )
 
 // What the tests configure.
@@ -55,6 +56,11 @@ const (
 	mediaOCI    = "application/vnd.oci.image.manifest.v1+json"
 	mediaCfg    = "application/vnd.oci.image.config.v1+json"
 	mediaLayer  = "application/vnd.oci.image.layer.v1.tar+gzip"
+	// The signing key (pkg/signature's test key, written by cosign generate-key-pair) and its password, which
+	// harborflow reads from the environment as a user's would.
+	keyDir         = "../../../pkg/signature/testdata"
+	passwordEnv    = "E2E_COSIGN_PASSWORD"
+	cosignPassword = "harborflow-test"
 )
 
 // env is one end-to-end setup: a distribution registry and a harborflow process whose receiver gets the
@@ -405,9 +411,8 @@ func (i image) String() string {
 	return fmt.Sprintf("%s (level %d, build %d, %s)", i.Tag, i.Level, i.Build, i.Digest)
 }
 
-// targetImages reads every tag of acme/am, and the update level and build number labels of the image it
-// names, ordered by build number. A repository that does not exist yet has none.
-// tags returns the digest each tag of repo names (none when the repository does not exist).
+// tags returns the digest each tag of repo names (none when the repository does not exist), but cosign's
+// signature and attestation tags (sha256-<hex>.sig, .att).
 func (d *distribution) tags(ctx context.Context, repo string) (map[string]string, error) {
 	r, err := d.ref(repo)
 	if err != nil {
@@ -426,6 +431,9 @@ func (d *distribution) tags(ctx context.Context, repo string) (map[string]string
 	}
 	out := map[string]string{}
 	for _, tag := range names {
+		if _, _, ok := registry.TagAccessory(tag); ok {
+			continue
+		}
 		m, err := d.rc.ManifestHead(ctx, r.SetTag(tag))
 		if err != nil {
 			return nil, fmt.Errorf("reading %s:%s: %w", repo, tag, err)
@@ -435,6 +443,8 @@ func (d *distribution) tags(ctx context.Context, repo string) (map[string]string
 	return out, nil
 }
 
+// targetImages reads every tag of acme/am, and the update level and build number labels of the image it
+// names, ordered by build number. A repository that does not exist yet has none.
 func (d *distribution) targetImages(ctx context.Context) ([]image, error) {
 	repo, err := d.ref(targetRepo)
 	if err != nil {
@@ -482,8 +492,9 @@ func (d *distribution) targetImages(ctx context.Context) ([]image, error) {
 // --- harborflow ---
 
 // writeHarborflowConfig writes a configuration like deploy/harborflow.yaml for a registry at regHost: an
-// embedded NATS with its store in dir, a distribution source for that registry, and one overlay recipe that
-// follows wso2-apim/am:4.2.0 into acme/am with a small context directory.
+// embedded NATS with its store in dir, a distribution source for that registry, one overlay recipe that
+// follows wso2-apim/am:4.2.0 into acme/am with a small context directory, signing with cosign's encrypted key
+// (its password from $E2E_COSIGN_PASSWORD), and a chain into acme-staging/am that wants the images signed.
 func writeHarborflowConfig(t *testing.T, dir, regHost, httpAddr, natsAddr string) string {
 	t.Helper()
 	files := map[string]string{
@@ -530,15 +541,29 @@ promotions:
     stages:
       - repository: %[5]s/%[11]s
       - repository: %[5]s/%[13]s
-        gates: {non_root: true, allowed_ports: ["9443/tcp"]}
+        gates: {non_root: true, allowed_ports: ["9443/tcp"], signed: true}
     rolling_tags: ["{{.Version}}", "latest"]
+signing:
+  key: %[14]s
+  password: ${%[15]s}
+  public_keys: [%[16]s]
 `, natsAddr, filepath.Join(dir, "nats"), httpAddr, source, regHost, webhookKey, levelLabel, recipeName, baseRepo,
-		ctxDir, targetRepo, chainName, stagingRepo)
+		ctxDir, targetRepo, chainName, stagingRepo, keyFile(t, "cosign.key"), passwordEnv, keyFile(t, "cosign.pub"))
 	path := filepath.Join(dir, "harborflow.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatalf("writing harborflow's configuration: %v", err)
 	}
 	return path
+}
+
+// keyFile is the absolute path of a file of keyDir.
+func keyFile(t *testing.T, name string) string {
+	t.Helper()
+	p, err := filepath.Abs(filepath.Join(keyDir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // harborflow runs `harborflow run --config config`, again and again if the test kills it; every run
@@ -566,6 +591,7 @@ func (h *harborflow) start(ctx context.Context) error {
 	h.runs++
 	fmt.Fprintf(logFile, "=== e2e: run %d started at %s\n", h.runs, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(h.bin, "run", "--config", h.config)
+	cmd.Env = append(os.Environ(), passwordEnv+"="+cosignPassword)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		_ = logFile.Close()
