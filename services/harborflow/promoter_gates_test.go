@@ -316,7 +316,8 @@ func TestPromoterRequestsAScanAfterTheTimeout(t *testing.T) {
 }
 
 // TestUnsignedBlockedUntilSigned: with signed: true an image without a cosign signature is blocked with a
-// readable reason; signed by a key signing.public_keys does not list, it stays blocked, saying so; once signed
+// readable reason; signed by a key signing.public_keys does not list, or with a signature of another image put
+// under its tag (tampered), it stays blocked, saying so; once signed
 // with the configured key (another layer under the same sha256-<hex>.sig tag), re-evaluation promotes it.
 func TestUnsignedBlockedUntilSigned(t *testing.T) {
 	f := startFlow(t, map[string]string{"auto_scan": "true"}, func(h string) []config.Promotion {
@@ -341,6 +342,30 @@ func TestUnsignedBlockedUntilSigned(t *testing.T) {
 	})
 	if d := f.digestOf(t, "wso2-staging/am:4.2.0.15"); d != "" {
 		t.Fatal("promoted with a foreign key's signature")
+	}
+
+	// Tampered: the configured key's signature of another image, put under this image's signature tag.
+	other := f.push(t, "wso2-dev", "am:other", registrytest.Image{User: "802", Labels: map[string]string{"update_level": "1"}})
+	if _, err := f.signer.Sign(f.ctx, f.reg, f.h+"/wso2-dev/am@"+other); err != nil {
+		t.Fatal(err)
+	}
+	sigTag := func(d string) string { return strings.Replace(d, ":", "-", 1) + ".sig" }
+	desc, body, err := f.reg.ManifestBody(f.ctx, f.h+"/wso2-dev/am:"+sigTag(other))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.reg.PutManifest(f.ctx, f.h+"/wso2-dev/am", sigTag(digest), desc.MediaType, body); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the tampered signature reported", func() bool {
+		f.reevaluate(t)
+		st := &harborflowv1.PromotionState{}
+		_, err := f.promotions.Get(f.ctx, event.Key("promotion", "acme-am", digest), st)
+		g := gate(st.GetGates(), "signed")
+		return err == nil && g != nil && !g.GetPassed() && strings.Contains(g.GetReason(), "does not match it (tampered")
+	})
+	if d := f.digestOf(t, "wso2-staging/am:4.2.0.15"); d != "" {
+		t.Fatal("promoted with a tampered signature")
 	}
 
 	if _, err := f.signer.Sign(f.ctx, f.reg, img); err != nil {
