@@ -30,9 +30,11 @@ CONFIG ?= deploy/harborflow.yaml
 run: export HARBOR_WEBHOOK_AUTH ?= Bearer dev-secret
 run: export REGISTRY_WEBHOOK_AUTH ?= Bearer dev-secret
 run: export HARBOR_PASSWORD ?= Harbor12345
+run: export COSIGN_PASSWORD ?= dev-cosign
 demo: export HARBOR_WEBHOOK_AUTH ?= Bearer dev-secret
 demo: export REGISTRY_WEBHOOK_AUTH ?= Bearer dev-secret
 demo: export HARBOR_PASSWORD ?= Harbor12345
+demo: export COSIGN_PASSWORD ?= dev-cosign
 
 ##@ Everyday
 .PHONY: help

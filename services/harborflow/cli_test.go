@@ -65,12 +65,12 @@ func TestConfigCheck(t *testing.T) {
 	}
 }
 
-// TestConfigCheckSample: the sample `make run` uses is valid as shipped. Without its webhook variables and the
-// Harbor stand-in's password (only the Makefile sets them) config check warns, naming each with its key and the
+// TestConfigCheckSample: the sample `make run` uses is valid as shipped. Without its webhook variables, the
+// Harbor stand-in's password and the dev signing key's password (only the Makefile sets them) config check warns, naming each with its key and the
 // stages that need it, and fails only when asked for such a stage or --strict; with them it is clean.
 func TestConfigCheckSample(t *testing.T) {
 	const sample = "../../deploy/harborflow.yaml"
-	unsetenv(t, "HARBOR_WEBHOOK_AUTH", "REGISTRY_WEBHOOK_AUTH", "HARBOR_PASSWORD")
+	unsetenv(t, "HARBOR_WEBHOOK_AUTH", "REGISTRY_WEBHOOK_AUTH", "HARBOR_PASSWORD", "COSIGN_PASSWORD")
 	hook := func(level string) []string {
 		return []string{
 			level + ": " + sample + ":25: sources[0].secrets[0]: environment variable HARBOR_WEBHOOK_AUTH is not set (needed by the receiver)",
@@ -81,20 +81,23 @@ func TestConfigCheckSample(t *testing.T) {
 		return []string{level + ": " + sample + ":45: registries[1].password: environment variable HARBOR_PASSWORD is not set " +
 			"(needed by the watcher, the inspector, the rebuilder, the promoter, the retention stage)"}
 	}
-	warnings := append(hook("warning"), password("warning")...)
+	cosign := sample + ":93: signing.password: environment variable COSIGN_PASSWORD is not set (needed by the rebuilder)"
+	warnings := append(hook("warning"), append(password("warning"), "warning: "+cosign)...)
 	for _, tc := range []struct {
 		args    []string
 		err     string // empty: exit 0
 		printed []string
 	}{
-		{nil, "", append(warnings, sample+": ok (3 sources, 3 registries, nats embedded at 127.0.0.1:4222); 3 variable(s) not set")},
+		{nil, "", append(warnings, sample+": ok (3 sources, 3 registries, nats embedded at 127.0.0.1:4222); 4 variable(s) not set")},
 		{[]string{"--stages", "receiver"}, sample + ": not set, and needed by --stages receiver: HARBOR_WEBHOOK_AUTH, REGISTRY_WEBHOOK_AUTH",
 			append(hook("error"), password("warning")...)},
 		{[]string{"--stages", "watcher", "--stages", "inspector"}, sample + ": not set, and needed by --stages watcher,inspector: HARBOR_PASSWORD",
 			append(hook("warning"), password("error")...)},
 		{[]string{"--stages", "inspector,receiver"}, sample + ": not set, and needed by --stages inspector,receiver: HARBOR_WEBHOOK_AUTH, REGISTRY_WEBHOOK_AUTH, HARBOR_PASSWORD",
 			append(hook("error"), password("error")...)},
-		{[]string{"--strict"}, sample + ": not set (--strict): HARBOR_WEBHOOK_AUTH, REGISTRY_WEBHOOK_AUTH, HARBOR_PASSWORD", nil},
+		{[]string{"--stages", "rebuilder"}, sample + ": not set, and needed by --stages rebuilder: HARBOR_PASSWORD, COSIGN_PASSWORD",
+			append(password("error"), "error: "+cosign)},
+		{[]string{"--strict"}, sample + ": not set (--strict): HARBOR_WEBHOOK_AUTH, REGISTRY_WEBHOOK_AUTH, HARBOR_PASSWORD, COSIGN_PASSWORD", nil},
 		{[]string{"--stages", "inspecter"}, `--stages: unknown stage "inspecter" (stages: receiver, watcher, inspector, rebuilder, promoter, retention)`, nil},
 	} {
 		out, err := runCLI(t, append([]string{"config", "check", sample}, tc.args...)...)
@@ -114,6 +117,7 @@ func TestConfigCheckSample(t *testing.T) {
 	t.Setenv("HARBOR_WEBHOOK_AUTH", "Bearer x")
 	t.Setenv("REGISTRY_WEBHOOK_AUTH", "Bearer y")
 	t.Setenv("HARBOR_PASSWORD", "Harbor12345")
+	t.Setenv("COSIGN_PASSWORD", "dev-cosign")
 	for _, args := range [][]string{nil, {"--strict"}, {"--stages", "receiver"}} {
 		out, err := runCLI(t, append([]string{"config", "check", sample}, args...)...)
 		if err != nil || out != sample+": ok (3 sources, 3 registries, nats embedded at 127.0.0.1:4222)\n" {

@@ -244,7 +244,11 @@ func describe(m *bus.Message) string {
 	case event.SubjectImageRebuilt:
 		v := &harborflowv1.ImageRebuilt{}
 		if m.Decode(v) == nil {
-			return fmt.Sprintf("rebuilt    %s:%s with %s from %s (%d ms)", v.GetTarget(), v.GetTag(), v.GetBuilder(), v.GetBase(), v.GetDurationMs())
+			line := fmt.Sprintf("rebuilt    %s:%s with %s from %s (%d ms)", v.GetTarget(), v.GetTag(), v.GetBuilder(), v.GetBase(), v.GetDurationMs())
+			if v.GetProvenance() != "" {
+				line += "; signed, provenance at " + v.GetProvenance()
+			}
+			return line
 		}
 	case event.SubjectImagePromoted:
 		v := &harborflowv1.ImagePromoted{}

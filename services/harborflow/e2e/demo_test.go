@@ -48,7 +48,7 @@ func TestDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := append(os.Environ(), "HARBOR_WEBHOOK_AUTH=Bearer dev-secret", "REGISTRY_WEBHOOK_AUTH=Bearer dev-secret",
-		"HARBOR_PASSWORD=Harbor12345")
+		"HARBOR_PASSWORD=Harbor12345", "COSIGN_PASSWORD=dev-cosign")
 
 	runLog := &syncBuffer{}
 	run := exec.Command(filepath.Join(dir, "scripts", "run.sh"))
