@@ -450,12 +450,7 @@ func (s *Server) deleteArtifactLocked(c *call, p *project, repo *repoRecord, a *
 	ev := s.newEvent("DELETE_ARTIFACT", c, p, repo, a.Digest, a.eventTag())
 	repo.remove(a)
 	s.dropChildrenLocked(repo, a)
-	// The accessories go with their subject, silently (Harbor's deleteDeeply).
-	var gone []string
-	for _, acc := range accessoriesOf(repo, a) {
-		repo.remove(acc)
-		gone = append(gone, acc.Digest)
-	}
+	gone := s.dropAccessoriesLocked(repo, a)
 	repo.Updated = s.now()
 	_ = s.saveLocked()
 	return ev, append(gone, a.Digest), nil
