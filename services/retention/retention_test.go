@@ -38,9 +38,14 @@ type standIn struct {
 	records    *bus.KV
 	promotions *bus.KV
 	reg        *registry.Client
-	// deletes counts the DELETEs of artifacts sent to Harbor's API, by digest; calls every API request.
+	// src holds every image pushed (am:<tag>), copied to the stand-in by rc.
+	src *registrytest.Registry
+	rc  *regclient.RegClient
+	// deletes counts the DELETEs of artifacts sent to Harbor's API, by digest, and deleted lists them in the
+	// order sent; calls counts every API request.
 	mu      sync.Mutex
 	deletes map[string]int
+	deleted []string
 	calls   atomic.Int64
 }
 
@@ -51,23 +56,13 @@ func newStandIn(t *testing.T) *standIn {
 	user, pass := s.harbor.Admin()
 	s.harbor.CreateProject(t, "wso2-dev", false, nil)
 	s.repo = s.harbor.Host() + "/wso2-dev/am"
-	src := registrytest.New(t)
-	rc := regclient.New(regclient.WithConfigHost(rcconfig.Host{Name: s.harbor.Host(), TLS: rcconfig.TLSDisabled, User: user, Pass: pass},
-		rcconfig.Host{Name: src.Host, TLS: rcconfig.TLSDisabled}))
+	s.src = registrytest.New(t)
+	s.rc = regclient.New(regclient.WithConfigHost(rcconfig.Host{Name: s.harbor.Host(), TLS: rcconfig.TLSDisabled, User: user, Pass: pass},
+		rcconfig.Host{Name: s.src.Host, TLS: rcconfig.TLSDisabled}))
 	for _, tag := range []string{"4.2.0.1.1", "4.2.0.2.2", "4.2.0.3.3", "4.2.0.4.4", "4.2.0.5.5"} {
-		p := src.PushImage(t, "am:"+tag, registrytest.Image{User: "802", Layer: tag})
-		from, _ := ref.New(src.Host + "/am:" + tag)
-		to, _ := ref.New(s.repo + ":" + tag)
-		if err := rc.ImageCopy(ctx, from, to); err != nil {
-			t.Fatal(err)
-		}
-		s.digests[tag] = p.Digest
+		s.pushBuild(t, tag)
 	}
-	from, _ := ref.New(src.Host + "/am:4.2.0.1.1")
-	to, _ := ref.New(s.repo + ":latest")
-	if err := rc.ImageCopy(ctx, from, to); err != nil {
-		t.Fatal(err)
-	}
+	s.copy(t, "4.2.0.1.1", "latest")
 	js := bustest.Start(t)
 	var err error
 	if s.records, err = js.Bus.KeyValue(ctx, event.BucketRetention); err != nil {
@@ -82,6 +77,60 @@ func newStandIn(t *testing.T) *standIn {
 	return s
 }
 
+// pushBuild pushes the build tag to wso2-dev/am.
+func (s *standIn) pushBuild(t *testing.T, tag string) {
+	t.Helper()
+	s.digests[tag] = s.src.PushImage(t, "am:"+tag, registrytest.Image{User: "802", Layer: tag}).Digest
+	s.copy(t, tag, tag)
+}
+
+// copy copies am:<from> of the source registry to wso2-dev/am:<to> in the stand-in.
+func (s *standIn) copy(t *testing.T, from, to string) {
+	t.Helper()
+	src, err := ref.New(s.src.Host + "/am:" + from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := ref.New(s.repo + ":" + to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.rc.ImageCopy(context.Background(), src, dst); err != nil {
+		t.Fatalf("copying am:%s to %s:%s: %v", from, s.repo, to, err)
+	}
+}
+
+// signAndAttest pushes, as cosign does, a signature of the build tag under sha256-<hex>.sig (an accessory in
+// Harbor) and an attestation under sha256-<hex>.att (a root artifact of its own in Harbor), and returns their
+// digests.
+func (s *standIn) signAndAttest(t *testing.T, tag string) (sig, att string) {
+	t.Helper()
+	subject := registrytest.Pushed{Digest: s.digests[tag]}
+	ps := s.src.PushSignature(t, "am", subject)
+	s.copy(t, ps.Tag, ps.Tag)
+	pa := s.src.PushAttestation(t, "am", subject)
+	s.copy(t, pa.Tag, pa.Tag)
+	return ps.Digest, pa.Digest
+}
+
+// immutable creates an immutable-tag rule of wso2-dev whose tag pattern is pattern: Harbor refuses (412) to
+// delete what such a tag is on.
+func (s *standIn) immutable(t *testing.T, pattern string) {
+	t.Helper()
+	user, pass := s.harbor.Admin()
+	rule, _ := json.Marshal(map[string]any{"action": "immutable", "template": "immutable_template",
+		"tag_selectors":   []map[string]string{{"kind": "doublestar", "decoration": "matches", "pattern": pattern}},
+		"scope_selectors": map[string]any{"repository": []map[string]string{{"kind": "doublestar", "decoration": "repoMatches", "pattern": "**"}}}})
+	req, _ := http.NewRequest(http.MethodPost, s.harbor.URL()+"/api/v2.0/projects/wso2-dev/immutabletagrules", bytes.NewReader(rule))
+	req.SetBasicAuth(user, pass)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("creating the rule: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}
+
 // replica is a retention stage of its own (Harbor client, clock) on the shared buckets: keep 2 per version,
 // latest protected.
 func (s *standIn) replica(t *testing.T, now func() time.Time) *retention.Retention {
@@ -93,7 +142,9 @@ func (s *standIn) replica(t *testing.T, now func() time.Time) *retention.Retenti
 				s.calls.Add(1)
 				if r.Method == http.MethodDelete && strings.Contains(r.URL.Path, "/artifacts/") {
 					s.mu.Lock()
-					s.deletes[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]++
+					d := r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
+					s.deletes[d]++
+					s.deleted = append(s.deleted, d)
 					s.mu.Unlock()
 				}
 				return next.RoundTrip(r)
@@ -239,18 +290,7 @@ func TestDryRunThenApplyThenRestore(t *testing.T) {
 func TestImmutableRuleReportedNotRetried(t *testing.T) {
 	ctx := context.Background()
 	s := newStandIn(t)
-	user, pass := s.harbor.Admin()
-	rule, _ := json.Marshal(map[string]any{"action": "immutable", "template": "immutable_template",
-		"tag_selectors":   []map[string]string{{"kind": "doublestar", "decoration": "matches", "pattern": "4.2.0.2.*"}},
-		"scope_selectors": map[string]any{"repository": []map[string]string{{"kind": "doublestar", "decoration": "repoMatches", "pattern": "**"}}}})
-	req, _ := http.NewRequest(http.MethodPost, s.harbor.URL()+"/api/v2.0/projects/wso2-dev/immutabletagrules", bytes.NewReader(rule))
-	req.SetBasicAuth(user, pass)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != http.StatusCreated {
-		t.Fatalf("creating the rule: %v %v", resp, err)
-	}
-	resp.Body.Close()
+	s.immutable(t, "4.2.0.2.*")
 
 	out, err := s.replica(t, nil).Run(ctx, s.repo, false)
 	if err != nil {
