@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -540,4 +541,154 @@ func TestAnIndexIsRestoredWithItsChildren(t *testing.T) {
 	if err != nil || len(art.Platforms) != 2 {
 		t.Errorf("the restored index: %v %v", art, err)
 	}
+}
+
+// TestSignaturesAndAttestationsGoWithTheirImage: every build of 4.2.0 is signed (.sig, an accessory in Harbor)
+// and attested (.att, a root of its own in Harbor), and an immutable rule is on 4.2.0.2.2; keep 2. The old
+// builds 4.2.0.0.9 and 4.2.0.3.3 are deleted, each before its attestation, and their signatures go with them;
+// the newest two and latest's target keep both; 4.2.0.2.2, refused (412), keeps its attestation, which is
+// never sent a DELETE, saying why.
+func TestSignaturesAndAttestationsGoWithTheirImage(t *testing.T) {
+	ctx := context.Background()
+	s := newStandIn(t)
+	s.pushBuild(t, "4.2.0.0.9")
+	s.immutable(t, "4.2.0.2.*")
+	sigs, atts := map[string]string{}, map[string]string{}
+	for _, tag := range []string{"4.2.0.0.9", "4.2.0.1.1", "4.2.0.2.2", "4.2.0.3.3", "4.2.0.4.4", "4.2.0.5.5"} {
+		sigs[tag], atts[tag] = s.signAndAttest(t, tag)
+	}
+
+	dry, err := s.replica(t, nil).Run(ctx, s.repo, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]string{}
+	for _, a := range slices.Concat(dry.GetDeleted(), dry.GetKept()) {
+		reasons[a.GetDigest()] = a.GetReason()
+	}
+	for tag, want := range map[string]string{
+		"4.2.0.3.3": "an accessory of deleted " + s.digests["4.2.0.3.3"],
+		"4.2.0.4.4": "referred to by kept " + s.digests["4.2.0.4.4"],
+		"4.2.0.1.1": "referred to by kept " + s.digests["4.2.0.1.1"],
+	} {
+		if got := reasons[atts[tag]]; got != want {
+			t.Errorf("the plan for the attestation of %s: %q, want %q", tag, got, want)
+		}
+	}
+
+	out, err := s.replica(t, nil).Run(ctx, s.repo, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := []string{s.digests["4.2.0.0.9"], atts["4.2.0.0.9"], s.digests["4.2.0.3.3"], atts["4.2.0.3.3"]}
+	if got := digestsOf(out.GetDeleted()); !slices.Equal(got, sorted(gone)) {
+		t.Errorf("deleted %v, want 4.2.0.0.9 and 4.2.0.3.3 with their attestations %v", got, sorted(gone))
+	}
+	// Each attestation only after its image: in what Harbor was asked, and in what image.pruned says.
+	for _, tag := range []string{"4.2.0.0.9", "4.2.0.3.3"} {
+		img, att := s.digests[tag], atts[tag]
+		if i, j := slices.Index(s.deleted, img), slices.Index(s.deleted, att); i < 0 || j < i {
+			t.Errorf("%s: Harbor was asked to delete %v, want the image before its attestation", tag, s.deleted)
+		}
+		order := digestsInOrder(out.GetDeleted())
+		if i, j := slices.Index(order, img), slices.Index(order, att); i < 0 || j < i {
+			t.Errorf("%s: image.pruned deleted %v, want the image before its attestation", tag, order)
+		}
+	}
+	if n := s.deletes[atts["4.2.0.2.2"]]; n != 0 {
+		t.Errorf("the attestation of the refused 4.2.0.2.2 was sent %d DELETEs", n)
+	}
+	i := slices.IndexFunc(out.GetKept(), func(a *harborflowv1.PrunedArtifact) bool { return a.GetDigest() == atts["4.2.0.2.2"] })
+	if want := "its subject " + s.digests["4.2.0.2.2"] + " was not deleted: protected by immutable rule"; i < 0 ||
+		!strings.HasPrefix(out.GetKept()[i].GetReason(), want) {
+		t.Errorf("the attestation of 4.2.0.2.2 kept: %v, want a reason starting %q", out.GetKept(), want)
+	}
+
+	left := s.tags(t)
+	for _, tag := range []string{"4.2.0.0.9", "4.2.0.3.3"} {
+		if left[s.digests[tag]] != nil || left[atts[tag]] != nil {
+			t.Errorf("%s or its attestation still listed: %v", tag, left)
+		}
+		if _, err := s.harborClient(t).Artifact(ctx, "wso2-dev", "am", sigs[tag]); !errors.Is(err, harbor.ErrNotFound) {
+			t.Errorf("the signature of the deleted %s: %v, want not found", tag, err)
+		}
+	}
+	for _, tag := range []string{"4.2.0.1.1", "4.2.0.2.2", "4.2.0.4.4", "4.2.0.5.5"} {
+		att := "sha256-" + strings.TrimPrefix(s.digests[tag], "sha256:") + ".att"
+		if left[s.digests[tag]] == nil || !slices.Equal(left[atts[tag]], []string{att}) {
+			t.Errorf("the kept %s or its attestation is not listed: %v", tag, left)
+		}
+		accs, err := s.harborClient(t).Accessories(ctx, "wso2-dev", "am", s.digests[tag])
+		if err != nil || len(accs) != 1 || accs[0].Digest != sigs[tag] {
+			t.Errorf("the accessories of the kept %s: %v %v, want its signature", tag, accs, err)
+		}
+	}
+	rec := &harborflowv1.Deletion{}
+	if _, err := s.records.Get(ctx, event.Key("deleted", s.repo, atts["4.2.0.3.3"]), rec); err != nil || rec.GetState() != retention.StateDeleted ||
+		len(rec.GetManifests()) != 1 || !strings.HasPrefix(rec.GetReason(), "an accessory of deleted "+s.digests["4.2.0.3.3"]) {
+		t.Errorf("the record of the attestation of 4.2.0.3.3: %v %v", rec, err)
+	}
+}
+
+// TestAnAttestationLeftBehindGoesOnlyWhenRetentionDeletedItsSubject: a run recorded and made the deletion of
+// 4.2.0.3.3 and stopped before its attestation's; the next run deletes that attestation. The attestation of
+// an image a person deleted (retention has no record of it) is kept: never deleted alone.
+func TestAnAttestationLeftBehindGoesOnlyWhenRetentionDeletedItsSubject(t *testing.T) {
+	ctx := context.Background()
+	s := newStandIn(t)
+	_, byRetention := s.signAndAttest(t, "4.2.0.3.3")
+	_, byPerson := s.signAndAttest(t, "4.2.0.4.4")
+	d3, d4 := s.digests["4.2.0.3.3"], s.digests["4.2.0.4.4"]
+	// What the stopped run left: the record of 4.2.0.3.3, and 4.2.0.3.3 deleted. A person deletes 4.2.0.4.4.
+	if _, err := s.records.Create(ctx, event.Key("deleted", s.repo, d3), &harborflowv1.Deletion{Repository: s.repo, Digest: d3,
+		Tags: []string{"4.2.0.3.3"}, State: retention.StateDeleted, Reason: "older than the newest 2 of 4.2.0"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{d3, d4} {
+		if err := s.harborClient(t).DeleteArtifact(ctx, "wso2-dev", "am", d); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	out, err := s.replica(t, nil).Run(ctx, s.repo, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(out.GetDeleted(), func(a *harborflowv1.PrunedArtifact) bool { return a.GetDigest() == byRetention })
+	if i < 0 || out.GetDeleted()[i].GetReason() != "an accessory of deleted "+d3+" (by an earlier run)" {
+		t.Errorf("the attestation of 4.2.0.3.3: deleted %v", out.GetDeleted())
+	}
+	i = slices.IndexFunc(out.GetKept(), func(a *harborflowv1.PrunedArtifact) bool { return a.GetDigest() == byPerson })
+	if want := "an accessory of " + d4 + ", which is not in this repository: never deleted alone"; i < 0 || out.GetKept()[i].GetReason() != want {
+		t.Errorf("the attestation of 4.2.0.4.4: kept %v, want %q", out.GetKept(), want)
+	}
+	left := s.tags(t)
+	if left[byRetention] != nil || left[byPerson] == nil {
+		t.Errorf("left %v", left)
+	}
+}
+
+// harborClient is a Harbor API client of the stand-in, as its administrator.
+func (s *standIn) harborClient(t *testing.T) *harbor.Client {
+	t.Helper()
+	user, pass := s.harbor.Admin()
+	hc, err := harbor.New(harbor.Host{Name: s.harbor.Host(), Username: user, Password: secret.Secret(pass), PlainHTTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hc
+}
+
+func digestsInOrder(as []*harborflowv1.PrunedArtifact) []string {
+	out := make([]string, 0, len(as))
+	for _, a := range as {
+		out = append(out, a.GetDigest())
+	}
+	return out
+}
+
+func sorted(ss []string) []string {
+	out := slices.Clone(ss)
+	slices.Sort(out)
+	return out
 }
