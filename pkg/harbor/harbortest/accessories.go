@@ -63,8 +63,8 @@ func (s *Server) dropAccessoriesLocked(repo *repoRecord, a *artifact) []string {
 	var gone []string
 	for _, acc := range accessoriesOf(repo, a) {
 		repo.remove(acc)
-		s.dropChildrenLocked(repo, acc)
 		gone = append(gone, acc.Digest)
+		gone = append(gone, s.dropChildrenLocked(repo, acc)...)
 		gone = append(gone, s.dropAccessoriesLocked(repo, acc)...)
 	}
 	return gone

@@ -221,3 +221,34 @@ func TestDeletingAnArtifactTakesItsAccessoriesNotItsAttestation(t *testing.T) {
 	}
 	want(t, raw(t, s, http.MethodGet, "/v2/p/app/manifests/"+att.Tag, admin, pass, nil, "Accept", registrytest.MediaOCIManifest), http.StatusOK)
 }
+
+// Harbor's deleteDeeply deletes an index's children with their own accessories: the signature of a platform
+// manifest (the rebuilder signs the index and each platform manifest) goes with the index.
+func TestDeletingAnIndexTakesItsChildrensSignatures(t *testing.T) {
+	s := standIn(t, nil)
+	s.CreateProject(t, "p", false, nil)
+	src := registrytest.New(t)
+	idx := src.PushIndex(t, "src/app:2", twoPlatforms())
+	sig := src.PushSignature(t, "src/app", idx)
+	childSig := src.PushSignature(t, "src/app", idx.Children[0])
+	push(t, s, src, "src/app:2", "p/app:2")
+	push(t, s, src, "src/app:"+sig.Tag, "p/app:"+sig.Tag)
+	push(t, s, src, "src/app:"+childSig.Tag, "p/app:"+childSig.Tag)
+
+	const base = "/projects/p/repositories/app/artifacts"
+	var child struct{ Accessories []accessoryJSON }
+	call(t, s, http.MethodGet, base+"/"+idx.Children[0].Digest+"?with_accessory=true", admin, pass, nil).json(t, &child)
+	if len(child.Accessories) != 1 || child.Accessories[0].Digest != childSig.Digest {
+		t.Fatalf("the platform manifest's accessories %+v, want its signature", child.Accessories)
+	}
+	want(t, call(t, s, http.MethodDelete, base+"/"+idx.Digest, admin, pass, nil), http.StatusOK)
+	for what, d := range map[string]string{"the index's signature": sig.Digest, "the platform manifest": idx.Children[0].Digest,
+		"the platform manifest's signature": childSig.Digest} {
+		if a := call(t, s, http.MethodGet, base+"/"+d, admin, pass, nil); a.status != http.StatusNotFound {
+			t.Errorf("%s after the index's deletion: %d %s", what, a.status, a.body)
+		}
+	}
+	if a := raw(t, s, http.MethodGet, "/v2/p/app/manifests/"+childSig.Digest, admin, pass, nil, "Accept", registrytest.MediaOCIManifest); a.status != http.StatusNotFound {
+		t.Errorf("the registry still serves the platform manifest's signature: %d", a.status)
+	}
+}
