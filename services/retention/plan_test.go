@@ -130,25 +130,16 @@ func TestPlan(t *testing.T) {
 			reasons: map[string]string{"d:sig-of-4": "referred to by kept d:4.2.0.4.1", "d:sig-of-1": "an accessory of deleted d:4.2.0.1.1"},
 		},
 		{
-			name: "an attestation goes with its old subject and stays with a kept one",
+			name: "an attestation, and an SBOM, go with their old subject and stay with a kept one",
 			arts: []retention.Artifact{
 				old("4.2.0.1.1"), old("4.2.0.2.1"), old("4.2.0.3.1"), old("4.2.0.4.1"),
 				accessory("att", "d:4.2.0.1.1"), accessory("att", "d:4.2.0.4.1"),
-			},
-			deleted: []string{"d:4.2.0.1.1", "d:att-of-d:4.2.0.1.1"},
-			reasons: map[string]string{
-				"d:att-of-d:4.2.0.1.1": "an accessory of deleted d:4.2.0.1.1",
-				"d:att-of-d:4.2.0.4.1": "referred to by kept d:4.2.0.4.1",
-			},
-		},
-		{
-			name: "an SBOM the same",
-			arts: []retention.Artifact{
-				old("4.2.0.1.1"), old("4.2.0.2.1"), old("4.2.0.3.1"), old("4.2.0.4.1"),
 				accessory("sbom", "d:4.2.0.1.1"), accessory("sbom", "d:4.2.0.4.1"),
 			},
-			deleted: []string{"d:4.2.0.1.1", "d:sbom-of-d:4.2.0.1.1"},
+			deleted: []string{"d:4.2.0.1.1", "d:att-of-d:4.2.0.1.1", "d:sbom-of-d:4.2.0.1.1"},
 			reasons: map[string]string{
+				"d:att-of-d:4.2.0.1.1":  "an accessory of deleted d:4.2.0.1.1",
+				"d:att-of-d:4.2.0.4.1":  "referred to by kept d:4.2.0.4.1",
 				"d:sbom-of-d:4.2.0.1.1": "an accessory of deleted d:4.2.0.1.1",
 				"d:sbom-of-d:4.2.0.4.1": "referred to by kept d:4.2.0.4.1",
 			},
