@@ -17,10 +17,11 @@ type Artifact struct {
 	Tags   []string
 	// Pushed is when the artifact entered the repository (min_age); zero when unknown, which counts as young.
 	Pushed time.Time
-	// Children are the digests an index refers to; Subject is the digest an accessory (a signature, an
-	// attestation) belongs to, "" for an image.
+	// Children are the digests an index refers to; Subjects are the digests an accessory (a signature, an
+	// attestation, an SBOM) belongs to, none for an image. An accessory is deleted with its subjects, never
+	// alone: most have one; an SBOM identical for two builds is tagged for both.
 	Children []string
-	Subject  string
+	Subjects []string
 }
 
 // Policy is what the planner applies to one repository.
@@ -38,6 +39,9 @@ type Policy struct {
 	Busy map[string]bool
 	// MinAge: nothing younger is deleted.
 	MinAge time.Duration
+	// Pruned are digests retention deleted from the repository before (its records): an accessory of one, left
+	// behind by a run that stopped between the subject's deletion and the accessory's, goes too.
+	Pruned map[string]bool
 }
 
 // Decision is the plan for one artifact: kept or deleted, and the rule that decided.
@@ -46,6 +50,8 @@ type Decision struct {
 	Tags   []string
 	Delete bool
 	Reason string
+	// Subjects are an accessory's subjects: a deleted accessory is deleted only after those the plan deletes.
+	Subjects []string
 }
 
 // Plan is what retention does to one repository: each artifact's decision, the deleted first, each part in
@@ -61,6 +67,7 @@ const (
 	reasonProtected = "protected"             // a tag matches protect, or is a rolling tag
 	reasonNoVersion = "no version tag"        // not retention's to judge
 	reasonChild     = "referred to by kept"   // a child or accessory of a kept artifact
+	reasonWith      = "an accessory of deleted"
 	reasonBusy      = "a promotion is working on it"
 	reasonYoung     = "younger than min_age"
 )
@@ -89,12 +96,10 @@ func Make(p Policy, arts []Artifact, now time.Time) Plan {
 	newestTags := make([]imagetag.Tag, len(arts))
 	decided := make([]Decision, len(arts))
 	lines := map[string][]candidate{}
-	var accessories []int
 	for i, a := range arts {
-		decided[i] = Decision{Digest: a.Digest, Tags: a.Tags}
-		if a.Subject != "" {
-			accessories = append(accessories, i)
-			continue
+		decided[i] = Decision{Digest: a.Digest, Tags: a.Tags, Subjects: a.Subjects}
+		if len(a.Subjects) > 0 {
+			continue // decided with its subjects, last
 		}
 		var newest imagetag.Tag
 		found := false
@@ -134,23 +139,16 @@ func Make(p Policy, arts []Artifact, now time.Time) Plan {
 		}
 	}
 	// The guards that override a deletion by age order; then what any kept artifact refers to stays.
-	guard := func(d *Decision, why string) { d.Delete, d.Reason = false, why+"; else "+d.Reason }
 	for i, a := range arts {
-		d := &decided[i]
-		if !d.Delete {
-			continue
-		}
-		if tag, ok := p.protected(a.Tags); ok {
-			guard(d, reasonProtected+": tag "+tag)
-		} else if p.Busy[a.Digest] {
-			guard(d, reasonBusy)
-		} else if a.Pushed.IsZero() || now.Sub(a.Pushed) < p.MinAge {
-			guard(d, fmt.Sprintf("%s (%s)", reasonYoung, p.MinAge))
+		if d := &decided[i]; d.Delete {
+			if why := p.guarded(a, now); why != "" {
+				keepFor(d, why)
+			}
 		}
 	}
 	referred := map[string]string{}
 	for i, a := range arts {
-		if !decided[i].Delete && a.Subject == "" {
+		if !decided[i].Delete && len(a.Subjects) == 0 {
 			for _, c := range a.Children {
 				referred[c] = a.Digest
 			}
@@ -158,21 +156,19 @@ func Make(p Policy, arts []Artifact, now time.Time) Plan {
 	}
 	for i, a := range arts {
 		if by, ok := referred[a.Digest]; ok && decided[i].Delete {
-			guard(&decided[i], reasonChild+" "+by)
+			keepFor(&decided[i], reasonChild+" "+by)
 		}
 	}
-	// An accessory goes with its subject: kept when the subject is kept or not in this repository.
-	index := make(map[string]int, len(arts))
+	// An accessory goes with its subjects, never alone.
+	acc := accessories{p: p, arts: arts, decided: decided, now: now, index: make(map[string]int, len(arts)),
+		state: make([]uint8, len(arts))}
 	for i, a := range arts {
-		index[a.Digest] = i
+		acc.index[a.Digest] = i
 	}
-	for _, i := range accessories {
-		s, ok := index[arts[i].Subject]
-		if !ok || !decided[s].Delete {
-			decided[i].Reason = reasonChild + " " + arts[i].Subject
-			continue
+	for i, a := range arts {
+		if len(a.Subjects) > 0 {
+			acc.decide(i)
 		}
-		decided[i].Delete, decided[i].Reason = true, "an accessory of deleted "+arts[i].Subject
 	}
 	var plan Plan
 	for _, d := range decided {
@@ -186,6 +182,78 @@ func Make(p Policy, arts []Artifact, now time.Time) Plan {
 	slices.SortFunc(plan.Deleted, byDigest)
 	slices.SortFunc(plan.Kept, byDigest)
 	return plan
+}
+
+// guarded is why a must stay though the plan deletes it — a protected tag, a promotion working on it, its
+// age —, "" when nothing guards it.
+func (p Policy) guarded(a Artifact, now time.Time) string {
+	if tag, ok := p.protected(a.Tags); ok {
+		return reasonProtected + ": tag " + tag
+	}
+	if p.Busy[a.Digest] {
+		return reasonBusy
+	}
+	if a.Pushed.IsZero() || now.Sub(a.Pushed) < p.MinAge {
+		return fmt.Sprintf("%s (%s)", reasonYoung, p.MinAge)
+	}
+	return ""
+}
+
+// keepFor keeps d for why, saying what would have deleted it.
+func keepFor(d *Decision, why string) { d.Delete, d.Reason = false, why+"; else "+d.Reason }
+
+// accessories decides the accessories of one plan, once every other artifact is decided.
+type accessories struct {
+	p       Policy
+	arts    []Artifact
+	decided []Decision
+	index   map[string]int // arts by digest
+	state   []uint8        // of each of arts: undecided, deciding, settled
+	now     time.Time
+}
+
+const (
+	undecided uint8 = iota
+	deciding
+	settled
+)
+
+// decide decides accessory i, deciding first a subject that is an accessory too: deleted when every subject
+// is deleted — by this plan, or by retention before (Policy.Pruned) — and no guard keeps it; kept when a
+// subject is kept, is not in the repository, or is an accessory of i in turn (tags can say anything).
+func (x *accessories) decide(i int) {
+	if x.state[i] != undecided {
+		return
+	}
+	x.state[i] = deciding
+	defer func() { x.state[i] = settled }()
+	d := &x.decided[i]
+	var gone []string
+	for _, s := range x.arts[i].Subjects {
+		j, ok := x.index[s]
+		switch {
+		case !ok && x.p.Pruned[s]:
+			gone = append(gone, s+" (by an earlier run)")
+			continue
+		case !ok:
+			d.Reason = "an accessory of " + s + ", which is not in this repository: never deleted alone"
+			return
+		case x.state[j] == deciding:
+			d.Reason = "an accessory of " + s + ", an accessory of it in turn: never deleted alone"
+			return
+		case len(x.arts[j].Subjects) > 0:
+			x.decide(j)
+		}
+		if !x.decided[j].Delete {
+			d.Reason = reasonChild + " " + s
+			return
+		}
+		gone = append(gone, s)
+	}
+	d.Delete, d.Reason = true, reasonWith+" "+strings.Join(gone, ", ")
+	if why := x.p.guarded(x.arts[i], x.now); why != "" {
+		keepFor(d, why)
+	}
 }
 
 // protected returns the first of tags that a protect pattern matches or that is a rolling tag.

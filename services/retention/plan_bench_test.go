@@ -27,7 +27,7 @@ func BenchmarkPlan(b *testing.B) {
 		}
 		arts = append(arts, a)
 		if i%10 == 0 {
-			arts = append(arts, retention.Artifact{Digest: fmt.Sprintf("sha256:%064x", 100000+i), Subject: a.Digest, Pushed: a.Pushed})
+			arts = append(arts, retention.Artifact{Digest: fmt.Sprintf("sha256:%064x", 100000+i), Subjects: []string{a.Digest}, Pushed: a.Pushed})
 		}
 	}
 	protect, err := retention.ParseProtect([]string{"latest", `^\d+\.\d+\.\d+$`})

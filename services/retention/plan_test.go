@@ -123,11 +123,78 @@ func TestPlan(t *testing.T) {
 			name: "an accessory goes with its subject, and stays with a kept one",
 			arts: []retention.Artifact{
 				old("4.2.0.1.1"), old("4.2.0.2.1"), old("4.2.0.3.1"), old("4.2.0.4.1"),
-				{Digest: "d:sig-of-1", Subject: "d:4.2.0.1.1", Pushed: now.Add(-24 * time.Hour)},
-				{Digest: "d:sig-of-4", Subject: "d:4.2.0.4.1", Pushed: now.Add(-24 * time.Hour)},
+				{Digest: "d:sig-of-1", Subjects: []string{"d:4.2.0.1.1"}, Pushed: now.Add(-24 * time.Hour)},
+				{Digest: "d:sig-of-4", Subjects: []string{"d:4.2.0.4.1"}, Pushed: now.Add(-24 * time.Hour)},
 			},
 			deleted: []string{"d:4.2.0.1.1", "d:sig-of-1"},
 			reasons: map[string]string{"d:sig-of-4": "referred to by kept d:4.2.0.4.1", "d:sig-of-1": "an accessory of deleted d:4.2.0.1.1"},
+		},
+		{
+			name: "an attestation, and an SBOM, go with their old subject and stay with a kept one",
+			arts: []retention.Artifact{
+				old("4.2.0.1.1"), old("4.2.0.2.1"), old("4.2.0.3.1"), old("4.2.0.4.1"),
+				accessory("att", "d:4.2.0.1.1"), accessory("att", "d:4.2.0.4.1"),
+				accessory("sbom", "d:4.2.0.1.1"), accessory("sbom", "d:4.2.0.4.1"),
+			},
+			deleted: []string{"d:4.2.0.1.1", "d:att-of-d:4.2.0.1.1", "d:sbom-of-d:4.2.0.1.1"},
+			reasons: map[string]string{
+				"d:att-of-d:4.2.0.1.1":  "an accessory of deleted d:4.2.0.1.1",
+				"d:att-of-d:4.2.0.4.1":  "referred to by kept d:4.2.0.4.1",
+				"d:sbom-of-d:4.2.0.1.1": "an accessory of deleted d:4.2.0.1.1",
+				"d:sbom-of-d:4.2.0.4.1": "referred to by kept d:4.2.0.4.1",
+			},
+		},
+		{
+			name:   "an orphan attestation is never deleted alone, unless retention deleted its subject before",
+			policy: func(p *retention.Policy) { p.Pruned = map[string]bool{"d:pruned": true} },
+			arts: []retention.Artifact{old("4.2.0.1.1"), accessory("att", "d:elsewhere"), accessory("att", "d:pruned"),
+				accessory("sbom", "d:elsewhere")},
+			deleted: []string{"d:att-of-d:pruned"},
+			reasons: map[string]string{
+				"d:att-of-d:elsewhere":  "an accessory of d:elsewhere, which is not in this repository: never deleted alone",
+				"d:sbom-of-d:elsewhere": "an accessory of d:elsewhere, which is not in this repository: never deleted alone",
+				"d:att-of-d:pruned":     "an accessory of deleted d:pruned (by an earlier run)",
+			},
+		},
+		{
+			name: "the attestation of what a rolling tag points to stays",
+			arts: []retention.Artifact{
+				{Digest: "d:old", Tags: []string{"4.2.0.1.1", "latest"}, Pushed: now.Add(-48 * time.Hour)},
+				old("4.2.0.2.2"), old("4.2.0.3.3"), old("4.2.0.4.4"), accessory("att", "d:old"),
+			},
+			reasons: map[string]string{"d:att-of-d:old": "referred to by kept d:old"},
+		},
+		{
+			name: "an accessory of two builds goes only with both, an accessory of an accessory with its own",
+			arts: []retention.Artifact{
+				old("4.2.0.1.1"), old("4.2.0.2.1"), old("4.2.0.3.1"), old("4.2.0.4.1"), old("4.2.0.5.1"),
+				{Digest: "d:sbom-of-1-and-2", Tags: []string{"sha256-1.sbom", "sha256-2.sbom"}, Subjects: []string{"d:4.2.0.1.1", "d:4.2.0.2.1"},
+					Pushed: now.Add(-24 * time.Hour)},
+				{Digest: "d:sbom-of-2-and-3", Tags: []string{"sha256-2.sbom", "sha256-3.sbom"}, Subjects: []string{"d:4.2.0.2.1", "d:4.2.0.3.1"},
+					Pushed: now.Add(-24 * time.Hour)},
+				accessory("sig", "d:att-of-d:4.2.0.1.1"), accessory("att", "d:4.2.0.1.1"),
+			},
+			deleted: []string{"d:4.2.0.1.1", "d:4.2.0.2.1", "d:att-of-d:4.2.0.1.1", "d:sbom-of-1-and-2", "d:sig-of-d:att-of-d:4.2.0.1.1"},
+			reasons: map[string]string{
+				"d:sbom-of-1-and-2":             "an accessory of deleted d:4.2.0.1.1, d:4.2.0.2.1",
+				"d:sbom-of-2-and-3":             "referred to by kept d:4.2.0.3.1",
+				"d:sig-of-d:att-of-d:4.2.0.1.1": "an accessory of deleted d:att-of-d:4.2.0.1.1",
+			},
+		},
+		{
+			name: "an accessory a guard keeps stays though its subject goes; accessories of each other stay",
+			arts: []retention.Artifact{
+				old("4.2.0.1.1"), old("4.2.0.2.1"), old("4.2.0.3.1"), old("4.2.0.4.1"),
+				{Digest: "d:young-att", Tags: []string{"sha256-1.att"}, Subjects: []string{"d:4.2.0.1.1"}, Pushed: now.Add(-time.Minute)},
+				{Digest: "d:a", Tags: []string{"sha256-b.att"}, Subjects: []string{"d:b"}, Pushed: now.Add(-24 * time.Hour)},
+				{Digest: "d:b", Tags: []string{"sha256-a.att"}, Subjects: []string{"d:a"}, Pushed: now.Add(-24 * time.Hour)},
+			},
+			deleted: []string{"d:4.2.0.1.1"},
+			reasons: map[string]string{
+				"d:young-att": "younger than min_age (1h0m0s); else an accessory of deleted d:4.2.0.1.1",
+				"d:a":         "referred to by kept d:b",
+				"d:b":         "an accessory of d:a, an accessory of it in turn: never deleted alone",
+			},
 		},
 		{
 			name: "nothing younger than min_age, nor of unknown age",
@@ -167,6 +234,13 @@ func TestPlan(t *testing.T) {
 			}
 		})
 	}
+}
+
+// accessory is a cosign accessory (sig, att, sbom) of subject, pushed a day ago and tagged as cosign tags it;
+// its digest is d:<kind>-of-<subject>.
+func accessory(kind, subject string) retention.Artifact {
+	return retention.Artifact{Digest: "d:" + kind + "-of-" + subject, Tags: []string{"sha256-" + strings.TrimPrefix(subject, "d:") + "." + kind},
+		Subjects: []string{subject}, Pushed: now.Add(-24 * time.Hour)}
 }
 
 func templates(t *testing.T, ss ...string) []*imagetag.Template {

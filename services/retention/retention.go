@@ -1,6 +1,7 @@
 package retention
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -227,18 +228,64 @@ func (r *Retention) Plan(ctx context.Context, repo string) (Plan, error) {
 	in := make([]Artifact, 0, len(arts))
 	for _, a := range arts {
 		art := Artifact{Digest: a.Digest, Tags: a.TagNames(), Pushed: a.PushTime}
+		art.Subjects = subjectsOf(art.Tags)
 		for _, c := range a.References {
 			art.Children = append(art.Children, c.Digest)
 		}
 		in = append(in, art)
 	}
+	pruned, err := r.pruned(ctx, repo, in)
+	if err != nil {
+		return Plan{}, err
+	}
 	return Make(Policy{KeepPerVersion: p.cfg.KeepPerVersion, Protect: p.protect, Rolling: r.rolling, RollingTemplates: r.templates,
-		Busy: busy, MinAge: p.cfg.MinAge}, in, r.now()), nil
+		Busy: busy, MinAge: p.cfg.MinAge, Pruned: pruned}, in, r.now()), nil
+}
+
+// subjectsOf are the images tags name by cosign's tag scheme (sha256-<hex>.sig, .att, .sbom), sorted. Harbor
+// lists an attestation or SBOM so tagged as an artifact of its own, never deleted with its image (only a .sig
+// of an image it has, and a referrer, are its accessories): retention deletes it with them.
+func subjectsOf(tags []string) []string {
+	var out []string
+	for _, t := range tags {
+		if _, s, ok := registry.TagAccessory(t); ok && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// pruned says, of each subject of arts that is not among them, whether retention's records say it deleted
+// it (deleting or deleted, not restored since): an accessory of one was left behind by a run that stopped
+// before deleting it.
+func (r *Retention) pruned(ctx context.Context, repo string, arts []Artifact) (map[string]bool, error) {
+	present := make(map[string]bool, len(arts))
+	for _, a := range arts {
+		present[a.Digest] = true
+	}
+	out := map[string]bool{}
+	for _, a := range arts {
+		for _, s := range a.Subjects {
+			if _, asked := out[s]; asked || present[s] {
+				continue
+			}
+			rec := &harborflowv1.Deletion{}
+			_, err := r.deps.Records.Get(ctx, event.Key("deleted", repo, s), rec)
+			if err != nil && !errors.Is(err, bus.ErrKeyNotFound) {
+				return nil, fmt.Errorf("reading whether retention deleted %s@%s: %w", repo, s, err)
+			}
+			out[s] = err == nil && (rec.GetState() == StateDeleting || rec.GetState() == StateDeleted)
+		}
+	}
+	return out, nil
 }
 
 // Run plans repo and, unless its policy is a dry run (or dryRun is set), applies the plan: each deletion is
-// recorded first, with the manifests to restore it, then made through Harbor's API. It returns what was
-// done, as image.pruned says it; a run cut short by an error returns what it deleted before, with the error.
+// recorded first, with the manifests to restore it, then made through Harbor's API; an accessory (an
+// attestation) only once its subjects' deletions were made, and kept, saying why, when one was not. It
+// returns what was done, as image.pruned says it, in the order it was done; a run cut short by an error
+// returns what it deleted before, with the error.
 func (r *Retention) Run(ctx context.Context, repo string, dryRun bool) (*harborflowv1.ImagePruned, error) {
 	p := r.policyOf(repo)
 	if p == nil {
@@ -252,32 +299,80 @@ func (r *Retention) Run(ctx context.Context, repo string, dryRun bool) (*harborf
 	for _, d := range plan.Kept {
 		out.Kept = append(out.Kept, &harborflowv1.PrunedArtifact{Digest: d.Digest, Tags: d.Tags, Reason: d.Reason})
 	}
+	deletions := deletionOrder(plan.Deleted)
 	if out.DryRun {
-		for _, d := range plan.Deleted {
+		for _, d := range deletions {
 			out.Deleted = append(out.Deleted, &harborflowv1.PrunedArtifact{Digest: d.Digest, Tags: d.Tags, Reason: d.Reason})
 		}
 		return out, nil
 	}
-	for _, d := range plan.Deleted {
-		done, why, err := r.delete(ctx, repo, d)
-		if err != nil {
-			// What was deleted so far is reported with the error; the retry's plan no longer lists it.
-			if len(out.Deleted) == 0 {
-				return nil, err
-			}
-			return out, err
-		}
+	notDeleted := map[string]string{} // why, of what the plan deleted and this run did not
+	for _, d := range deletions {
 		a := &harborflowv1.PrunedArtifact{Digest: d.Digest, Tags: d.Tags, Reason: d.Reason}
-		if !done {
+		if s, why, ok := subjectNotDeleted(d, notDeleted); ok {
+			a.Reason = "its subject " + s + " was not deleted: " + why
+		} else {
+			done, why, err := r.delete(ctx, repo, d)
+			if err != nil {
+				// What was deleted so far is reported with the error; the retry's plan no longer lists it.
+				if len(out.Deleted) == 0 {
+					return nil, err
+				}
+				return out, err
+			}
+			if done {
+				out.Deleted = append(out.Deleted, a)
+				continue
+			}
 			a.Reason = why
-			out.Kept = append(out.Kept, a)
-			continue
 		}
-		out.Deleted = append(out.Deleted, a)
+		notDeleted[d.Digest] = a.Reason
+		out.Kept = append(out.Kept, a)
 	}
 	r.log.Info("retention applied", zap.String(logging.FieldRepository, repo), zap.Int(logging.FieldDeleted, len(out.Deleted)),
 		zap.Int(logging.FieldKept, len(out.Kept)))
 	return out, nil
+}
+
+// deletionOrder is the order deletions are made in: each accessory after the subjects it is deleted with,
+// else as planned.
+func deletionOrder(deletions []Decision) []Decision {
+	planned := make(map[string]Decision, len(deletions))
+	for _, d := range deletions {
+		planned[d.Digest] = d
+	}
+	depth := make(map[string]int, len(deletions))
+	var depthOf func(d Decision, limit int) int
+	depthOf = func(d Decision, limit int) int {
+		if n, ok := depth[d.Digest]; ok {
+			return n
+		}
+		n := 0
+		for _, s := range d.Subjects {
+			// limit: the planner deletes no loop of accessories, and none makes this one endless either.
+			if sd, ok := planned[s]; ok && limit > 0 {
+				n = max(n, 1+depthOf(sd, limit-1))
+			}
+		}
+		depth[d.Digest] = n
+		return n
+	}
+	out := slices.Clone(deletions)
+	for _, d := range out {
+		depthOf(d, len(out))
+	}
+	slices.SortStableFunc(out, func(a, b Decision) int { return cmp.Compare(depth[a.Digest], depth[b.Digest]) })
+	return out
+}
+
+// subjectNotDeleted is the first subject of d that the plan deleted and the run did not, and why.
+func subjectNotDeleted(d Decision, notDeleted map[string]string) (subject, why string, ok bool) {
+	for _, s := range d.Subjects {
+		if why, ok := notDeleted[s]; ok {
+			return s, why, true
+		}
+	}
+	return "", "", false
 }
 
 // Deletion states.

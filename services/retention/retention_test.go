@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -38,9 +39,14 @@ type standIn struct {
 	records    *bus.KV
 	promotions *bus.KV
 	reg        *registry.Client
-	// deletes counts the DELETEs of artifacts sent to Harbor's API, by digest; calls every API request.
+	// src holds every image pushed (am:<tag>), copied to the stand-in by rc.
+	src *registrytest.Registry
+	rc  *regclient.RegClient
+	// deletes counts the DELETEs of artifacts sent to Harbor's API, by digest, and deleted lists them in the
+	// order sent; calls counts every API request.
 	mu      sync.Mutex
 	deletes map[string]int
+	deleted []string
 	calls   atomic.Int64
 }
 
@@ -51,23 +57,13 @@ func newStandIn(t *testing.T) *standIn {
 	user, pass := s.harbor.Admin()
 	s.harbor.CreateProject(t, "wso2-dev", false, nil)
 	s.repo = s.harbor.Host() + "/wso2-dev/am"
-	src := registrytest.New(t)
-	rc := regclient.New(regclient.WithConfigHost(rcconfig.Host{Name: s.harbor.Host(), TLS: rcconfig.TLSDisabled, User: user, Pass: pass},
-		rcconfig.Host{Name: src.Host, TLS: rcconfig.TLSDisabled}))
+	s.src = registrytest.New(t)
+	s.rc = regclient.New(regclient.WithConfigHost(rcconfig.Host{Name: s.harbor.Host(), TLS: rcconfig.TLSDisabled, User: user, Pass: pass},
+		rcconfig.Host{Name: s.src.Host, TLS: rcconfig.TLSDisabled}))
 	for _, tag := range []string{"4.2.0.1.1", "4.2.0.2.2", "4.2.0.3.3", "4.2.0.4.4", "4.2.0.5.5"} {
-		p := src.PushImage(t, "am:"+tag, registrytest.Image{User: "802", Layer: tag})
-		from, _ := ref.New(src.Host + "/am:" + tag)
-		to, _ := ref.New(s.repo + ":" + tag)
-		if err := rc.ImageCopy(ctx, from, to); err != nil {
-			t.Fatal(err)
-		}
-		s.digests[tag] = p.Digest
+		s.pushBuild(t, tag)
 	}
-	from, _ := ref.New(src.Host + "/am:4.2.0.1.1")
-	to, _ := ref.New(s.repo + ":latest")
-	if err := rc.ImageCopy(ctx, from, to); err != nil {
-		t.Fatal(err)
-	}
+	s.copy(t, "4.2.0.1.1", "latest")
 	js := bustest.Start(t)
 	var err error
 	if s.records, err = js.Bus.KeyValue(ctx, event.BucketRetention); err != nil {
@@ -82,6 +78,60 @@ func newStandIn(t *testing.T) *standIn {
 	return s
 }
 
+// pushBuild pushes the build tag to wso2-dev/am.
+func (s *standIn) pushBuild(t *testing.T, tag string) {
+	t.Helper()
+	s.digests[tag] = s.src.PushImage(t, "am:"+tag, registrytest.Image{User: "802", Layer: tag}).Digest
+	s.copy(t, tag, tag)
+}
+
+// copy copies am:<from> of the source registry to wso2-dev/am:<to> in the stand-in.
+func (s *standIn) copy(t *testing.T, from, to string) {
+	t.Helper()
+	src, err := ref.New(s.src.Host + "/am:" + from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := ref.New(s.repo + ":" + to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.rc.ImageCopy(context.Background(), src, dst); err != nil {
+		t.Fatalf("copying am:%s to %s:%s: %v", from, s.repo, to, err)
+	}
+}
+
+// signAndAttest pushes, as cosign does, a signature of the build tag under sha256-<hex>.sig (an accessory in
+// Harbor) and an attestation under sha256-<hex>.att (a root artifact of its own in Harbor), and returns their
+// digests.
+func (s *standIn) signAndAttest(t *testing.T, tag string) (sig, att string) {
+	t.Helper()
+	subject := registrytest.Pushed{Digest: s.digests[tag]}
+	ps := s.src.PushSignature(t, "am", subject)
+	s.copy(t, ps.Tag, ps.Tag)
+	pa := s.src.PushAttestation(t, "am", subject)
+	s.copy(t, pa.Tag, pa.Tag)
+	return ps.Digest, pa.Digest
+}
+
+// immutable creates an immutable-tag rule of wso2-dev whose tag pattern is pattern: Harbor refuses (412) to
+// delete what such a tag is on.
+func (s *standIn) immutable(t *testing.T, pattern string) {
+	t.Helper()
+	user, pass := s.harbor.Admin()
+	rule, _ := json.Marshal(map[string]any{"action": "immutable", "template": "immutable_template",
+		"tag_selectors":   []map[string]string{{"kind": "doublestar", "decoration": "matches", "pattern": pattern}},
+		"scope_selectors": map[string]any{"repository": []map[string]string{{"kind": "doublestar", "decoration": "repoMatches", "pattern": "**"}}}})
+	req, _ := http.NewRequest(http.MethodPost, s.harbor.URL()+"/api/v2.0/projects/wso2-dev/immutabletagrules", bytes.NewReader(rule))
+	req.SetBasicAuth(user, pass)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("creating the rule: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}
+
 // replica is a retention stage of its own (Harbor client, clock) on the shared buckets: keep 2 per version,
 // latest protected.
 func (s *standIn) replica(t *testing.T, now func() time.Time) *retention.Retention {
@@ -93,7 +143,9 @@ func (s *standIn) replica(t *testing.T, now func() time.Time) *retention.Retenti
 				s.calls.Add(1)
 				if r.Method == http.MethodDelete && strings.Contains(r.URL.Path, "/artifacts/") {
 					s.mu.Lock()
-					s.deletes[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]++
+					d := r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
+					s.deletes[d]++
+					s.deleted = append(s.deleted, d)
 					s.mu.Unlock()
 				}
 				return next.RoundTrip(r)
@@ -239,18 +291,7 @@ func TestDryRunThenApplyThenRestore(t *testing.T) {
 func TestImmutableRuleReportedNotRetried(t *testing.T) {
 	ctx := context.Background()
 	s := newStandIn(t)
-	user, pass := s.harbor.Admin()
-	rule, _ := json.Marshal(map[string]any{"action": "immutable", "template": "immutable_template",
-		"tag_selectors":   []map[string]string{{"kind": "doublestar", "decoration": "matches", "pattern": "4.2.0.2.*"}},
-		"scope_selectors": map[string]any{"repository": []map[string]string{{"kind": "doublestar", "decoration": "repoMatches", "pattern": "**"}}}})
-	req, _ := http.NewRequest(http.MethodPost, s.harbor.URL()+"/api/v2.0/projects/wso2-dev/immutabletagrules", bytes.NewReader(rule))
-	req.SetBasicAuth(user, pass)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != http.StatusCreated {
-		t.Fatalf("creating the rule: %v %v", resp, err)
-	}
-	resp.Body.Close()
+	s.immutable(t, "4.2.0.2.*")
 
 	out, err := s.replica(t, nil).Run(ctx, s.repo, false)
 	if err != nil {
@@ -500,4 +541,154 @@ func TestAnIndexIsRestoredWithItsChildren(t *testing.T) {
 	if err != nil || len(art.Platforms) != 2 {
 		t.Errorf("the restored index: %v %v", art, err)
 	}
+}
+
+// TestSignaturesAndAttestationsGoWithTheirImage: every build of 4.2.0 is signed (.sig, an accessory in Harbor)
+// and attested (.att, a root of its own in Harbor), and an immutable rule is on 4.2.0.2.2; keep 2. The old
+// builds 4.2.0.0.9 and 4.2.0.3.3 are deleted, each before its attestation, and their signatures go with them;
+// the newest two and latest's target keep both; 4.2.0.2.2, refused (412), keeps its attestation, which is
+// never sent a DELETE, saying why.
+func TestSignaturesAndAttestationsGoWithTheirImage(t *testing.T) {
+	ctx := context.Background()
+	s := newStandIn(t)
+	s.pushBuild(t, "4.2.0.0.9")
+	s.immutable(t, "4.2.0.2.*")
+	sigs, atts := map[string]string{}, map[string]string{}
+	for _, tag := range []string{"4.2.0.0.9", "4.2.0.1.1", "4.2.0.2.2", "4.2.0.3.3", "4.2.0.4.4", "4.2.0.5.5"} {
+		sigs[tag], atts[tag] = s.signAndAttest(t, tag)
+	}
+
+	dry, err := s.replica(t, nil).Run(ctx, s.repo, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]string{}
+	for _, a := range slices.Concat(dry.GetDeleted(), dry.GetKept()) {
+		reasons[a.GetDigest()] = a.GetReason()
+	}
+	for tag, want := range map[string]string{
+		"4.2.0.3.3": "an accessory of deleted " + s.digests["4.2.0.3.3"],
+		"4.2.0.4.4": "referred to by kept " + s.digests["4.2.0.4.4"],
+		"4.2.0.1.1": "referred to by kept " + s.digests["4.2.0.1.1"],
+	} {
+		if got := reasons[atts[tag]]; got != want {
+			t.Errorf("the plan for the attestation of %s: %q, want %q", tag, got, want)
+		}
+	}
+
+	out, err := s.replica(t, nil).Run(ctx, s.repo, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := []string{s.digests["4.2.0.0.9"], atts["4.2.0.0.9"], s.digests["4.2.0.3.3"], atts["4.2.0.3.3"]}
+	if got := digestsOf(out.GetDeleted()); !slices.Equal(got, sorted(gone)) {
+		t.Errorf("deleted %v, want 4.2.0.0.9 and 4.2.0.3.3 with their attestations %v", got, sorted(gone))
+	}
+	// Each attestation only after its image: in what Harbor was asked, and in what image.pruned says.
+	for _, tag := range []string{"4.2.0.0.9", "4.2.0.3.3"} {
+		img, att := s.digests[tag], atts[tag]
+		if i, j := slices.Index(s.deleted, img), slices.Index(s.deleted, att); i < 0 || j < i {
+			t.Errorf("%s: Harbor was asked to delete %v, want the image before its attestation", tag, s.deleted)
+		}
+		order := digestsInOrder(out.GetDeleted())
+		if i, j := slices.Index(order, img), slices.Index(order, att); i < 0 || j < i {
+			t.Errorf("%s: image.pruned deleted %v, want the image before its attestation", tag, order)
+		}
+	}
+	if n := s.deletes[atts["4.2.0.2.2"]]; n != 0 {
+		t.Errorf("the attestation of the refused 4.2.0.2.2 was sent %d DELETEs", n)
+	}
+	i := slices.IndexFunc(out.GetKept(), func(a *harborflowv1.PrunedArtifact) bool { return a.GetDigest() == atts["4.2.0.2.2"] })
+	if want := "its subject " + s.digests["4.2.0.2.2"] + " was not deleted: protected by immutable rule"; i < 0 ||
+		!strings.HasPrefix(out.GetKept()[i].GetReason(), want) {
+		t.Errorf("the attestation of 4.2.0.2.2 kept: %v, want a reason starting %q", out.GetKept(), want)
+	}
+
+	left := s.tags(t)
+	for _, tag := range []string{"4.2.0.0.9", "4.2.0.3.3"} {
+		if left[s.digests[tag]] != nil || left[atts[tag]] != nil {
+			t.Errorf("%s or its attestation still listed: %v", tag, left)
+		}
+		if _, err := s.harborClient(t).Artifact(ctx, "wso2-dev", "am", sigs[tag]); !errors.Is(err, harbor.ErrNotFound) {
+			t.Errorf("the signature of the deleted %s: %v, want not found", tag, err)
+		}
+	}
+	for _, tag := range []string{"4.2.0.1.1", "4.2.0.2.2", "4.2.0.4.4", "4.2.0.5.5"} {
+		att := "sha256-" + strings.TrimPrefix(s.digests[tag], "sha256:") + ".att"
+		if left[s.digests[tag]] == nil || !slices.Equal(left[atts[tag]], []string{att}) {
+			t.Errorf("the kept %s or its attestation is not listed: %v", tag, left)
+		}
+		accs, err := s.harborClient(t).Accessories(ctx, "wso2-dev", "am", s.digests[tag])
+		if err != nil || len(accs) != 1 || accs[0].Digest != sigs[tag] {
+			t.Errorf("the accessories of the kept %s: %v %v, want its signature", tag, accs, err)
+		}
+	}
+	rec := &harborflowv1.Deletion{}
+	if _, err := s.records.Get(ctx, event.Key("deleted", s.repo, atts["4.2.0.3.3"]), rec); err != nil || rec.GetState() != retention.StateDeleted ||
+		len(rec.GetManifests()) != 1 || !strings.HasPrefix(rec.GetReason(), "an accessory of deleted "+s.digests["4.2.0.3.3"]) {
+		t.Errorf("the record of the attestation of 4.2.0.3.3: %v %v", rec, err)
+	}
+}
+
+// TestAnAttestationLeftBehindGoesOnlyWhenRetentionDeletedItsSubject: a run recorded and made the deletion of
+// 4.2.0.3.3 and stopped before its attestation's; the next run deletes that attestation. The attestation of
+// an image a person deleted (retention has no record of it) is kept: never deleted alone.
+func TestAnAttestationLeftBehindGoesOnlyWhenRetentionDeletedItsSubject(t *testing.T) {
+	ctx := context.Background()
+	s := newStandIn(t)
+	_, byRetention := s.signAndAttest(t, "4.2.0.3.3")
+	_, byPerson := s.signAndAttest(t, "4.2.0.4.4")
+	d3, d4 := s.digests["4.2.0.3.3"], s.digests["4.2.0.4.4"]
+	// What the stopped run left: the record of 4.2.0.3.3, and 4.2.0.3.3 deleted. A person deletes 4.2.0.4.4.
+	if _, err := s.records.Create(ctx, event.Key("deleted", s.repo, d3), &harborflowv1.Deletion{Repository: s.repo, Digest: d3,
+		Tags: []string{"4.2.0.3.3"}, State: retention.StateDeleted, Reason: "older than the newest 2 of 4.2.0"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{d3, d4} {
+		if err := s.harborClient(t).DeleteArtifact(ctx, "wso2-dev", "am", d); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	out, err := s.replica(t, nil).Run(ctx, s.repo, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(out.GetDeleted(), func(a *harborflowv1.PrunedArtifact) bool { return a.GetDigest() == byRetention })
+	if i < 0 || out.GetDeleted()[i].GetReason() != "an accessory of deleted "+d3+" (by an earlier run)" {
+		t.Errorf("the attestation of 4.2.0.3.3: deleted %v", out.GetDeleted())
+	}
+	i = slices.IndexFunc(out.GetKept(), func(a *harborflowv1.PrunedArtifact) bool { return a.GetDigest() == byPerson })
+	if want := "an accessory of " + d4 + ", which is not in this repository: never deleted alone"; i < 0 || out.GetKept()[i].GetReason() != want {
+		t.Errorf("the attestation of 4.2.0.4.4: kept %v, want %q", out.GetKept(), want)
+	}
+	left := s.tags(t)
+	if left[byRetention] != nil || left[byPerson] == nil {
+		t.Errorf("left %v", left)
+	}
+}
+
+// harborClient is a Harbor API client of the stand-in, as its administrator.
+func (s *standIn) harborClient(t *testing.T) *harbor.Client {
+	t.Helper()
+	user, pass := s.harbor.Admin()
+	hc, err := harbor.New(harbor.Host{Name: s.harbor.Host(), Username: user, Password: secret.Secret(pass), PlainHTTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hc
+}
+
+func digestsInOrder(as []*harborflowv1.PrunedArtifact) []string {
+	out := make([]string, 0, len(as))
+	for _, a := range as {
+		out = append(out, a.GetDigest())
+	}
+	return out
+}
+
+func sorted(ss []string) []string {
+	out := slices.Clone(ss)
+	slices.Sort(out)
+	return out
 }

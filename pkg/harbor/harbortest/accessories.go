@@ -56,6 +56,20 @@ func accessoriesOf(repo *repoRecord, a *artifact) []*artifact {
 	return out
 }
 
+// dropAccessoriesLocked deletes the accessories of a, just deleted, silently, as Harbor's deleteDeeply does:
+// each with its tags, its children and its own accessories (a signature of a referrer). It returns their
+// digests, to forget in the backing registry.
+func (s *Server) dropAccessoriesLocked(repo *repoRecord, a *artifact) []string {
+	var gone []string
+	for _, acc := range accessoriesOf(repo, a) {
+		repo.remove(acc)
+		gone = append(gone, acc.Digest)
+		gone = append(gone, s.dropChildrenLocked(repo, acc)...)
+		gone = append(gone, s.dropAccessoriesLocked(repo, acc)...)
+	}
+	return gone
+}
+
 // accessoryJSON is an accessory as the API lists it (HARBOR.md §7.1).
 func accessoryJSON(repo *repoRecord, acc *artifact) map[string]any {
 	var subjectID int64

@@ -2,6 +2,7 @@ package harbortest_test
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -164,4 +165,90 @@ func TestCopyCarriesAccessories(t *testing.T) {
 	// The content came along: the registry serves the referrer at the destination.
 	want(t, raw(t, s, http.MethodGet, "/v2/prod/app/manifests/"+ref.Digest, admin, pass, nil,
 		"Accept", "application/vnd.oci.image.manifest.v1+json"), http.StatusOK)
+}
+
+// HARBOR.md §7.1, Harbor's deleteDeeply: deleting an artifact deletes its accessories, and theirs in turn —
+// a cosign signature by tag and a referrer, a signature of that referrer —, from the API and the registry.
+// An attestation pushed under cosign's tag sha256-<hex>.att is no accessory in Harbor (its cosign middleware
+// knows .sig only): a root of its own, listed with its tag, it stays.
+func TestDeletingAnArtifactTakesItsAccessoriesNotItsAttestation(t *testing.T) {
+	s := standIn(t, nil)
+	s.CreateProject(t, "p", false, nil)
+	src := registrytest.New(t)
+	img := src.PushImage(t, "src/app:1", registrytest.Image{})
+	sig := src.PushSignature(t, "src/app", img)
+	ref := src.PushReferrer(t, "src/app", "application/vnd.dev.cosign.artifact.sig.v1+json", img)
+	refSig := src.PushSignature(t, "src/app", ref)
+	att := src.PushAttestation(t, "src/app", img)
+	push(t, s, src, "src/app:1", "p/app:1")
+	push(t, s, src, "src/app:"+sig.Tag, "p/app:"+sig.Tag)
+	push(t, s, src, "src/app@"+ref.Digest, "p/app@"+ref.Digest)
+	push(t, s, src, "src/app:"+refSig.Tag, "p/app:"+refSig.Tag)
+	push(t, s, src, "src/app:"+att.Tag, "p/app:"+att.Tag)
+
+	const base = "/projects/p/repositories/app/artifacts"
+	roots := func() map[string][]string {
+		t.Helper()
+		var list []struct {
+			Digest string
+			Tags   []struct{ Name string }
+		}
+		call(t, s, http.MethodGet, base, admin, pass, nil).json(t, &list)
+		out := map[string][]string{}
+		for _, a := range list {
+			out[a.Digest] = []string{}
+			for _, tg := range a.Tags {
+				out[a.Digest] = append(out[a.Digest], tg.Name)
+			}
+		}
+		return out
+	}
+	if got := roots(); len(got) != 2 || got[img.Digest] == nil || !slices.Equal(got[att.Digest], []string{att.Tag}) {
+		t.Fatalf("roots before %v, want the image and its attestation", got)
+	}
+
+	want(t, call(t, s, http.MethodDelete, base+"/"+img.Digest, admin, pass, nil), http.StatusOK)
+	for what, d := range map[string]string{"the signature": sig.Digest, "the referrer": ref.Digest, "the referrer's signature": refSig.Digest} {
+		if a := call(t, s, http.MethodGet, base+"/"+d, admin, pass, nil); a.status != http.StatusNotFound {
+			t.Errorf("%s after its subject's deletion: %d %s", what, a.status, a.body)
+		}
+		if a := raw(t, s, http.MethodGet, "/v2/p/app/manifests/"+d, admin, pass, nil, "Accept", registrytest.MediaOCIManifest); a.status != http.StatusNotFound {
+			t.Errorf("the registry still serves %s: %d", what, a.status)
+		}
+	}
+	if got := roots(); len(got) != 1 || !slices.Equal(got[att.Digest], []string{att.Tag}) {
+		t.Errorf("roots after %v, want the attestation alone, with its tag", got)
+	}
+	want(t, raw(t, s, http.MethodGet, "/v2/p/app/manifests/"+att.Tag, admin, pass, nil, "Accept", registrytest.MediaOCIManifest), http.StatusOK)
+}
+
+// Harbor's deleteDeeply deletes an index's children with their own accessories: the signature of a platform
+// manifest (the rebuilder signs the index and each platform manifest) goes with the index.
+func TestDeletingAnIndexTakesItsChildrensSignatures(t *testing.T) {
+	s := standIn(t, nil)
+	s.CreateProject(t, "p", false, nil)
+	src := registrytest.New(t)
+	idx := src.PushIndex(t, "src/app:2", twoPlatforms())
+	sig := src.PushSignature(t, "src/app", idx)
+	childSig := src.PushSignature(t, "src/app", idx.Children[0])
+	push(t, s, src, "src/app:2", "p/app:2")
+	push(t, s, src, "src/app:"+sig.Tag, "p/app:"+sig.Tag)
+	push(t, s, src, "src/app:"+childSig.Tag, "p/app:"+childSig.Tag)
+
+	const base = "/projects/p/repositories/app/artifacts"
+	var child struct{ Accessories []accessoryJSON }
+	call(t, s, http.MethodGet, base+"/"+idx.Children[0].Digest+"?with_accessory=true", admin, pass, nil).json(t, &child)
+	if len(child.Accessories) != 1 || child.Accessories[0].Digest != childSig.Digest {
+		t.Fatalf("the platform manifest's accessories %+v, want its signature", child.Accessories)
+	}
+	want(t, call(t, s, http.MethodDelete, base+"/"+idx.Digest, admin, pass, nil), http.StatusOK)
+	for what, d := range map[string]string{"the index's signature": sig.Digest, "the platform manifest": idx.Children[0].Digest,
+		"the platform manifest's signature": childSig.Digest} {
+		if a := call(t, s, http.MethodGet, base+"/"+d, admin, pass, nil); a.status != http.StatusNotFound {
+			t.Errorf("%s after the index's deletion: %d %s", what, a.status, a.body)
+		}
+	}
+	if a := raw(t, s, http.MethodGet, "/v2/p/app/manifests/"+childSig.Digest, admin, pass, nil, "Accept", registrytest.MediaOCIManifest); a.status != http.StatusNotFound {
+		t.Errorf("the registry still serves the platform manifest's signature: %d", a.status)
+	}
 }

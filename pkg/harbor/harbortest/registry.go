@@ -449,28 +449,27 @@ func (s *Server) deleteArtifactLocked(c *call, p *project, repo *repoRecord, a *
 	}
 	ev := s.newEvent("DELETE_ARTIFACT", c, p, repo, a.Digest, a.eventTag())
 	repo.remove(a)
-	s.dropChildrenLocked(repo, a)
-	// The accessories go with their subject, silently (Harbor's deleteDeeply).
-	var gone []string
-	for _, acc := range accessoriesOf(repo, a) {
-		repo.remove(acc)
-		gone = append(gone, acc.Digest)
-	}
+	gone := slices.Concat(s.dropChildrenLocked(repo, a), s.dropAccessoriesLocked(repo, a))
 	repo.Updated = s.now()
 	_ = s.saveLocked()
 	return ev, append(gone, a.Digest), nil
 }
 
-// dropChildrenLocked deletes a's children that nothing refers to any more and that have no tag.
-func (s *Server) dropChildrenLocked(repo *repoRecord, a *artifact) {
+// dropChildrenLocked deletes a's children that nothing refers to any more and that have no tag, each with its
+// accessories (a platform manifest's signature), as Harbor's deleteDeeply. It returns the accessories'
+// digests, to forget in the backing registry.
+func (s *Server) dropChildrenLocked(repo *repoRecord, a *artifact) []string {
+	var gone []string
 	for _, ch := range a.Children {
 		c := repo.Artifacts[ch.Digest]
 		if c == nil || len(c.Tags) > 0 || repo.referenced(c.Digest) {
 			continue
 		}
 		repo.remove(c)
-		s.dropChildrenLocked(repo, c)
+		gone = append(gone, s.dropChildrenLocked(repo, c)...)
+		gone = append(gone, s.dropAccessoriesLocked(repo, c)...)
 	}
+	return gone
 }
 
 // forget deletes manifests of repository name from the backing registry; what the stand-in's state no longer

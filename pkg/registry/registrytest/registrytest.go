@@ -18,6 +18,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"encoding/pem"
@@ -707,10 +708,18 @@ func (r *Registry) PushSignature(t testing.TB, repo string, subject Pushed) Push
 	return r.pushCosign(t, repo, subject, "sig", layer, payload)
 }
 
-// PushAttestation pushes a cosign attestation of subject under sha256-<hex>.att: a DSSE envelope layer.
+// PushAttestation pushes a cosign attestation of subject under sha256-<hex>.att: a DSSE envelope layer whose
+// in-toto statement names subject, so that, as cosign's, the attestations of two images differ.
 func (r *Registry) PushAttestation(t testing.TB, repo string, subject Pushed) Pushed {
 	t.Helper()
-	envelope := mustJSON(t, map[string]any{"payloadType": "application/vnd.in-toto+json", "payload": "e30=", "signatures": []any{}})
+	stmt := mustJSON(t, map[string]any{
+		"_type":         "https://in-toto.io/Statement/v1",
+		"predicateType": "https://slsa.dev/provenance/v1",
+		"subject":       []any{map[string]any{"name": r.Host + "/" + repo, "digest": map[string]string{"sha256": strings.TrimPrefix(subject.Digest, "sha256:")}}},
+		"predicate":     map[string]any{},
+	})
+	envelope := mustJSON(t, map[string]any{"payloadType": "application/vnd.in-toto+json", "payload": base64.StdEncoding.EncodeToString(stmt),
+		"signatures": []any{}})
 	layer := desc(MediaDSSE, envelope)
 	layer["annotations"] = map[string]string{"predicateType": "https://slsa.dev/provenance/v0.2"}
 	return r.pushCosign(t, repo, subject, "att", layer, envelope)
