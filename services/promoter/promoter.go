@@ -609,6 +609,11 @@ func (p *Promoter) finishCopy(ctx context.Context, ch *chain, st *harborflowv1.P
 	case err != nil:
 		return nil, fault.Classify(fmt.Errorf("copying %s to %s: %w", st.GetDigest(), to.Name(), err))
 	}
+	if res.Attestation.Outcome == TagRefused {
+		p.log.Warn("the attestation at the destination was kept", zap.String(logging.FieldChain, ch.cfg.Name),
+			zap.String(logging.FieldDigest, st.GetDigest()), zap.String(logging.FieldRepository, to.Name()),
+			zap.String(logging.FieldTag, res.Attestation.Tag), zap.String(logging.FieldReason, res.Attestation.Reason))
+	}
 	entry := st.Reached[len(st.Reached)-1]
 	if n == 0 {
 		entry.Entered, entry.Tags = timestamppb.New(p.now()), res.Pointing()
