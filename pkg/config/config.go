@@ -288,6 +288,9 @@ type Gates struct {
 	MaxSeverity string `yaml:"max_severity"`
 	// Signed asks for a cosign signature of the digest.
 	Signed bool `yaml:"signed"`
+	// Provenance asks for a SLSA provenance attestation of the digest (cosign's sha256-<hex>.att, as the
+	// rebuilder writes it) that verifies with signing.public_keys and names a base from an allowed repository.
+	Provenance *ProvenanceGate `yaml:"provenance"`
 	// Labels are Harbor labels that must be on the artifact (a team's sign-off). Needs Harbor's API on the
 	// stage the image leaves.
 	Labels []string `yaml:"labels"`
@@ -299,6 +302,13 @@ type Gates struct {
 	NonRoot bool `yaml:"non_root"`
 	// AllowedPorts, when set, are the only ExposedPorts an image may have (9443/tcp); set and empty: none.
 	AllowedPorts []string `yaml:"allowed_ports"`
+}
+
+// ProvenanceGate is the provenance gate: what the image's verified provenance must say.
+type ProvenanceGate struct {
+	// Base are globs of registry/repository (pkg/glob): the repository of the base image the provenance names
+	// (registry.wso2.com/wso2-apim/am of registry.wso2.com/wso2-apim/am@sha256:…) must match one of them.
+	Base []string `yaml:"base"`
 }
 
 // DefaultScanTimeout is a promotion's scan_timeout when the file sets none.

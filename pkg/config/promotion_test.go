@@ -102,6 +102,30 @@ func TestValidatePromotionsNamesTheKey(t *testing.T) {
 		{"label gate leaving a registry without Harbor's API", func(p *config.Promotion, _ *[]config.Registry) {
 			p.Stages[1].Repository = "localhost:5000/wso2-staging/acme-am"
 		}, "promotions[0].stages[2].gates.labels: needs Harbor's API to read the artifact's labels in localhost:5000/wso2-staging/acme-am"},
+		{"provenance without a base", func(p *config.Promotion, _ *[]config.Registry) {
+			p.Stages[2].Gates.Provenance = &config.ProvenanceGate{}
+		}, "promotions[0].stages[2].gates.provenance.base: must list at least one glob of the base's registry/repository, e.g. registry.wso2.com/**"},
+		{"provenance with an empty base list", func(p *config.Promotion, _ *[]config.Registry) {
+			p.Stages[2].Gates.Provenance = &config.ProvenanceGate{Base: []string{}}
+		}, "promotions[0].stages[2].gates.provenance.base: must list at least one glob"},
+		{"provenance base with a tag", func(p *config.Promotion, _ *[]config.Registry) {
+			p.Stages[2].Gates.Provenance = &config.ProvenanceGate{Base: []string{"registry.wso2.com/**", "registry.wso2.com/wso2am:4.2.0"}}
+		}, `promotions[0].stages[2].gates.provenance.base[1]: must be a glob of registry/repository without a tag or digest, e.g. registry.wso2.com/**, not "registry.wso2.com/wso2am:4.2.0"`},
+		{"provenance base with a digest", func(p *config.Promotion, _ *[]config.Registry) {
+			p.Stages[2].Gates.Provenance = &config.ProvenanceGate{Base: []string{"registry.wso2.com/wso2am@sha256:" + strings.Repeat("a", 64)}}
+		}, "promotions[0].stages[2].gates.provenance.base[0]: must be a glob of registry/repository without a tag or digest"},
+		{"provenance base without a registry", func(p *config.Promotion, _ *[]config.Registry) {
+			p.Stages[2].Gates.Provenance = &config.ProvenanceGate{Base: []string{"**"}}
+		}, `promotions[0].stages[2].gates.provenance.base[0]: must be a glob of registry/repository without a tag or digest, e.g. registry.wso2.com/**, not "**"`},
+		{"provenance base empty", func(p *config.Promotion, _ *[]config.Registry) {
+			p.Stages[2].Gates.Provenance = &config.ProvenanceGate{Base: []string{""}}
+		}, `promotions[0].stages[2].gates.provenance.base[0]: must be a glob of registry/repository without a tag or digest, e.g. registry.wso2.com/**, not ""`},
+		{"provenance base twice", func(p *config.Promotion, _ *[]config.Registry) {
+			p.Stages[2].Gates.Provenance = &config.ProvenanceGate{Base: []string{"registry.wso2.com/**", "registry.wso2.com/**"}}
+		}, `promotions[0].stages[2].gates.provenance.base[1]: "registry.wso2.com/**" is already promotions[0].stages[2].gates.provenance.base[0]`},
+		{"provenance on the first stage", func(p *config.Promotion, _ *[]config.Registry) {
+			p.Stages[0].Gates.Provenance = &config.ProvenanceGate{Base: []string{"registry.wso2.com/**"}}
+		}, "promotions[0].stages[0].gates: must not be set on the first stage"},
 		{"scan gate when the host is listed without harbor: true", func(_ *config.Promotion, regs *[]config.Registry) {
 			*regs = []config.Registry{{Host: "harbor.acme.example"}}
 		}, "promotions[0].stages[1].gates.max_severity: needs Harbor's API to read its scans in harbor.acme.example/wso2-dev/acme-am"},
@@ -136,10 +160,10 @@ func TestValidatePromotionsAcceptsGatesThatNeedNoHarborAnywhere(t *testing.T) {
 	p := config.Promotion{Name: "oci", Stages: []config.PromotionStage{
 		{Repository: "localhost:5000/dev/app"},
 		{Repository: "localhost:5000/prod/app", Gates: config.Gates{Signed: true, MinAge: time.Hour, Approval: true,
-			NonRoot: true, AllowedPorts: []string{}}},
+			NonRoot: true, AllowedPorts: []string{}, Provenance: &config.ProvenanceGate{Base: []string{"registry.wso2.com/**", "localhost:5000/base/*"}}}},
 	}}
 	if _, err := config.ValidatePromotions([]config.Promotion{p}, nil); err != nil {
-		t.Errorf("signed, min_age, approval, non_root and allowed_ports read the image, not Harbor: %v", err)
+		t.Errorf("signed, provenance, min_age, approval, non_root and allowed_ports read the image, not Harbor: %v", err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,5 +53,47 @@ func TestSigning(t *testing.T) {
 		if _, err := config.Load(p, event.StageRebuilder); err == nil || !strings.Contains(err.Error(), strings.Replace(tc.want, "h.yaml", "bad.yaml", 1)) {
 			t.Errorf("%q: %v; want %q", tc.yaml, err, tc.want)
 		}
+	}
+}
+
+// TestGatesThatVerifyNeedPublicKeys: signed and provenance verify against signing.public_keys; config check
+// refuses either without them, naming the file, the line and the key, and accepts them with a key listed.
+func TestGatesThatVerifyNeedPublicKeys(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "cosign.pub"), "x")
+	const chain = `registries:
+  - host: harbor.acme.example
+    harbor: true
+promotions:
+  - name: acme-am
+    stages:
+      - repository: harbor.acme.example/wso2-dev/acme-am
+      - repository: harbor.acme.example/wso2-prod/acme-am
+        gates:
+          %s
+`
+	for _, tc := range []struct{ gate, want string }{
+		{"signed: true", "h.yaml:10: promotions[0].stages[1].gates.signed: needs signing.public_keys"},
+		{"provenance: {base: [registry.wso2.com/**]}", "h.yaml:10: promotions[0].stages[1].gates.provenance: needs signing.public_keys: " +
+			"the gate verifies the provenance attestation against them"},
+	} {
+		file := fmt.Sprintf(chain, tc.gate)
+		p := writeFile(t, filepath.Join(dir, "h.yaml"), file)
+		if _, err := config.Load(p, event.StagePromoter); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s without public keys: %v\nwant %q", tc.gate, err, tc.want)
+		}
+		p = writeFile(t, filepath.Join(dir, "h.yaml"), file+"signing:\n  public_keys: [cosign.pub]\n")
+		if c, err := config.Load(p, event.StagePromoter); err != nil {
+			t.Errorf("%s with a public key: %v", tc.gate, err)
+		} else if g := c.Promotions[0].Stages[1].Gates; strings.HasPrefix(tc.gate, "provenance") &&
+			(g.Provenance == nil || strings.Join(g.Provenance.Base, ",") != "registry.wso2.com/**") {
+			t.Errorf("provenance read as %+v", g.Provenance)
+		}
+	}
+	// An empty base list is refused at load too.
+	p := writeFile(t, filepath.Join(dir, "h.yaml"), fmt.Sprintf(chain, "provenance: {base: []}")+"signing:\n  public_keys: [cosign.pub]\n")
+	if _, err := config.Load(p, event.StagePromoter); err == nil ||
+		!strings.Contains(err.Error(), "h.yaml:10: promotions[0].stages[1].gates.provenance.base: must list at least one glob") {
+		t.Errorf("provenance: {base: []}: %v", err)
 	}
 }

@@ -151,6 +151,10 @@ func (l *loader) validate(c *Config) error {
 				l.fail(fmt.Sprintf("promotions[%d].stages[%d].gates.signed", i, j),
 					"needs signing.public_keys: the gate verifies signatures against them, it does not only look for one")
 			}
+			if st.Gates.Provenance != nil && len(c.Signing.PublicKeys) == 0 {
+				l.fail(fmt.Sprintf("promotions[%d].stages[%d].gates.provenance", i, j),
+					"needs signing.public_keys: the gate verifies the provenance attestation against them, it does not only look for one")
+			}
 		}
 	}
 
@@ -420,6 +424,9 @@ func (l *loader) validateGates(key string, g Gates, from string, harborHosts map
 		}
 		seen[p] = i
 	}
+	if g.Provenance != nil {
+		l.validateProvenanceGate(key+".provenance", *g.Provenance)
+	}
 	ref, err := imageref.ParseRepository(from)
 	if err != nil || harborHosts[ref.Registry] {
 		return // a bad repository is reported at its own key
@@ -435,7 +442,32 @@ func (l *loader) validateGates(key string, g Gates, from string, harborHosts map
 	}
 }
 
+// validateProvenanceGate checks the provenance gate at key: at least one glob of registry/repository, each
+// once. A glob with a tag or a digest, or without a registry, would never match a base's repository.
+func (l *loader) validateProvenanceGate(key string, g ProvenanceGate) {
+	if len(g.Base) == 0 {
+		l.fail(key+".base", "must list at least one glob of the base's registry/repository, e.g. registry.wso2.com/**")
+		return
+	}
+	seen := map[string]int{}
+	for i, b := range g.Base {
+		bk := fmt.Sprintf("%s.base[%d]", key, i)
+		host, rest, _ := strings.Cut(b, "/")
+		_, err := glob.Compile(b)
+		switch {
+		case err != nil || host == "" || rest == "" || strings.Contains(rest, ":") || strings.Contains(b, "@"):
+			l.fail(bk, fmt.Sprintf("must be a glob of registry/repository without a tag or digest, e.g. registry.wso2.com/**, not %q", b))
+		default:
+			if j, dup := seen[b]; dup {
+				l.fail(bk, fmt.Sprintf("%q is already %s.base[%d]", b, key, j))
+			}
+		}
+		seen[b] = i
+	}
+}
+
 // set reports whether any gate is set.
 func (g Gates) set() bool {
-	return g.MaxSeverity != "" || g.Signed || g.Labels != nil || g.MinAge != 0 || g.Approval || g.NonRoot || g.AllowedPorts != nil
+	return g.MaxSeverity != "" || g.Signed || g.Provenance != nil || g.Labels != nil || g.MinAge != 0 || g.Approval || g.NonRoot ||
+		g.AllowedPorts != nil
 }

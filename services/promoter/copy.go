@@ -17,6 +17,14 @@ package promoter
 // tag; a 412 from the copy API (a carried tag protected by an immutable rule) falls back to it as well, and
 // the tags are then placed one by one, where the protected one is reported.
 //
+// Attestations. Harbor's copy carries accessories, and Harbor counts as accessories only cosign's signature tag
+// sha256-<hex>.sig and OCI referrers (goharbor/harbor src/server/middleware/cosign/cosign.go): cosign's
+// attestation tag sha256-<hex>.att is an ordinary root artifact there, which the copy leaves behind. So before
+// Harbor's copy carries the image, the source's .att (when it has one) is copied under its tag with a copy
+// API call of its own, unless the destination's .att is the same manifest already: the image at the
+// destination therefore means its attestation is there, and a redelivery after a crash at any step finds the
+// same. The registry copy carries .att with the other cosign digest tags (registry.WithReferrers).
+//
 // How a tag moves. Each tag is put with a registry PUT of the image's own manifest under the tag
 // (registry.Client.Tag), in Harbor and elsewhere alike: Harbor treats it as a push, so it moves an existing
 // tag in one step (its POST …/tags refuses any existing tag with 409, and delete-then-create leaves a moment
@@ -42,6 +50,7 @@ import (
 	"github.com/harborflow/harborflow/pkg/harbor"
 	"github.com/harborflow/harborflow/pkg/imagetag"
 	"github.com/harborflow/harborflow/pkg/registry"
+	"github.com/harborflow/harborflow/pkg/signature"
 )
 
 // Copier copies images between the stages of a chain and points tags at them.
@@ -126,6 +135,10 @@ type CopyResult struct {
 	Method CopyMethod
 	// Tags are the unique tag's result, then each rolling tag's, in order.
 	Tags []TagResult
+	// Attestation is what happened to the source's cosign attestation tag (sha256-<hex>.att) when Harbor's copy
+	// carried the image: moved, already there, or refused by an immutable rule (the destination keeps its own,
+	// and the promotion goes on); zero when the source has none or Harbor's copy was not used.
+	Attestation TagResult
 }
 
 // Blocked returns a readable reason when a tag the copy must move is protected by an immutable rule; "" when
@@ -177,11 +190,11 @@ func (c *Copier) Copy(ctx context.Context, req CopyRequest) (CopyResult, error) 
 	if err != nil {
 		return res, err
 	}
-	method, carried, err := c.copyImage(ctx, req, dst)
+	method, carried, att, err := c.copyImage(ctx, req, dst)
 	if err != nil {
 		return res, err
 	}
-	res.Copied, res.Method = method != CopyNone, method
+	res.Copied, res.Method, res.Attestation = method != CopyNone, method, att
 	put := func(tag string, rolling bool) (TagResult, error) {
 		look := slices.Contains(carried, tag) || slices.Contains(dst.tags, tag) && (!rolling || dst.newer || dst.present)
 		tr, err := c.putTag(ctx, req, tag, rolling, look, dst)
@@ -279,33 +292,76 @@ func (c *Copier) harbor(req CopyRequest) *harbor.Client {
 	return c.Harbors[req.To.Registry]
 }
 
-// copyImage puts the image at the destination unless it is there, and says how, and which tags Harbor's copy
-// placed at the destination.
-func (c *Copier) copyImage(ctx context.Context, req CopyRequest, dst *destination) (CopyMethod, []string, error) {
+// copyImage puts the image at the destination unless it is there, and says how, which tags Harbor's copy
+// placed at the destination, and what became of the attestation tag when Harbor's copy was used.
+func (c *Copier) copyImage(ctx context.Context, req CopyRequest, dst *destination) (CopyMethod, []string, TagResult, error) {
+	var att TagResult
 	if dst.present {
-		return CopyNone, nil, nil
+		return CopyNone, nil, att, nil
 	}
 	if hc := c.harbor(req); hc != nil {
 		carried, ok, err := c.harborCopySafe(ctx, req, dst)
 		if err != nil {
-			return CopyNone, nil, err
+			return CopyNone, nil, att, err
 		}
 		if ok {
+			// The attestation first: the image at the destination means its attestation is there too.
+			if att, err = c.copyAttestation(ctx, hc, req, dst); err != nil {
+				return CopyNone, nil, att, err
+			}
 			project, repo := splitRepository(req.To.Repository)
 			err := hc.CopyArtifact(ctx, project, repo, req.From.Repository+"@"+req.Digest)
 			switch {
 			case err == nil:
-				return CopyHarbor, carried, nil
+				return CopyHarbor, carried, att, nil
 			case !errors.Is(err, harbor.ErrPrecondition):
-				return CopyNone, nil, err
+				return CopyNone, nil, att, err
 			}
 			// A carried tag is immutable at the destination: copy without tags, and report it below.
 		}
 	}
 	if err := c.Registry.Copy(ctx, req.From.String()+"@"+req.Digest, dst.repo, registry.WithReferrers()); err != nil {
-		return CopyNone, nil, err
+		return CopyNone, nil, att, err
 	}
-	return CopyRegistry, nil, nil
+	return CopyRegistry, nil, att, nil
+}
+
+// attestationTag is cosign's attestation tag of digest: sha256-<hex>.att.
+func attestationTag(digest string) string {
+	return strings.Replace(digest, ":", "-", 1) + signature.AttestationTagSuffix
+}
+
+// copyAttestation copies the source's attestation tag of the image to the destination with Harbor's copy API
+// (by tag, so that the copy carries the tag), unless the source has none or the destination's is the same
+// manifest. An immutable rule protecting a different one at the destination is reported, not an error: the
+// destination keeps its own.
+func (c *Copier) copyAttestation(ctx context.Context, hc *harbor.Client, req CopyRequest, dst *destination) (TagResult, error) {
+	tag := attestationTag(req.Digest)
+	tr := TagResult{Tag: tag}
+	src, err := c.Registry.Resolve(ctx, req.From.String()+":"+tag)
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return TagResult{}, nil // not attested: nothing to carry
+	case err != nil:
+		return tr, fmt.Errorf("looking for the attestation of %s in %s: %w", req.Digest, req.From, err)
+	}
+	if cur, err := c.Registry.Resolve(ctx, dst.repo+":"+tag); err == nil && cur.Digest == src.Digest {
+		tr.Outcome = TagAlreadyThere
+		return tr, nil
+	} else if err != nil && !errors.Is(err, registry.ErrNotFound) {
+		return tr, fmt.Errorf("looking for the attestation of %s in %s: %w", req.Digest, dst.repo, err)
+	}
+	project, repo := splitRepository(req.To.Repository)
+	err = hc.CopyArtifact(ctx, project, repo, req.From.Repository+":"+tag)
+	switch {
+	case errors.Is(err, harbor.ErrPrecondition):
+		tr.Outcome, tr.Reason = TagRefused, "tag "+tag+" is protected by an immutable rule in "+req.To.Repository+": its attestation there is kept"
+		return tr, nil
+	case err != nil:
+		return tr, fmt.Errorf("copying the attestation %s to %s: %w", tag, req.To, err)
+	}
+	tr.Outcome = TagMoved
+	return tr, nil
 }
 
 // harborCopySafe reports whether Harbor's copy, which carries every tag of the source root, would move only

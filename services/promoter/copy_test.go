@@ -15,9 +15,12 @@ import (
 
 	"github.com/harborflow/harborflow/pkg/harbor"
 	"github.com/harborflow/harborflow/pkg/harbor/harbortest"
+	"github.com/harborflow/harborflow/pkg/imageref"
+	"github.com/harborflow/harborflow/pkg/provenance"
 	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
 	"github.com/harborflow/harborflow/pkg/secret"
+	"github.com/harborflow/harborflow/pkg/signature"
 	"github.com/harborflow/harborflow/services/promoter"
 )
 
@@ -153,6 +156,9 @@ func TestCopyWithinHarbor(t *testing.T) {
 	}
 	if !res.Copied || res.Method != promoter.CopyHarbor {
 		t.Errorf("copied %v by %q, want Harbor's copy API", res.Copied, res.Method)
+	}
+	if res.Attestation != (promoter.TagResult{}) {
+		t.Errorf("attestation %+v for an image without one", res.Attestation)
 	}
 	if got := res.Pointing(); !slices.Equal(got, []string{"4.2.0.16.3", "4.2.0", "latest"}) || res.Blocked() != "" ||
 		slices.ContainsFunc(res.Tags, func(r promoter.TagResult) bool { return r.Outcome != promoter.TagMoved }) {
@@ -316,5 +322,176 @@ func TestCopyResumes(t *testing.T) {
 		if d := e.digestOf(t, "staging/mi:"+tag); d != img.Digest {
 			t.Errorf("%s is %s", tag, d)
 		}
+	}
+}
+
+// attTag is cosign's attestation tag of digest.
+func attTag(digest string) string { return strings.Replace(digest, ":", "-", 1) + ".att" }
+
+// attest attests image (registry/repository@digest) with signer as the rebuilder does: harborflow's SLSA
+// provenance of a build on base (registry/repository@digest).
+func attest(t *testing.T, rc *registry.Client, signer *signature.Signer, image, base string) {
+	t.Helper()
+	r, err := imageref.Parse(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	st, err := provenance.Statement(provenance.Build{Image: r.Name(), Digest: r.Digest, Recipe: "am", Builder: "overlay",
+		Tag: "4.2.0.16.3", Base: "registry.wso2.com/wso2-apim/am:4.2.0", BaseImage: base, EventID: "evt-1", Version: "test",
+		Started: at, Finished: at.Add(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := signer.Attest(ctxT(t), rc, image, st); err != nil {
+		t.Fatalf("attesting %s: %v", image, err)
+	}
+}
+
+// wso2Base is the base the tests' provenance names.
+var wso2Base = "registry.wso2.com/wso2-apim/am@sha256:" + strings.Repeat("b", 64)
+
+// newSigner is a new signing key.
+func newSigner(t *testing.T) *signature.Signer {
+	t.Helper()
+	s, err := signature.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// pushesOf counts the PUSH_ARTIFACT deliveries of project staging so far that carry tag.
+func (e *env) pushesOf(t *testing.T, tag string) int {
+	t.Helper()
+	if err := e.h.WaitDeliveries(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, d := range e.h.Deliveries() {
+		if d.Event.Type == "PUSH_ARTIFACT" && d.Attempt == 1 && d.Event.Tag == tag {
+			n++
+		}
+	}
+	return n
+}
+
+// TestCopyWithinHarborCarriesTheAttestation: Harbor's copy carries a cosign signature (an accessory there) but
+// not cosign's attestation tag, an ordinary root artifact in Harbor. The copier copies the attestation first,
+// by tag; in staging both verify against the promoted digest, and the attestation is the same manifest as in
+// dev. A second run (a redelivery) copies and fires nothing.
+func TestCopyWithinHarborCarriesTheAttestation(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	idx := e.src.PushIndex(t, "wso2/am:4.2.0.16.3", registrytest.Index{Images: []registrytest.Image{
+		{Platform: "linux/amd64"}, {Platform: "linux/arm64"}}})
+	e.push(t, idx, "dev/am", "4.2.0.16.3", "latest")
+	signer := newSigner(t)
+	dev := e.h.Host() + "/dev/am@" + idx.Digest
+	if _, err := signer.Sign(ctx, e.rc, dev); err != nil {
+		t.Fatal(err)
+	}
+	attest(t, e.rc, signer, dev, wso2Base)
+
+	res, err := e.copier.Copy(ctx, e.req("am", idx.Digest, "4.2.0.16.3", "latest"))
+	if err != nil {
+		t.Fatalf("Copy: %v", err)
+	}
+	if res.Method != promoter.CopyHarbor || res.Attestation.Outcome != promoter.TagMoved || res.Attestation.Tag != attTag(idx.Digest) {
+		t.Errorf("copied by %q, attestation %+v; want Harbor's copy and the attestation moved", res.Method, res.Attestation)
+	}
+	staging := e.h.Host() + "/staging/am@" + idx.Digest
+	keys := []*signature.Verifier{signer.Verifier()}
+	if err := signature.Verify(ctx, e.rc, staging, keys); err != nil {
+		t.Errorf("the signature in staging: %v", err)
+	}
+	st, err := signature.VerifyAttestation(ctx, e.rc, staging, keys, provenance.PredicateType)
+	if err != nil {
+		t.Fatalf("the attestation in staging: %v", err)
+	}
+	if b, err := provenance.Parse(st); err != nil || b.Digest != idx.Digest || b.BaseImage != wso2Base {
+		t.Errorf("the provenance in staging: %+v, %v", b, err)
+	}
+	if d := e.digestOf(t, "staging/am:"+attTag(idx.Digest)); d != e.digestOf(t, "dev/am:"+attTag(idx.Digest)) {
+		t.Errorf("staging's attestation is %s, not dev's manifest", d)
+	}
+	// Harbor lists the signature as the index's accessory, and the attestation as an artifact of its own.
+	if acc, err := e.hc.Accessories(ctx, "staging", "am", idx.Digest); err != nil || len(acc) != 1 {
+		t.Errorf("accessories at staging: %v, %v; want the signature only", acc, err)
+	}
+	if n := e.pushesOf(t, attTag(idx.Digest)); n != 1 {
+		t.Errorf("%d PUSH_ARTIFACT for the attestation in staging, want 1", n)
+	}
+
+	before := e.pushes(t)
+	res, err = e.copier.Copy(ctx, e.req("am", idx.Digest, "4.2.0.16.3", "latest"))
+	if err != nil || res.Copied || res.Attestation != (promoter.TagResult{}) {
+		t.Errorf("second run: %v, copied %v, attestation %+v", err, res.Copied, res.Attestation)
+	}
+	if after := e.pushes(t); after != before {
+		t.Errorf("second run fired %d PUSH_ARTIFACT", after-before)
+	}
+}
+
+// TestCopyResumesAfterTheAttestation: a run cut short after the attestation's copy (a crash before the image's)
+// finishes on the next run without copying the attestation again.
+func TestCopyResumesAfterTheAttestation(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	img := e.src.PushImage(t, "wso2/am:4.2.0.16.3", registrytest.Image{})
+	e.push(t, img, "dev/am", "4.2.0.16.3")
+	signer := newSigner(t)
+	attest(t, e.rc, signer, e.h.Host()+"/dev/am@"+img.Digest, wso2Base)
+	// What the first run did before it died.
+	if err := e.hc.CopyArtifact(ctx, "staging", "am", "dev/am:"+attTag(img.Digest)); err != nil {
+		t.Fatal(err)
+	}
+
+	res, err := e.copier.Copy(ctx, e.req("am", img.Digest, "4.2.0.16.3"))
+	if err != nil {
+		t.Fatalf("Copy: %v", err)
+	}
+	if !res.Copied || res.Method != promoter.CopyHarbor || res.Attestation.Outcome != promoter.TagAlreadyThere {
+		t.Errorf("copied %v by %q, attestation %+v; want the image copied and the attestation found there", res.Copied, res.Method, res.Attestation)
+	}
+	if n := e.pushesOf(t, attTag(img.Digest)); n != 1 {
+		t.Errorf("%d PUSH_ARTIFACT for the attestation in staging, want the first run's only", n)
+	}
+	if _, err := signature.VerifyAttestation(ctx, e.rc, e.h.Host()+"/staging/am@"+img.Digest, []*signature.Verifier{signer.Verifier()},
+		provenance.PredicateType); err != nil {
+		t.Errorf("the attestation in staging: %v", err)
+	}
+}
+
+// TestCopyKeepsAnImmutableAttestation: staging already has another attestation tag of the digest, protected
+// by an immutable rule. Harbor refuses to move it; the copier reports that and promotes the image all the
+// same, leaving staging's attestation as it was.
+func TestCopyKeepsAnImmutableAttestation(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	img := e.src.PushImage(t, "wso2/am:4.2.0.16.3", registrytest.Image{})
+	e.push(t, img, "dev/am", "4.2.0.16.3")
+	attest(t, e.rc, newSigner(t), e.h.Host()+"/dev/am@"+img.Digest, wso2Base)
+	attest(t, e.rc, newSigner(t), e.h.Host()+"/staging/am@"+img.Digest, wso2Base)
+	kept := e.digestOf(t, "staging/am:"+attTag(img.Digest))
+	if _, err := e.hc.CreateImmutableRule(ctx, "staging", harbor.ImmutableRule{Action: "immutable", Template: "immutable_template",
+		TagSelectors:   []harbor.Selector{{Kind: "doublestar", Decoration: "matches", Pattern: "*.att"}},
+		ScopeSelectors: map[string][]harbor.Selector{"repository": {{Kind: "doublestar", Decoration: "repoMatches", Pattern: "**"}}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	res, err := e.copier.Copy(ctx, e.req("am", img.Digest, "4.2.0.16.3"))
+	if err != nil {
+		t.Fatalf("Copy: %v", err)
+	}
+	if !res.Copied || res.Blocked() != "" || res.Attestation.Outcome != promoter.TagRefused ||
+		!strings.Contains(res.Attestation.Reason, "immutable rule in staging/am") {
+		t.Errorf("copied %v, blocked %q, attestation %+v", res.Copied, res.Blocked(), res.Attestation)
+	}
+	if d := e.digestOf(t, "staging/am:4.2.0.16.3"); d != img.Digest {
+		t.Errorf("staging/am:4.2.0.16.3 is %s", d)
+	}
+	if d := e.digestOf(t, "staging/am:"+attTag(img.Digest)); d != kept {
+		t.Errorf("staging's protected attestation moved to %s", d)
 	}
 }

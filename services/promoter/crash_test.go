@@ -17,14 +17,17 @@ import (
 	"github.com/harborflow/harborflow/pkg/bus/bustest"
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/provenance"
 	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
+	"github.com/harborflow/harborflow/pkg/signature"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
 	"github.com/harborflow/harborflow/services/promoter"
 )
 
 // The crash test stops a promotion at each write it sends the registry — the rolling tags in the first stage,
-// each blob, the manifest, the unique tag, each rolling tag in the next — in two ways, and redelivers its trigger to another process (a promoter of its own
+// each blob, the signature's and the attestation's manifests, the image's manifest, the unique tag, each
+// rolling tag in the next — in two ways, and redelivers its trigger to another process (a promoter of its own
 // on the same buckets and registry), as JetStream does after a crash:
 //
 //   - exit-before: the process dies while the request is on its way: the registry never sees it;
@@ -33,7 +36,8 @@ import (
 // A dead process's request never returns and its NATS connection is closed: it writes no more state and no
 // longer renews its turn of the destination repository, which the redelivery takes over once the lease runs
 // out. Every case must end like a promotion nothing stopped: the image in the next stage under its unique tag
-// and every rolling tag, the state done, one image.promoted (the same id), and never a dead letter.
+// and every rolling tag with its signature and attestation verifying there, the state done, one image.promoted
+// (the same id), and never a dead letter.
 
 // processHeader marks the requests of the process that dies.
 const processHeader = "X-Test-Process"
@@ -97,20 +101,33 @@ type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
-// crashFixture is a registry and NATS; each case pushes the image into a first stage of its own.
+// crashFixture is a registry and NATS; each case pushes the image into a first stage of its own, signed and
+// attested there by signer, so that the signature and the attestation are among the writes a crash stops.
 type crashFixture struct {
 	t      *testing.T
 	js     *bustest.Server
 	reg    *registrytest.Registry
 	pushed registrytest.Pushed
+	signer *signature.Signer
 }
 
 // image is what every case promotes.
 var crashImage = registrytest.Image{User: "802", Layer: "15", Labels: map[string]string{"update_level": "15"}}
 
-// push pushes the image into name-dev/am:4.2.0.15, the first stage of the case name.
+// push pushes the image into name-dev/am:4.2.0.15, the first stage of the case name, and signs and attests it
+// there.
 func (f *crashFixture) push(t *testing.T, name string) {
 	f.pushed = f.reg.PushImage(t, name+"-dev/am:4.2.0.15", crashImage)
+	rc, err := registry.New([]registry.Host{f.reg.Settings()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	img := f.reg.Ref(name + "-dev/am@" + f.pushed.Digest)
+	if _, err := f.signer.Sign(context.Background(), rc, img); err != nil {
+		t.Fatal(err)
+	}
+	attest(t, rc, f.signer, img, wso2Base)
 }
 
 // process is a promoter of its own (registry client, NATS connection) for the chain name-dev/am → name/am; its
@@ -208,8 +225,15 @@ func (f *crashFixture) check(t *testing.T, p *promoter.Promoter, name string, pr
 			}
 		}
 	}
-	if tags, err := rc.Tags(ctx, f.reg.Ref(name+"/am")); err != nil || len(tags) != 3 {
-		t.Errorf("%s/am tags %v %v, want three", name, tags, err)
+	if tags, err := rc.Tags(ctx, f.reg.Ref(name+"/am")); err != nil || len(tags) != 5 {
+		t.Errorf("%s/am tags %v %v, want three and the signature's and the attestation's", name, tags, err)
+	}
+	img, keys := f.reg.Ref(name+"/am@"+f.pushed.Digest), []*signature.Verifier{f.signer.Verifier()}
+	if err := signature.Verify(ctx, rc, img, keys); err != nil {
+		t.Errorf("the signature of %s: %v", img, err)
+	}
+	if _, err := signature.VerifyAttestation(ctx, rc, img, keys, provenance.PredicateType); err != nil {
+		t.Errorf("the attestation of %s: %v", img, err)
 	}
 	want := event.PromotedID(name, f.pushed.Digest, "dev", "next")
 	if len(promoted) == 0 || slices.ContainsFunc(promoted, func(m *bus.Message) bool { return m.ID != want }) {
@@ -235,7 +259,7 @@ func (f *crashFixture) check(t *testing.T, p *promoter.Promoter, name string, pr
 // TestPromotionCrashAtEveryWriteStep: see the comment at the top of this file.
 func TestPromotionCrashAtEveryWriteStep(t *testing.T) {
 	steps := &crashSteps{}
-	f := &crashFixture{t: t, js: bustest.Start(t)}
+	f := &crashFixture{t: t, js: bustest.Start(t), signer: newSigner(t)}
 	f.reg = registrytest.New(t, registrytest.WithMiddleware(steps.wrap))
 
 	// The promotion nothing stops, and the writes it makes.

@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/harborflow/harborflow/pkg/config"
+	"github.com/harborflow/harborflow/pkg/glob"
 	"github.com/harborflow/harborflow/pkg/harbor"
+	"github.com/harborflow/harborflow/pkg/imageref"
 )
 
 // Verdict is what a gate (or all of them) says about entering a stage.
@@ -86,6 +88,12 @@ type Facts struct {
 	// says why not, when it does not (no signature, tampered, another key).
 	Signed           bool
 	SignatureProblem string
+	// BaseImage is the base the digest was built on, registry/repository@digest, as its SLSA provenance
+	// attestation (cosign's sha256-<hex>.att) names it once verified with a configured public key and found to be
+	// about the digest; ProvenanceProblem says why there is none (no attestation, tampered, another key, not
+	// harborflow's provenance).
+	BaseImage         string
+	ProvenanceProblem string
 	// Labels are the Harbor labels on the artifact.
 	Labels []string
 	// Entered is when the digest entered the stage it is leaving.
@@ -105,7 +113,7 @@ type Target struct {
 
 // GateResult is one gate's verdict, why, and what would unblock it.
 type GateResult struct {
-	// Name is the gate's key: max_severity, signed, labels, min_age, approval, non_root, allowed_ports.
+	// Name is the gate's key: max_severity, signed, provenance, labels, min_age, approval, non_root, allowed_ports.
 	Name    string
 	Verdict Verdict
 	Reason  string
@@ -146,6 +154,9 @@ func Evaluate(t Target, f Facts) Evaluation {
 	}
 	if g.Signed {
 		add(signed(f), time.Time{})
+	}
+	if g.Provenance != nil {
+		add(provenanceGate(*g.Provenance, f), time.Time{})
 	}
 	if len(g.Labels) > 0 {
 		add(labels(g.Labels, f), time.Time{})
@@ -281,6 +292,42 @@ func signed(f Facts) GateResult {
 	}
 	return GateResult{Name: "signed", Verdict: Blocked, Reason: reason,
 		Unblock: fmt.Sprintf("sign it with a key of signing.public_keys: cosign sign --key cosign.key <repository>@%s", f.Digest)}
+}
+
+// provenanceGate passes when the digest's verified provenance names a base whose repository (registry/repository)
+// matches one of g.Base. A missing attestation blocks, as a missing signature does: someone has to attest it.
+func provenanceGate(g config.ProvenanceGate, f Facts) GateResult {
+	const name = "provenance"
+	if f.BaseImage == "" {
+		reason := f.ProvenanceProblem
+		if reason == "" {
+			reason = "no SLSA provenance attestation for " + short(f.Digest)
+		}
+		return GateResult{Name: name, Verdict: Blocked, Reason: reason,
+			Unblock: "rebuild it with harborflow with signing.key set (the rebuilder attests what it builds), or attest it with a key of " +
+				"signing.public_keys: cosign attest --key cosign.key --type slsaprovenance1 --predicate provenance.json <repository>@" + f.Digest}
+	}
+	base, err := imageref.Parse(f.BaseImage)
+	if err != nil || base.Digest == "" {
+		return GateResult{Name: name, Verdict: Blocked,
+			Reason:  fmt.Sprintf("the provenance of %s names base %q, not registry/repository@digest", short(f.Digest), f.BaseImage),
+			Unblock: "a build whose provenance names its base by digest (harborflow's rebuilder writes it so)"}
+	}
+	allowed, err := glob.CompileAll(g.Base)
+	if err != nil || len(allowed) == 0 { // config check refuses it; fail closed anyway
+		return GateResult{Name: name, Verdict: Blocked, Reason: fmt.Sprintf("provenance.base %q is not a list of globs", g.Base),
+			Unblock: "fix provenance.base in the configuration"}
+	}
+	for _, p := range allowed {
+		if p.Match(base.Name()) {
+			return GateResult{Name: name, Verdict: Passed,
+				Reason: fmt.Sprintf("provenance verified: built on %s@%s, allowed by %s", base.Name(), short(base.Digest), p)}
+		}
+	}
+	list := strings.Join(g.Base, ", ")
+	return GateResult{Name: name, Verdict: Blocked,
+		Reason:  fmt.Sprintf("base %s is not from an allowed repository: allowed %s", base.Name(), list),
+		Unblock: fmt.Sprintf("a build on a base from %s (or add %s to provenance.base)", list, base.Name())}
 }
 
 func labels(want []string, f Facts) GateResult {

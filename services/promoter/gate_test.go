@@ -314,14 +314,71 @@ func TestOverallVerdictAndNext(t *testing.T) {
 	}
 }
 
+func TestProvenance(t *testing.T) {
+	wso2 := config.Gates{Provenance: &config.ProvenanceGate{Base: []string{"registry.wso2.com/**", "harbor.acme.example/base/jdk-*"}}}
+	baseDigest := "sha256:" + strings.Repeat("c", 64)
+	builtOn := func(base string) func(f *promoter.Facts) {
+		return func(f *promoter.Facts) { f.BaseImage = base }
+	}
+	attest := "cosign attest --key cosign.key --type slsaprovenance1 --predicate provenance.json <repository>@" + index
+	runGateCases(t, "provenance", []gateCase{
+		{name: "base from an allowed registry", gates: wso2, change: builtOn("registry.wso2.com/wso2-apim/am@" + baseDigest),
+			verdict: promoter.Passed,
+			reason:  "provenance verified: built on registry.wso2.com/wso2-apim/am@sha256:cccccccccccc, allowed by registry.wso2.com/**"},
+		{name: "base matching the second glob", gates: wso2, change: builtOn("harbor.acme.example/base/jdk-21@" + baseDigest),
+			verdict: promoter.Passed,
+			reason:  "provenance verified: built on harbor.acme.example/base/jdk-21@sha256:cccccccccccc, allowed by harbor.acme.example/base/jdk-*"},
+		{name: "base from another repository", gates: wso2, change: builtOn("docker.io/library/eclipse-temurin@" + baseDigest),
+			verdict: promoter.Blocked,
+			reason:  "base docker.io/library/eclipse-temurin is not from an allowed repository: allowed registry.wso2.com/**, harbor.acme.example/base/jdk-*",
+			unblock: "or add docker.io/library/eclipse-temurin to provenance.base"},
+		{name: "a glob matches within one path segment only", gates: wso2, change: builtOn("harbor.acme.example/base/jdk-21/extra@" + baseDigest),
+			verdict: promoter.Blocked,
+			reason:  "base harbor.acme.example/base/jdk-21/extra is not from an allowed repository: allowed registry.wso2.com/**, harbor.acme.example/base/jdk-*",
+			unblock: "a build on a base from registry.wso2.com/**, harbor.acme.example/base/jdk-*"},
+		{name: "the registry is part of the repository", gates: wso2, change: builtOn("mirror.example/registry.wso2.com/am@" + baseDigest),
+			verdict: promoter.Blocked,
+			reason:  "base mirror.example/registry.wso2.com/am is not from an allowed repository: allowed registry.wso2.com/**, harbor.acme.example/base/jdk-*",
+			unblock: "provenance.base"},
+		{name: "not attested", gates: wso2, verdict: promoter.Blocked,
+			reason: "no SLSA provenance attestation for sha256:000000000000", unblock: attest},
+		{name: "attested by another key", gates: wso2, verdict: promoter.Blocked,
+			change: func(f *promoter.Facts) {
+				f.ProvenanceProblem = "sha256:000000000000 is attested, but by no key of signing.public_keys"
+			},
+			reason: "sha256:000000000000 is attested, but by no key of signing.public_keys", unblock: attest},
+		{name: "tampered", gates: wso2, verdict: promoter.Blocked,
+			change: func(f *promoter.Facts) {
+				f.ProvenanceProblem = "the provenance attestation of sha256:000000000000 does not match it (tampered, or made for another image)"
+			},
+			reason: "the provenance attestation of sha256:000000000000 does not match it (tampered, or made for another image)", unblock: attest},
+		{name: "a problem wins over a base", gates: wso2, verdict: promoter.Blocked,
+			change: func(f *promoter.Facts) {
+				f.ProvenanceProblem = "the provenance attestation of sha256:000000000000 is not harborflow's SLSA provenance: invalid provenance"
+			},
+			reason: "the provenance attestation of sha256:000000000000 is not harborflow's SLSA provenance: invalid provenance", unblock: "rebuild it with harborflow"},
+		{name: "base without a digest", gates: wso2, change: builtOn("registry.wso2.com/wso2-apim/am:4.2.0"),
+			verdict: promoter.Blocked,
+			reason:  `the provenance of sha256:000000000000 names base "registry.wso2.com/wso2-apim/am:4.2.0", not registry/repository@digest`,
+			unblock: "names its base by digest"},
+		{name: "a glob config check refuses fails closed", gates: config.Gates{Provenance: &config.ProvenanceGate{Base: []string{""}}},
+			change: builtOn("registry.wso2.com/wso2-apim/am@" + baseDigest), verdict: promoter.Blocked,
+			reason: `provenance.base [""] is not a list of globs`, unblock: "fix provenance.base"},
+		{name: "no glob fails closed", gates: config.Gates{Provenance: &config.ProvenanceGate{}},
+			change: builtOn("registry.wso2.com/wso2-apim/am@" + baseDigest), verdict: promoter.Blocked,
+			reason: `provenance.base [] is not a list of globs`, unblock: "fix provenance.base"},
+	})
+}
+
 func TestEveryConfiguredGateReportedInOrder(t *testing.T) {
-	g := config.Gates{MaxSeverity: "Low", Signed: true, Labels: []string{"x"}, MinAge: time.Hour, Approval: true, NonRoot: true, AllowedPorts: []string{"9443/tcp"}}
+	g := config.Gates{MaxSeverity: "Low", Signed: true, Provenance: &config.ProvenanceGate{Base: []string{"registry.wso2.com/**"}},
+		Labels: []string{"x"}, MinAge: time.Hour, Approval: true, NonRoot: true, AllowedPorts: []string{"9443/tcp"}}
 	e := promoter.Evaluate(target(g), facts())
 	var names []string
 	for _, r := range e.Gates {
 		names = append(names, r.Name)
 	}
-	if got := strings.Join(names, " "); got != "max_severity signed labels min_age approval non_root allowed_ports" {
+	if got := strings.Join(names, " "); got != "max_severity signed provenance labels min_age approval non_root allowed_ports" {
 		t.Errorf("gates = %s", got)
 	}
 }

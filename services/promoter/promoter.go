@@ -15,9 +15,10 @@ package promoter
 // redelivery or the re-evaluation loop, which finds the entry without a time. The first stage's entry is
 // written the same way when the chain's rolling tags are to be moved there.
 //
-// Re-evaluation. The stage's loop (stage.Tasks over Due) looks for states a soak, a scan timeout, an approval, a label or an unfinished copy may
-// have changed, and publishes a task.promoter for each (Due); the handler does the work, so that what it
-// publishes is stored before its ack and a crash redelivers it. harborflow approve publishes one too.
+// Re-evaluation. The stage's loop (stage.Tasks over Due) looks for states a soak, a scan timeout, an approval, a
+// label, a signature, an attestation or an unfinished copy may have changed, and publishes a task.promoter for
+// each (Due); the handler does the work, so that what it publishes is stored before its ack and a crash
+// redelivers it. harborflow approve publishes one too.
 //
 // Turns. Copies into one repository hold its turn (key turn.<registry>.<repository>, a lease renewed while
 // copying): a rolling tag's check and move are never interleaved with another promotion's (turn.go).
@@ -47,6 +48,7 @@ import (
 	"github.com/harborflow/harborflow/pkg/imageref"
 	"github.com/harborflow/harborflow/pkg/imagetag"
 	"github.com/harborflow/harborflow/pkg/logging"
+	"github.com/harborflow/harborflow/pkg/provenance"
 	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/pkg/signature"
 	harborflowv1 "github.com/harborflow/harborflow/proto/gen/harborflow/v1"
@@ -611,6 +613,11 @@ func (p *Promoter) finishCopy(ctx context.Context, ch *chain, st *harborflowv1.P
 	case err != nil:
 		return nil, fault.Classify(fmt.Errorf("copying %s to %s: %w", st.GetDigest(), to.Name(), err))
 	}
+	if res.Attestation.Outcome == TagRefused {
+		p.log.Warn("the attestation at the destination was kept", zap.String(logging.FieldChain, ch.cfg.Name),
+			zap.String(logging.FieldDigest, st.GetDigest()), zap.String(logging.FieldRepository, to.Name()),
+			zap.String(logging.FieldTag, res.Attestation.Tag), zap.String(logging.FieldReason, res.Attestation.Reason))
+	}
 	entry := st.Reached[len(st.Reached)-1]
 	if n == 0 {
 		entry.Entered, entry.Tags = timestamppb.New(p.now()), res.Pointing()
@@ -838,6 +845,13 @@ func (p *Promoter) facts(ctx context.Context, from imageref.Ref, st *harborflowv
 		}
 		f.Signed, f.SignatureProblem = problem == "", problem
 	}
+	if g.Provenance != nil {
+		base, problem, err := p.provenance(ctx, from, st.GetDigest())
+		if err != nil {
+			return f, err
+		}
+		f.BaseImage, f.ProvenanceProblem = base, problem
+	}
 	if len(g.Labels) > 0 && hc != nil {
 		a, err := hc.Artifact(ctx, project, repo, st.GetDigest(), harbor.WithLabels())
 		if err != nil {
@@ -855,23 +869,55 @@ func (p *Promoter) facts(ctx context.Context, from imageref.Ref, st *harborflowv
 func (p *Promoter) signed(ctx context.Context, from imageref.Ref, digest string) (string, error) {
 	img := from.Name() + "@" + digest
 	err := signature.Verify(ctx, p.deps.Registry, img, p.deps.Verifiers)
-	switch {
-	case err == nil:
-		return "", nil
-	case errors.Is(err, signature.ErrNotSigned):
-		return "no cosign signature for " + short(digest), nil
-	case errors.Is(err, signature.ErrTampered):
-		return "the signature of " + short(digest) + " does not match it (tampered, or made for another image)", nil
-	case errors.Is(err, signature.ErrUntrustedKey):
-		return short(digest) + " is signed, but by no key of signing.public_keys", nil
+	if problem, ok := unverified(err, digest, "cosign signature", "signature", "signed"); ok {
+		return problem, nil
 	}
 	return "", fault.Classify(fmt.Errorf("verifying the signature of %s: %w", img, err))
 }
 
+// provenance verifies the SLSA provenance attestation of digest in from (cosign's sha256-<hex>.att) against the
+// configured public keys, for exactly that digest (an index's own, not its platforms'), and returns the base
+// image it names (registry/repository@digest); else why not — none, tampered, by a key not configured, or a
+// statement that is not harborflow's provenance.
+func (p *Promoter) provenance(ctx context.Context, from imageref.Ref, digest string) (base, problem string, err error) {
+	img := from.Name() + "@" + digest
+	st, err := signature.VerifyAttestation(ctx, p.deps.Registry, img, p.deps.Verifiers, provenance.PredicateType)
+	problem, ok := unverified(err, digest, "SLSA provenance attestation", "provenance attestation", "attested")
+	switch {
+	case !ok:
+		return "", "", fault.Classify(fmt.Errorf("verifying the provenance attestation of %s: %w", img, err))
+	case problem != "":
+		return "", problem, nil
+	}
+	b, err := provenance.Parse(st)
+	if err != nil {
+		return "", fmt.Sprintf("the provenance attestation of %s is not harborflow's SLSA provenance: %v", short(digest), err), nil
+	}
+	return b.BaseImage, "", nil
+}
+
+// unverified says why a signature or an attestation of digest did not verify, when err (from pkg/signature) is
+// about the image rather than a failure to read it: ok is true then, and the problem is "" for a nil err.
+// noun names what was looked for (cosign signature), found what was found (signature), done what was done to
+// the image (signed).
+func unverified(err error, digest, noun, found, done string) (problem string, ok bool) {
+	switch {
+	case err == nil:
+		return "", true
+	case errors.Is(err, signature.ErrNotSigned):
+		return "no " + noun + " for " + short(digest), true
+	case errors.Is(err, signature.ErrTampered):
+		return "the " + found + " of " + short(digest) + " does not match it (tampered, or made for another image)", true
+	case errors.Is(err, signature.ErrUntrustedKey):
+		return short(digest) + " is " + done + ", but by no key of signing.public_keys", true
+	}
+	return "", false
+}
+
 // Due returns a task (task.promoter) for every promotion whose state may have changed without an event: a
-// soak or a scan timeout ended (next_evaluation has come), an approval or a label may have been given (a
-// pending or blocked verdict with an approval, labels or signed gate), a copy was interrupted, or it was never
-// evaluated. The handler does the work, so that what it publishes is published as for any other message;
+// soak or a scan timeout ended (next_evaluation has come), an approval, a label, a signature or an attestation
+// may have been given (a pending or blocked verdict with a gate of laterGates), a copy was interrupted, or it
+// was never evaluated. The handler does the work, so that what it publishes is published as for any other message;
 // replicas that find the same state due ask once (event.PromotionTaskID).
 func (p *Promoter) Due(ctx context.Context) ([]*bus.Message, error) {
 	entries, err := p.deps.Promotions.List(ctx, "promotion.>")
@@ -914,6 +960,11 @@ func copying(st *harborflowv1.PromotionState) bool {
 	return len(reached) > 0 && reached[len(reached)-1].GetEntered() == nil
 }
 
+// laterGates are the gates that may pass without an event harborflow receives: an approval (harborflow approve
+// also asks at once), a Harbor label (no webhook), a signature or an attestation pushed later (its
+// PUSH_ARTIFACT is an accessory's, which no stage evaluates a promotion on).
+var laterGates = []string{"approval", "labels", "signed", "provenance"}
+
 // stale reports whether a state needs evaluating without an event.
 func stale(st *harborflowv1.PromotionState, now time.Time) bool {
 	switch {
@@ -923,7 +974,7 @@ func stale(st *harborflowv1.PromotionState, now time.Time) bool {
 		return true
 	}
 	for _, g := range st.GetGates() {
-		if !g.GetPassed() && (g.GetName() == "approval" || g.GetName() == "labels" || g.GetName() == "signed") {
+		if !g.GetPassed() && slices.Contains(laterGates, g.GetName()) {
 			return true
 		}
 	}

@@ -7,6 +7,9 @@ import (
 	"encoding/hex"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -15,10 +18,12 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/harborflow/harborflow/pkg/buildah/buildahtest"
 	"github.com/harborflow/harborflow/pkg/bus"
 	"github.com/harborflow/harborflow/pkg/bus/bustest"
 	"github.com/harborflow/harborflow/pkg/config"
 	"github.com/harborflow/harborflow/pkg/event"
+	"github.com/harborflow/harborflow/pkg/provenance"
 	"github.com/harborflow/harborflow/pkg/registry"
 	"github.com/harborflow/harborflow/pkg/registry/registrytest"
 	"github.com/harborflow/harborflow/pkg/signature"
@@ -296,10 +301,11 @@ func TestTurnOfADeadHolderIsTakenOver(t *testing.T) {
 	}
 }
 
-// TestSignatureTravelsWithThePromotion: an image signed in its first stage (cosign's sha256-<hex>.sig tag) is
-// promoted across two registries with its signature, which verifies in the next stage with the same key — so
-// a signed gate further on can pass.
-func TestSignatureTravelsWithThePromotion(t *testing.T) {
+// TestSignatureAndAttestationTravelWithThePromotion: an image signed and attested in its first stage (cosign's
+// sha256-<hex>.sig and .att tags) is promoted across two registries with both, which verify in the next stage
+// with the same key against the promoted digest — so a signed or provenance gate further on can pass. cosign
+// verify-attestation accepts the attestation there too, when cosign is installed.
+func TestSignatureAndAttestationTravelWithThePromotion(t *testing.T) {
 	ctx := context.Background()
 	js := bustest.Start(t)
 	dev, next := registrytest.New(t), registrytest.New(t)
@@ -309,13 +315,11 @@ func TestSignatureTravelsWithThePromotion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	signer, err := signature.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer := newSigner(t)
 	if _, err := signer.Sign(ctx, rc, dev.Ref("dev/am@"+pushed.Digest)); err != nil {
 		t.Fatal(err)
 	}
+	attest(t, rc, signer, dev.Ref("dev/am@"+pushed.Digest), wso2Base)
 	promotions, scans := buckets(t, js.Bus)
 	chain := config.Promotion{Name: "acme-am", RollingTags: []string{"latest"}, Stages: []config.PromotionStage{
 		{Name: "dev", Repository: dev.Ref("dev/am")}, {Name: "staging", Repository: next.Ref("staging/am")}}}
@@ -332,8 +336,32 @@ func TestSignatureTravelsWithThePromotion(t *testing.T) {
 	if out, err := p.Handle(ctx, m); err != nil || len(out) != 1 {
 		t.Fatalf("promoting: %v %v", out, err)
 	}
-	if err := signature.Verify(ctx, rc, next.Ref("staging/am@"+pushed.Digest), []*signature.Verifier{signer.Verifier()}); err != nil {
+	promoted := next.Ref("staging/am@" + pushed.Digest)
+	keys := []*signature.Verifier{signer.Verifier()}
+	if err := signature.Verify(ctx, rc, promoted, keys); err != nil {
 		t.Errorf("the signature in the next stage: %v", err)
+	}
+	st, err := signature.VerifyAttestation(ctx, rc, promoted, keys, provenance.PredicateType)
+	if err != nil {
+		t.Fatalf("the attestation in the next stage: %v", err)
+	}
+	if b, err := provenance.Parse(st); err != nil || b.Digest != pushed.Digest || b.BaseImage != wso2Base {
+		t.Errorf("the provenance in the next stage: %+v, %v", b, err)
+	}
+
+	cosign := buildahtest.Tool(t, "cosign")
+	pub := filepath.Join(t.TempDir(), "pub.pem")
+	if err := os.WriteFile(pub, signer.Verifier().PublicKeyPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, cosign, "verify-attestation", "--key", pub, "--type", "slsaprovenance1", "--offline=true",
+		"--insecure-ignore-tlog=true", "--allow-insecure-registry", "--allow-http-registry", promoted)
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	cmd.WaitDelay = 10 * time.Second
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("cosign verify-attestation %s: %v\n%s", promoted, err, out)
 	}
 }
 

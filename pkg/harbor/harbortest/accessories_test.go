@@ -116,7 +116,9 @@ func TestAccessories(t *testing.T) {
 }
 
 // HARBOR.md §3.2: a copy carries the source's accessories; at the destination they are accessories of the
-// copy (not roots), each new one with its PUSH_ARTIFACT (the digest as tag: only the root's tags are copied).
+// copy (not roots), each new one with its PUSH_ARTIFACT. Each keeps its own tags, as Harbor's copyDeeply
+// ensures every copied artifact with its source's tags: the signature its sha256-<hex>.sig (its event's tag,
+// and cosign finds it there by it), the untagged referrer none (its event shows the digest).
 func TestCopyCarriesAccessories(t *testing.T) {
 	rec := newRecorder()
 	s := standIn(t, rec)
@@ -137,8 +139,12 @@ func TestCopyCarriesAccessories(t *testing.T) {
 	for _, e := range evs {
 		got[e.Digest] = e.Tag
 	}
-	if len(evs) != 3 || got[img.Digest] != "1" || got[sig.Digest] != sig.Digest || got[ref.Digest] != ref.Digest {
+	if len(evs) != 3 || got[img.Digest] != "1" || got[sig.Digest] != sig.Tag || got[ref.Digest] != ref.Digest {
 		t.Errorf("copy events %+v", evs)
+	}
+	sigAt := raw(t, s, http.MethodGet, "/v2/prod/app/manifests/"+sig.Tag, admin, pass, nil, "Accept", registrytest.MediaOCIManifest)
+	if want(t, sigAt, http.StatusOK); sigAt.header.Get("Docker-Content-Digest") != sig.Digest {
+		t.Errorf("prod/app:%s names %q, want the signature %s", sig.Tag, sigAt.header.Get("Docker-Content-Digest"), sig.Digest)
 	}
 
 	const base = "/projects/prod/repositories/app/artifacts"

@@ -332,7 +332,10 @@ func (s *Server) deleteTag(c *call) *apiError {
 
 // copyArtifact is POST …/artifacts?from=proj/repo:tag|@digest (HARBOR.md §3.2, §1.6, §7, §7.1): the root with
 // its children and every tag, the repository made when missing; PUSH_ARTIFACT for the root with the
-// source's newest tag (not the tag named in from=), and one for each child new at the destination.
+// source's newest tag (not the tag named in from=), and one for each child new at the destination. Children
+// and accessories keep their own tags too (a cosign signature's sha256-<hex>.sig), as Harbor's copyDeeply
+// ensures each copied artifact with its source's tags (goharbor/harbor v2.13.1
+// src/controller/artifact/controller.go); their events carry that tag, else the digest.
 func (s *Server) copyArtifact(c *call) *apiError {
 	from := c.r.URL.Query().Get("from")
 	srcName, srcRef, ok := splitFrom(from)
@@ -379,8 +382,13 @@ func (s *Server) copyArtifact(c *call) *apiError {
 	// Children and accessories first (HARBOR.md §3.2: the copy carries both, as Harbor's copyDeeply does),
 	// then the root, last.
 	var tree []*artifact
+	ownTags := map[string][]*tag{} // a non-root's tags, oldest first
 	var walk func(a *artifact)
 	walk = func(a *artifact) {
+		if a != src {
+			ownTags[a.Digest] = slices.Clone(a.newestTags())
+			slices.Reverse(ownTags[a.Digest])
+		}
 		for _, ch := range a.Children {
 			if c := srcRepo.Artifacts[ch.Digest]; c != nil {
 				walk(c)
@@ -432,7 +440,10 @@ func (s *Server) copyArtifact(c *call) *apiError {
 			repo.Artifacts[a.Digest] = a
 			have = a
 			if !root {
-				evs = append(evs, s.newEvent("PUSH_ARTIFACT", c, dst, repo, a.Digest, a.Digest))
+				for _, t := range ownTags[a.Digest] {
+					s.ensureTagLocked(repo, have, t.Name, now)
+				}
+				evs = append(evs, s.newEvent("PUSH_ARTIFACT", c, dst, repo, a.Digest, have.eventTag()))
 			}
 		}
 		if root {
