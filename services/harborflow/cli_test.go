@@ -81,7 +81,7 @@ func TestConfigCheckSample(t *testing.T) {
 		return []string{level + ": " + sample + ":45: registries[1].password: environment variable HARBOR_PASSWORD is not set " +
 			"(needed by the watcher, the inspector, the rebuilder, the promoter, the retention stage)"}
 	}
-	cosign := sample + ":93: signing.password: environment variable COSIGN_PASSWORD is not set (needed by the rebuilder)"
+	cosign := sample + ":95: signing.password: environment variable COSIGN_PASSWORD is not set (needed by the rebuilder)"
 	warnings := append(hook("warning"), append(password("warning"), "warning: "+cosign)...)
 	for _, tc := range []struct {
 		args    []string

@@ -541,7 +541,7 @@ promotions:
     stages:
       - repository: %[5]s/%[11]s
       - repository: %[5]s/%[13]s
-        gates: {non_root: true, allowed_ports: ["9443/tcp"], signed: true}
+        gates: {non_root: true, allowed_ports: ["9443/tcp"], signed: true, provenance: {base: ["%[5]s/%[9]s"]}}
     rolling_tags: ["{{.Version}}", "latest"]
 signing:
   key: %[14]s
