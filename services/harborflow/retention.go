@@ -44,9 +44,10 @@ registry/project/repository, matched by a policy's repositories.`,
 	}
 	apply := &cobra.Command{
 		Use:   "apply REPOSITORY",
-		Short: "Apply retention to a repository now, dry_run or not, and publish image.pruned",
-		Long: `Plan the repository and delete what the plan deletes, now, even when its policy is a dry run. Every
-deletion is recorded first, with the manifests to put it back (harborflow retention restore).`,
+		Short: "Apply retention to a repository now and publish image.pruned (a dry_run policy is refused)",
+		Long: `Plan the repository and delete what the plan deletes, now. A repository whose policy is a dry run is
+refused, deleting nothing (set dry_run: false to apply it; harborflow retention plan shows what it would do).
+Every deletion is recorded first, with the manifests to put it back (harborflow retention restore).`,
 		Example: "  harborflow retention apply harbor.acme.example/wso2-dev/acme-am",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
