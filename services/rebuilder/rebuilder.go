@@ -422,7 +422,7 @@ func (r *Rebuilder) buildHeld(ctx context.Context, st state, rc recipe, t trigge
 	} else {
 		log.Info("building", zap.String(logging.FieldBuilder, rc.Builder), zap.Int64(logging.FieldUpdateLevel, b.GetUpdateLevel()))
 		var in inputs
-		if in, err = r.inputs(rc); err == nil {
+		if in, err = r.readInputs(rc); err == nil {
 			w, in.source, err = r.build(ctx, rc, t, b)
 		}
 		if err != nil {
@@ -526,8 +526,8 @@ type inputs struct {
 	source        string // the image a rebase moved
 }
 
-// inputs digests the recipe's context, before the build reads it (only when the provenance is written).
-func (r *Rebuilder) inputs(rc recipe) (inputs, error) {
+// readInputs digests the recipe's context, before the build reads it (only when the provenance is written).
+func (r *Rebuilder) readInputs(rc recipe) (inputs, error) {
 	if r.deps.Signer == nil || rc.Context == "" || rc.Builder == config.BuilderRebase {
 		return inputs{}, nil
 	}
