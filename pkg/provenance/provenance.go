@@ -207,8 +207,8 @@ func Parse(statement []byte) (Build, error) {
 		Base: ext["base"].GetStringValue(), Dockerfile: ext["dockerfile"].GetStringValue(),
 		EventID: internal["eventId"].GetStringValue(), CorrelationID: internal["correlationId"].GetStringValue(),
 		Version:  pred.GetRunDetails().GetBuilder().GetVersion()["harborflow"],
-		Started:  meta.GetStartedOn().AsTime(),
-		Finished: meta.GetFinishedOn().AsTime(),
+		Started:  timeOf(meta.GetStartedOn()),
+		Finished: timeOf(meta.GetFinishedOn()),
 	}
 	for _, d := range def.GetResolvedDependencies() {
 		ref := strings.TrimPrefix(d.GetUri(), "oci://")
@@ -284,6 +284,14 @@ func mustStruct(m map[string]any) *structpb.Struct {
 		panic(err)
 	}
 	return s
+}
+
+// timeOf is ts as a time, zero when the statement has none (AsTime would say 1970).
+func timeOf(ts *timestamppb.Timestamp) time.Time {
+	if ts == nil {
+		return time.Time{}
+	}
+	return ts.AsTime()
 }
 
 func timestamp(t time.Time) *timestamppb.Timestamp {
