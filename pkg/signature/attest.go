@@ -109,8 +109,7 @@ func VerifyAttestation(ctx context.Context, client *registry.Client, image strin
 	if err != nil {
 		return nil, fmt.Errorf("verifying the attestation of %s: %w", image, err)
 	}
-	st, _, err := open(l.payload)
-	return st, err // attests opened it already
+	return open(l.payload) // attests opened it already
 }
 
 // verifiesEnvelope reports whether l, an attestation layer, is a DSSE envelope of an in-toto statement signed
@@ -149,26 +148,25 @@ func (st statement) about(digest string) bool {
 	return false
 }
 
-// open returns the statement in a DSSE envelope, and its payload type.
-func open(envelope []byte) ([]byte, string, error) {
+// open returns the statement in a DSSE envelope (whose payload type the envelope's verification checked).
+func open(envelope []byte) ([]byte, error) {
 	var env struct {
-		PayloadType string `json:"payloadType"`
-		Payload     string `json:"payload"`
+		Payload string `json:"payload"`
 	}
 	if err := json.Unmarshal(envelope, &env); err != nil {
-		return nil, "", fmt.Errorf("not a DSSE envelope: %w", err)
+		return nil, fmt.Errorf("not a DSSE envelope: %w", err)
 	}
 	st, err := base64.StdEncoding.DecodeString(env.Payload)
 	if err != nil {
-		return nil, "", fmt.Errorf("the DSSE envelope's payload is not base64: %w", err)
+		return nil, fmt.Errorf("the DSSE envelope's payload is not base64: %w", err)
 	}
-	return st, env.PayloadType, nil
+	return st, nil
 }
 
 // attests reports whether envelope holds a statement of predicateType about digest; when it does not, it says
 // what it holds.
 func attests(envelope []byte, digest, predicateType string) (bool, string) {
-	b, _, err := open(envelope)
+	b, err := open(envelope)
 	if err != nil {
 		return false, err.Error()
 	}

@@ -27,19 +27,26 @@ func writeFile(t *testing.T, name string, data []byte) string {
 	return p
 }
 
+// cosignSetup pushes an image and a two-platform index (their references), and makes a signer, with its
+// public key and another key written to files for cosign --key.
+func cosignSetup(t *testing.T) (e env, refs []string, s *signature.Signer, pub, otherPub string) {
+	t.Helper()
+	e = newEnv(t)
+	img := e.reg.PushImage(t, "acme/am:4.2.0.16.1", registrytest.Image{})
+	idx := e.reg.PushIndex(t, "acme/is:7.0.0.3.1", registrytest.Index{Images: []registrytest.Image{
+		{Platform: "linux/amd64"}, {Platform: "linux/arm64"},
+	}})
+	s = newSigner(t)
+	pub = writeFile(t, "pub.pem", s.Verifier().PublicKeyPEM())
+	otherPub = writeFile(t, "other.pem", newSigner(t).Verifier().PublicKeyPEM())
+	return e, []string{img.Ref, idx.Ref}, s, pub, otherPub
+}
+
 // TestCosignVerifiesOurSignatures signs an image and a two-platform index with Sign and has `cosign verify
 // --key` check them: accepted with the signer's key, refused with another.
 func TestCosignVerifiesOurSignatures(t *testing.T) {
-	e := newEnv(t)
-	img := e.reg.PushImage(t, "wso2/am:4.2.0", registrytest.Image{})
-	idx := e.reg.PushIndex(t, "wso2/is:7.0.0", registrytest.Index{Images: []registrytest.Image{
-		{Platform: "linux/amd64"}, {Platform: "linux/arm64"},
-	}})
-	s := newSigner(t)
-	pub := writeFile(t, "pub.pem", s.Verifier().PublicKeyPEM())
-	otherPub := writeFile(t, "other.pem", newSigner(t).Verifier().PublicKeyPEM())
-
-	for _, ref := range []string{img.Ref, idx.Ref} {
+	e, refs, s, pub, otherPub := cosignSetup(t)
+	for _, ref := range refs {
 		if _, err := s.Sign(e.ctx, e.client, ref); err != nil {
 			t.Fatalf("Sign(%s): %v", ref, err)
 		}
@@ -110,16 +117,8 @@ func TestVerifyCosignSignatures(t *testing.T) {
 // verify-attestation --key --type slsaprovenance1` check them: accepted with the signer's key, refused with
 // another key and for another predicate type.
 func TestCosignVerifiesOurAttestations(t *testing.T) {
-	e := newEnv(t)
-	img := e.reg.PushImage(t, "acme/am:4.2.0.16.1", registrytest.Image{})
-	idx := e.reg.PushIndex(t, "acme/is:7.0.0.3.1", registrytest.Index{Images: []registrytest.Image{
-		{Platform: "linux/amd64"}, {Platform: "linux/arm64"},
-	}})
-	s := newSigner(t)
-	pub := writeFile(t, "pub.pem", s.Verifier().PublicKeyPEM())
-	otherPub := writeFile(t, "other.pem", newSigner(t).Verifier().PublicKeyPEM())
-
-	for _, ref := range []string{img.Ref, idx.Ref} {
+	e, refs, s, pub, otherPub := cosignSetup(t)
+	for _, ref := range refs {
 		if _, err := s.Attest(e.ctx, e.client, ref, statementOf(t, ref)); err != nil {
 			t.Fatalf("Attest(%s): %v", ref, err)
 		}

@@ -51,9 +51,14 @@ func parseTarget(image, suffix string) (target, error) {
 	if r.Digest == "" {
 		return target{}, fmt.Errorf("%w %q: want registry/repository@digest", imageref.ErrInvalid, image)
 	}
-	return target{image: image, repository: r.Name(), digest: r.Digest,
-		tag: strings.Replace(r.Digest, ":", "-", 1) + suffix}, nil
+	return target{image: image, repository: r.Name(), digest: r.Digest, tag: tagOf(r.Digest, suffix)}, nil
 }
+
+// AttestationTag is cosign's attestation tag of digest, sha256-<hex>.att, in the digest's repository.
+func AttestationTag(digest string) string { return tagOf(digest, AttestationTagSuffix) }
+
+// tagOf is cosign's tag of digest (alg:hex) ending in suffix: alg-hex<suffix>.
+func tagOf(digest, suffix string) string { return strings.Replace(digest, ":", "-", 1) + suffix }
 
 // sigManifest is the part of an OCI image manifest a signature manifest uses.
 type sigManifest struct {

@@ -326,17 +326,12 @@ func (c *Copier) copyImage(ctx context.Context, req CopyRequest, dst *destinatio
 	return CopyRegistry, nil, att, nil
 }
 
-// attestationTag is cosign's attestation tag of digest: sha256-<hex>.att.
-func attestationTag(digest string) string {
-	return strings.Replace(digest, ":", "-", 1) + signature.AttestationTagSuffix
-}
-
 // copyAttestation copies the source's attestation tag of the image to the destination with Harbor's copy API
 // (by tag, so that the copy carries the tag), unless the source has none or the destination's is the same
 // manifest. An immutable rule protecting a different one at the destination is reported, not an error: the
 // destination keeps its own.
 func (c *Copier) copyAttestation(ctx context.Context, hc *harbor.Client, req CopyRequest, dst *destination) (TagResult, error) {
-	tag := attestationTag(req.Digest)
+	tag := signature.AttestationTag(req.Digest)
 	tr := TagResult{Tag: tag}
 	src, err := c.Registry.Resolve(ctx, req.From.String()+":"+tag)
 	switch {

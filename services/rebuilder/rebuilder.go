@@ -549,7 +549,7 @@ func (r *Rebuilder) result(rc recipe, t trigger, b *harborflowv1.Build, w regist
 		Started: timestamppb.New(start), Finished: timestamppb.New(now), ContextDigest: in.contextDigest, Source: in.source,
 	}
 	if r.deps.Signer != nil {
-		out.Provenance = rc.Target + ":" + strings.Replace(w.Digest, ":", "-", 1) + signature.AttestationTagSuffix
+		out.Provenance = rc.Target + ":" + signature.AttestationTag(w.Digest)
 	}
 	return out
 }
